@@ -1,0 +1,35 @@
+# The two commands of the README's first screen: `make demo` and `make test`.
+# Both work on a fresh machine: they create .venv and install what they need first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo generate test lint clean
+
+# The CPU torch wheel goes in first (it lies on disk here), so the range in pyproject.toml is
+# already satisfied and pip never downloads a CUDA build. GPU users install their own torch.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job on the embedded defaults: SQLite, in-process queue, tiny model.
+demo: $(STAMP)
+	$(BIN)/atelier demo
+
+generate: $(STAMP)
+	$(BIN)/atelier generate "a lighthouse at dusk" --seed 7 --count 4 --aspect 3:2 --out out
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) data out

@@ -1,0 +1,86 @@
+"""The `atelier` command: run | generate | demo | tiny-model.
+
+Bad input ends with a one-line message and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+log = logging.getLogger("atelier")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="atelier", description="Self-hosted Stable Diffusion Discord bot")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("run", help="connect to Discord and serve")
+
+    gen = sub.add_parser("generate", help="one offline render to files through the same engine")
+    gen.add_argument("prompt")
+    gen.add_argument("--negative", default=None)
+    gen.add_argument("--seed", type=int, default=None)
+    gen.add_argument("--count", type=int, default=None)
+    gen.add_argument("--aspect", default=None)
+    gen.add_argument("--steps", type=int, default=None)
+    gen.add_argument("--guidance", type=float, default=None)
+    gen.add_argument("--sampler", default=None)
+    gen.add_argument("--model", default=None)
+    gen.add_argument("--strength", type=float, default=None)
+    gen.add_argument("--variation-of", default=None, metavar="FILE")
+    gen.add_argument("--strong", action="store_true", help="strong variation (default subtle)")
+    gen.add_argument("--upscale", default=None, metavar="FILE")
+    gen.add_argument("--image", default=None, metavar="FILE", help="img2img source")
+    gen.add_argument("--out", default="out")
+
+    demo = sub.add_parser("demo", help="the sandbox Discord server and the bot, side by side, offline")
+    demo.add_argument("--port", type=int, default=0)
+    demo.add_argument("--once", action="store_true", help="run one scripted /imagine and exit")
+
+    tiny = sub.add_parser("tiny-model", help="write the tiny offline model to DIR")
+    tiny.add_argument("dir")
+    tiny.add_argument("--xl", action="store_true", help="the SDXL-shaped tiny model")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bot.settings import Settings
+
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from generation.errors import AtelierError
+
+    try:
+        if args.command == "run":
+            from bot.app import run_bot
+
+            return run_bot(settings)
+        if args.command == "generate":
+            from bot.offline import generate
+
+            return generate(settings, args)
+        if args.command == "demo":
+            from bot.demo import demo
+
+            return demo(settings, args)
+        if args.command == "tiny-model":
+            from bot.offline import write_tiny_model
+
+            return write_tiny_model(args)
+    except AtelierError as exc:
+        print(f"error: {exc.user_message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

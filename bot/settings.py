@@ -1,0 +1,63 @@
+"""One typed settings object, read from the environment and `.env` (DESIGN §3).
+
+Secrets only come from here; the token is a SecretStr so it never appears in logs or reprs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True
+    )
+
+    discord_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("DISCORD_TOKEN", "ATELIER_DISCORD_TOKEN")
+    )
+    # Hub id, local diffusers folder, single .safetensors file, or `tiny` / `tiny-xl` (offline).
+    model: str = Field(default="tiny", validation_alias="ATELIER_MODEL")
+    # Several named models: `name=source,name2=source2`; the first is the default. Overrides MODEL.
+    models: str = Field(default="", validation_alias="ATELIER_MODELS")
+    data_dir: Path = Field(default=Path("./data"), validation_alias="ATELIER_DATA_DIR")
+    device: Literal["auto", "cuda", "mps", "cpu"] = Field(default="auto", validation_alias="ATELIER_DEVICE")
+    compile: bool = Field(default=False, validation_alias="ATELIER_COMPILE")
+    max_loaded_models: int = Field(default=2, ge=1, validation_alias="ATELIER_MAX_LOADED_MODELS")
+    max_batch: int = Field(default=4, ge=1, le=16, validation_alias="ATELIER_MAX_BATCH")
+    queue_max_per_user: int = Field(default=5, ge=1, validation_alias="ATELIER_QUEUE_MAX_PER_USER")
+    queue_max_total: int = Field(default=200, ge=1, validation_alias="ATELIER_QUEUE_MAX_TOTAL")
+    dev_guild_id: int | None = Field(default=None, validation_alias="ATELIER_DEV_GUILD_ID")
+    discord_api_base: str | None = Field(default=None, validation_alias="ATELIER_DISCORD_API_BASE")
+    discord_gateway_url: str | None = Field(default=None, validation_alias="ATELIER_DISCORD_GATEWAY_URL")
+    log_level: str = Field(default="INFO", validation_alias="ATELIER_LOG_LEVEL")
+
+    def model_sources(self) -> list[tuple[str, str]]:
+        """Configured (name, source) pairs, default first."""
+        if not self.models.strip():
+            return [(_default_name(self.model), self.model)]
+        pairs: list[tuple[str, str]] = []
+        for item in self.models.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, sep, source = item.partition("=")
+            if not sep or not name.strip() or not source.strip():
+                raise ValueError(f"ATELIER_MODELS entry {item!r} must look like name=source")
+            pairs.append((name.strip(), source.strip()))
+        return pairs
+
+    def token(self) -> str:
+        if self.discord_token is None or not self.discord_token.get_secret_value():
+            raise SystemExit("DISCORD_TOKEN is not set (put it in the environment or .env)")
+        return self.discord_token.get_secret_value()
+
+
+def _default_name(source: str) -> str:
+    if source in ("tiny", "tiny-xl"):
+        return source
+    return Path(source.rstrip("/")).stem or source

@@ -1,0 +1,68 @@
+"""The render request: plain, immutable, JSON-able data that travels from the bot into storage
+and back out to the engine. Storage keeps it as JSON and never needs this type."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Kind(StrEnum):
+    TXT2IMG = "txt2img"
+    VARIATION = "variation"
+    UPSCALE = "upscale"
+    IMG2IMG = "img2img"
+
+
+@dataclass(frozen=True, slots=True)
+class RenderRequest:
+    prompt: str
+    model: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    sampler: str
+    # One seed per image (seed, seed+1, ...) so any single image can be reproduced alone.
+    seeds: tuple[int, ...]
+    kind: Kind = Kind.TXT2IMG
+    negative: str = ""
+    # Blob key (sha256 hex) of the source image in storage's blob store, for
+    # variation / upscale / img2img. The worker resolves it to pixels; the engine takes pixels.
+    source: str | None = None
+    strength: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def count(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def batch_key(self) -> tuple[Any, ...]:
+        """Requests with equal keys may share one pipeline call (guidance cannot vary inside one)."""
+        return (
+            self.model,
+            self.width,
+            self.height,
+            self.steps,
+            self.sampler,
+            round(self.guidance, 4),
+            self.kind == Kind.TXT2IMG,
+            None if self.strength is None else round(self.strength, 4),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["kind"] = str(self.kind)
+        data["seeds"] = list(self.seeds)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RenderRequest:
+        data = dict(data)
+        data["kind"] = Kind(data.get("kind", Kind.TXT2IMG))
+        data["seeds"] = tuple(int(s) for s in data["seeds"])
+        data["guidance"] = float(data["guidance"])
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in data.items() if k in known})

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+
+from bot.settings import Settings
+
+
+def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISCORD_TOKEN", "secret-token")
+    monkeypatch.setenv("ATELIER_MODELS", "a=tiny, b=tiny-xl")
+    monkeypatch.setenv("ATELIER_DEV_GUILD_ID", "")
+    monkeypatch.setenv("ATELIER_DATA_DIR", str(tmp_path / "d"))
+    s = Settings()
+    assert s.model_sources() == [("a", "tiny"), ("b", "tiny-xl")]
+    assert s.dev_guild_id is None
+    assert s.token() == "secret-token"
+    # The token never shows in reprs (and so never in logs).
+    assert "secret-token" not in repr(s)
+
+
+def test_settings_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in ("DISCORD_TOKEN", "ATELIER_MODEL", "ATELIER_MODELS"):
+        monkeypatch.delenv(name, raising=False)
+    s = Settings()
+    assert s.model_sources() == [("tiny", "tiny")]
+    with pytest.raises(SystemExit):
+        s.token()
