@@ -1,0 +1,94 @@
+"""Content-addressed image files under the data dir, plus cached thumbnails.
+
+A key is the sha256 of the bytes plus a short suffix ("<64 hex>.png"). Keys come back from the
+database and from button payloads, so `path` accepts nothing but that shape and re-checks the
+resolved path: a crafted key can never reach outside the root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+_KEY = re.compile(r"^[0-9a-f]{64}(\.[a-z0-9]{1,8})?$")
+_SUFFIX = re.compile(r"^(\.[a-z0-9]{1,8})?$")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def put(self, data: bytes, suffix: str = ".png") -> str:
+        if not _SUFFIX.match(suffix):
+            raise ValueError(f"bad blob suffix {suffix!r}")
+        key = hashlib.sha256(data).hexdigest() + suffix
+        path = self.path(key)
+        # Same bytes, same key: an existing file is already right (a re-run job writes nothing new).
+        if not path.exists():
+            _atomic_write(path, data)
+        return key
+
+    def path(self, key: str) -> Path:
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise ValueError(f"not a blob key: {key!r}")
+        path = (self.root / key[:2] / key[2:4] / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise ValueError(f"blob key escapes the store: {key!r}")
+        return path
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def read(self, key: str) -> bytes:
+        path = self.path(key)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def open_image(self, key: str) -> Image.Image:
+        with Image.open(io.BytesIO(self.read(key))) as im:
+            im.load()
+            return im.copy()
+
+    def thumbnail(self, key: str, size: int = 256) -> bytes:
+        """A JPEG no larger than size x size, made once and cached beside the blobs."""
+        if not 16 <= size <= 2048:
+            raise ValueError("thumbnail size must be between 16 and 2048")
+        source = self.path(key)
+        thumb = (self.root / "thumbs" / str(size) / key[:2] / (key.split(".")[0] + ".jpg")).resolve()
+        if thumb.exists():
+            return thumb.read_bytes()
+        try:
+            im = Image.open(source)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+        with im:
+            rgb = im.convert("RGB")
+        rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        rgb.save(buf, format="JPEG", quality=85)
+        data = buf.getvalue()
+        _atomic_write(thumb, data)
+        return data

@@ -1,0 +1,159 @@
+"""Versioned schema migrations, applied at start-up.
+
+The version lives in `PRAGMA user_version`, which is part of the database header and so moves
+inside the same transaction as the DDL: a migration either lands whole or not at all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from storage.errors import SchemaTooNew
+
+# Append only. Never edit a migration that has shipped: write the next one.
+MIGRATIONS: list[str] = [
+    # 1: the whole first schema.
+    """
+    CREATE TABLE jobs (
+        id                INTEGER PRIMARY KEY,
+        guild_id          INTEGER,
+        channel_id        INTEGER,
+        user_id           INTEGER NOT NULL,
+        kind              TEXT    NOT NULL,
+        parent_job_id     INTEGER REFERENCES jobs(id) ON DELETE SET NULL,
+        parent_index      INTEGER,
+        request           TEXT    NOT NULL,
+        batch_key         TEXT    NOT NULL,
+        status            TEXT    NOT NULL DEFAULT 'queued'
+                          CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+        attempts          INTEGER NOT NULL DEFAULT 0,
+        error             TEXT,
+        priority          REAL    NOT NULL DEFAULT 1.0,
+        private           INTEGER NOT NULL DEFAULT 0,
+        lease_owner       TEXT,
+        lease_expires_at  REAL,
+        created_at        REAL    NOT NULL,
+        started_at        REAL,
+        finished_at       REAL,
+        render_seconds    REAL,
+        interaction_token TEXT,
+        token_expires_at  REAL,
+        message_id        INTEGER,
+        delivered_at      REAL
+    );
+    CREATE INDEX jobs_active ON jobs(status, id) WHERE status IN ('queued', 'running');
+    CREATE INDEX jobs_user ON jobs(user_id, id);
+    CREATE INDEX jobs_guild_created ON jobs(guild_id, created_at);
+    CREATE INDEX jobs_undelivered ON jobs(id)
+        WHERE delivered_at IS NULL AND status IN ('done', 'failed', 'cancelled');
+    CREATE INDEX jobs_batch_key_done ON jobs(batch_key, id) WHERE status = 'done';
+
+    -- guild_id / user_id / prompt are copied from the job so gallery pages never join.
+    CREATE TABLE images (
+        id         INTEGER PRIMARY KEY,
+        job_id     INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        idx        INTEGER NOT NULL,
+        seed       INTEGER NOT NULL,
+        blob       TEXT    NOT NULL,
+        width      INTEGER NOT NULL,
+        height     INTEGER NOT NULL,
+        nsfw       INTEGER NOT NULL DEFAULT 0,
+        favourite  INTEGER NOT NULL DEFAULT 0,
+        deleted    INTEGER NOT NULL DEFAULT 0,
+        created_at REAL    NOT NULL,
+        guild_id   INTEGER NOT NULL DEFAULT 0,
+        user_id    INTEGER NOT NULL,
+        prompt     TEXT    NOT NULL DEFAULT '',
+        UNIQUE (job_id, idx)
+    );
+    CREATE INDEX images_gallery ON images(guild_id, user_id, id) WHERE deleted = 0;
+    CREATE INDEX images_favourites ON images(guild_id, user_id, id) WHERE deleted = 0 AND favourite = 1;
+    CREATE INDEX images_blob ON images(blob);
+
+    -- Contentless: the prompt text lives in `images` already. `owner` holds one token per
+    -- guild and one per (guild, user) so a search is an FTS intersection, never a scan of other users' hits.
+    CREATE VIRTUAL TABLE images_fts USING fts5(prompt, owner, content='', tokenize='unicode61');
+    CREATE TRIGGER images_fts_insert AFTER INSERT ON images WHEN new.deleted = 0 BEGIN
+        INSERT INTO images_fts(rowid, prompt, owner)
+        VALUES (new.id, new.prompt, 'g' || new.guild_id || ' o' || new.guild_id || 'x' || new.user_id);
+    END;
+    CREATE TRIGGER images_fts_hide AFTER UPDATE OF deleted ON images
+        WHEN old.deleted = 0 AND new.deleted = 1 BEGIN
+        INSERT INTO images_fts(images_fts, rowid, prompt, owner)
+        VALUES ('delete', old.id, old.prompt,
+                'g' || old.guild_id || ' o' || old.guild_id || 'x' || old.user_id);
+    END;
+    CREATE TRIGGER images_fts_unhide AFTER UPDATE OF deleted ON images
+        WHEN old.deleted = 1 AND new.deleted = 0 BEGIN
+        INSERT INTO images_fts(rowid, prompt, owner)
+        VALUES (new.id, new.prompt, 'g' || new.guild_id || ' o' || new.guild_id || 'x' || new.user_id);
+    END;
+    CREATE TRIGGER images_fts_remove AFTER DELETE ON images WHEN old.deleted = 0 BEGIN
+        INSERT INTO images_fts(images_fts, rowid, prompt, owner)
+        VALUES ('delete', old.id, old.prompt,
+                'g' || old.guild_id || ' o' || old.guild_id || 'x' || old.user_id);
+    END;
+
+    CREATE TABLE guild_settings (
+        guild_id   INTEGER PRIMARY KEY,
+        data       TEXT NOT NULL DEFAULT '{}',
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE user_settings (
+        user_id    INTEGER PRIMARY KEY,
+        data       TEXT NOT NULL DEFAULT '{}',
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE banned_words (
+        guild_id   INTEGER NOT NULL,
+        word       TEXT    NOT NULL,
+        added_by   INTEGER,
+        created_at REAL    NOT NULL,
+        PRIMARY KEY (guild_id, word)
+    );
+    CREATE TABLE user_bans (
+        guild_id   INTEGER NOT NULL,
+        user_id    INTEGER NOT NULL,
+        reason     TEXT    NOT NULL DEFAULT '',
+        banned_by  INTEGER,
+        created_at REAL    NOT NULL,
+        expires_at REAL,
+        PRIMARY KEY (guild_id, user_id)
+    );
+    CREATE TABLE audit_log (
+        id         INTEGER PRIMARY KEY,
+        guild_id   INTEGER,
+        actor_id   INTEGER,
+        action     TEXT NOT NULL,
+        target     TEXT,
+        details    TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX audit_guild ON audit_log(guild_id, id);
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring `conn` (autocommit mode) to SCHEMA_VERSION; returns the number of migrations applied."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"database schema version {current} is newer than this code ({SCHEMA_VERSION}); "
+            "upgrade Atelier or restore a backup"
+        )
+    applied = 0
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        # executescript commits anything pending first, so the transaction is part of the script.
+        # If a statement fails the script stops inside the open transaction: roll it back.
+        script = f"BEGIN IMMEDIATE;\n{MIGRATIONS[version - 1]}\nPRAGMA user_version = {version};\nCOMMIT;"
+        try:
+            conn.executescript(script)
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        applied += 1
+    return applied
