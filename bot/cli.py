@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="the sandbox Discord server and the bot, side by side, offline")
     demo.add_argument("--port", type=int, default=0)
-    demo.add_argument("--once", action="store_true", help="run one scripted /imagine and exit")
+    demo.add_argument("--serve", action="store_true",
+                      help="after the scripted run, keep the sandbox and the bot running (Ctrl-C stops)")
+    demo.add_argument("--out", default="out/demo")
 
     tiny = sub.add_parser("tiny-model", help="write the tiny offline model to DIR")
     tiny.add_argument("dir")

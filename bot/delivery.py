@@ -1,0 +1,269 @@
+"""Turns scheduler events into Discord message edits.
+
+Each job's message is edited in order by one task per job, at most once per ~1.5 s for progress
+(Discord rate-limits message edits); queued / final states always go out. The result is delivered at
+least once and marked in storage; a redelivery only edits the same message into the same thing, so a
+restart never posts a result twice. While the interaction token lives, edits go through it; after it
+expires (or if the message was deleted) the result is posted to the channel as a normal bot message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import discord
+from PIL import Image
+
+from bot import presenter
+from bot.jobflow import token_alive
+from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
+from generation.images import make_grid
+from generation.request import RenderRequest
+
+if TYPE_CHECKING:
+    from bot.client import AtelierBot
+    from storage.jobs import JobRow
+
+log = logging.getLogger(__name__)
+
+EDIT_INTERVAL_S = 1.5
+REFS_WAIT_S = 10.0
+SWEEP_INTERVAL_S = 15.0
+FINAL_STATUSES = ("done", "failed", "cancelled")
+
+
+class Delivery:
+    def __init__(self, bot: AtelierBot) -> None:
+        self.bot = bot
+        self._queues: dict[int, asyncio.Queue[JobEvent | None]] = {}
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self._refs: dict[int, asyncio.Event] = {}
+        self._last_edit: dict[int, float] = {}
+        self._shown_position: dict[int, int] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._deliver_lock: dict[int, asyncio.Lock] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        stream = self.bot.services.scheduler.subscribe()
+        self._tasks.append(asyncio.create_task(self._consume(stream), name="atelier-delivery"))
+        self._tasks.append(asyncio.create_task(self._sweep(), name="atelier-delivery-sweep"))
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._workers.values()]:
+            task.cancel()
+        for task in [*self._tasks, *self._workers.values()]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        self._workers.clear()
+
+    def refs_recorded(self, job_id: int) -> None:
+        """The job's message is known (or will never be): its events may go out now."""
+        self._refs.setdefault(job_id, asyncio.Event()).set()
+
+    # -- event routing ---------------------------------------------------------------------------
+    async def _consume(self, stream: Any) -> None:
+        async for event in stream:
+            try:
+                self._route(event)
+            except Exception:  # one bad event must not stop delivery of the others
+                log.exception("routing event %r failed", event)
+
+    def _route(self, event: JobEvent) -> None:
+        job_id = event.job_id
+        if isinstance(event, JobStarted | JobDone | JobFailed | JobCancelled):
+            # Jobs behind this one moved up: refresh their "position N" text (throttled per message).
+            self._refresh_positions()
+        queue = self._queues.get(job_id)
+        if queue is None:
+            queue = self._queues[job_id] = asyncio.Queue()
+            self._workers[job_id] = asyncio.create_task(self._job_worker(job_id, queue),
+                                                        name=f"atelier-job-{job_id}")
+        queue.put_nowait(event)
+
+    def _refresh_positions(self) -> None:
+        for entry in self.bot.services.scheduler.snapshot():
+            if getattr(entry, "status", "queued") != "queued":
+                continue
+            if self._shown_position.get(entry.job_id) not in (None, entry.position):
+                queue = self._queues.get(entry.job_id)
+                if queue is not None:
+                    queue.put_nowait(JobQueued(entry.job_id, entry.position, entry.eta_s))
+
+    async def _job_worker(self, job_id: int, queue: asyncio.Queue[JobEvent | None]) -> None:
+        try:
+            await self._wait_for_refs(job_id)
+            while True:
+                event = await queue.get()
+                if event is None:
+                    return
+                # Coalesce: if more progress is already waiting, skip to the newest.
+                if isinstance(event, JobProgress | JobQueued) and not queue.empty():
+                    continue
+                try:
+                    final = await self._handle(job_id, event)
+                except Exception:
+                    log.exception("delivering %r failed; the sweep will retry", event)
+                    final = isinstance(event, JobDone | JobFailed | JobCancelled)
+                if final:
+                    return
+        finally:
+            self._queues.pop(job_id, None)
+            self._workers.pop(job_id, None)
+            self._refs.pop(job_id, None)
+            self._last_edit.pop(job_id, None)
+            self._shown_position.pop(job_id, None)
+
+    async def _wait_for_refs(self, job_id: int) -> None:
+        job = await self.bot.services.db.jobs.get(job_id)
+        if job is None or job.message_id is not None:
+            return
+        event = self._refs.setdefault(job_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), REFS_WAIT_S)
+
+    async def _handle(self, job_id: int, event: JobEvent) -> bool:
+        if isinstance(event, JobDone | JobFailed | JobCancelled):
+            await self.deliver(job_id)
+            return True
+        now = time.monotonic()
+        if now - self._last_edit.get(job_id, 0.0) < EDIT_INTERVAL_S:
+            return False
+        job = await self.bot.services.db.jobs.get(job_id)
+        if job is None or job.status in FINAL_STATUSES or job.message_id is None:
+            return False
+        if not token_alive(_epoch(job.token_expires_at)) and job.interaction_token is not None:
+            return False  # progress after token expiry is not worth a channel message
+        request = RenderRequest.from_json(job.request)
+        if isinstance(event, JobQueued):
+            if self._shown_position.get(job_id) == event.position:
+                return False
+            self._shown_position[job_id] = event.position
+            shown = presenter.queued(request, job.user_id, event.position, event.eta_s)
+        elif isinstance(event, JobStarted):
+            shown = presenter.rendering(request, job.user_id, 0, request.steps, None)
+        elif isinstance(event, JobProgress):
+            preview = presenter.encode_preview(event.preview) if event.preview is not None else None
+            shown = presenter.rendering(request, job.user_id, event.step, event.total, preview)
+        else:
+            return False
+        self._last_edit[job_id] = now
+        await self._edit_existing(job, shown)
+        return False
+
+    # -- final delivery --------------------------------------------------------------------------
+    async def deliver(self, job_id: int) -> None:
+        """Show a finished job's final state and mark it delivered (once)."""
+        lock = self._deliver_lock.setdefault(job_id, asyncio.Lock())
+        async with lock:
+            try:
+                db = self.bot.services.db
+                job = await db.jobs.get(job_id)
+                if job is None or job.status not in FINAL_STATUSES or job.delivered_at is not None:
+                    return
+                shown = await self.final_message(job)
+                await self._show(job, shown)
+                await db.jobs.mark_delivered(job_id)
+                log.info("job %s delivered (%s)", job_id, job.status)
+            finally:
+                self._deliver_lock.pop(job_id, None)
+
+    async def final_message(self, job: JobRow) -> presenter.Shown:
+        request = RenderRequest.from_json(job.request)
+        if job.status == "done":
+            png = await self.result_png(job.id)
+            return presenter.result(job.id, request, job.user_id, png, request.count)
+        if job.status == "failed":
+            return presenter.failed(request, job.user_id, job.error or "unknown error")
+        return presenter.cancelled(request, job.user_id)
+
+    async def result_png(self, job_id: int) -> bytes:
+        services = self.bot.services
+        rows = sorted(await services.db.images.for_job(job_id), key=lambda r: r.index)
+        datas = [await asyncio.to_thread(services.blobs.read, row.blob) for row in rows]
+        if len(datas) == 1:
+            return datas[0]
+        return await asyncio.to_thread(_grid_png, datas)
+
+    async def _show(self, job: JobRow, shown: presenter.Shown) -> None:
+        """Edit the job's message into `shown`; post a new channel message if that is impossible."""
+        if job.message_id is not None and await self._edit_existing(job, shown):
+            return
+        if job.channel_id is None:
+            log.warning("job %s has no channel to deliver to", job.id)
+            return
+        channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+        message = await channel.send(shown.content, files=shown.discord_files(),
+                                     view=shown.view or discord.utils.MISSING)
+        # From now on this channel message is the job's message: a redelivery edits it, never reposts.
+        await self.bot.services.db.jobs.set_discord_refs(
+            job.id, interaction_token=None, token_expires_at=None, message_id=message.id,
+            channel_id=job.channel_id,
+        )
+
+    async def _edit_existing(self, job: JobRow, shown: presenter.Shown) -> bool:
+        """Edit the job's existing message. False when it is gone or cannot be reached any more."""
+        assert job.message_id is not None
+        kwargs: dict[str, Any] = {"content": shown.content, "attachments": shown.discord_files()}
+        if shown.view is not None:
+            kwargs["view"] = shown.view
+        try:
+            if job.interaction_token is not None:
+                if not token_alive(_epoch(job.token_expires_at)):
+                    return False
+                webhook = discord.Webhook.partial(self.bot.application_id or 0, job.interaction_token,
+                                                  client=self.bot)
+                await webhook.edit_message(job.message_id, **kwargs)
+            else:
+                if job.channel_id is None:
+                    return False
+                channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
+                await channel.get_partial_message(job.message_id).edit(**kwargs)
+            return True
+        except discord.NotFound:
+            log.info("message of job %s is gone (deleted or token expired)", job.id)
+            return False
+
+    async def _sweep(self) -> None:
+        """Deliver whatever finished but was not delivered: after a restart, or after Discord errors."""
+        while True:
+            try:
+                await self.deliver_pending()
+            except Exception:
+                log.exception("delivery sweep failed")
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    async def deliver_pending(self) -> None:
+        for job in await self.bot.services.db.jobs.list_undelivered():
+            if job.id in self._workers:
+                continue  # its own worker is on it
+            try:
+                await self.deliver(job.id)
+            except Exception:
+                log.exception("delivering job %s failed; will retry", job.id)
+
+
+def _grid_png(datas: list[bytes]) -> bytes:
+    images = [Image.open(io.BytesIO(d)).convert("RGB") for d in datas]
+    grid = make_grid(images)
+    buf = io.BytesIO()
+    grid.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return datetime.fromisoformat(str(value)).timestamp()

@@ -1,0 +1,87 @@
+"""`atelier demo`: the sandbox Discord server and the bot side by side, offline. A scripted member
+runs /imagine, watches the progress, then clicks U1 and V2; the images land in --out."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from bot.app import App
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def demo(settings: Settings, args: argparse.Namespace) -> int:
+    return asyncio.run(_demo(settings, args))
+
+
+def _result(sandbox: Any, channel: Any, job_hint: str) -> Any:
+    for message in reversed(sandbox.messages(channel)):
+        if job_hint in message.content and message.attachments and message.buttons():
+            return message
+    return None
+
+
+async def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from sandbox import Sandbox
+
+    sandbox = Sandbox()
+    await sandbox.start(port=args.port)
+    settings = settings.model_copy(update={
+        "discord_token": SecretStr(sandbox.bot_token),
+        "discord_api_base": sandbox.api_base,
+        "discord_gateway_url": sandbox.gateway_url,
+        "dev_guild_id": sandbox.guild.id,
+    })
+    app = App(settings, guild_ready_timeout=0.5)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        await app.start()
+        await sandbox.wait_until_ready()
+        await app.wait_ready()
+        print(f"sandbox Discord at {sandbox.api_base} (gateway {sandbox.gateway_url})")
+        alice, general = sandbox.users["alice"], sandbox.channel("general")
+
+        started = time.perf_counter()
+        interaction = await sandbox.slash(alice, general, "imagine",
+                                          {"prompt": "a lighthouse at dusk --ar 3:2 --seed 7"})
+        await interaction.wait_ack()
+        print(f"/imagine acknowledged in {interaction.ack_latency * 1000:.0f} ms")
+        grid = await sandbox.wait_for(lambda: _result(sandbox, general, "lighthouse"), timeout=300)
+        original = interaction.original
+        edits = original.edits if original is not None else 0
+        print(f"grid delivered in {time.perf_counter() - started:.1f} s after {edits} edits; "
+              f"buttons: {', '.join(b.get('label') or b.get('emoji', {}).get('name', '?') for b in grid.buttons())}")
+        (out / "grid.png").write_bytes(grid.attachments[0].data)
+
+        for label, name in (("U1", "upscale_1.png"), ("V2", "variation_2.png")):
+            button = next(b for b in grid.buttons() if b.get("label") == label)
+            before = {m.id for m in sandbox.messages(general)}
+            click = await sandbox.click(alice, grid, button["custom_id"])
+            await click.wait_ack()
+
+            def done(before: set[int] = before) -> Any:
+                for m in sandbox.messages(general):
+                    if m.id not in before and m.attachments and m.buttons() and "job" in m.content:
+                        return m
+                return None
+
+            message = await sandbox.wait_for(done, timeout=300)
+            (out / name).write_bytes(message.attachments[0].data)
+            print(f"{label}: {message.content.splitlines()[0]}")
+        print(f"images written to {out}/")
+        if args.serve:
+            print(f"serving; bot token {sandbox.bot_token!r}; Ctrl-C stops")
+            await app.run_forever()
+    finally:
+        await app.stop()
+        await sandbox.stop()
+    return 0

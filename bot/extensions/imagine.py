@@ -1,0 +1,235 @@
+"""/imagine and the buttons under its results: upscale, vary, reroll, remix, details, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import logging
+import random
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from PIL import Image, UnidentifiedImageError
+
+from bot import presenter
+from bot.buttons import register_action
+from bot.errors import report_error
+from bot.jobflow import bot_of, start_job
+from bot.reply import reply
+from generation.errors import InvalidRequest, NotAllowed, NotFound
+from generation.request import Kind, RenderRequest
+from generation.validate import (
+    ASPECTS,
+    SAMPLER_NAMES,
+    RequestDraft,
+    build_request,
+    upscale_of,
+    variation_of,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_SOURCE_BYTES = 10 * 1024 * 1024
+SEED_MAX = 2**32 - 1
+
+
+class Imagine(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="imagine", description="Turn a prompt into images")
+    @app_commands.describe(
+        prompt="What to draw. Flags work too: --ar 16:9 --seed 42 --no cars --steps 30 --cfg 6.5 --n 2",
+        negative="What to keep out of the image",
+        aspect="Aspect ratio",
+        seed="Seed of the first image (the others use seed+1, seed+2, ...)",
+        steps="Sampling steps",
+        guidance="Guidance scale (how literally to follow the prompt)",
+        sampler="Sampler",
+        model="Model",
+        count="How many images (1-4)",
+        image="A starting image (img2img)",
+        strength="How much to change the starting image (0-1)",
+    )
+    @app_commands.choices(
+        aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
+        sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLER_NAMES][:25],
+    )
+    async def imagine(self, interaction: discord.Interaction[Any], prompt: str, negative: str | None = None,
+                      aspect: str | None = None, seed: int | None = None, steps: int | None = None,
+                      guidance: float | None = None, sampler: str | None = None, model: str | None = None,
+                      count: int | None = None, image: discord.Attachment | None = None,
+                      strength: float | None = None) -> None:
+        services = bot_of(interaction).services
+        draft = RequestDraft(prompt=prompt, negative=negative, aspect=aspect, seed=seed, steps=steps,
+                             guidance=guidance, sampler=sampler, model=model, count=count, strength=strength)
+        source_size = None
+        if image is not None:
+            key, source_size = await self.store_attachment(image)
+            draft = dataclasses.replace(draft, kind=Kind.IMG2IMG, source=key)
+        request = build_request(draft, services.registry, source_size=source_size)
+        await start_job(interaction, request)
+
+    @imagine.autocomplete("model")
+    async def model_autocomplete(self, interaction: discord.Interaction[Any],
+                                 current: str) -> list[app_commands.Choice[str]]:
+        names = bot_of(interaction).services.registry.names()
+        current = current.lower()
+        return [app_commands.Choice(name=n, value=n) for n in names if current in n.lower()][:25]
+
+    async def store_attachment(self, attachment: discord.Attachment) -> tuple[str, tuple[int, int]]:
+        """Download, check and store a user's starting image; returns its blob key and size."""
+        if attachment.size > MAX_SOURCE_BYTES:
+            raise InvalidRequest("That image is too large (10 MB at most).")
+        if attachment.content_type and not attachment.content_type.startswith("image/"):
+            raise InvalidRequest("The attachment must be an image (PNG, JPEG or WebP).")
+        data = await attachment.read()
+        return await asyncio.to_thread(self._store_image, data)
+
+    def _store_image(self, data: bytes) -> tuple[str, tuple[int, int]]:
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                rgb = img.convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InvalidRequest("That attachment is not an image I can read.") from exc
+        buf = io.BytesIO()
+        rgb.save(buf, format="PNG")
+        key = bot_of_services(self.bot).blobs.put(buf.getvalue())
+        return key, rgb.size
+
+
+def bot_of_services(bot: commands.Bot) -> Any:
+    return bot.services  # type: ignore[attr-defined]
+
+
+# -- buttons -------------------------------------------------------------------------------------
+
+async def load_job(interaction: discord.Interaction[Any], job_id: int) -> Any:
+    services = bot_of(interaction).services
+    job = await services.db.jobs.get(job_id)
+    if job is None or (job.guild_id is not None and job.guild_id != interaction.guild_id):
+        raise NotFound(f"Job {job_id} does not exist here.")
+    return job
+
+
+async def source_of(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> tuple[Any, str]:
+    job = await load_job(interaction, job_id)
+    if job.status != "done":
+        raise InvalidRequest(f"Job {job_id} has no images yet.")
+    rows = {row.index: row for row in await bot_of(interaction).services.db.images.for_job(job_id)}
+    row = rows.get(index or 0)
+    if row is None or row.deleted:
+        raise NotFound("That image is gone.")
+    return job, row.blob
+
+
+async def on_upscale(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    job, blob = await source_of(interaction, job_id, index)
+    request = upscale_of(RenderRequest.from_json(job.request), index or 0, source=blob)
+    await start_job(interaction, request, parent_job_id=job_id, parent_index=index or 0)
+
+
+async def _vary(interaction: discord.Interaction[Any], job_id: int, index: int | None, strong: bool) -> None:
+    job, blob = await source_of(interaction, job_id, index)
+    request = variation_of(RenderRequest.from_json(job.request), index or 0, strong=strong, source=blob)
+    await start_job(interaction, request, parent_job_id=job_id, parent_index=index or 0)
+
+
+async def on_vary(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    # V1-V4 under a grid make a strong variation, as Midjourney's default "high variation mode" does.
+    await _vary(interaction, job_id, index, strong=True)
+
+
+async def on_subtle(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    await _vary(interaction, job_id, index, strong=False)
+
+
+async def on_strong(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    await _vary(interaction, job_id, index, strong=True)
+
+
+def reseeded(request: RenderRequest) -> RenderRequest:
+    first = random.randint(0, SEED_MAX - request.count)
+    return dataclasses.replace(request, seeds=tuple(first + i for i in range(request.count)))
+
+
+async def on_reroll(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    job = await load_job(interaction, job_id)
+    await start_job(interaction, reseeded(RenderRequest.from_json(job.request)), parent_job_id=job_id)
+
+
+class RemixModal(discord.ui.Modal, title="Remix prompt"):
+    def __init__(self, job_id: int, request: RenderRequest) -> None:
+        super().__init__(timeout=15 * 60, custom_id=f"atelier:remixmodal:{job_id}")
+        self.job_id = job_id
+        self.request = request
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Prompt", style=discord.TextStyle.paragraph, default=request.prompt[:4000], max_length=4000,
+            custom_id="prompt")
+        self.negative: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Negative prompt", required=False, default=request.negative[:4000] or None,
+            max_length=4000, custom_id="negative")
+        self.add_item(self.prompt)
+        self.add_item(self.negative)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        services = bot_of(interaction).services
+        parent = self.request
+        # The edited prompt may carry flags again; everything else follows the parent job.
+        draft = RequestDraft(prompt=self.prompt.value, negative=self.negative.value or None,
+                             steps=parent.steps, guidance=parent.guidance, sampler=parent.sampler,
+                             model=parent.model, count=parent.count)
+        request = build_request(draft, services.registry)
+        if "--ar" not in self.prompt.value and parent.kind == Kind.TXT2IMG:
+            request = dataclasses.replace(request, width=parent.width, height=parent.height)
+        await start_job(interaction, request, parent_job_id=self.job_id)
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
+        await report_error(interaction, error, job_id=self.job_id)
+
+
+async def on_remix(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    job = await load_job(interaction, job_id)
+    await interaction.response.send_modal(RemixModal(job_id, RenderRequest.from_json(job.request)))
+
+
+async def on_info(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    job = await load_job(interaction, job_id)
+    embed = presenter.details(job_id, RenderRequest.from_json(job.request),
+                              {"By": f"<@{job.user_id}>", "Status": job.status})
+    await reply(interaction, embed=embed, ephemeral=True)
+
+
+def is_moderator(interaction: discord.Interaction[Any]) -> bool:
+    # Checked by the bot itself from the permissions Discord computed for this member here.
+    perms = interaction.permissions
+    return bool(interaction.guild_id) and (perms.manage_guild or perms.administrator)
+
+
+async def on_delete(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    job = await load_job(interaction, job_id)
+    if interaction.user.id != job.user_id and not is_moderator(interaction):
+        raise NotAllowed("Only the job's owner or a moderator can delete it.")
+    services = bot_of(interaction).services
+    await services.db.images.set_deleted_for_job(job_id, True)
+    await services.db.audit.record(guild_id=job.guild_id, actor_id=interaction.user.id, action="delete",
+                                   target=f"job:{job_id}", detail="")
+    if interaction.message is not None:
+        try:
+            await interaction.message.delete()
+        except discord.NotFound:
+            pass
+    await reply(interaction, f"Deleted job {job_id}.", ephemeral=True)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Imagine(bot))
+    for action, handler in {
+        "up": on_upscale, "vary": on_vary, "subtle": on_subtle, "strong": on_strong,
+        "reroll": on_reroll, "remix": on_remix, "info": on_info, "delete": on_delete,
+    }.items():
+        register_action(action, handler)

@@ -1,0 +1,80 @@
+"""/job (bring back any past job with working buttons, like Midjourney's /show) and /queue (your queued
+and running jobs, with positions and cancel buttons)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import presenter
+from bot.buttons import JobButton, register_action
+from bot.extensions.imagine import is_moderator, load_job
+from bot.jobflow import bot_of
+from bot.reply import reply
+from generation.errors import NotAllowed
+from generation.request import RenderRequest
+
+MAX_LISTED = 10
+
+
+class Jobs(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="job", description="Show a past job with its buttons")
+    @app_commands.describe(id="The job number (shown under every result)")
+    async def job(self, interaction: discord.Interaction[Any], id: app_commands.Range[int, 1]) -> None:
+        job = await load_job(interaction, id)
+        bot = bot_of(interaction)
+        request = RenderRequest.from_json(job.request)
+        if job.status != "done":
+            position = bot.services.scheduler.position(job.id)
+            if position is not None:
+                text = presenter.queued(request, job.user_id, *position).content
+            else:
+                text = f"{presenter.headline(request, job.user_id)} ({job.status})"
+            await reply(interaction, text, ephemeral=True)
+            return
+        shown = await bot.delivery.final_message(job)
+        await interaction.response.send_message(shown.content, files=shown.discord_files(),
+                                                view=shown.view or discord.utils.MISSING)
+
+    @app_commands.command(name="queue", description="Your queued and running jobs")
+    async def queue(self, interaction: discord.Interaction[Any]) -> None:
+        scheduler = bot_of(interaction).services.scheduler
+        mine = [e for e in scheduler.snapshot() if e.user_id == interaction.user.id]
+        if not mine:
+            await reply(interaction, "You have no queued or running jobs.", ephemeral=True)
+            return
+        lines = []
+        view = discord.ui.View(timeout=None)
+        for entry in mine[:MAX_LISTED]:
+            if entry.status == "running":
+                state = "rendering"
+            else:
+                state = f"position {entry.position}, {presenter.format_eta(entry.eta_s)}"
+            prompt = presenter.short_prompt(str(entry.request.get("prompt", "")))[:80]
+            lines.append(f"`{entry.job_id}` **{prompt}** — {state}")
+            if len(view.children) < 25:
+                view.add_item(JobButton("cancel", entry.job_id, label=f"Cancel {entry.job_id}",
+                                        style=discord.ButtonStyle.danger))
+        if len(mine) > MAX_LISTED:
+            lines.append(f"… and {len(mine) - MAX_LISTED} more")
+        await reply(interaction, "\n".join(lines), ephemeral=True, view=view)
+
+
+async def on_cancel(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    job = await load_job(interaction, job_id)
+    if interaction.user.id != job.user_id and not is_moderator(interaction):
+        raise NotAllowed("Only the job's owner or a moderator can cancel it.")
+    cancelled = await bot_of(interaction).services.scheduler.cancel(job_id)
+    text = f"Job {job_id} cancelled." if cancelled else f"Job {job_id} already finished."
+    await reply(interaction, text, ephemeral=True)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Jobs(bot))
+    register_action("cancel", on_cancel)

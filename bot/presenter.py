@@ -1,0 +1,146 @@
+"""Job state -> Discord message. Pure functions: the same job gives the same message, so a result that
+is delivered twice (after a restart) only edits the same message into the same thing."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+from PIL import Image
+
+from bot.buttons import JobButton
+from generation.request import Kind, RenderRequest
+
+PROMPT_CHARS = 300
+BAR_CELLS = 12
+
+
+@dataclass
+class Shown:
+    """A message to show: text, attachments as (filename, bytes) and an optional view."""
+
+    content: str
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+    view: discord.ui.View | None = None
+    embed: discord.Embed | None = None
+
+    def discord_files(self) -> list[discord.File]:
+        # discord.File is a one-shot stream: build fresh ones for every attempt.
+        return [discord.File(io.BytesIO(data), filename=name) for name, data in self.files]
+
+
+def short_prompt(prompt: str) -> str:
+    prompt = " ".join(prompt.split())
+    if len(prompt) > PROMPT_CHARS:
+        prompt = prompt[: PROMPT_CHARS - 1] + "…"
+    # Prompts are shown in bold; stray markdown in them must not break the message.
+    return discord.utils.escape_markdown(discord.utils.escape_mentions(prompt))
+
+
+def headline(request: RenderRequest, user_id: int) -> str:
+    what = {
+        Kind.TXT2IMG: "",
+        Kind.VARIATION: " (variation)",
+        Kind.UPSCALE: " (upscaled ×2)",
+        Kind.IMG2IMG: " (from image)",
+    }[request.kind]
+    return f"**{short_prompt(request.prompt)}**{what} — <@{user_id}>"
+
+
+def format_eta(seconds: float) -> str:
+    if seconds < 60:
+        return f"about {max(1, round(seconds))} s"
+    return f"about {round(seconds / 60)} min"
+
+
+def queued(request: RenderRequest, user_id: int, position: int | None, eta_s: float | None) -> Shown:
+    if position is None:
+        status = "queued"
+    else:
+        status = f"queued — position {position}"
+        if eta_s is not None:
+            status += f", {format_eta(eta_s)}"
+    return Shown(f"{headline(request, user_id)} ({status})")
+
+
+def progress_bar(step: int, total: int) -> str:
+    total = max(total, 1)
+    filled = round(BAR_CELLS * min(step, total) / total)
+    return "▰" * filled + "▱" * (BAR_CELLS - filled) + f" {round(100 * step / total)}%"
+
+
+def rendering(request: RenderRequest, user_id: int, step: int, total: int,
+              preview_png: bytes | None) -> Shown:
+    files = [("preview.png", preview_png)] if preview_png else []
+    return Shown(f"{headline(request, user_id)} (rendering)\n{progress_bar(step, total)}", files)
+
+
+def result(job_id: int, request: RenderRequest, user_id: int, image_png: bytes, count: int) -> Shown:
+    return Shown(
+        f"{headline(request, user_id)} · job `{job_id}` · seed {request.seeds[0]}",
+        [(f"atelier_{job_id}.png", image_png)],
+        result_view(job_id, count, request.kind),
+    )
+
+
+def failed(request: RenderRequest, user_id: int, reason: str) -> Shown:
+    return Shown(f"{headline(request, user_id)} (failed: {reason})")
+
+
+def cancelled(request: RenderRequest, user_id: int) -> Shown:
+    return Shown(f"{headline(request, user_id)} (cancelled)")
+
+
+def result_view(job_id: int, count: int, kind: Kind) -> discord.ui.View:
+    """The buttons under a result. Grids: U1-U4, V1-V4, reroll, remix; single images: Upscale,
+    Vary (Subtle), Vary (Strong), reroll, remix. Upscaled results keep the vary buttons but cannot be
+    upscaled again (the size would leave the model's range)."""
+    view = discord.ui.View(timeout=None)
+    grey, blurple = discord.ButtonStyle.secondary, discord.ButtonStyle.primary
+    if count > 1:
+        for i in range(count):
+            view.add_item(JobButton("up", job_id, i, label=f"U{i + 1}", style=grey, row=0))
+        view.add_item(JobButton("reroll", job_id, emoji="🔄", style=grey, row=0))
+        for i in range(count):
+            view.add_item(JobButton("vary", job_id, i, label=f"V{i + 1}", style=grey, row=1))
+        view.add_item(JobButton("remix", job_id, emoji="🖋", style=grey, row=1))
+    else:
+        if kind != Kind.UPSCALE:
+            view.add_item(JobButton("up", job_id, 0, label="Upscale", style=blurple, row=0))
+        view.add_item(JobButton("subtle", job_id, 0, label="Vary (Subtle)", style=grey, row=0))
+        view.add_item(JobButton("strong", job_id, 0, label="Vary (Strong)", style=grey, row=0))
+        view.add_item(JobButton("reroll", job_id, emoji="🔄", style=grey, row=0))
+        view.add_item(JobButton("remix", job_id, emoji="🖋", style=grey, row=0))
+    view.add_item(JobButton("info", job_id, label="Details", emoji="ℹ️", style=grey, row=2))
+    view.add_item(JobButton("fav", job_id, emoji="⭐", style=grey, row=2))
+    view.add_item(JobButton("delete", job_id, emoji="🗑️", style=discord.ButtonStyle.danger, row=2))
+    return view
+
+
+def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = None) -> discord.Embed:
+    embed = discord.Embed(title=f"Job {job_id}", description=short_prompt(request.prompt))
+    if request.negative:
+        embed.add_field(name="Negative", value=short_prompt(request.negative), inline=False)
+    seeds = ", ".join(str(s) for s in request.seeds)
+    embed.add_field(name="Seeds", value=seeds)
+    embed.add_field(name="Model", value=request.model)
+    embed.add_field(name="Size", value=f"{request.width}×{request.height}")
+    embed.add_field(name="Steps", value=str(request.steps))
+    embed.add_field(name="Guidance", value=f"{request.guidance:g}")
+    embed.add_field(name="Sampler", value=request.sampler)
+    if request.strength is not None:
+        embed.add_field(name="Strength", value=f"{request.strength:g}")
+    embed.add_field(name="Kind", value=str(request.kind))
+    for key, value in (extra or {}).items():
+        embed.add_field(name=key, value=str(value))
+    return embed
+
+
+def encode_preview(image: Image.Image, max_side: int = 256) -> bytes:
+    image = image.copy()
+    image.thumbnail((max_side, max_side))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False, compress_level=1)
+    return buf.getvalue()

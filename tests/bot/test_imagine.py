@@ -1,0 +1,58 @@
+"""/imagine through the sandbox, the real discord.py client and the tiny model, as a member would."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from PIL import Image
+
+from bot.app import App
+from sandbox import Sandbox
+
+
+def result_message(sandbox: Sandbox, channel: Any, needle: str = "job `") -> Any:
+    for message in reversed(sandbox.messages(channel)):
+        if needle in message.content and message.attachments and message.buttons():
+            return message
+    return None
+
+
+def labels(message: Any) -> list[str]:
+    return [b.get("label") or (b.get("emoji") or {}).get("name", "") for b in message.buttons()]
+
+
+async def test_imagine_queues_renders_and_delivers_a_grid(sandbox: Sandbox, bot: App) -> None:
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    interaction = await sandbox.slash(alice, general, "imagine",
+                                      {"prompt": "a lighthouse at dusk --seed 7 --steps 6", "count": 4})
+    assert await interaction.wait_ack() == 4  # answered at once with a message
+    first = interaction.original
+    assert first is not None and "queued" in first.history[0]["content"] if first.history else True
+
+    message = await sandbox.wait_for(lambda: result_message(sandbox, general), timeout=120)
+    assert message.id == interaction.original.id  # the same message turned into the result
+    assert "lighthouse" in message.content and "seed 7" in message.content
+    # The message went through "queued" then "rendering" with a progress bar and a preview.
+    contents = [snap.get("content", "") for snap in message.history]
+    assert any("queued" in c for c in contents)
+    assert any("rendering" in c and "%" in c for c in contents)
+    assert any(snap.get("attachments") for snap in message.history if "rendering" in snap.get("content", ""))
+    grid = Image.open(io.BytesIO(message.attachments[0].data))
+    request_size = bot.services.registry.spec(None)  # default model
+    assert grid.width > grid.height or grid.width == grid.height
+    assert request_size is not None
+    assert labels(message)[:5] == ["U1", "U2", "U3", "U4", "🔄"]
+    assert labels(message)[5:10] == ["V1", "V2", "V3", "V4", "🖋"]
+    assert {"Details", "⭐", "🗑️"} <= set(labels(message))
+
+
+async def test_bad_flag_gets_an_ephemeral_error_and_queues_nothing(sandbox: Sandbox, bot: App) -> None:
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a cat --steps lots"})
+    await interaction.wait_ack()
+    reply = interaction.original
+    assert reply is not None and reply.ephemeral
+    assert "--steps" in reply.content
+    assert bot.services is not None
+    assert bot.services.scheduler.snapshot() == []
