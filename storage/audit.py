@@ -32,7 +32,12 @@ class AuditStore:
         action: str,
         target: str | None = None,
         details: dict[str, Any] | None = None,
+        *,
+        detail: str | None = None,
     ) -> int:
+        """`detail` is a one-line note, kept as details["detail"]."""
+        if detail:
+            details = {**(details or {}), "detail": detail}
         _, row_id = await self._db.write(
             """INSERT INTO audit_log (guild_id, actor_id, action, target, details, created_at)
                VALUES (?, ?, ?, ?, ?, ?)""",

@@ -94,8 +94,10 @@ class ImageStore:
         )
         return count == 1
 
-    async def delete_job_images(self, job_id: int) -> int:
+    async def set_deleted_for_job(self, job_id: int, deleted: bool = True) -> int:
+        """(Un)delete every image of a job; returns how many changed."""
         count, _ = await self._db.write(
-            "UPDATE images SET deleted = 1 WHERE job_id = ? AND deleted = 0", (job_id,)
+            "UPDATE images SET deleted = ? WHERE job_id = ? AND deleted != ?",
+            (int(deleted), job_id, int(deleted)),
         )
         return count
