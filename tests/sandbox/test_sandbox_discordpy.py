@@ -1,0 +1,187 @@
+"""The real discord.py client against the sandbox, over real sockets."""
+
+from __future__ import annotations
+
+import io
+
+import aiohttp
+import discord
+import pytest
+
+from sandbox import Sandbox
+from tests.sandbox.conftest import SandboxBot
+
+
+async def test_ready_and_sync(sandbox: Sandbox, bot: SandboxBot) -> None:
+    guild = bot.get_guild(sandbox.guild.id)
+    assert guild is not None and guild.name == "Atelier Test"
+    assert {c.name for c in guild.text_channels} == {"general", "art", "nsfw-art"}
+    assert guild.get_channel(sandbox.channel("nsfw-art").id).nsfw  # type: ignore[union-attr]
+    assert guild.member_count == len(sandbox.guild.members)
+    synced = {c["name"] for c in sandbox.commands(sandbox.guild)}
+    assert {"echo", "whoami", "panel", "ask", "pick", "Quote"} <= synced
+    assert [c.method for c in sandbox.calls if c.path.endswith("/commands")][-1] == "PUT"
+
+
+async def test_slash_with_attachment_defer_and_followup_file(sandbox: Sandbox, bot: SandboxBot) -> None:
+    alice, art = sandbox.users["alice"], sandbox.channel("art")
+    inter = await sandbox.slash(alice, art, "echo", {"text": "hi", "count": 3},
+                                attachments={"image": ("in.png", b"\x89PNG-data")})
+    assert await inter.wait_ack() == 5
+    msg = await sandbox.wait_for(lambda: inter.followups and inter.followups[0])
+    assert msg.content == "hi x3"
+    assert [a.filename for a in msg.attachments] == ["echo.bin"]
+    assert msg.attachments[0].data == b"\x89PNG-data"[::-1]
+    # The first followup after a thinking defer replaced the loading message.
+    assert inter.original is msg and not msg.flags & 128
+    assert msg in sandbox.messages(art) and not msg.ephemeral
+    # The file is served from the CDN, as discord.py reads it back.
+    async with aiohttp.ClientSession() as http, http.get(msg.attachments[0].url) as resp:
+        assert await resp.read() == b"\x89PNG-data"[::-1]
+    callback = [c for c in sandbox.calls if c.path.endswith("/callback")][-1]
+    assert callback.query.get("with_response") == "1" and callback.status == 200
+
+
+async def test_permissions_are_computed_from_roles(sandbox: Sandbox, bot: SandboxBot) -> None:
+    nsfw = sandbox.channel("nsfw-art")
+    replies = {}
+    for name in ("mod", "alice"):
+        inter = await sandbox.slash(sandbox.users[name], nsfw, "whoami")
+        await inter.wait_ack()
+        replies[name] = inter.original
+    assert replies["mod"] is not None and replies["alice"] is not None
+    assert replies["mod"].content == "mod manage_guild=True nsfw=True"
+    assert replies["alice"].content == "alice manage_guild=False nsfw=True"
+    assert replies["alice"].ephemeral
+    # Ephemeral messages are only visible to their user, and not through channel routes.
+    assert replies["alice"] in sandbox.messages(nsfw, viewer=sandbox.users["alice"])
+    assert replies["alice"] not in sandbox.messages(nsfw, viewer=sandbox.users["bob"])
+    channel = bot.get_channel(nsfw.id)
+    assert isinstance(channel, discord.TextChannel)
+    with pytest.raises(discord.NotFound):
+        await channel.fetch_message(replies["alice"].id)
+
+
+async def test_button_click_updates_message(sandbox: Sandbox, bot: SandboxBot) -> None:
+    art = sandbox.channel("art")
+    inter = await sandbox.slash(sandbox.users["alice"], art, "panel")
+    assert await inter.wait_ack() == 4
+    msg = inter.original
+    assert msg is not None
+    assert [b["custom_id"] for b in msg.buttons()] == ["panel:go"]
+    click = await sandbox.click(sandbox.users["bob"], msg, "panel:go")
+    assert await click.wait_ack() == 7
+    assert msg.content == "clicked by bob" and msg.edits == 1
+    assert msg.history[0]["content"] == "panel"
+    pick = await sandbox.select(sandbox.users["bob"], msg, "panel:size", ["M"])
+    assert await pick.wait_ack() == 4
+    assert pick.original is not None and pick.original.content == "size M" and pick.original.ephemeral
+
+
+async def test_modal_round_trip(sandbox: Sandbox, bot: SandboxBot) -> None:
+    art, alice = sandbox.channel("art"), sandbox.users["alice"]
+    inter = await sandbox.slash(alice, art, "ask")
+    assert await inter.wait_ack() == 9
+    assert inter.modal is not None and inter.modal["title"] == "Ask"
+    submit = await sandbox.submit_modal(alice, art, inter.modal["custom_id"], {"answer": "forty-two"})
+    assert await submit.wait_ack() == 4
+    assert submit.original is not None and submit.original.content == "got forty-two"
+    assert submit.ephemeral_messages == [submit.original]
+
+
+async def test_autocomplete(sandbox: Sandbox, bot: SandboxBot) -> None:
+    choices = await sandbox.autocomplete(sandbox.users["bob"], sandbox.channel("art"), "pick", {"model": "sd"},
+                                         focused="model")
+    assert [c["value"] for c in choices] == ["sd15", "sdxl"]
+
+
+async def test_message_context_menu(sandbox: Sandbox, bot: SandboxBot) -> None:
+    general = sandbox.channel("general")
+    target = await sandbox.post_message(sandbox.users["bob"], general, "quotable")
+    inter = await sandbox.message_command(sandbox.users["alice"], general, "Quote", target)
+    assert await inter.wait_ack() == 4
+    assert inter.original is not None and inter.original.content == "> quotable"
+
+
+async def test_429_with_retry_after_then_success(sandbox: Sandbox, bot: SandboxBot) -> None:
+    general = sandbox.channel("general")
+    channel = bot.get_channel(general.id)
+    assert isinstance(channel, discord.TextChannel)
+    sandbox.set_fault_rate(1.0, statuses=(429,))
+    sent = await channel.send("through the storm")
+    statuses = [c.status for c in sandbox.calls if c.method == "POST" and c.path == f"/channels/{general.id}/messages"]
+    assert statuses[-3:] == [429, 429, 200]
+    assert sandbox.messages(general)[-1].id == sent.id
+    # The ack callback is faulted at most once, so the 3 s deadline still holds.
+    inter = await sandbox.slash(sandbox.users["alice"], general, "panel")
+    assert await inter.wait_ack() == 4
+    cb = [c.status for c in sandbox.calls if c.path == f"/interactions/{inter.id}/{inter.token}/callback"]
+    assert cb == [429, 200]
+
+
+async def test_5xx_is_retried(sandbox: Sandbox, bot: SandboxBot) -> None:
+    general = sandbox.channel("general")
+    channel = bot.get_channel(general.id)
+    assert isinstance(channel, discord.TextChannel)
+    sandbox.faults.max_consecutive = 1
+    sandbox.set_fault_rate(1.0, statuses=(502,))
+    sent = await channel.send("after a 502")
+    statuses = [c.status for c in sandbox.calls if c.method == "POST" and c.path == f"/channels/{general.id}/messages"]
+    assert statuses[-2:] == [502, 200]
+    assert sandbox.message(sent.id) is not None
+
+
+async def test_expired_token_gives_unknown_webhook(sandbox: Sandbox, bot: SandboxBot) -> None:
+    inter = await sandbox.slash(sandbox.users["alice"], sandbox.channel("art"), "panel")
+    await inter.wait_ack()
+    live = bot.last["panel"]
+    await live.edit_original_response(content="edited in time")
+    assert inter.original is not None and inter.original.content == "edited in time"
+    sandbox.token_ttl = 0.0
+    with pytest.raises(discord.NotFound) as err:
+        await live.edit_original_response(content="too late")
+    assert err.value.code == 10015
+    with pytest.raises(discord.NotFound):
+        await live.followup.send("too late")
+    assert inter.original.content == "edited in time"
+
+
+async def test_patch_keeps_and_drops_attachments(sandbox: Sandbox, bot: SandboxBot) -> None:
+    general = sandbox.channel("general")
+    channel = bot.get_channel(general.id)
+    assert isinstance(channel, discord.TextChannel)
+    sent = await channel.send("two files", files=[discord.File(io.BytesIO(b"a"), "a.txt"),
+                                                  discord.File(io.BytesIO(b"b"), "b.txt")])
+    keep = sent.attachments[1]
+    edited = await sent.edit(attachments=[keep, discord.File(io.BytesIO(b"c"), "c.txt")])
+    assert [a.filename for a in edited.attachments] == ["b.txt", "c.txt"]
+    stored = sandbox.message(sent.id)
+    assert stored is not None and [a.data for a in stored.attachments] == [b"b", b"c"]
+    await sent.delete()
+    assert stored.deleted and stored not in sandbox.messages(general)
+
+
+async def test_dropped_socket_resumes_and_replays(sandbox: Sandbox, bot: SandboxBot) -> None:
+    general = sandbox.channel("general")
+    resumes = sandbox.gateway.resumes
+    await sandbox.drop_gateway()
+    # Sent while the bot is disconnected: replayed on RESUME.
+    missed = await sandbox.post_message(sandbox.users["bob"], general, "while you were away")
+    await sandbox.wait_for(lambda: sandbox.gateway.resumes > resumes)
+    await sandbox.wait_for(lambda: any(m.id == missed.id for m in bot.seen_messages))
+    inter = await sandbox.slash(sandbox.users["alice"], general, "panel")
+    assert await inter.wait_ack() == 4
+    assert sum(1 for m in bot.seen_messages if m.id == missed.id) == 1
+
+
+async def test_wrong_token_fails_login(sandbox: Sandbox) -> None:
+    client = discord.Client(intents=discord.Intents.default())
+    with pytest.raises(discord.LoginFailure):
+        await client.login("not-the-token")
+    await client.close()
+    async with aiohttp.ClientSession() as http, http.ws_connect(sandbox.gateway_url) as ws:
+        hello = await ws.receive_json()
+        assert hello["op"] == 10
+        await ws.send_json({"op": 2, "d": {"token": "nope", "intents": 0, "properties": {}}})
+        closing = await ws.receive()
+        assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4004
