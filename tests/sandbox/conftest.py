@@ -37,7 +37,8 @@ class PanelView(discord.ui.View):
     async def go(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
         await interaction.response.edit_message(content=f"clicked by {interaction.user.name}")
 
-    @discord.ui.select(custom_id="panel:size", options=[discord.SelectOption(label=s) for s in ("S", "M", "L")])
+    @discord.ui.select(custom_id="panel:size",
+                       options=[discord.SelectOption(label=s) for s in ("S", "M", "L")])
     async def size(self, interaction: discord.Interaction, select: discord.ui.Select[Any]) -> None:
         await interaction.response.send_message(f"size {select.values[0]}", ephemeral=True)
 
@@ -95,7 +96,8 @@ class SandboxBot(discord.Client):
             await interaction.response.send_message(f"picked {model}")
 
         @pick.autocomplete("model")
-        async def pick_models(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        async def pick_models(interaction: discord.Interaction,
+                              current: str) -> list[app_commands.Choice[str]]:
             names = ["tiny", "sd15", "sdxl", "turbo"]
             return [app_commands.Choice(name=n, value=n) for n in names if current in n]
 

@@ -8,7 +8,7 @@ import aiohttp
 import discord
 import pytest
 
-from sandbox import Sandbox
+from sandbox import Message, Sandbox
 from tests.sandbox.conftest import SandboxBot
 
 
@@ -28,12 +28,13 @@ async def test_slash_with_attachment_defer_and_followup_file(sandbox: Sandbox, b
     inter = await sandbox.slash(alice, art, "echo", {"text": "hi", "count": 3},
                                 attachments={"image": ("in.png", b"\x89PNG-data")})
     assert await inter.wait_ack() == 5
-    msg = await sandbox.wait_for(lambda: inter.followups and inter.followups[0])
+    msg: Message = await sandbox.wait_for(lambda: inter.followups and inter.followups[0])
     assert msg.content == "hi x3"
     assert [a.filename for a in msg.attachments] == ["echo.bin"]
     assert msg.attachments[0].data == b"\x89PNG-data"[::-1]
     # The first followup after a thinking defer replaced the loading message.
-    assert inter.original is msg and not msg.flags & 128
+    assert inter.original is msg
+    assert not msg.flags & 128
     assert msg in sandbox.messages(art) and not msg.ephemeral
     # The file is served from the CDN, as discord.py reads it back.
     async with aiohttp.ClientSession() as http, http.get(msg.attachments[0].url) as resp:
@@ -90,8 +91,8 @@ async def test_modal_round_trip(sandbox: Sandbox, bot: SandboxBot) -> None:
 
 
 async def test_autocomplete(sandbox: Sandbox, bot: SandboxBot) -> None:
-    choices = await sandbox.autocomplete(sandbox.users["bob"], sandbox.channel("art"), "pick", {"model": "sd"},
-                                         focused="model")
+    choices = await sandbox.autocomplete(sandbox.users["bob"], sandbox.channel("art"), "pick",
+                                         {"model": "sd"}, focused="model")
     assert [c["value"] for c in choices] == ["sd15", "sdxl"]
 
 
@@ -109,7 +110,8 @@ async def test_429_with_retry_after_then_success(sandbox: Sandbox, bot: SandboxB
     assert isinstance(channel, discord.TextChannel)
     sandbox.set_fault_rate(1.0, statuses=(429,))
     sent = await channel.send("through the storm")
-    statuses = [c.status for c in sandbox.calls if c.method == "POST" and c.path == f"/channels/{general.id}/messages"]
+    path = f"/channels/{general.id}/messages"
+    statuses = [c.status for c in sandbox.calls if c.method == "POST" and c.path == path]
     assert statuses[-3:] == [429, 429, 200]
     assert sandbox.messages(general)[-1].id == sent.id
     # The ack callback is faulted at most once, so the 3 s deadline still holds.
@@ -126,7 +128,8 @@ async def test_5xx_is_retried(sandbox: Sandbox, bot: SandboxBot) -> None:
     sandbox.faults.max_consecutive = 1
     sandbox.set_fault_rate(1.0, statuses=(502,))
     sent = await channel.send("after a 502")
-    statuses = [c.status for c in sandbox.calls if c.method == "POST" and c.path == f"/channels/{general.id}/messages"]
+    path = f"/channels/{general.id}/messages"
+    statuses = [c.status for c in sandbox.calls if c.method == "POST" and c.path == path]
     assert statuses[-2:] == [502, 200]
     assert sandbox.message(sent.id) is not None
 
