@@ -1,0 +1,257 @@
+"""The diffusers engine: one batch of compatible requests -> images, with previews and cancel.
+
+Synchronous on purpose: callers run it in one dedicated worker thread (a pipeline is not
+thread-safe, and torch must never run on the event loop).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from generation.errors import RenderCancelled, RenderError
+from generation.models import ModelRegistry
+from generation.previews import latent_to_preview, placeholder, x0_estimate
+from generation.request import Kind, RenderRequest
+from generation.samplers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, list[Image.Image]], None]
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One image to make: which request it belongs to and its own seed."""
+
+    request: int
+    seed: int
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class Engine:
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self._lock = threading.Lock()
+
+    def warm_up(self, model: str | None = None) -> None:
+        """Load `model` (default one) and run one tiny render so the first user does not pay for it."""
+        spec = self.registry.spec(model)
+        if not self.registry.mark_warm(spec.name):
+            return
+        warm = RenderRequest(
+            prompt="warm up",
+            model=spec.name,
+            width=64,
+            height=64,
+            steps=1,
+            guidance=spec.default_guidance,
+            sampler=spec.default_sampler,
+            seeds=(0,),
+        )
+        self.render([warm])
+        log.info("model %r is warm", spec.name)
+
+    def render(
+        self,
+        requests: Sequence[RenderRequest],
+        sources: Sequence[Image.Image | None] | None = None,
+        *,
+        on_progress: ProgressFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[list[Image.Image]]:
+        """Render compatible requests in one pipeline call (split only on out-of-memory).
+
+        Returns one list of images per request, in seed order. Raises RenderCancelled when
+        `should_stop()` turns true at a step boundary, RenderError when even one image does not fit.
+        """
+        if not requests:
+            return []
+        key = requests[0].batch_key
+        if any(r.batch_key != key for r in requests):
+            raise ValueError("requests in one render must share a batch_key")
+        first = requests[0]
+        img2img = first.kind != Kind.TXT2IMG
+        if img2img:
+            if sources is None or len(sources) != len(requests) or any(s is None for s in sources):
+                raise ValueError(f"{first.kind} requests need one source image each")
+        if should_stop is not None and should_stop():
+            raise RenderCancelled()
+
+        spec = self.registry.spec(first.model)
+        with self._lock:
+            pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
+            slots = [_Slot(i, seed) for i, r in enumerate(requests) for seed in r.seeds]
+            prepared = self._prepare_sources(requests, sources) if img2img else None
+            groups = self._groups(requests, slots, spec.family)
+            results: dict[_Slot, Image.Image] = {}
+            run = _Run(
+                engine=self,
+                pipe=pipe,
+                family=spec.family,
+                requests=requests,
+                sources=prepared,
+                on_progress=on_progress,
+                should_stop=should_stop,
+                chunks=[list(g) for g in groups],
+            )
+            run.execute(results)
+        return [[results[s] for s in slots if s.request == i] for i in range(len(requests))]
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _prepare_sources(
+        requests: Sequence[RenderRequest], sources: Sequence[Image.Image | None] | None
+    ) -> list[Image.Image]:
+        # img2img keeps the input's size, so the request's output size is reached by resizing first:
+        # for an upscale this Lanczos resize is the first half of the hires fix.
+        assert sources is not None
+        out = []
+        for request, source in zip(requests, sources, strict=True):
+            assert source is not None
+            image = source.convert("RGB")
+            if image.size != (request.width, request.height):
+                image = image.resize((request.width, request.height), Image.Resampling.LANCZOS)
+            out.append(image)
+        return out
+
+    @staticmethod
+    def _groups(requests: Sequence[RenderRequest], slots: list[_Slot], family: str) -> list[list[_Slot]]:
+        # SDXL zeroes the negative embedding only when no negative prompt is passed at all, so
+        # images with and without a negative go in separate calls to match their solo renders.
+        if family != "sdxl":
+            return [slots]
+        with_neg = [s for s in slots if requests[s.request].negative]
+        without = [s for s in slots if not requests[s.request].negative]
+        return [g for g in (without, with_neg) if g]
+
+
+class _Run:
+    """State of one render() call: pending chunks, progress accounting, previews."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        pipe: Any,
+        family: str,
+        requests: Sequence[RenderRequest],
+        sources: list[Image.Image] | None,
+        on_progress: ProgressFn | None,
+        should_stop: Callable[[], bool] | None,
+        chunks: list[list[_Slot]],
+    ) -> None:
+        self.engine = engine
+        self.pipe = pipe
+        self.scheduler_config = engine.registry.scheduler_config(requests[0].model)
+        self.family = family
+        self.requests = requests
+        self.sources = sources
+        self.on_progress = on_progress
+        self.should_stop = should_stop
+        self.pending = chunks
+        self.chunks_done = 0
+        self.previews: list[Image.Image] = [placeholder(r.width, r.height) for r in requests]
+
+    def execute(self, results: dict[_Slot, Image.Image]) -> None:
+        while self.pending:
+            chunk = self.pending.pop(0)
+            try:
+                images = self._call(chunk)
+            except RenderCancelled:
+                raise
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                self.engine.registry._free_memory()
+                if len(chunk) == 1:
+                    r = self.requests[chunk[0].request]
+                    raise RenderError(
+                        f"Out of GPU memory even for a single {r.width}x{r.height} image. "
+                        "Try a smaller size or fewer steps."
+                    ) from exc
+                half = len(chunk) // 2
+                log.warning("out of memory for %d images; retrying in halves", len(chunk))
+                # Later chunks are split too so the same batch size is not tried again.
+                rest = [part for c in self.pending for part in (c[:half], c[half:]) if part] if half else []
+                self.pending = [chunk[:half], chunk[half:], *rest]
+                continue
+            for slot, image in zip(chunk, images, strict=True):
+                results[slot] = image
+            self.chunks_done += 1
+
+    def _total_chunks(self) -> int:
+        return self.chunks_done + 1 + len(self.pending)
+
+    def _call(self, chunk: list[_Slot]) -> list[Image.Image]:
+        import torch
+
+        first = self.requests[0]
+        pipe = self.pipe
+        # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
+        scheduler = make_scheduler(first.sampler, self.scheduler_config)
+        captured: dict[str, Any] = {}
+        original_step = scheduler.step
+
+        def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
+            out = original_step(model_output, timestep, sample, *args, **kwargs)
+            if self.on_progress is not None:
+                captured["x0"] = (model_output, timestep, sample, out)
+            return out
+
+        scheduler.step = step  # type: ignore[method-assign]
+        pipe.scheduler = scheduler
+
+        # Index of each request's first image inside this chunk (the one previewed).
+        preview_rows: dict[int, int] = {}
+        for row, slot in enumerate(chunk):
+            preview_rows.setdefault(slot.request, row)
+
+        def on_step_end(p: Any, step_index: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            if self.should_stop is not None and self.should_stop():
+                raise RenderCancelled()
+            if self.on_progress is not None:
+                total_steps = int(getattr(p, "_num_timesteps", 0) or first.steps)
+                if "x0" in captured:
+                    model_output, ts, sample, out = captured.pop("x0")
+                    x0 = x0_estimate(scheduler, model_output, ts, sample, out)
+                    for req, row in preview_rows.items():
+                        self.previews[req] = latent_to_preview(x0[row], self.family)
+                done = self.chunks_done * total_steps + step_index + 1
+                self.on_progress(done, total_steps * self._total_chunks(), list(self.previews))
+            return kwargs
+
+        prompts = [self.requests[s.request].prompt for s in chunk]
+        negatives = [self.requests[s.request].negative for s in chunk]
+        generators = [torch.Generator("cpu").manual_seed(s.seed) for s in chunk]
+        call: dict[str, Any] = {
+            "prompt": prompts,
+            "negative_prompt": negatives if any(negatives) else None,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance,
+            "generator": generators,
+            "callback_on_step_end": on_step_end,
+            "output_type": "pil",
+        }
+        if self.sources is not None:
+            call["image"] = [self.sources[s.request] for s in chunk]
+            call["strength"] = first.strength
+        else:
+            call["width"] = first.width
+            call["height"] = first.height
+        with torch.inference_mode():
+            result = pipe(**call)
+        return list(result.images)

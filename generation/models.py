@@ -1,0 +1,325 @@
+"""Configured models: what each one is (ModelSpec) and its loaded pipelines (ModelRegistry).
+
+Sources: a hub id, a local diffusers folder, a single `.safetensors` checkpoint (needs a local
+config folder for its family when offline), or `tiny` / `tiny-xl` (built offline, images are
+noise). Defaults may be overridden per model with a query string, e.g.
+`turbo=stabilityai/sdxl-turbo?steps=4&cfg=0&sampler=euler_a` for turbo / LCM models.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+from generation.errors import InvalidRequest, RenderError
+from generation.samplers import normalize_sampler
+from generation.tiny import ensure_tiny_model
+
+log = logging.getLogger(__name__)
+
+Family = Literal["sd15", "sdxl"]
+
+# Hub repos whose config folders describe each family, for single-file checkpoints.
+FAMILY_CONFIG_REPOS: dict[str, str] = {
+    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
+}
+
+_FAMILY_DEFAULTS: dict[str, tuple[int, float, str]] = {
+    "sd15": (25, 7.0, "dpmpp_2m_karras"),
+    "sdxl": (30, 6.0, "dpmpp_2m_karras"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    source: str
+    family: Family
+    default_steps: int
+    default_guidance: float
+    default_sampler: str
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.source in ("tiny", "tiny-xl")
+
+
+@dataclass
+class _Loaded:
+    pipe: Any
+    # The model's own scheduler config: each render builds its sampler from this, never from the
+    # previous render's scheduler (whose options, e.g. karras sigmas, would leak into the next).
+    scheduler_config: Any = None
+    img2img: Any = None
+    warmed: bool = False
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(device: str) -> Any:
+    import torch
+
+    if device == "cuda":
+        # bf16 avoids fp16 overflow where the card has it; SD/SDXL VAEs upcast themselves anyway.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def _split_overrides(source: str) -> tuple[str, dict[str, str]]:
+    if "?" not in source:
+        return source, {}
+    base, _, query = source.partition("?")
+    return base, dict(parse_qsl(query))
+
+
+def _single_file_family(path: Path) -> Family:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = f.keys()
+    if any(k.startswith("conditioner.embedders.1") for k in keys):
+        return "sdxl"
+    return "sd15"
+
+
+def detect_family(source: str) -> Family:
+    if source == "tiny-xl":
+        return "sdxl"
+    if source == "tiny":
+        return "sd15"
+    path = Path(source)
+    if path.is_dir() and (path / "model_index.json").exists():
+        cls = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
+        return "sdxl" if "XL" in cls else "sd15"
+    if path.suffix in (".safetensors", ".ckpt") and path.is_file():
+        return _single_file_family(path)
+    return "sdxl" if "xl" in source.lower() else "sd15"
+
+
+def make_spec(name: str, source: str) -> ModelSpec:
+    base, overrides = _split_overrides(source)
+    family = detect_family(base)
+    steps, guidance, sampler = _FAMILY_DEFAULTS[family]
+    lowered = base.lower()
+    if base in ("tiny", "tiny-xl"):
+        steps, guidance, sampler = 8, 7.0, "euler"
+    elif "turbo" in lowered:
+        steps, guidance, sampler = 4, 0.0, "euler_a"
+    elif "lcm" in lowered:
+        steps, guidance, sampler = 6, 1.5, "lcm"
+    try:
+        if "steps" in overrides:
+            steps = int(overrides["steps"])
+        if "cfg" in overrides or "guidance" in overrides:
+            guidance = float(overrides.get("cfg", overrides.get("guidance", guidance)))
+        if "sampler" in overrides:
+            canonical = normalize_sampler(overrides["sampler"])
+            if canonical is None:
+                raise ValueError(f"unknown sampler {overrides['sampler']!r}")
+            sampler = canonical
+    except ValueError as exc:
+        raise ValueError(f"model {name!r}: bad default in {source!r}: {exc}") from exc
+    return ModelSpec(name, base, family, steps, guidance, sampler)
+
+
+class ModelRegistry:
+    """Named models, loaded lazily; at most `max_loaded` stay resident (least recently used leaves)."""
+
+    def __init__(
+        self,
+        sources: list[tuple[str, str]],
+        data_dir: Path,
+        device: str = "auto",
+        compile: bool = False,
+        max_loaded: int = 2,
+    ) -> None:
+        if not sources:
+            raise ValueError("at least one model must be configured")
+        self.data_dir = Path(data_dir)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(self.device)
+        self.compile = compile
+        self.max_loaded = max(1, max_loaded)
+        self._specs: dict[str, ModelSpec] = {}
+        for name, source in sources:
+            if name in self._specs:
+                raise ValueError(f"model name {name!r} is configured twice")
+            self._specs[name] = make_spec(name, source)
+        self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
+        self._lock = threading.RLock()
+        for spec in self._specs.values():
+            if spec.is_tiny:
+                log.warning(
+                    "MODEL %r IS THE BUILT-IN TINY %s MODEL: images will be noise. "
+                    "Set ATELIER_MODEL to a real checkpoint for real pictures.",
+                    spec.name,
+                    "SDXL" if spec.family == "sdxl" else "SD1.x",
+                )
+
+    # -- what is configured -------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    @property
+    def default(self) -> ModelSpec:
+        return next(iter(self._specs.values()))
+
+    def spec(self, name: str | None) -> ModelSpec:
+        if name is None or name == "":
+            return self.default
+        spec = self._specs.get(name)
+        if spec is None:
+            raise InvalidRequest(f"Unknown model `{name}`. Available: {', '.join(self._specs)}.")
+        return spec
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+    # -- loaded pipelines -----------------------------------------------------------------------
+
+    def pipeline(self, name: str) -> Any:
+        """The loaded txt2img pipeline for `name` (loading it, and evicting the LRU one, if needed)."""
+        return self._entry(name).pipe
+
+    def img2img(self, name: str) -> Any:
+        """An img2img pipeline sharing the txt2img pipeline's loaded modules (no second copy)."""
+        with self._lock:
+            entry = self._entry(name)
+            if entry.img2img is None:
+                from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+
+                cls = (
+                    StableDiffusionXLImg2ImgPipeline
+                    if self.spec(name).family == "sdxl"
+                    else StableDiffusionImg2ImgPipeline
+                )
+                entry.img2img = cls.from_pipe(entry.pipe)
+                entry.img2img.set_progress_bar_config(disable=True)
+            return entry.img2img
+
+    def scheduler_config(self, name: str) -> Any:
+        return self._entry(name).scheduler_config
+
+    def mark_warm(self, name: str) -> bool:
+        """Mark `name` warmed; True if it was cold (so the caller should warm it)."""
+        with self._lock:
+            entry = self._entry(name)
+            was_cold = not entry.warmed
+            entry.warmed = True
+            return was_cold
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            entry = self._loaded.pop(name, None)
+        if entry is not None:
+            del entry
+            self._free_memory()
+
+    def _entry(self, name: str) -> _Loaded:
+        spec = self.spec(name)
+        with self._lock:
+            entry = self._loaded.get(spec.name)
+            if entry is not None:
+                self._loaded.move_to_end(spec.name)
+                return entry
+            while len(self._loaded) >= self.max_loaded:
+                self._evict_one()
+            pipe = self._load_with_room(spec)
+            entry = _Loaded(pipe, scheduler_config=pipe.scheduler.config)
+            self._loaded[spec.name] = entry
+            return entry
+
+    def _evict_one(self) -> bool:
+        if not self._loaded:
+            return False
+        old, _ = self._loaded.popitem(last=False)
+        log.info("unloading model %r to make room", old)
+        self._free_memory()
+        return True
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _load_with_room(self, spec: ModelSpec) -> Any:
+        # When memory is short, drop least recently used pipelines one by one and retry.
+        import torch
+
+        while True:
+            try:
+                return self._load(spec)
+            except torch.OutOfMemoryError as exc:
+                self._free_memory()
+                if not self._evict_one():
+                    raise RenderError(f"Model `{spec.name}` does not fit in memory.") from exc
+
+    def _load(self, spec: ModelSpec) -> Any:
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        cls: Any = StableDiffusionXLPipeline if spec.family == "sdxl" else StableDiffusionPipeline
+        import torch
+
+        # fp32 is the default; passing it anyway only triggers diffusers' torch_dtype deprecation notice.
+        kwargs: dict[str, Any] = {} if self.dtype == torch.float32 else {"torch_dtype": self.dtype}
+        log.info("loading model %r from %s on %s (%s)", spec.name, spec.source, self.device, self.dtype)
+        if spec.is_tiny:
+            folder = ensure_tiny_model(self.data_dir, xl=spec.family == "sdxl")
+            pipe = cls.from_pretrained(folder, local_files_only=True, **kwargs)
+        else:
+            path = Path(spec.source)
+            if path.suffix in (".safetensors", ".ckpt"):
+                if not path.is_file():
+                    raise RenderError(f"Checkpoint file {path} not found.")
+                config = self._single_file_config(path, spec.family)
+                pipe = cls.from_single_file(
+                    str(path), config=config, local_files_only=Path(config).is_dir(), **kwargs
+                )
+            elif path.is_dir():
+                pipe = cls.from_pretrained(path, local_files_only=True, **kwargs)
+            else:
+                pipe = cls.from_pretrained(spec.source, **kwargs)
+        pipe.set_progress_bar_config(disable=True)
+        pipe = pipe.to(self.device)
+        # diffusers uses torch SDPA attention by default on torch 2; memory-saving slicing only on GPU.
+        if self.device != "cpu" and hasattr(pipe, "enable_vae_tiling"):
+            pipe.enable_vae_tiling()
+        if self.compile:
+            import torch
+
+            pipe.unet = torch.compile(pipe.unet)
+        return pipe
+
+    def _single_file_config(self, path: Path, family: Family) -> str:
+        # Offline, from_single_file needs a diffusers folder describing the family's layout.
+        for candidate in (
+            path.with_suffix(""),
+            path.parent / f"{path.stem}.config",
+            self.data_dir / "configs" / family,
+        ):
+            if (candidate / "model_index.json").exists():
+                return str(candidate)
+        return FAMILY_CONFIG_REPOS[family]

@@ -1,0 +1,388 @@
+"""From what a user typed to a validated RenderRequest: aspect sizes, inline flags, every bound.
+
+Every failure is an InvalidRequest whose message a Discord user understands; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from generation.errors import InvalidRequest
+from generation.request import Kind, RenderRequest
+from generation.samplers import SAMPLER_NAMES, normalize_sampler
+
+if TYPE_CHECKING:
+    from generation.models import ModelRegistry
+
+__all__ = [
+    "ASPECTS",
+    "FAMILY_BASE",
+    "SAMPLER_NAMES",
+    "STRONG_STRENGTH",
+    "SUBTLE_STRENGTH",
+    "UPSCALE_STRENGTH",
+    "Limits",
+    "RequestDraft",
+    "build_request",
+    "parse_flags",
+    "size_for",
+    "upscale_of",
+    "variation_of",
+]
+
+ASPECTS: tuple[str, ...] = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
+# Side of the square each family was trained around; other aspects keep about the same area.
+FAMILY_BASE: dict[str, int] = {"sd15": 512, "sdxl": 1024}
+MAX_SEED = 2**32 - 1
+SUBTLE_STRENGTH = 0.35
+STRONG_STRENGTH = 0.65
+UPSCALE_STRENGTH = 0.3
+IMG2IMG_STRENGTH = 0.6
+# Wider than this the models produce repeated subjects; refuse rather than render garbage.
+MAX_RATIO = 3.0
+
+
+@dataclass
+class Limits:
+    max_prompt_chars: int = 1500
+    max_negative_chars: int = 1000
+    max_steps: int = 80
+    min_guidance: float = 0.0
+    max_guidance: float = 30.0
+    # Output pixels per family; 2x upscales of every aspect size still fit.
+    max_pixels: dict[str, int] = field(default_factory=lambda: {"sd15": 1024 * 1024, "sdxl": 2048 * 2048})
+    max_count: int = 4
+    min_strength: float = 0.05
+    max_strength: float = 1.0
+
+
+@dataclass
+class RequestDraft:
+    prompt: str
+    negative: str | None = None
+    aspect: str | None = None
+    seed: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None
+    model: str | None = None
+    count: int | None = None
+    kind: Kind = Kind.TXT2IMG
+    source: str | None = None  # blob key of the source image (img2img / variation / upscale)
+    strength: float | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Inline flags
+# ---------------------------------------------------------------------------------------------
+
+# Phones turn "--" into an em or en dash; accept those as flag starts too.
+_FLAG_RE = re.compile(r"(?:(?<=\s)|^)(?:--|—|–)([A-Za-z][A-Za-z0-9_-]*)")
+
+_FLAG_NAMES: dict[str, str] = {
+    "ar": "aspect",
+    "aspect": "aspect",
+    "seed": "seed",
+    "no": "negative",
+    "steps": "steps",
+    "cfg": "guidance",
+    "n": "count",
+    "sampler": "sampler",
+    "model": "model",
+}
+_FLAG_HELP = "--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME"
+
+
+def _int_value(flag: str, raw: str) -> int:
+    if not re.fullmatch(r"[+-]?\d{1,20}", raw):
+        raise InvalidRequest(f"Flag `--{flag}` needs a whole number, got `{_clip(raw)}`.")
+    return int(raw)
+
+
+def _float_value(flag: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)", raw):
+        raise InvalidRequest(f"Flag `--{flag}` needs a number like 7 or 6.5, got `{_clip(raw)}`.")
+    return value
+
+
+def _clip(text: str, limit: int = 40) -> str:
+    text = text.replace("`", "'")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
+    """Strip Midjourney-style flags out of `prompt`.
+
+    Returns the clean prompt and the options found (aspect, seed, negative, steps, guidance, count,
+    sampler, model). Text after a one-value flag goes back into the prompt. Raises InvalidRequest
+    naming the first unknown, repeated or malformed flag.
+    """
+    matches = list(_FLAG_RE.finditer(prompt))
+    if not matches:
+        return " ".join(prompt.split()), {}
+    pieces = [prompt[: matches[0].start()]]
+    options: dict[str, Any] = {}
+    for i, match in enumerate(matches):
+        flag = match.group(1).lower()
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(prompt)
+        body = prompt[match.end() : end].strip()
+        key = _FLAG_NAMES.get(flag)
+        if key is None:
+            raise InvalidRequest(f"Unknown flag `--{_clip(flag)}`. Known flags: {_FLAG_HELP}.")
+        if key in options:
+            raise InvalidRequest(f"Flag `--{flag}` is given twice.")
+        if not body:
+            raise InvalidRequest(f"Flag `--{flag}` needs a value.")
+        if key == "negative":
+            # Everything up to the next flag, comma separated.
+            items = [part.strip() for part in body.split(",") if part.strip()]
+            if not items:
+                raise InvalidRequest("Flag `--no` needs at least one word, like `--no cars,trees`.")
+            options[key] = ", ".join(items)
+            continue
+        raw, _, rest = body.partition(" ")
+        pieces.append(rest)
+        if key in ("seed", "steps", "count"):
+            options[key] = _int_value(flag, raw)
+        elif key == "guidance":
+            options[key] = _float_value(flag, raw)
+        elif key == "aspect":
+            options[key] = _normalize_aspect(raw, flag=f"--{flag}")
+        else:
+            options[key] = raw
+    clean = " ".join(" ".join(pieces).split())
+    return clean, options
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes
+# ---------------------------------------------------------------------------------------------
+
+
+def _normalize_aspect(raw: str, flag: str = "aspect") -> str:
+    match = re.fullmatch(r"\s*(\d{1,4})\s*[:x×/]\s*(\d{1,4})\s*", raw)
+    if not match:
+        raise InvalidRequest(f"`{flag}` must look like 16:9, got `{_clip(raw)}`.")
+    w, h = int(match.group(1)), int(match.group(2))
+    if w == 0 or h == 0:
+        raise InvalidRequest(f"`{flag}` sides must be above zero, got `{_clip(raw)}`.")
+    if max(w / h, h / w) > MAX_RATIO:
+        raise InvalidRequest(f"`{flag}` {w}:{h} is too stretched; keep it within 3:1 and 1:3.")
+    g = math.gcd(w, h)
+    return f"{w // g}:{h // g}"
+
+
+def _round8(value: float) -> int:
+    return max(8, round(value / 8) * 8)
+
+
+def size_for(aspect: str, family: str) -> tuple[int, int]:
+    """Width and height (multiples of 8) for `aspect` at about the family's native area."""
+    w, h = (int(x) for x in _normalize_aspect(aspect).split(":"))
+    base = FAMILY_BASE[family]
+    ratio = w / h
+    return _round8(base * math.sqrt(ratio)), _round8(base / math.sqrt(ratio))
+
+
+def _fit_source(source_size: tuple[int, int], family: str) -> tuple[int, int]:
+    sw, sh = source_size
+    if sw <= 0 or sh <= 0:
+        raise InvalidRequest("The source image is empty.")
+    ratio = sw / sh
+    if max(ratio, 1 / ratio) > MAX_RATIO:
+        raise InvalidRequest("The source image is too stretched; keep it within 3:1 and 1:3.")
+    base = FAMILY_BASE[family]
+    return _round8(base * math.sqrt(ratio)), _round8(base / math.sqrt(ratio))
+
+
+# ---------------------------------------------------------------------------------------------
+# Building a request
+# ---------------------------------------------------------------------------------------------
+
+
+def _seeds(seed: int, count: int) -> tuple[int, ...]:
+    # Wrap rather than overflow so seed 4294967295 with --n 4 still works.
+    return tuple((seed + i) % (MAX_SEED + 1) for i in range(count))
+
+
+def build_request(
+    draft: RequestDraft,
+    registry: ModelRegistry,
+    limits: Limits | None = None,
+    source_size: tuple[int, int] | None = None,
+) -> RenderRequest:
+    """Validate `draft` into a RenderRequest; inline flags in the prompt beat explicit options."""
+    limits = limits or Limits()
+    if not isinstance(draft.prompt, str):
+        raise InvalidRequest("The prompt must be text.")
+    if len(draft.prompt) > limits.max_prompt_chars * 2:
+        raise InvalidRequest(f"The prompt is too long (at most {limits.max_prompt_chars} characters).")
+
+    # 1. Flags override the explicit options.
+    prompt, flags = parse_flags(draft.prompt)
+    opts: dict[str, Any] = {
+        "aspect": draft.aspect,
+        "seed": draft.seed,
+        "steps": draft.steps,
+        "guidance": draft.guidance,
+        "sampler": draft.sampler,
+        "model": draft.model,
+        "count": draft.count,
+    }
+    opts.update(flags)
+    negative_parts = [p for p in (draft.negative, flags.get("negative")) if p and p.strip()]
+    negative = ", ".join(" ".join(p.split()) for p in negative_parts)
+
+    # 2. Prompt text.
+    if draft.kind == Kind.TXT2IMG and not prompt:
+        raise InvalidRequest("Write a prompt describing the picture.")
+    if len(prompt) > limits.max_prompt_chars:
+        raise InvalidRequest(
+            f"The prompt is too long ({len(prompt)} characters, at most {limits.max_prompt_chars})."
+        )
+    if len(negative) > limits.max_negative_chars:
+        raise InvalidRequest(
+            f"The negative prompt is too long (at most {limits.max_negative_chars} characters)."
+        )
+
+    # 3. Model and its defaults.
+    spec = registry.spec(opts["model"])
+    steps = spec.default_steps if opts["steps"] is None else opts["steps"]
+    guidance = spec.default_guidance if opts["guidance"] is None else opts["guidance"]
+    if not isinstance(steps, int) or not 1 <= steps <= limits.max_steps:
+        raise InvalidRequest(f"Steps must be between 1 and {limits.max_steps}.")
+    if not isinstance(guidance, int | float) or not math.isfinite(guidance):
+        raise InvalidRequest("Guidance must be a number.")
+    if not limits.min_guidance <= guidance <= limits.max_guidance:
+        raise InvalidRequest(f"Guidance must be between {limits.min_guidance:g} and {limits.max_guidance:g}.")
+
+    sampler_raw = opts["sampler"]
+    sampler = spec.default_sampler if sampler_raw in (None, "") else normalize_sampler(str(sampler_raw))
+    if sampler is None:
+        raise InvalidRequest(
+            f"Unknown sampler `{_clip(str(sampler_raw))}`. Choose one of: {', '.join(SAMPLER_NAMES)}."
+        )
+
+    # 4. Count and seeds.
+    count = 1 if opts["count"] is None else opts["count"]
+    if not isinstance(count, int) or not 1 <= count <= limits.max_count:
+        raise InvalidRequest(f"Count must be between 1 and {limits.max_count}.")
+    seed = opts["seed"]
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InvalidRequest(f"Seed must be a whole number from 0 to {MAX_SEED}.")
+
+    # 5. Size, source and strength.
+    strength: float | None = None
+    if draft.kind == Kind.TXT2IMG:
+        width, height = size_for(opts["aspect"] or "1:1", spec.family)
+        if draft.strength is not None:
+            raise InvalidRequest("Strength only applies when you give an image.")
+    else:
+        if not draft.source:
+            raise InvalidRequest("This needs a source image.")
+        if source_size is None:
+            raise InvalidRequest("The source image could not be read.")
+        if draft.kind == Kind.UPSCALE:
+            width, height = _round8(source_size[0] * 2), _round8(source_size[1] * 2)
+        elif opts["aspect"]:
+            width, height = size_for(opts["aspect"], spec.family)
+        else:
+            width, height = _fit_source(source_size, spec.family)
+        default_strength = {
+            Kind.UPSCALE: UPSCALE_STRENGTH,
+            Kind.VARIATION: SUBTLE_STRENGTH,
+        }.get(draft.kind, IMG2IMG_STRENGTH)
+        strength = default_strength if draft.strength is None else draft.strength
+        if not isinstance(strength, int | float) or not math.isfinite(strength):
+            raise InvalidRequest("Strength must be a number.")
+        if not limits.min_strength <= strength <= limits.max_strength:
+            raise InvalidRequest(
+                f"Strength must be between {limits.min_strength:g} and {limits.max_strength:g}."
+            )
+        strength = float(strength)
+    _check_pixels(width, height, spec.family, limits)
+
+    return RenderRequest(
+        prompt=prompt,
+        model=spec.name,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance=float(guidance),
+        sampler=sampler,
+        seeds=_seeds(seed, count),
+        kind=draft.kind,
+        negative=negative,
+        source=draft.source if draft.kind != Kind.TXT2IMG else None,
+        strength=strength,
+    )
+
+
+def _check_pixels(width: int, height: int, family: str, limits: Limits) -> None:
+    cap = limits.max_pixels.get(family, FAMILY_BASE[family] ** 2 * 4)
+    if width * height > cap:
+        raise InvalidRequest(f"{width}x{height} is too large for this model (at most {cap:,} pixels).")
+
+
+def _check_index(parent: RenderRequest, index: int) -> int:
+    if not 0 <= index < parent.count:
+        raise InvalidRequest(f"There is no image {index + 1} in that job.")
+    return parent.seeds[index]
+
+
+def variation_of(
+    parent: RenderRequest,
+    index: int,
+    strong: bool,
+    source: str,
+    seed: int | None = None,
+    count: int = 1,
+) -> RenderRequest:
+    """img2img of image `index` of `parent` with a fresh seed (subtle 0.35 or strong 0.65)."""
+    _check_index(parent, index)
+    if not 1 <= count <= 4:
+        raise InvalidRequest("Count must be between 1 and 4.")
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidRequest(f"Seed must be a whole number from 0 to {MAX_SEED}.")
+    return replace(
+        parent,
+        kind=Kind.VARIATION,
+        seeds=_seeds(seed, count),
+        source=source,
+        strength=STRONG_STRENGTH if strong else SUBTLE_STRENGTH,
+        extra={**parent.extra, "parent_index": index},
+    )
+
+
+def upscale_of(
+    parent: RenderRequest, index: int, source: str, limits: Limits | None = None, family: str | None = None
+) -> RenderRequest:
+    """2x hires fix of image `index` of `parent`: same seed, low-strength img2img at double size."""
+    seed = _check_index(parent, index)
+    width, height = parent.width * 2, parent.height * 2
+    limits = limits or Limits()
+    cap = max(limits.max_pixels.values()) if family is None else limits.max_pixels.get(family, 0)
+    if width * height > cap:
+        raise InvalidRequest("That image is already as large as this model can make it.")
+    return replace(
+        parent,
+        kind=Kind.UPSCALE,
+        width=width,
+        height=height,
+        seeds=(seed,),
+        source=source,
+        strength=UPSCALE_STRENGTH,
+        extra={**parent.extra, "parent_index": index},
+    )
