@@ -76,8 +76,8 @@ class Interaction:
                 out.append(m)
         return out
 
-    def mark_acked(self, response_type: int) -> None:
-        self.acked_at = time.monotonic()
+    def mark_acked(self, response_type: int, at: float | None = None) -> None:
+        self.acked_at = time.monotonic() if at is None else at
         self.response_type = response_type
         self._acked.set()
 

@@ -71,6 +71,8 @@ class Call:
     params: dict[str, str]
     json: Any
     files: Files
+    # When the request arrived (monotonic), before any injected latency.
+    at: float = 0.0
 
 
 Handler = Callable[["RestApi", Call], Awaitable[Any]]
@@ -160,7 +162,7 @@ class RestApi:
         if fault is not None:
             return self._record(method, path, fault, body, files, at, request, self._fault_response(fault))
         try:
-            result = await rt.handler(self, Call(request, params, body, files))
+            result = await rt.handler(self, Call(request, params, body, files, at))
         except ApiError as err:
             return self._record(method, path, err.status, body, files, at, request,
                                 json_response(err.body, err.status))
@@ -452,12 +454,12 @@ async def interaction_callback(api: RestApi, call: Call) -> Any:
     inter.callback_attempts += 1
     if inter.response_type is not None:
         raise ApiError(400, 40060, "Interaction has already been acknowledged.")
-    if sb.ack_deadline is not None and time.monotonic() - inter.sent_at > sb.ack_deadline:
+    if sb.ack_deadline is not None and call.at - inter.sent_at > sb.ack_deadline:
         raise ApiError(404, 10062, "Unknown interaction")
     body = call.json or {}
     ctype = int(body.get("type", 0))
     data = body.get("data") or {}
-    sub = Call(call.request, call.params, data, call.files)
+    sub = Call(call.request, call.params, data, call.files, call.at)
     message: Message | None = None
     if ctype == CHANNEL_MESSAGE:
         message = api.build_message(sub, channel_id=inter.channel.id, author_id=sb.bot_user.id,
@@ -486,7 +488,7 @@ async def interaction_callback(api: RestApi, call: Call) -> Any:
         inter.modal = data
     else:
         raise invalid_form("type", f"Unsupported callback type {ctype}")
-    inter.mark_acked(ctype)
+    inter.mark_acked(ctype, call.at)
     response: dict[str, Any] = {
         "interaction": {
             "id": str(inter.id),

@@ -284,6 +284,8 @@ class Sandbox:
                 return None
             if session.intents & INTENT_MESSAGE_CONTENT or message.author_id == bot_id:
                 return data
+            if f"<@{bot_id}>" in message.content or f"<@!{bot_id}>" in message.content:
+                return data
             # Without the privileged MESSAGE_CONTENT intent Discord blanks other users' messages.
             return data | {"content": "", "embeds": [], "attachments": [], "components": []}
 

@@ -37,6 +37,12 @@ class PanelView(discord.ui.View):
     async def go(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
         await interaction.response.edit_message(content=f"clicked by {interaction.user.name}")
 
+    @discord.ui.button(label="Slow", custom_id="panel:slow")
+    async def slow(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        await interaction.response.defer()  # type 6: edit the panel later
+        await interaction.edit_original_response(content="slow done", view=None)
+        await interaction.followup.send("slow finished")
+
     @discord.ui.select(custom_id="panel:size",
                        options=[discord.SelectOption(label=s) for s in ("S", "M", "L")])
     async def size(self, interaction: discord.Interaction, select: discord.ui.Select[Any]) -> None:
@@ -86,6 +92,14 @@ class SandboxBot(discord.Client):
         async def panel(interaction: discord.Interaction) -> None:
             self.last["panel"] = interaction
             await interaction.response.send_message("panel", view=PanelView())
+
+        @tree.command(description="Several followups")
+        async def multi(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("one")
+            two = await interaction.followup.send("two", wait=True)
+            await two.edit(content="two edited")
+            await interaction.followup.send("secret", ephemeral=True)
+            await interaction.delete_original_response()
 
         @tree.command(description="Ask with a modal")
         async def ask(interaction: discord.Interaction) -> None:
@@ -147,3 +161,4 @@ def _calm(sandbox: Sandbox) -> Iterator[None]:
     sandbox.faults.max_consecutive = 2
     sandbox.set_latency(0.0)
     sandbox.token_ttl = 900.0
+    sandbox.ack_deadline = 3.0

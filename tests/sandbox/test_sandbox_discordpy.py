@@ -69,7 +69,8 @@ async def test_button_click_updates_message(sandbox: Sandbox, bot: SandboxBot) -
     assert await inter.wait_ack() == 4
     msg = inter.original
     assert msg is not None
-    assert [b["custom_id"] for b in msg.buttons()] == ["panel:go"]
+    assert [b["custom_id"] for b in msg.buttons()] == ["panel:go", "panel:slow"]
+    assert msg.buttons()[0]["label"] == "Go" and msg.buttons()[0]["emoji"]["name"] == "🔄"
     click = await sandbox.click(sandbox.users["bob"], msg, "panel:go")
     assert await click.wait_ack() == 7
     assert msg.content == "clicked by bob" and msg.edits == 1
@@ -188,3 +189,71 @@ async def test_wrong_token_fails_login(sandbox: Sandbox) -> None:
         await ws.send_json({"op": 2, "d": {"token": "nope", "intents": 0, "properties": {}}})
         closing = await ws.receive()
         assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4004
+
+
+async def test_followups_edit_delete_and_ephemeral(sandbox: Sandbox, bot: SandboxBot) -> None:
+    art, alice = sandbox.channel("art"), sandbox.users["alice"]
+    inter = await sandbox.slash(alice, art, "multi")
+    assert await inter.wait_ack() == 4
+    await sandbox.wait_for(lambda: inter.original is not None and inter.original.deleted)
+    assert [m.content for m in inter.followups] == ["two edited", "secret"]
+    two, secret = inter.followups
+    assert two.edits == 1 and not two.ephemeral and two in sandbox.messages(art)
+    assert secret.ephemeral and secret not in sandbox.messages(art, viewer=sandbox.users["bob"])
+    assert inter.ephemeral_messages == [secret]
+    assert inter.original is not None and inter.original not in sandbox.messages(art)
+
+
+async def test_deferred_update_then_edit_original(sandbox: Sandbox, bot: SandboxBot) -> None:
+    art = sandbox.channel("art")
+    inter = await sandbox.slash(sandbox.users["alice"], art, "panel")
+    await inter.wait_ack()
+    panel = inter.original
+    assert panel is not None
+    click = await sandbox.click(sandbox.users["bob"], panel, "panel:slow")
+    assert await click.wait_ack() == 6
+    await sandbox.wait_for(lambda: click.followups)
+    assert panel.content == "slow done" and panel.components == [] and click.original is panel
+    assert click.followups[0].content == "slow finished" and click.followups[0].id != panel.id
+
+
+async def test_late_ack_is_refused(sandbox: Sandbox, bot: SandboxBot) -> None:
+    sandbox.ack_deadline = 0.0
+    inter = await sandbox.slash(sandbox.users["alice"], sandbox.channel("art"), "whoami")
+    path = f"/interactions/{inter.id}/{inter.token}/callback"
+    call = await sandbox.wait_for(lambda: next((c for c in sandbox.calls if c.path == path), None))
+    assert call.status == 404
+    assert inter.response_type is None and inter.original is None
+
+
+async def test_slow_responses_still_succeed(sandbox: Sandbox, bot: SandboxBot) -> None:
+    general = sandbox.channel("general")
+    channel = bot.get_channel(general.id)
+    assert isinstance(channel, discord.TextChannel)
+    sandbox.set_latency(0.2)
+    sent = await channel.send("slowly")
+    stored = sandbox.message(sent.id)
+    assert stored is not None and stored.content == "slowly"
+
+
+async def test_message_content_needs_the_intent(sandbox: Sandbox, bot: SandboxBot) -> None:
+    general = sandbox.channel("general")
+    plain = await sandbox.post_message(sandbox.users["bob"], general, "hello there",
+                                       attachments=[("x.txt", b"x")])
+    mention = await sandbox.post_message(sandbox.users["bob"], general, f"<@{sandbox.bot_user.id}> hi")
+
+    def both() -> dict[int, discord.Message] | None:
+        seen = {m.id: m for m in bot.seen_messages if m.id in (plain.id, mention.id)}
+        return seen if len(seen) == 2 else None
+
+    got = await sandbox.wait_for(both)
+    assert got[plain.id].content == "" and got[plain.id].attachments == []
+    assert got[mention.id].content.endswith("hi")
+
+
+async def test_invalid_session_reidentifies(sandbox: Sandbox, bot: SandboxBot) -> None:
+    identifies = sandbox.gateway.identifies
+    await sandbox.invalidate_session(resumable=False)
+    await sandbox.wait_for(lambda: sandbox.gateway.identifies > identifies and sandbox.gateway.connected)
+    inter = await sandbox.slash(sandbox.users["alice"], sandbox.channel("general"), "panel")
+    assert await inter.wait_ack() == 4
