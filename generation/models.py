@@ -278,7 +278,13 @@ class ModelRegistry:
                     raise RenderError(f"Model `{spec.name}` does not fit in memory.") from exc
 
     def _load(self, spec: ModelSpec) -> Any:
+        import diffusers.utils.logging as diffusers_logging
+        import transformers.utils.logging as transformers_logging
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+        # Loading bars would flood the bot's log on every swap.
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.disable_progress_bar()
 
         cls: Any = StableDiffusionXLPipeline if spec.family == "sdxl" else StableDiffusionPipeline
         import torch

@@ -371,7 +371,7 @@ def upscale_of(
 ) -> RenderRequest:
     """2x hires fix of image `index` of `parent`: same seed, low-strength img2img at double size."""
     seed = _check_index(parent, index)
-    width, height = parent.width * 2, parent.height * 2
+    width, height = _round8(parent.width * 2), _round8(parent.height * 2)
     limits = limits or Limits()
     cap = max(limits.max_pixels.values()) if family is None else limits.max_pixels.get(family, 0)
     if width * height > cap:
