@@ -1,0 +1,532 @@
+"""The fair, durable job queue (the scheduler) and its fair order.
+
+The jobs table is the source of truth: `start()` rebuilds every bit of in-memory state from it
+(queued jobs in id order, render-time averages from recent jobs). The worker (generation.worker)
+runs one batch at a time in its own thread; this module decides what runs next, answers
+"where am I in the queue", and fans events out to subscribers.
+
+Fair order: round-robin across users, in rounds, with optional weights.
+
+Users wait in a *round*: `_current` holds the users still to be served this round (in turn
+order), `_next` those already served (they go again next round). A user's oldest job is their
+turn. A newcomer joins the end of the current round unless they were already served in it, so:
+a user with one job waits behind at most one job of each other user (round-robin).
+
+Weights (priority per role) are deficit round-robin credits: each round a user gains `weight`
+credits and each job costs one, so weight 2 means two jobs per round and 0.5 one every second
+round. With weights a user waits behind at most ceil(weight) jobs of each other user.
+
+Batching: the picked job may take companions with the same batch key from the *current round*
+only (the other users' turns at the front of the queue), each spending its user's turn. Nobody
+is served twice in one round, so batching keeps the guarantee above. The batch is capped in
+images (`max_batch`), not jobs, since images are what a pipeline call must hold in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from generation.errors import QueueFull
+from generation.events import EventStream, JobCancelled, JobEvent, JobFailed, JobQueued
+from generation.request import RenderRequest
+from generation.worker import BatchJob, RenderBackend, Worker
+from storage.blobs import BlobStore
+from storage.db import Database
+from storage.jobs import CapExceeded
+
+log = logging.getLogger(__name__)
+
+# == the fair order ===============================================================================
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What the fair order needs to know about one queued job."""
+
+    job_id: int
+    user_id: int
+    batch_key: str
+    images: int = 1
+    weight: float = 1.0
+
+
+MIN_WEIGHT = 0.1
+MAX_WEIGHT = 10.0
+
+
+class FairQueue:
+    def __init__(self) -> None:
+        self._jobs: dict[int, deque[Ticket]] = {}
+        self._current: list[int] = []
+        self._next: list[int] = []
+        self._credit: dict[int, float] = {}
+        self._served_round: dict[int, int] = {}
+        self._round = 0
+        self._where: dict[int, Ticket] = {}
+
+    # -- membership -----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._where
+
+    def get(self, job_id: int) -> Ticket | None:
+        return self._where.get(job_id)
+
+    def count_for(self, user_id: int) -> int:
+        return len(self._jobs.get(user_id, ()))
+
+    def add(self, ticket: Ticket) -> None:
+        """Jobs of one user must be added oldest first."""
+        if ticket.job_id in self._where:
+            return
+        self._where[ticket.job_id] = ticket
+        user = ticket.user_id
+        queue = self._jobs.get(user)
+        if queue is not None:
+            queue.append(ticket)
+            return
+        self._jobs[user] = deque([ticket])
+        if self._served_round.get(user) == self._round:
+            self._next.append(user)
+        else:
+            self._current.append(user)
+            self._credit[user] = self._credit.get(user, 0.0) + _weight(ticket)
+
+    def remove(self, job_id: int) -> bool:
+        ticket = self._where.pop(job_id, None)
+        if ticket is None:
+            return False
+        queue = self._jobs[ticket.user_id]
+        queue.remove(ticket)
+        if not queue:
+            self._drop_user(ticket.user_id)
+        return True
+
+    def _drop_user(self, user: int) -> None:
+        del self._jobs[user]
+        if user in self._current:
+            self._current.remove(user)
+        if user in self._next:
+            self._next.remove(user)
+        # Idle users do not bank credit.
+        self._credit.pop(user, None)
+
+    # -- picking --------------------------------------------------------------------------------
+
+    def _ensure_round(self) -> bool:
+        """Make sure the current round has a user with a credit to spend; False when empty."""
+        while True:
+            while self._current and self._credit.get(self._current[0], 0.0) < 1.0 - 1e-9:
+                # Not enough credit this round (weight < 1): wait for the next one.
+                self._next.append(self._current.pop(0))
+            if self._current:
+                return True
+            if not self._next:
+                return False
+            self._round += 1
+            # Nobody has been served in the new round yet.
+            self._served_round.clear()
+            self._current, self._next = self._next, []
+            for user in self._current:
+                self._credit[user] = self._credit.get(user, 0.0) + _weight(self._jobs[user][0])
+
+    def _serve(self, user: int) -> Ticket:
+        ticket = self._jobs[user].popleft()
+        del self._where[ticket.job_id]
+        self._credit[user] = self._credit.get(user, 0.0) - 1.0
+        self._served_round[user] = self._round
+        if not self._jobs[user]:
+            self._drop_user(user)
+        elif self._credit[user] < 1.0 - 1e-9:
+            self._current.remove(user)
+            self._next.append(user)
+        return ticket
+
+    def take(self, max_images: int = 0) -> list[Ticket]:
+        """Remove and return the next batch: the next turn's job first, then companions with the
+        same batch key from other users' turns this round while the batch holds at most
+        `max_images` images (the first job always runs, whatever its size)."""
+        if not self._ensure_round():
+            return []
+        first_user = self._current[0]
+        first = self._serve(first_user)
+        batch = [first]
+        images = first.images
+        for user in list(self._current):
+            if user == first_user or user not in self._current:
+                continue
+            head = self._jobs[user][0]
+            if head.batch_key != first.batch_key or images + head.images > max_images:
+                continue
+            if self._credit.get(user, 0.0) < 1.0 - 1e-9:
+                continue
+            batch.append(self._serve(user))
+            images += head.images
+        return batch
+
+    def order(self) -> list[Ticket]:
+        """Every queued job in the order it will start if nothing else arrives (batches ignored)."""
+        shadow = copy.deepcopy(self)
+        out: list[Ticket] = []
+        while True:
+            batch = shadow.take(0)
+            if not batch:
+                return out
+            out.extend(batch)
+
+
+def _weight(ticket: Ticket) -> float:
+    w = ticket.weight
+    if not math.isfinite(w):
+        return 1.0
+    return min(MAX_WEIGHT, max(MIN_WEIGHT, w))
+
+
+# == the scheduler ================================================================================
+
+
+@dataclass(frozen=True)
+class JobOwner:
+    user_id: int
+    guild_id: int | None = None
+    channel_id: int | None = None
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One queued or running job as /queue shows it. position 0 = rendering now."""
+
+    job_id: int
+    user_id: int
+    guild_id: int | None
+    channel_id: int | None
+    status: Literal["queued", "running"]
+    position: int
+    eta_s: float
+    request: dict[str, Any]
+    priority: float
+    private: bool
+
+
+@dataclass
+class _Job:
+    job_id: int
+    owner: JobOwner
+    request: dict[str, Any]
+    batch_key: str
+    images: int
+    priority: float
+    private: bool
+
+
+def batch_key_text(request: RenderRequest) -> str:
+    return json.dumps(list(request.batch_key), separators=(",", ":"))
+
+
+class Scheduler:
+    """Fair, durable job queue in front of one render worker. See the module docstring."""
+
+    MAX_ATTEMPTS = 3
+    DEFAULT_SECONDS_PER_IMAGE = 5.0
+    EMA_ALPHA = 0.3
+
+    def __init__(
+        self,
+        db: Database,
+        engine: RenderBackend,
+        blobs: BlobStore,
+        *,
+        max_batch: int = 4,
+        max_queued_per_user: int = 5,
+        max_queued_total: int = 200,
+        lease_seconds: float = 3600.0,
+    ) -> None:
+        self.db = db
+        self.engine = engine
+        self.blobs = blobs
+        # Counted in images, not jobs: what a pipeline call must hold in memory is images.
+        self.max_batch = max_batch
+        self.max_queued_per_user = max_queued_per_user
+        self.max_queued_total = max_queued_total
+        self.lease_owner = uuid.uuid4().hex
+        self._worker = Worker(
+            db, engine, blobs, emit=self._emit, lease_owner=self.lease_owner, lease_seconds=lease_seconds
+        )
+        self._fair = FairQueue()
+        self._jobs: dict[int, _Job] = {}
+        self._running: list[int] = []
+        self._running_since = 0.0
+        self._running_estimate = 0.0
+        self._cancel_running: set[int] = set()
+        self._subscribers: dict[int | None, set[EventStream]] = {}
+        self._paused = False
+        self._stopping = False
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._seconds_per_image: dict[str, float] = {}
+        self._order: list[Ticket] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the queue from the jobs table and start the worker loop.
+
+        Jobs left running by a dead process count as a failed attempt: they are queued again, or
+        failed with their reason after MAX_ATTEMPTS."""
+        if self._task is not None:
+            return
+        self._stopping = False
+        _, failed = await self.db.jobs.recover(lease_owner=self.lease_owner, max_attempts=self.MAX_ATTEMPTS)
+        for job_id in failed:
+            row = await self.db.jobs.get(job_id)
+            self._emit(JobFailed(job_id, (row.error if row else None) or "failed"))
+        self._fair = FairQueue()
+        self._jobs.clear()
+        for row in await self.db.jobs.list_active():
+            if row.status == "queued":
+                self._track(
+                    row.id,
+                    row.request,
+                    row.batch_key,
+                    row.priority,
+                    row.private,
+                    JobOwner(row.user_id, row.guild_id, row.channel_id),
+                )
+        for key, samples in (await self.db.jobs.recent_render_seconds()).items():
+            for secs in samples:
+                self._learn(key, secs)
+        self._task = asyncio.create_task(self._loop(), name="atelier-scheduler")
+        for entry in self.snapshot():
+            self._emit(JobQueued(entry.job_id, entry.position, entry.eta_s))
+
+    async def stop(self) -> None:
+        """Stop taking jobs. A running render is interrupted at its next step and its jobs go back
+        to the queue (their attempt is refunded); nothing queued is lost: it is all in the table."""
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await self._task
+            finally:
+                self._task = None
+        await asyncio.to_thread(self._worker.close)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def pause(self) -> None:
+        """The running batch finishes; nothing new starts until resume()."""
+        self._paused = True
+
+    async def resume(self) -> None:
+        self._paused = False
+        self._wake.set()
+
+    # -- submitting and cancelling --------------------------------------------------------------
+
+    async def submit(
+        self,
+        request: RenderRequest,
+        owner: JobOwner,
+        *,
+        parent_job_id: int | None = None,
+        parent_index: int | None = None,
+        priority: float = 1.0,
+        max_queued_per_user: int | None = None,
+        private: bool = False,
+    ) -> int:
+        """Queue a job; raises QueueFull (with a user-facing message) when a cap is reached."""
+        per_user = self.max_queued_per_user if max_queued_per_user is None else max_queued_per_user
+        payload = request.to_json()
+        key = batch_key_text(request)
+        try:
+            row = await self.db.jobs.create(
+                user_id=owner.user_id,
+                guild_id=owner.guild_id,
+                channel_id=owner.channel_id,
+                kind=str(request.kind),
+                request=payload,
+                batch_key=key,
+                parent_job_id=parent_job_id,
+                parent_index=parent_index,
+                priority=priority,
+                private=private,
+                max_queued_per_user=per_user,
+                max_queued_total=self.max_queued_total,
+            )
+        except CapExceeded as exc:
+            if exc.scope == "user":
+                raise QueueFull(
+                    f"You already have {exc.limit} jobs waiting. Wait for one to finish "
+                    "or cancel one with /queue."
+                ) from None
+            raise QueueFull(
+                f"The queue is full right now ({exc.limit} jobs waiting). Please try again in a few minutes."
+            ) from None
+        self._track(row.id, payload, key, priority, private, owner)
+        self._wake.set()
+        where = self.position(row.id)
+        if where is not None:
+            self._emit(JobQueued(row.id, *where))
+        return row.id
+
+    async def cancel(self, job_id: int) -> bool:
+        """A queued job is cancelled at once; a running one is interrupted at its next step (or,
+        when it shares its batch, dropped when the batch ends). False if it already ended."""
+        if job_id in self._running:
+            if job_id in self._cancel_running:
+                return True
+            self._cancel_running.add(job_id)
+            return True
+        # Out of the fair order first, so the worker cannot pick it while the DB write is in flight.
+        self._fair.remove(job_id)
+        self._jobs.pop(job_id, None)
+        self._order = None
+        if await self.db.jobs.cancel(job_id):
+            self._emit(JobCancelled(job_id))
+            return True
+        return False
+
+    async def cancel_all(self, *, user_id: int | None = None, guild_id: int | None = None) -> int:
+        """Cancel every queued and running job of a user and/or guild (moderators' purge)."""
+        targets = [
+            e.job_id
+            for e in self.snapshot()
+            if (user_id is None or e.user_id == user_id) and (guild_id is None or e.guild_id == guild_id)
+        ]
+        return sum([await self.cancel(job_id) for job_id in targets])
+
+    # -- watching -------------------------------------------------------------------------------
+
+    def subscribe(self, job_id: int | None = None) -> EventStream:
+        """Events of one job (the stream ends after its final event) or of all jobs (None)."""
+        stream = EventStream(job_id, self._unsubscribe)
+        self._subscribers.setdefault(job_id, set()).add(stream)
+        return stream
+
+    def _unsubscribe(self, stream: EventStream) -> None:
+        streams = self._subscribers.get(stream.job_id)
+        if streams is not None:
+            streams.discard(stream)
+            if not streams:
+                del self._subscribers[stream.job_id]
+
+    def _emit(self, event: JobEvent) -> None:
+        for key in (event.job_id, None):
+            for stream in list(self._subscribers.get(key, ())):
+                stream.push(event)
+
+    def position(self, job_id: int) -> tuple[int, float] | None:
+        """(1-based position, seconds until it should be done); (0, eta) while it renders;
+        None once it is no longer queued or running."""
+        for entry in self.snapshot():
+            if entry.job_id == job_id:
+                return entry.position, entry.eta_s
+        return None
+
+    def snapshot(self) -> list[QueueEntry]:
+        """Running jobs (position 0), then queued ones in the order they will start."""
+        remaining = max(0.0, self._running_estimate - (time.monotonic() - self._running_since))
+        out = [self._entry(self._jobs[i], "running", 0, remaining) for i in self._running if i in self._jobs]
+        if self._order is None:
+            self._order = self._fair.order()
+        eta = remaining
+        for position, ticket in enumerate(self._order, start=1):
+            job = self._jobs[ticket.job_id]
+            eta += self._estimate(job.batch_key, job.images)
+            out.append(self._entry(job, "queued", position, eta))
+        return out
+
+    @property
+    def queued_count(self) -> int:
+        return len(self._fair)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _entry(
+        self, job: _Job, status: Literal["queued", "running"], position: int, eta: float
+    ) -> QueueEntry:
+        return QueueEntry(
+            job_id=job.job_id,
+            user_id=job.owner.user_id,
+            guild_id=job.owner.guild_id,
+            channel_id=job.owner.channel_id,
+            status=status,
+            position=position,
+            eta_s=round(eta, 1),
+            request=job.request,
+            priority=job.priority,
+            private=job.private,
+        )
+
+    def _track(
+        self, job_id: int, request: dict[str, Any], key: str, priority: float, private: bool, owner: JobOwner
+    ) -> None:
+        images = max(1, len(request.get("seeds", ())))
+        self._jobs[job_id] = _Job(job_id, owner, request, key, images, priority, private)
+        self._fair.add(Ticket(job_id, owner.user_id, key, images, priority))
+        self._order = None
+
+    def _estimate(self, key: str, images: int) -> float:
+        per_image = self._seconds_per_image.get(key)
+        if per_image is None:
+            known = list(self._seconds_per_image.values())
+            per_image = sum(known) / len(known) if known else self.DEFAULT_SECONDS_PER_IMAGE
+        return per_image * images
+
+    def _learn(self, key: str, seconds_per_image: float) -> None:
+        old = self._seconds_per_image.get(key)
+        self._seconds_per_image[key] = (
+            seconds_per_image if old is None else old + self.EMA_ALPHA * (seconds_per_image - old)
+        )
+
+    def _should_stop(self) -> bool:
+        # Read from the render thread: plain attribute reads, safe under the GIL.
+        running = self._running
+        return self._stopping or (bool(running) and all(i in self._cancel_running for i in running))
+
+    async def _loop(self) -> None:
+        while not self._stopping:
+            if self._paused or not len(self._fair):
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            tickets = self._fair.take(self.max_batch)
+            self._order = None
+            jobs = [self._jobs[t.job_id] for t in tickets]
+            self._running = [j.job_id for j in jobs]
+            self._running_since = time.monotonic()
+            self._running_estimate = self._estimate(jobs[0].batch_key, sum(j.images for j in jobs))
+            try:
+                outcome = await self._worker.run(
+                    [BatchJob(j.job_id, j.request) for j in jobs],
+                    should_stop=self._should_stop,
+                    is_cancelled=self._cancel_running.__contains__,
+                )
+                if outcome is not None and outcome.images:
+                    self._learn(jobs[0].batch_key, outcome.render_seconds / outcome.images)
+            except Exception:
+                # Only storage trouble gets here (render errors fail their jobs inside run()).
+                # The jobs stay running in the table and are recovered at the next start.
+                log.exception("worker failed on jobs %s", self._running)
+                await asyncio.sleep(1.0)
+            finally:
+                for job_id in self._running:
+                    self._jobs.pop(job_id, None)
+                    self._cancel_running.discard(job_id)
+                self._running = []
+                self._running_estimate = 0.0
+                self._order = None

@@ -1,0 +1,207 @@
+"""The worker: runs one batch of claimed jobs through the engine in ONE dedicated thread,
+stores the PNGs, records the images and reports what happened as events.
+
+A pipeline is not thread-safe and torch must never run on the event loop, so every render goes
+through a single-thread executor. Events raised in that thread reach the loop through
+`loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from PIL import Image
+
+from generation.errors import AtelierError, RenderCancelled
+from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
+from generation.images import encode_png, image_params
+from generation.request import Kind, RenderRequest
+from storage.blobs import BlobStore
+from storage.db import Database
+from storage.images import NewImage
+
+log = logging.getLogger(__name__)
+
+UNEXPECTED = "The renderer hit an unexpected error with this job; please try again."
+SOURCE_GONE = "The source image of this job is no longer available."
+BAD_REQUEST = "This job's stored request could not be read."
+
+
+class RenderBackend(Protocol):
+    """What the worker needs of generation.engine.Engine."""
+
+    def render(
+        self,
+        requests: Sequence[RenderRequest],
+        sources: Sequence[Image.Image | None] | None = None,
+        *,
+        on_progress: Callable[[int, int, list[Image.Image]], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> list[list[Image.Image]]: ...
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    job_id: int
+    request: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """For the ETA average: how long the render took and how many images it made."""
+
+    render_seconds: float
+    images: int
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        engine: RenderBackend,
+        blobs: BlobStore,
+        *,
+        emit: Callable[[JobEvent], None],
+        lease_owner: str,
+        lease_seconds: float,
+    ) -> None:
+        self._db = db
+        self._engine = engine
+        self._blobs = blobs
+        self._emit = emit
+        self._lease_owner = lease_owner
+        self._lease_seconds = lease_seconds
+        self._executor: ThreadPoolExecutor | None = None
+
+    def _thread(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-render")
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def run(
+        self,
+        jobs: Sequence[BatchJob],
+        *,
+        should_stop: Callable[[], bool],
+        is_cancelled: Callable[[int], bool],
+    ) -> BatchOutcome | None:
+        """Run one batch to its end: every job ends done, failed, cancelled or (on stop) queued."""
+        # 1. Claim: queued -> running with a lease; a job cancelled meanwhile is skipped.
+        claimed = set(
+            await self._db.jobs.claim(
+                [j.job_id for j in jobs], lease_owner=self._lease_owner, lease_seconds=self._lease_seconds
+            )
+        )
+        live: list[tuple[BatchJob, RenderRequest]] = []
+        for job in jobs:
+            if job.job_id not in claimed:
+                continue
+            self._emit(JobStarted(job.job_id))
+            try:
+                live.append((job, RenderRequest.from_json(job.request)))
+            except (KeyError, TypeError, ValueError):
+                log.exception("job %s has an unreadable request", job.job_id)
+                await self._fail(job.job_id, BAD_REQUEST)
+        if not live:
+            return None
+
+        # 2. Variations / upscales start from a stored image.
+        sources: list[Image.Image | None] | None = None
+        if live[0][1].kind != Kind.TXT2IMG:
+            kept: list[tuple[BatchJob, RenderRequest]] = []
+            sources = []
+            for job, request in live:
+                try:
+                    if request.source is None:
+                        raise KeyError("no source")
+                    image = await asyncio.to_thread(self._blobs.open_image, request.source)
+                except (KeyError, ValueError, OSError):
+                    await self._fail(job.job_id, SOURCE_GONE)
+                    continue
+                kept.append((job, request))
+                sources.append(image)
+            live = kept
+            if not live:
+                return None
+
+        # 3. Render and store, in the render thread.
+        loop = asyncio.get_running_loop()
+        ids = [job.job_id for job, _ in live]
+
+        def on_progress(step: int, total: int, previews: list[Image.Image]) -> None:
+            for i, job_id in enumerate(ids):
+                preview = previews[i] if i < len(previews) else None
+                loop.call_soon_threadsafe(self._emit, JobProgress(job_id, step, total, preview))
+
+        requests = [request for _, request in live]
+        try:
+            results, seconds = await loop.run_in_executor(
+                self._thread(), self._render_and_store, requests, sources, on_progress, should_stop
+            )
+        except RenderCancelled:
+            for job_id in ids:
+                if is_cancelled(job_id):
+                    await self._cancelled(job_id)
+            # The rest were stopped by a shutdown, not by their owner: back to the queue, and the
+            # attempt does not count against them.
+            await self._db.jobs.requeue([i for i in ids if not is_cancelled(i)], refund_attempt=True)
+            return None
+        except AtelierError as exc:
+            for job_id in ids:
+                await self._fail(job_id, exc.user_message)
+            return None
+        except Exception:
+            log.exception("render of jobs %s failed", ids)
+            for job_id in ids:
+                await self._fail(job_id, UNEXPECTED)
+            return None
+
+        # 4. Record: each job's images land once, with its share of the render time.
+        total_images = sum(len(r) for r in results) or 1
+        for job_id, images in zip(ids, results, strict=True):
+            if is_cancelled(job_id):
+                await self._cancelled(job_id)
+                continue
+            share = seconds * len(images) / total_images
+            first, rows = await self._db.jobs.complete(job_id, images, render_seconds=share)
+            if first:
+                self._emit(JobDone(job_id, rows))
+        return BatchOutcome(seconds, total_images)
+
+    def _render_and_store(
+        self,
+        requests: list[RenderRequest],
+        sources: list[Image.Image | None] | None,
+        on_progress: Callable[[int, int, list[Image.Image]], None],
+        should_stop: Callable[[], bool],
+    ) -> tuple[list[list[NewImage]], float]:
+        started = time.perf_counter()
+        rendered = self._engine.render(requests, sources, on_progress=on_progress, should_stop=should_stop)
+        seconds = time.perf_counter() - started
+        out: list[list[NewImage]] = []
+        for request, images in zip(requests, rendered, strict=True):
+            rows = []
+            for index, image in enumerate(images):
+                key = self._blobs.put(encode_png(image, image_params(request, index)))
+                rows.append(NewImage(index, request.seeds[index], key, image.width, image.height))
+            out.append(rows)
+        return out, seconds
+
+    async def _fail(self, job_id: int, reason: str) -> None:
+        if await self._db.jobs.fail(job_id, reason):
+            self._emit(JobFailed(job_id, reason))
+
+    async def _cancelled(self, job_id: int) -> None:
+        if await self._db.jobs.finish_cancelled(job_id):
+            self._emit(JobCancelled(job_id))
