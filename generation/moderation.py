@@ -1,0 +1,167 @@
+"""Banned-word matching that spacing, accents, look-alike letters and inserted punctuation do not slip
+past, while innocent words that merely contain a banned word ("class" for "ass") still pass.
+
+The text is normalised (NFKC, invisible characters dropped, casefold, accents stripped, look-alikes and
+leetspeak folded to ASCII letters) and split into words in a few ways ("views"). A banned word or
+phrase matches when its words appear as whole, consecutive words in any view:
+
+- plain: every non-alphanumeric character separates words ("bad-word" -> bad, word);
+- joined: letters split by punctuation without spaces, or single letters split by spaces, are put back
+  together ("b.a.d", "b a d", "b-a d" -> bad), so the obfuscated word is one word again;
+- each of those with symbol look-alikes ($ @ ! |) read as letters ("a$$" -> ass), and without
+  (so "ass!" still ends at the s).
+
+Matching whole words in every view keeps the word-boundary rule: "class", "assets" and "a.s.s.e.t.s"
+do not contain the word "ass" in any view.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+
+__all__ = ["WordFilter", "Words", "fold", "normalise_phrase", "views"]
+
+# Letters from other scripts that render like Latin ones (after casefolding), plus a few symbols that
+# NFKC keeps. Unicode's confusables list is far larger; these are the ones people actually type.
+_CONFUSABLES: dict[str, str] = {
+    # Cyrillic
+    "а": "a", "в": "b", "г": "r", "д": "d", "е": "e", "ё": "e", "з": "3", "и": "n", "й": "n",
+    "к": "k", "л": "n", "м": "m", "н": "h", "о": "o", "п": "n", "р": "p", "с": "c", "т": "t",
+    "у": "y", "ф": "f", "х": "x", "ц": "u", "ч": "4", "ш": "w", "щ": "w", "ь": "b", "ы": "bl",
+    "і": "i", "ї": "i", "ј": "j", "ѕ": "s", "ԁ": "d", "ԛ": "q", "ԝ": "w", "һ": "h", "ӏ": "l",
+    "ɡ": "g", "ɑ": "a", "ʀ": "r", "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ɢ": "g",
+    "ʜ": "h", "ɪ": "i", "ᴊ": "j", "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p",
+    "ꞯ": "q", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y", "ᴢ": "z", "ꜱ": "s",
+    # Greek
+    "α": "a", "β": "b", "γ": "y", "δ": "d", "ε": "e", "ζ": "z", "η": "n", "θ": "o", "ι": "i",
+    "κ": "k", "λ": "l", "μ": "u", "ν": "v", "ξ": "e", "ο": "o", "π": "n", "ρ": "p", "σ": "o",
+    "ς": "c", "τ": "t", "υ": "u", "φ": "f", "χ": "x", "ψ": "w", "ω": "w",
+    # Latin extras that survive accent stripping
+    "ø": "o", "đ": "d", "ł": "l", "ħ": "h", "ı": "i", "ȷ": "j", "ŧ": "t", "ƀ": "b", "ɨ": "i",
+    "ß": "ss", "æ": "ae", "œ": "oe", "þ": "th",
+}
+# Digits read as letters only inside a word that has letters ("a55" -> ass; "1990" stays a number).
+_LEET_DIGITS = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t",
+                              "8": "b", "9": "g"})
+# Symbols read as letters in the "symbols as letters" views only.
+_LEET_SYMBOLS: dict[str, str] = {"$": "s", "@": "a", "!": "i", "|": "l", "€": "e", "£": "l", "¢": "c",
+                                 "+": "t"}
+
+_TOKEN = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+@lru_cache(maxsize=1)
+def _confusable_table() -> dict[int, str]:
+    return {ord(k): v for k, v in _CONFUSABLES.items()}
+
+
+def fold(text: str) -> str:
+    """Normalise `text` for matching: compatibility forms, no invisible characters, no case, no accents,
+    look-alike letters as their Latin twins. Separators and symbols are kept for tokenising."""
+    text = unicodedata.normalize("NFKC", text)
+    # Zero-width spaces, joiners, soft hyphens, bidi marks: invisible, so they must not split a word.
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    text = text.casefold()
+    text = unicodedata.normalize("NFD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = unicodedata.normalize("NFC", text)
+    return text.translate(_confusable_table())
+
+
+@dataclass(frozen=True)
+class _Token:
+    text: str
+    start: int
+    end: int
+
+
+def _tokens(text: str) -> list[_Token]:
+    return [_Token(m.group(), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+
+
+def _deleet(word: str) -> str:
+    return word.translate(_LEET_DIGITS) if any(ch.isalpha() for ch in word) else word
+
+
+def _joined(text: str, tokens: list[_Token]) -> list[str]:
+    """Put words split by inserted punctuation or spacing back together."""
+    words: list[str] = []
+    current = ""
+    for i, token in enumerate(tokens):
+        if i and _joins(text[tokens[i - 1].end:token.start], tokens[i - 1].text, token.text):
+            current += token.text
+        else:
+            if current:
+                words.append(current)
+            current = token.text
+    if current:
+        words.append(current)
+    return words
+
+
+def _joins(gap: str, left: str, right: str) -> bool:
+    if not gap.strip():  # spacing only: "b a d" but not "a hole"
+        return len(left) == 1 and len(right) == 1
+    if any(ch.isspace() for ch in gap):  # "b . a . d" joins; "cat, dog" does not
+        return len(left) == 1 and len(right) == 1
+    return len(gap) <= 3  # "b.a.d", "b--a--d", "rock'n'roll"
+
+
+def views(text: str) -> list[list[str]]:
+    """The word sequences a banned word is looked for in (see the module docstring)."""
+    folded = fold(text)
+    with_symbols = "".join(_LEET_SYMBOLS.get(ch, ch) for ch in folded)
+    out: list[list[str]] = []
+    for variant in (folded, with_symbols) if with_symbols != folded else (folded,):
+        tokens = _tokens(variant)
+        plain = [t.text for t in tokens]
+        for words in (plain, _joined(variant, tokens)):
+            out.append([_deleet(w) for w in words])
+            if any(w != _deleet(w) for w in words):
+                out.append(words)  # "4k" is also just "4k"
+    return out
+
+
+def normalise_phrase(phrase: str) -> tuple[str, ...]:
+    """A banned word or phrase as the words it must match ("Bad  Wörd" -> ("bad", "word"))."""
+    folded = "".join(_LEET_SYMBOLS.get(ch, ch) for ch in fold(phrase))
+    return tuple(_deleet(t.text) for t in _tokens(folded))
+
+
+@dataclass(frozen=True)
+class Words:
+    """One banned entry as the moderator typed it, and the words it matches."""
+
+    entry: str
+    words: tuple[str, ...]
+
+
+class WordFilter:
+    """Banned words and phrases of one guild. `find(text)` returns the first entry `text` hits."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.entries = [Words(e, normalise_phrase(e)) for e in entries]
+        self.entries = [e for e in self.entries if e.words]
+        self._longest = max((len(e.words) for e in self.entries), default=0)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries)
+
+    def find(self, text: str) -> str | None:
+        if not self.entries or not text:
+            return None
+        grams: set[tuple[str, ...]] = set()
+        singles: set[str] = set()
+        for words in views(text):
+            singles.update(words)
+            for n in range(1, self._longest + 1):
+                grams.update(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        for entry in self.entries:
+            # A phrase also matches written as one word ("badword" for "bad word").
+            if entry.words in grams or "".join(entry.words) in singles:
+                return entry.entry
+        return None
