@@ -224,9 +224,22 @@ class RestApi:
             if msg.ephemeral:
                 msg.visible_to = interaction.user.id
         msg.attachments = self._new_attachments(body, call.files, channel_id)
+        msg.reference_id = self._reference(body.get("message_reference"), channel_id)
         if not (msg.content or msg.embeds or msg.attachments or msg.components or msg.flags & FLAG_LOADING):
             raise ApiError(400, 50006, "Cannot send an empty message")
         return msg
+
+    def _reference(self, ref: Any, channel_id: int) -> int | None:
+        if not isinstance(ref, dict) or ref.get("message_id") is None:
+            return None
+        target = self.sb.message(int(ref["message_id"]))
+        if target is None or target.deleted or target.ephemeral:
+            # Discord refuses a reply to a missing message unless told not to fail.
+            if ref.get("fail_if_not_exists", True):
+                raise ApiError(400, 50035, "Invalid Form Body", {"message_reference": {"_errors": [
+                    {"code": "MESSAGE_REFERENCE_UNKNOWN_MESSAGE", "message": "Unknown message"}]}})
+            return None
+        return target.id
 
     def _new_attachments(self, body: dict[str, Any], files: Files, channel_id: int) -> list[Any]:
         described = {}

@@ -287,6 +287,8 @@ class Message:
     created_at: str = field(default_factory=iso_now)
     # (interaction id, interaction type, user payload) for `interaction_metadata`.
     interaction_meta: dict[str, Any] | None = None
+    # The message this one replies to (message_reference), if any.
+    reference_id: int | None = None
 
     @property
     def ephemeral(self) -> bool:
@@ -363,4 +365,11 @@ class Message:
             data["application_id"] = str(self.application_id)
         if self.interaction_meta is not None:
             data["interaction_metadata"] = copy.deepcopy(self.interaction_meta)
+        if self.reference_id is not None:
+            data["message_reference"] = {"type": 0, "message_id": str(self.reference_id),
+                                         "channel_id": str(self.channel_id)}
+            if self.guild_id is not None:
+                data["message_reference"]["guild_id"] = str(self.guild_id)
+            if self.interaction_meta is None:
+                data["type"] = 19  # REPLY
         return data

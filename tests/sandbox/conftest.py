@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -49,6 +50,17 @@ class PanelView(discord.ui.View):
         await interaction.response.send_message(f"size {select.values[0]}", ephemeral=True)
 
 
+class CardView(discord.ui.View):
+    def __init__(self) -> None:
+        super().__init__(timeout=None)
+
+    @discord.ui.button(label="Flip", custom_id="card:flip")
+    async def flip(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        # Type 7 with a new file: the old attachment is dropped because it is not listed.
+        back = discord.File(io.BytesIO(b"back"), filename="back.png")
+        await interaction.response.edit_message(content="back", attachments=[back], view=None)
+
+
 class AskModal(discord.ui.Modal, title="Ask"):
     answer: discord.ui.TextInput[Any] = discord.ui.TextInput(label="Answer", custom_id="answer")
 
@@ -78,7 +90,7 @@ class SandboxBot(discord.Client):
             files = []
             if image is not None:
                 data = await image.read()
-                files.append(discord.File(fp=_bytes_io(data[::-1]), filename="echo.bin"))
+                files.append(discord.File(fp=io.BytesIO(data[::-1]), filename="echo.bin"))
             await interaction.followup.send(f"{text} x{count}", files=files)
 
         @tree.command(description="Who am I")
@@ -100,6 +112,11 @@ class SandboxBot(discord.Client):
             await two.edit(content="two edited")
             await interaction.followup.send("secret", ephemeral=True)
             await interaction.delete_original_response()
+
+        @tree.command(description="A card: a file in the first response")
+        async def card(interaction: discord.Interaction) -> None:
+            front = discord.File(io.BytesIO(b"front"), filename="front.png")
+            await interaction.response.send_message("front", file=front, view=CardView())
 
         @tree.command(description="Ask with a modal")
         async def ask(interaction: discord.Interaction) -> None:
@@ -126,12 +143,6 @@ class SandboxBot(discord.Client):
         self.tree.copy_global_to(guild=guild)
         await self.tree.sync(guild=guild)
         return task
-
-
-def _bytes_io(data: bytes) -> Any:
-    import io
-
-    return io.BytesIO(data)
 
 
 @pytest.fixture(scope="session")

@@ -257,3 +257,35 @@ async def test_invalid_session_reidentifies(sandbox: Sandbox, bot: SandboxBot) -
     await sandbox.wait_for(lambda: sandbox.gateway.identifies > identifies and sandbox.gateway.connected)
     inter = await sandbox.slash(sandbox.users["alice"], sandbox.channel("general"), "panel")
     assert await inter.wait_ack() == 4
+
+
+async def test_file_in_response_then_replaced_by_update(sandbox: Sandbox, bot: SandboxBot) -> None:
+    art = sandbox.channel("art")
+    inter = await sandbox.slash(sandbox.users["alice"], art, "card")
+    assert await inter.wait_ack() == 4
+    card = inter.original
+    assert card is not None and [(a.filename, a.data) for a in card.attachments] == [("front.png", b"front")]
+    assert card.attachments[0].content_type == "image/png"
+    flip = await sandbox.click(sandbox.users["alice"], card, "card:flip")
+    assert await flip.wait_ack() == 7
+    assert [(a.filename, a.data) for a in card.attachments] == [("back.png", b"back")]
+    assert card.content == "back" and card.buttons() == [] and card.history[0]["attachments"] == ["front.png"]
+    callback = [c for c in sandbox.calls if c.path == f"/interactions/{flip.id}/{flip.token}/callback"][-1]
+    assert callback.files == [("back.png", b"back")]
+
+
+async def test_reply_to_a_deleted_message_is_refused(sandbox: Sandbox, bot: SandboxBot) -> None:
+    general = sandbox.channel("general")
+    channel = bot.get_channel(general.id)
+    assert isinstance(channel, discord.TextChannel)
+    target = await channel.send("to be deleted")
+    reply = await channel.send("a reply", reference=target)
+    stored = sandbox.message(reply.id)
+    assert stored is not None and stored.reference_id == target.id
+    await sandbox.delete_message(sandbox.message(target.id))  # type: ignore[arg-type]
+    with pytest.raises(discord.HTTPException) as err:
+        await channel.send("late reply", reference=target)
+    assert err.value.status == 400
+    ref = target.to_reference(fail_if_not_exists=False)
+    posted = await channel.send("posted anew", reference=ref)
+    assert sandbox.message(posted.id) is not None
