@@ -1,17 +1,41 @@
 """What a member may ask for, here and now: the per-guild rules applied to every new job, whether it
-comes from /imagine or from a button. Moderator settings live in storage; this module reads them."""
+comes from /imagine, a button, a modal or the context menu (all go through `jobflow.start_job`).
+Moderators set the rules with /admin; they live in storage as the guild's settings (keys below)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 
+from generation.errors import LimitReached, NotAllowed, PromptRejected
+from generation.moderation import WordFilter
 from generation.request import RenderRequest
 
 if TYPE_CHECKING:
     from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+NsfwMode = Literal["allow", "spoiler", "age_restricted", "block"]
+NSFW_MODES: tuple[NsfwMode, ...] = ("allow", "spoiler", "age_restricted", "block")
+# Discord wants NSFW material in age-restricted channels only, so that is the default.
+DEFAULT_NSFW: NsfwMode = "age_restricted"
+
+# Prompt words that make a request NSFW when the model has no safety checker (and before rendering when
+# it has one). Only the prompt is read: "nsfw, nude" in a negative prompt asks for the opposite.
+NSFW_TERMS = (
+    "nsfw", "nude", "nudes", "nudity", "naked", "porn", "porno", "pornographic", "sex", "sexy", "explicit",
+    "topless", "bottomless", "hentai", "xxx", "lewd", "erotic", "erotica", "genitals", "nipples",
+    "lingerie", "fetish", "bdsm", "boobs", "breasts", "penis", "vagina", "orgasm", "r18", "r 18",
+)
+_NSFW_FILTER = WordFilter(NSFW_TERMS)
+
+# Keys of a guild's settings object (storage keeps them as JSON; /admin writes them).
+LIMIT_KEYS = ("max_queued", "max_steps", "max_size", "max_count", "cooldown_s")
 
 
 @dataclass(frozen=True)
@@ -23,7 +47,152 @@ class Rules:
     private: bool = False
 
 
+@dataclass
+class GuildConfig:
+    """A guild's moderation settings, with defaults for what was never set."""
+
+    max_queued: int | None = None
+    max_steps: int | None = None
+    max_size: int | None = None  # longest side in pixels
+    max_count: int | None = None
+    cooldown_s: float = 0.0
+    role_priority: dict[int, float] = field(default_factory=dict)
+    allowed_channels: list[int] = field(default_factory=list)  # empty: every channel
+    denied_channels: list[int] = field(default_factory=list)
+    nsfw: NsfwMode = DEFAULT_NSFW
+
+    @classmethod
+    def from_settings(cls, data: dict[str, Any]) -> GuildConfig:
+        def opt_int(key: str) -> int | None:
+            value = data.get(key)
+            return None if value is None else int(value)
+
+        nsfw = data.get("nsfw", DEFAULT_NSFW)
+        return cls(
+            max_queued=opt_int("max_queued"),
+            max_steps=opt_int("max_steps"),
+            max_size=opt_int("max_size"),
+            max_count=opt_int("max_count"),
+            cooldown_s=float(data.get("cooldown_s") or 0.0),
+            role_priority={int(k): float(v) for k, v in (data.get("role_priority") or {}).items()},
+            allowed_channels=[int(c) for c in data.get("allowed_channels") or []],
+            denied_channels=[int(c) for c in data.get("denied_channels") or []],
+            nsfw=nsfw if nsfw in NSFW_MODES else DEFAULT_NSFW,
+        )
+
+    def channel_allowed(self, channel_id: int | None) -> bool:
+        if channel_id is None:
+            return True
+        if channel_id in self.denied_channels:
+            return False
+        return not self.allowed_channels or channel_id in self.allowed_channels
+
+
+async def guild_config(services: Services, guild_id: int) -> GuildConfig:
+    return GuildConfig.from_settings(await services.db.guilds.get(guild_id))
+
+
+def is_nsfw_prompt(prompt: str) -> bool:
+    return _NSFW_FILTER.find(prompt) is not None
+
+
+def channel_is_age_restricted(interaction: discord.Interaction[Any]) -> bool:
+    channel = interaction.channel
+    is_nsfw = getattr(channel, "is_nsfw", None)
+    return bool(is_nsfw()) if callable(is_nsfw) else False
+
+
+def role_ids(interaction: discord.Interaction[Any]) -> list[int]:
+    roles = getattr(interaction.user, "roles", None) or []
+    return [role.id for role in roles]
+
+
+async def reject_prompt(services: Services, interaction: discord.Interaction[Any], request: RenderRequest,
+                        reason: str, message: str) -> PromptRejected:
+    """Audit a rejected prompt (who, what, where) and return the error to raise."""
+    await services.db.audit.record(
+        interaction.guild_id, interaction.user.id, "prompt.rejected", f"user:{interaction.user.id}",
+        {"prompt": request.prompt[:500], "reason": reason, "channel": interaction.channel_id},
+    )
+    log.info("rejected prompt of user %s in guild %s: %s", interaction.user.id, interaction.guild_id, reason)
+    return PromptRejected(message)
+
+
 async def check_request(services: Services, interaction: discord.Interaction[Any],
                         request: RenderRequest) -> Rules:
-    """Raise a domain error (NotAllowed, PromptRejected, LimitReached) if the request may not run."""
-    return Rules(max_queued_per_user=services.settings.queue_max_per_user)
+    """Raise a domain error (NotAllowed, PromptRejected, LimitReached) if the request may not run;
+    otherwise say how to queue it."""
+    user_id = interaction.user.id
+    personal = await services.db.users.get(user_id)
+    private = bool(personal.get("private", False))
+    guild_id = interaction.guild_id
+    if guild_id is None:  # DMs: no guild rules, the global queue cap only
+        return Rules(max_queued_per_user=services.settings.queue_max_per_user, private=private)
+    config = await guild_config(services, guild_id)
+
+    # 1. Who and where.
+    ban = await services.db.moderation.get_ban(guild_id, user_id)
+    if ban is not None:
+        why = f" Reason: {ban.reason}" if ban.reason else ""
+        raise NotAllowed(f"You are banned from making images here.{why}")
+    if not config.channel_allowed(interaction.channel_id):
+        allowed = " ".join(f"<#{c}>" for c in config.allowed_channels[:10])
+        hint = f" Try {allowed}." if allowed and interaction.channel_id not in config.denied_channels else ""
+        raise NotAllowed(f"Atelier is not available in this channel.{hint}")
+
+    # 2. What: banned words, then the NSFW policy (prompt level; images are checked after rendering).
+    words = WordFilter(await services.db.moderation.banned_words(guild_id))
+    hit = words.find(request.prompt)
+    if hit is not None:
+        raise await reject_prompt(services, interaction, request, f"banned word: {hit}",
+                                  "Your prompt contains a word this server does not allow.")
+    if is_nsfw_prompt(request.prompt):
+        if config.nsfw == "block":
+            raise await reject_prompt(services, interaction, request, "nsfw: blocked",
+                                      "NSFW prompts are not allowed on this server.")
+        if config.nsfw == "age_restricted" and not channel_is_age_restricted(interaction):
+            raise await reject_prompt(services, interaction, request, "nsfw: not an age-restricted channel",
+                                      "NSFW prompts are only allowed in age-restricted channels.")
+
+    # 3. How much.
+    if config.max_steps is not None and request.steps > config.max_steps:
+        raise LimitReached(f"This server allows at most {config.max_steps} steps.")
+    if config.max_size is not None and max(request.width, request.height) > config.max_size:
+        raise LimitReached(
+            f"This server allows images up to {config.max_size} px on a side "
+            f"({request.width}×{request.height} asked).")
+    if config.max_count is not None and request.count > config.max_count:
+        raise LimitReached(f"This server allows at most {config.max_count} images per job.")
+    if config.cooldown_s > 0:
+        last = await services.db.jobs.list_for_user(user_id, guild_id=guild_id, limit=1)
+        if last:
+            wait = last[0].created_at + config.cooldown_s - time.time()
+            if wait > 0:
+                raise LimitReached(f"Slow down: you can start another job in {wait:.0f} s.")
+
+    # 4. How it queues.
+    priorities = [config.role_priority[r] for r in role_ids(interaction) if r in config.role_priority]
+    return Rules(
+        priority=max(priorities) if priorities else 1.0,
+        max_queued_per_user=config.max_queued or services.settings.queue_max_per_user,
+        private=private,
+    )
+
+
+async def nsfw_presentation(services: Services, guild_id: int | None, channel_age_restricted: bool,
+                            request: RenderRequest, flagged: bool) -> Literal["show", "spoiler", "block"]:
+    """How a finished image is shown under the guild's NSFW policy. `flagged` is the safety checker's
+    verdict for the image (False when the model has none: then the prompt decides)."""
+    if guild_id is None:
+        return "show"
+    nsfw = flagged or is_nsfw_prompt(request.prompt)
+    if not nsfw:
+        return "show"
+    mode = (await guild_config(services, guild_id)).nsfw
+    if mode == "allow":
+        return "show"
+    if mode == "spoiler":
+        return "spoiler"
+    if mode == "age_restricted" and channel_age_restricted:
+        return "show"
+    return "block"

@@ -86,3 +86,19 @@ def test_banned_word_glued_to_other_letters_is_a_different_word(entry: str, glue
     word = entry.replace(" ", "")
     assert WordFilter([entry]).find(f"{glue}{word}") is None
     assert WordFilter([entry]).find(f"{word}{glue}") is None
+
+
+def test_skin_tone_checker_flags_skin_and_passes_sky() -> None:
+    from PIL import Image
+
+    from generation.safety import SkinToneChecker, checker_for
+
+    skin = Image.new("RGB", (64, 64), (224, 172, 140))
+    sky = Image.new("RGB", (64, 64), (90, 140, 230))
+    half = Image.new("RGB", (64, 64), (90, 140, 230))
+    half.paste(skin.crop((0, 0, 64, 40)), (0, 0))  # 62.5 % skin
+    checker = SkinToneChecker(threshold=0.5)
+    assert checker.check([skin, sky, half]) == [True, False, True]
+    assert SkinToneChecker(threshold=0.7).check([half]) == [False]
+    assert isinstance(checker_for(object(), tiny=True), SkinToneChecker)
+    assert checker_for(object(), tiny=False) is None

@@ -1,0 +1,80 @@
+"""NSFW image checks behind one small interface the worker calls after rendering:
+`checker.check(images) -> [flagged, ...]`.
+
+- A real Stable Diffusion model may ship `safety_checker` + `feature_extractor` (diffusers'
+  StableDiffusionSafetyChecker): `DiffusersSafetyChecker` runs it on the finished images.
+- The tiny offline model has none; `SkinToneChecker` is a simple deterministic classifier (share of
+  skin-tone pixels, the classic RGB rule) so the spoiler / block path runs end to end in tests.
+- No checker: the guild's prompt policy alone decides (bot/policy.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+
+class SafetyChecker(Protocol):
+    def check(self, images: Sequence[Image.Image]) -> list[bool]:
+        """One verdict per image: True means NSFW."""
+        ...
+
+
+class DiffusersSafetyChecker:
+    """The model's own checker (CLIP concept similarity), as the SD pipelines run it."""
+
+    def __init__(self, safety_checker: Any, feature_extractor: Any) -> None:
+        self.safety_checker = safety_checker
+        self.feature_extractor = feature_extractor
+
+    def check(self, images: Sequence[Image.Image]) -> list[bool]:
+        import torch
+
+        if not images:
+            return []
+        module = self.safety_checker
+        param = next(module.parameters())
+        features = self.feature_extractor(list(images), return_tensors="pt")
+        clip_input = features.pixel_values.to(device=param.device, dtype=param.dtype)
+        arrays = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images])
+        with torch.no_grad():
+            _, flags = module(images=arrays, clip_input=clip_input)
+        return [bool(f) for f in flags]
+
+
+class SkinToneChecker:
+    """Flags an image when at least `threshold` of its pixels are skin-toned (Kovac et al.'s RGB rule).
+
+    Crude on real photographs, but deterministic and cheap: enough to stand in for a model's checker
+    with the tiny model, whose outputs are noise-like."""
+
+    def __init__(self, threshold: float = 0.4) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError("threshold must be between 0 and 1")
+        self.threshold = threshold
+
+    @staticmethod
+    def skin_fraction(image: Image.Image) -> float:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.int16)
+        r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+        spread = rgb.max(axis=-1) - rgb.min(axis=-1)
+        skin = (r > 95) & (g > 40) & (b > 20) & (spread > 15) & (np.abs(r - g) > 15) & (r > g) & (r > b)
+        return float(skin.mean()) if skin.size else 0.0
+
+    def check(self, images: Sequence[Image.Image]) -> list[bool]:
+        return [self.skin_fraction(im) >= self.threshold for im in images]
+
+
+def checker_for(pipeline: Any, *, tiny: bool, tiny_threshold: float = 0.4) -> SafetyChecker | None:
+    """The checker for a loaded pipeline: its own if it has one, the skin-tone stand-in for the tiny
+    model, else None (prompt policy only)."""
+    safety = getattr(pipeline, "safety_checker", None)
+    extractor = getattr(pipeline, "feature_extractor", None)
+    if safety is not None and extractor is not None:
+        return DiffusersSafetyChecker(safety, extractor)
+    if tiny:
+        return SkinToneChecker(tiny_threshold)
+    return None
