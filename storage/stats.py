@@ -50,8 +50,6 @@ class StatsStore:
 
     async def images_per_day(self, guild_id: int | None = None, *, days: int = 30) -> list[tuple[str, int]]:
         where, params = self._scope(guild_id, days)
-        if guild_id is not None:
-            where = where.replace("guild_id = ?", "guild_id = ?")
         rows = await self._db.fetchall(
             f"""SELECT date(created_at, 'unixepoch') AS day, count(*) AS n FROM images{where}
                 GROUP BY day ORDER BY day""",

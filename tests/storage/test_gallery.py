@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage import Database, NewImage
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "gallery.db")
+    yield database
+    await database.close()
+
+
+async def _done_job(db: Database, user_id: int, guild_id: int | None, prompt: str, n: int = 2) -> list[int]:
+    job = await db.jobs.create(
+        user_id=user_id,
+        guild_id=guild_id,
+        kind="txt2img",
+        request={"prompt": prompt, "seeds": list(range(n))},
+        batch_key="k",
+    )
+    await db.jobs.claim([job.id], lease_owner="w", lease_seconds=60)
+    images = [NewImage(i, i, f"{job.id:064x}.png", 64, 64) for i in range(n)]
+    _, rows = await db.jobs.complete(job.id, images)
+    return [r.id for r in rows]
+
+
+async def test_pages_are_newest_first_with_keyset_pagination(db: Database) -> None:
+    ids = []
+    for i in range(7):
+        ids += await _done_job(db, 1, 10, f"prompt {i}")
+    await _done_job(db, 2, 10, "someone else")
+    await _done_job(db, 1, 11, "other guild")
+
+    seen: list[int] = []
+    before = None
+    while True:
+        page = await db.gallery.page(10, 1, limit=4, before_id=before)
+        if not page:
+            break
+        seen += [r.id for r in page]
+        before = page[-1].id
+    assert seen == sorted(ids, reverse=True)
+    assert await db.gallery.count(10, 1) == 14
+    assert all(r.guild_id == 10 and r.user_id == 1 for r in await db.gallery.page(10, 1, limit=100))
+
+
+async def test_favourites_and_deleted(db: Database) -> None:
+    a, b = await _done_job(db, 1, 10, "castle")
+    assert await db.images.set_favourite(a, True)
+    assert [r.id for r in await db.gallery.page(10, 1, favourites=True)] == [a]
+    assert await db.images.set_deleted(b)
+    assert [r.id for r in await db.gallery.page(10, 1)] == [a]
+    image = await db.images.get(b)
+    assert image is not None and image.deleted
+    assert await db.images.set_deleted_for_job(image.job_id, True) == 1
+    assert await db.gallery.page(10, 1) == []
+    assert await db.gallery.count(10, 1, favourites=True) == 0
+
+
+async def test_dm_images_live_in_their_own_gallery(db: Database) -> None:
+    ids = await _done_job(db, 1, None, "private sketch")
+    assert [r.id for r in await db.gallery.page(None, 1)] == sorted(ids, reverse=True)
+    assert await db.gallery.page(10, 1) == []
+    assert [r.id for r in await db.gallery.search(None, 1, "sketch")] == sorted(ids, reverse=True)
+
+
+async def test_prompt_search_matches_words_and_prefix_per_guild_and_user(db: Database) -> None:
+    lighthouse = await _done_job(db, 1, 10, "A lighthouse at dusk, oil painting")
+    fox = await _done_job(db, 1, 10, "a red fox in the snow")
+    other_user = await _done_job(db, 2, 10, "lighthouse in fog")
+    other_guild = await _done_job(db, 1, 11, "lighthouse by the sea")
+
+    def ids(rows: list) -> set[int]:
+        return {r.id for r in rows}
+
+    assert ids(await db.gallery.search(10, 1, "lighthouse")) == set(lighthouse)
+    assert ids(await db.gallery.search(10, 1, "ligh")) == set(lighthouse)  # prefix of the last word
+    assert ids(await db.gallery.search(10, 1, "DUSK oil")) == set(lighthouse)
+    assert ids(await db.gallery.search(10, 1, "fox snow")) == set(fox)
+    assert await db.gallery.search(10, 1, "fox lighthouse") == []
+    assert ids(await db.gallery.search(10, None, "lighthouse")) == set(lighthouse + other_user)
+    assert ids(await db.gallery.search(11, 1, "lighthouse")) == set(other_guild)
+    # Keyset pagination on search too.
+    first = await db.gallery.search(10, None, "lighthouse", limit=3)
+    rest = await db.gallery.search(10, None, "lighthouse", limit=3, before_id=first[-1].id)
+    assert [r.id for r in first + rest] == sorted(lighthouse + other_user, reverse=True)
+    # Deleted images leave the index; restored ones come back.
+    await db.images.set_deleted(lighthouse[0])
+    assert ids(await db.gallery.search(10, 1, "lighthouse")) == {lighthouse[1]}
+    await db.images.set_deleted(lighthouse[0], False)
+    assert ids(await db.gallery.search(10, 1, "lighthouse")) == set(lighthouse)
+
+
+@pytest.mark.parametrize("text", ['"', "owner:g10", "fox OR", "NEAR(", "*", "a AND (b", "-fox", "ü ö"])
+async def test_search_input_cannot_inject_fts_syntax(db: Database, text: str) -> None:
+    await _done_job(db, 1, 10, "a red fox")
+    await _done_job(db, 2, 10, "owner g10 fox")
+    rows = await db.gallery.search(10, 1, text)
+    assert all(r.user_id == 1 for r in rows)
