@@ -196,3 +196,132 @@ def ensure_tiny_model(data_dir: Path, xl: bool = False) -> Path:
         shutil.rmtree(target)
     tmp.rename(target)
     return target
+
+
+# ---------------------------------------------------------------------------------------------
+# Original (CompVis / A1111) single-file layout, so the `.safetensors` loading path can be tested
+# offline with a checkpoint written from the tiny model. SD1.x only.
+# ---------------------------------------------------------------------------------------------
+
+_RESNET_RENAMES = (
+    ("norm1", "in_layers.0"),
+    ("conv1", "in_layers.2"),
+    ("norm2", "out_layers.0"),
+    ("conv2", "out_layers.3"),
+    ("time_emb_proj", "emb_layers.1"),
+    ("conv_shortcut", "skip_connection"),
+)
+_UNET_FIXED = {
+    "time_embedding.linear_1": "time_embed.0",
+    "time_embedding.linear_2": "time_embed.2",
+    "conv_in": "input_blocks.0.0",
+    "conv_norm_out": "out.0",
+    "conv_out": "out.2",
+}
+
+
+def _unet_to_ldm(state: dict[str, Any], config: Any) -> dict[str, Any]:
+    per_block = config["layers_per_block"] + 1
+    up_has_attn = ["CrossAttn" in t for t in config["up_block_types"]]
+    out: dict[str, Any] = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        new: str | None = None
+        head = ".".join(parts[:2]) if parts[0] == "time_embedding" else parts[0]
+        if head in _UNET_FIXED:
+            new = _UNET_FIXED[head] + "." + parts[-1]
+        elif parts[0] in ("down_blocks", "up_blocks"):
+            b, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
+            if parts[0] == "down_blocks":
+                i = 1 + b * per_block + j
+                if kind == "resnets":
+                    new = f"input_blocks.{i}.0.{_rename_resnet(rest)}"
+                elif kind == "attentions":
+                    new = f"input_blocks.{i}.1.{rest}"
+                else:  # downsamplers.0.conv.*
+                    new = f"input_blocks.{1 + b * per_block + per_block - 1}.0.op.{rest.split('.', 1)[1]}"
+            else:
+                i = b * per_block + j
+                if kind == "resnets":
+                    new = f"output_blocks.{i}.0.{_rename_resnet(rest)}"
+                elif kind == "attentions":
+                    new = f"output_blocks.{i}.1.{rest}"
+                else:  # upsamplers.0.conv.*: after the attention when the block has one
+                    last = b * per_block + per_block - 1
+                    new = f"output_blocks.{last}.{2 if up_has_attn[b] else 1}.{rest}"
+        elif parts[0] == "mid_block":
+            kind, j, rest = parts[1], int(parts[2]), ".".join(parts[3:])
+            new = (
+                f"middle_block.{2 * j}.{_rename_resnet(rest)}"
+                if kind == "resnets"
+                else f"middle_block.1.{rest}"
+            )
+        if new is None:
+            raise ValueError(f"no original-layout name for UNet key {key}")
+        out["model.diffusion_model." + new] = value
+    return out
+
+
+def _rename_resnet(rest: str) -> str:
+    head, _, tail = rest.partition(".")
+    for old, new in _RESNET_RENAMES:
+        if head == old:
+            return f"{new}.{tail}"
+    return rest
+
+
+def _vae_to_ldm(state: dict[str, Any], config: Any) -> dict[str, Any]:
+    n_up = len(config["up_block_types"])
+    out: dict[str, Any] = {}
+    attn_names = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+    for key, value in state.items():
+        side, _, rest = key.partition(".")
+        parts = rest.split(".")
+        if side in ("quant_conv", "post_quant_conv"):
+            new = key
+        elif parts[0] == "conv_norm_out":
+            new = f"{side}.norm_out.{parts[1]}"
+        elif parts[0] in ("conv_in", "conv_out"):
+            new = key
+        elif parts[0] in ("down_blocks", "up_blocks"):
+            b = int(parts[1])
+            level = b if parts[0] == "down_blocks" else n_up - 1 - b
+            name = "down" if parts[0] == "down_blocks" else "up"
+            if parts[2] == "resnets":
+                tail = ".".join(parts[4:]).replace("conv_shortcut", "nin_shortcut")
+                new = f"{side}.{name}.{level}.block.{parts[3]}.{tail}"
+            else:
+                sampler = "downsample" if name == "down" else "upsample"
+                new = f"{side}.{name}.{level}.{sampler}.conv.{parts[-1]}"
+        elif parts[0] == "mid_block":
+            if parts[1] == "resnets":
+                tail = ".".join(parts[3:]).replace("conv_shortcut", "nin_shortcut")
+                new = f"{side}.mid.block_{int(parts[2]) + 1}.{tail}"
+            else:
+                sub = ".".join(parts[3:-1])
+                new = f"{side}.mid.attn_1.{attn_names[sub]}.{parts[-1]}"
+                if value.ndim == 2:  # original layout uses 1x1 convolutions here
+                    value = value[:, :, None, None]
+        else:
+            raise ValueError(f"no original-layout name for VAE key {key}")
+        out["first_stage_model." + new] = value
+    return out
+
+
+def write_single_file(model_dir: Path, path: Path) -> Path:
+    """Write an SD1.x diffusers folder as one original-layout `.safetensors` checkpoint."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
+    state: dict[str, Any] = {}
+    state.update(_unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config))
+    state.update(_vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config))
+    for key, value in pipe.text_encoder.state_dict().items():
+        # transformers >= 5.6 names these without the `text_model.` level the loader expects.
+        name = key if key.startswith("text_model.") else f"text_model.{key}"
+        state[f"cond_stage_model.transformer.{name}"] = value
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path

@@ -184,12 +184,17 @@ def _round8(value: float) -> int:
     return max(8, round(value / 8) * 8)
 
 
+def _floor8(value: float) -> int:
+    # Down, not nearest: the area never exceeds the family's native square, so 2x upscales fit the cap.
+    return max(8, int(value // 8) * 8)
+
+
 def size_for(aspect: str, family: str) -> tuple[int, int]:
     """Width and height (multiples of 8) for `aspect` at about the family's native area."""
     w, h = (int(x) for x in _normalize_aspect(aspect).split(":"))
     base = FAMILY_BASE[family]
     ratio = w / h
-    return _round8(base * math.sqrt(ratio)), _round8(base / math.sqrt(ratio))
+    return _floor8(base * math.sqrt(ratio)), _floor8(base / math.sqrt(ratio))
 
 
 def _fit_source(source_size: tuple[int, int], family: str) -> tuple[int, int]:
@@ -200,7 +205,7 @@ def _fit_source(source_size: tuple[int, int], family: str) -> tuple[int, int]:
     if max(ratio, 1 / ratio) > MAX_RATIO:
         raise InvalidRequest("The source image is too stretched; keep it within 3:1 and 1:3.")
     base = FAMILY_BASE[family]
-    return _round8(base * math.sqrt(ratio)), _round8(base / math.sqrt(ratio))
+    return _floor8(base * math.sqrt(ratio)), _floor8(base / math.sqrt(ratio))
 
 
 # ---------------------------------------------------------------------------------------------
