@@ -351,6 +351,16 @@ def validate_message(body: dict[str, Any], files: Files, editing: bool = False) 
     walk(rows, "components")
 
 
+def validate_modal(data: dict[str, Any]) -> None:
+    if not data.get("custom_id") or len(data["custom_id"]) > 100:
+        raise invalid_form("data.custom_id", "Must be between 1 and 100 in length.")
+    if not data.get("title") or len(data["title"]) > 45:
+        raise invalid_form("data.title", "Must be between 1 and 45 in length.")
+    components = data.get("components") or []
+    if not 1 <= len(components) <= 5:
+        raise invalid_form("data.components", "Must be between 1 and 5 in length.")
+
+
 # -- users, application, gateway ---------------------------------------------------------------
 
 
@@ -494,10 +504,14 @@ async def interaction_callback(api: RestApi, call: Call) -> Any:
         if ctype == UPDATE_MESSAGE:
             message = await api.edit_message(target, sub)
     elif ctype == AUTOCOMPLETE_RESULT:
-        inter.choices = list(data.get("choices") or [])
+        choices = list(data.get("choices") or [])
+        if len(choices) > 25:
+            raise invalid_form("data.choices", "Must be 25 or fewer in length.")
+        if any(not 1 <= len(str(c.get("name", ""))) <= 100 for c in choices):
+            raise invalid_form("data.choices", "Choice names must be 1-100 characters long.")
+        inter.choices = choices
     elif ctype == MODAL:
-        if not data.get("custom_id") or not data.get("title"):
-            raise invalid_form("data", "A modal needs custom_id and title")
+        validate_modal(data)
         inter.modal = data
     else:
         raise invalid_form("type", f"Unsupported callback type {ctype}")

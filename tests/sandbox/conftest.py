@@ -137,7 +137,8 @@ class SandboxBot(discord.Client):
             await interaction.response.send_message(f"> {message.content}")
 
     async def start_on(self, sb: Sandbox) -> asyncio.Task[None]:
-        task = asyncio.create_task(self.start(sb.bot_token))
+        await self.login(sb.bot_token)
+        task = asyncio.create_task(self.connect())
         await asyncio.wait_for(self.wait_until_ready(), 30)
         guild = discord.Object(id=sb.guild.id)
         self.tree.copy_global_to(guild=guild)
