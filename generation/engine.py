@@ -7,6 +7,7 @@ thread-safe, and torch must never run on the event loop).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -249,6 +250,12 @@ class _Run:
         if self.sources is not None:
             call["image"] = [self.sources[s.request] for s in chunk]
             call["strength"] = first.strength
+            # img2img runs int(steps * strength) steps; never let that round down to none.
+            strength = first.strength or 1.0
+            steps = max(first.steps, math.ceil(1 / strength))
+            while int(steps * strength) < 1:
+                steps += 1
+            call["num_inference_steps"] = steps
         else:
             call["width"] = first.width
             call["height"] = first.height
