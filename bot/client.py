@@ -18,7 +18,10 @@ from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("bot.extensions.imagine", "bot.extensions.jobs")
+EXTENSIONS = (
+    "bot.extensions.imagine", "bot.extensions.jobs", "bot.extensions.gallery", "bot.extensions.user_settings",
+    "bot.extensions.admin", "bot.extensions.context",
+)
 
 
 class AtelierBot(commands.Bot):

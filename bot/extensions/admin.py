@@ -1,0 +1,327 @@
+"""/admin: moderator tools. Discord hides the group from members without Manage Server
+(default_permissions), and the bot checks the permission itself on every call, because default
+permissions are only a UI default that a server can override. Every moderator action lands in the
+audit log; refused calls change nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.extensions.imagine import is_moderator
+from bot.jobflow import bot_of
+from bot.policy import NSFW_MODES, GuildConfig, guild_config
+from bot.presenter import short_prompt
+from bot.reply import reply
+from generation.charts import ChartData, merge_days, stats_chart_png
+from generation.errors import InvalidRequest, NotFound
+from generation.moderation import normalise_phrase
+
+AUDIT_SHOWN = 15
+NSFW_LABELS = {
+    "allow": "allowed everywhere",
+    "spoiler": "allowed, shown behind a spoiler",
+    "age_restricted": "allowed only in age-restricted channels",
+    "block": "blocked",
+}
+
+
+async def audit(interaction: discord.Interaction[Any], action: str, target: str | None = None,
+                details: dict[str, Any] | None = None) -> None:
+    await bot_of(interaction).services.db.audit.record(interaction.guild_id, interaction.user.id, action,
+                                                       target, details or {})
+
+
+def guild_id_of(interaction: discord.Interaction[Any]) -> int:
+    if interaction.guild_id is None:
+        raise app_commands.NoPrivateMessage()
+    return interaction.guild_id
+
+
+def describe_limits(config: GuildConfig, default_queued: int) -> str:
+    def show(value: Any, unit: str = "") -> str:
+        return "no limit" if value is None else f"{value}{unit}"
+
+    roles = ", ".join(f"<@&{r}> ×{p:g}" for r, p in config.role_priority.items()) or "none"
+    return "\n".join([
+        f"• queued jobs per member: {config.max_queued or default_queued}",
+        f"• steps: {show(config.max_steps)}",
+        f"• size: {show(config.max_size, ' px per side')}",
+        f"• images per job: {show(config.max_count)}",
+        f"• cooldown: {config.cooldown_s:g} s",
+        f"• role priority: {roles}",
+    ])
+
+
+@app_commands.default_permissions(manage_guild=True)
+@app_commands.guild_only()
+class Admin(commands.GroupCog, group_name="admin", group_description="Moderator tools"):
+    words = app_commands.Group(name="words", description="Banned words and phrases")
+    channels = app_commands.Group(name="channels", description="Where the bot may be used")
+    queue = app_commands.Group(name="queue", description="The render queue")
+
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+        super().__init__()
+
+    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:  # type: ignore[override]
+        if not is_moderator(interaction):
+            raise app_commands.MissingPermissions(["manage_guild"])
+        return True
+
+    # -- words ---------------------------------------------------------------------------------
+    @words.command(name="add", description="Ban a word or phrase in prompts")
+    async def words_add(self, interaction: discord.Interaction[Any],
+                        word: app_commands.Range[str, 1, 100]) -> None:
+        if not normalise_phrase(word):
+            raise InvalidRequest("That has no letters or digits to match.")
+        added = await bot_of(interaction).services.db.moderation.add_banned_word(
+            guild_id_of(interaction), word, added_by=interaction.user.id)
+        await audit(interaction, "words.add", word.strip().lower(), {"new": added})
+        await reply(interaction, f"Banned ||{discord.utils.escape_markdown(word)}||." if added
+                    else "That was already banned.", ephemeral=True)
+
+    @words.command(name="remove", description="Allow a banned word or phrase again")
+    async def words_remove(self, interaction: discord.Interaction[Any],
+                           word: app_commands.Range[str, 1, 100]) -> None:
+        removed = await bot_of(interaction).services.db.moderation.remove_banned_word(
+            guild_id_of(interaction), word)
+        await audit(interaction, "words.remove", word.strip().lower(), {"removed": removed})
+        await reply(interaction, "Removed." if removed else "That word was not banned.", ephemeral=True)
+
+    @words.command(name="list", description="The banned words and phrases")
+    async def words_list(self, interaction: discord.Interaction[Any]) -> None:
+        words = await bot_of(interaction).services.db.moderation.banned_words(guild_id_of(interaction))
+        await audit(interaction, "words.list")
+        if not words:
+            await reply(interaction, "No banned words.", ephemeral=True)
+            return
+        # Spoilered: the list is offensive by construction.
+        text = ", ".join(f"||{discord.utils.escape_markdown(w)}||" for w in words)
+        await reply(interaction, f"{len(words)} banned: {text}"[:1990], ephemeral=True)
+
+    # -- limits --------------------------------------------------------------------------------
+    @app_commands.command(name="limits", description="Per-member limits; no options shows them")
+    @app_commands.describe(
+        max_queued="Queued jobs per member", max_steps="Most sampling steps",
+        max_size="Longest image side in pixels", max_count="Most images per job",
+        cooldown="Seconds between a member's jobs (0: none)", role="A role whose jobs go first (or later)",
+        priority="That role's priority (1 is normal, 2 twice the share; 1 removes it)",
+        reset="Clear every limit first",
+    )
+    async def limits(self, interaction: discord.Interaction[Any],
+                     max_queued: app_commands.Range[int, 1, 100] | None = None,
+                     max_steps: app_commands.Range[int, 1, 150] | None = None,
+                     max_size: app_commands.Range[int, 64, 4096] | None = None,
+                     max_count: app_commands.Range[int, 1, 4] | None = None,
+                     cooldown: app_commands.Range[float, 0.0, 86400.0] | None = None,
+                     role: discord.Role | None = None,
+                     priority: app_commands.Range[float, 0.1, 10.0] | None = None,
+                     reset: bool = False) -> None:
+        guild_id = guild_id_of(interaction)
+        services = bot_of(interaction).services
+        if (role is None) != (priority is None):
+            raise InvalidRequest("Give both `role` and `priority` to set a role's priority.")
+        if reset:
+            await services.db.guilds.reset(guild_id, ["max_queued", "max_steps", "max_size", "max_count",
+                                                      "cooldown_s", "role_priority"])
+        changes: dict[str, Any] = {k: v for k, v in {
+            "max_queued": max_queued, "max_steps": max_steps, "max_size": max_size,
+            "max_count": max_count, "cooldown_s": cooldown}.items() if v is not None}
+        if role is not None and priority is not None:
+            current = dict((await services.db.guilds.get(guild_id)).get("role_priority") or {})
+            if abs(priority - 1.0) < 1e-9:
+                current.pop(str(role.id), None)
+            else:
+                current[str(role.id)] = priority
+            changes["role_priority"] = current
+        if changes:
+            await services.db.guilds.update(guild_id, changes)
+        if changes or reset:
+            await audit(interaction, "limits", None, {**changes, "reset": reset})
+        else:
+            await audit(interaction, "limits.view")
+        config = await guild_config(services, guild_id)
+        head = "Saved. " if changes or reset else ""
+        shown = describe_limits(config, services.settings.queue_max_per_user)
+        await reply(interaction, f"{head}Limits here:\n{shown}", ephemeral=True)
+
+    # -- channels ------------------------------------------------------------------------------
+    async def _channels(self, interaction: discord.Interaction[Any], channel_id: int, allow: bool) -> None:
+        guild_id = guild_id_of(interaction)
+        db = bot_of(interaction).services.db
+        config = await guild_config(bot_of(interaction).services, guild_id)
+        allowed = [c for c in config.allowed_channels if c != channel_id]
+        denied = [c for c in config.denied_channels if c != channel_id]
+        (allowed if allow else denied).append(channel_id)
+        await db.guilds.update(guild_id, {"allowed_channels": allowed, "denied_channels": denied})
+        await audit(interaction, "channels.allow" if allow else "channels.deny", f"channel:{channel_id}")
+        note = (" Only the allowed channels can use the bot now." if allow
+                else " The bot will refuse jobs there.")
+        await reply(interaction, f"<#{channel_id}> {'allowed' if allow else 'denied'}.{note}", ephemeral=True)
+
+    @channels.command(name="allow", description="Allow the bot in a channel (then only allowed ones)")
+    async def channels_allow(self, interaction: discord.Interaction[Any],
+                             channel: discord.TextChannel) -> None:
+        await self._channels(interaction, channel.id, allow=True)
+
+    @channels.command(name="deny", description="Keep the bot out of a channel")
+    async def channels_deny(self, interaction: discord.Interaction[Any],
+                            channel: discord.TextChannel) -> None:
+        await self._channels(interaction, channel.id, allow=False)
+
+    @channels.command(name="list", description="Where the bot may be used")
+    async def channels_list(self, interaction: discord.Interaction[Any]) -> None:
+        config = await guild_config(bot_of(interaction).services, guild_id_of(interaction))
+        await audit(interaction, "channels.list")
+        allowed = " ".join(f"<#{c}>" for c in config.allowed_channels) or "every channel"
+        denied = " ".join(f"<#{c}>" for c in config.denied_channels) or "none"
+        await reply(interaction, f"Allowed: {allowed}\nDenied: {denied}", ephemeral=True)
+
+    # -- nsfw ----------------------------------------------------------------------------------
+    @app_commands.command(name="nsfw", description="NSFW policy; no option shows it")
+    @app_commands.describe(mode="block, spoiler, only in age-restricted channels, or allow")
+    @app_commands.choices(mode=[app_commands.Choice(name=NSFW_LABELS[m], value=m) for m in NSFW_MODES])
+    async def nsfw(self, interaction: discord.Interaction[Any], mode: str | None = None) -> None:
+        guild_id = guild_id_of(interaction)
+        services = bot_of(interaction).services
+        if mode is not None:
+            if mode not in NSFW_MODES:
+                raise InvalidRequest(f"Mode must be one of {', '.join(NSFW_MODES)}.")
+            await services.db.guilds.update(guild_id, {"nsfw": mode})
+            await audit(interaction, "nsfw", mode)
+        else:
+            await audit(interaction, "nsfw.view")
+        current = (await guild_config(services, guild_id)).nsfw
+        await reply(interaction, f"NSFW: {NSFW_LABELS[current]}. Prompts are checked before rendering; "
+                    "images too, where the model has a safety checker.", ephemeral=True)
+
+    # -- bans ----------------------------------------------------------------------------------
+    @app_commands.command(name="ban", description="Stop a member from making images here")
+    async def ban(self, interaction: discord.Interaction[Any], user: discord.User,
+                  reason: app_commands.Range[str, 1, 300] | None = None) -> None:
+        guild_id = guild_id_of(interaction)
+        services = bot_of(interaction).services
+        await services.db.moderation.ban(guild_id, user.id, reason=reason or "",
+                                         banned_by=interaction.user.id)
+        cancelled = await services.scheduler.cancel_all(user_id=user.id, guild_id=guild_id)
+        await audit(interaction, "ban", f"user:{user.id}", {"reason": reason or "", "cancelled": cancelled})
+        await reply(interaction, f"{user.mention} is banned from making images here"
+                    f"{f' ({cancelled} queued jobs cancelled)' if cancelled else ''}.", ephemeral=True)
+
+    @app_commands.command(name="unban", description="Let a banned member make images again")
+    async def unban(self, interaction: discord.Interaction[Any], user: discord.User) -> None:
+        removed = await bot_of(interaction).services.db.moderation.unban(guild_id_of(interaction), user.id)
+        await audit(interaction, "unban", f"user:{user.id}", {"was_banned": removed})
+        state = "may make images again" if removed else "was not banned"
+        await reply(interaction, f"{user.mention} {state}.", ephemeral=True)
+
+    # -- queue ---------------------------------------------------------------------------------
+    @queue.command(name="view", description="Queued and running jobs in this server")
+    async def queue_view(self, interaction: discord.Interaction[Any]) -> None:
+        scheduler = bot_of(interaction).services.scheduler
+        entries = [e for e in scheduler.snapshot() if e.guild_id == interaction.guild_id]
+        await audit(interaction, "queue.view")
+        state = "paused" if scheduler.paused else "running"
+        if not entries:
+            await reply(interaction, f"The queue ({state}) has no jobs from this server.", ephemeral=True)
+            return
+        lines = [f"Queue ({state}), {len(entries)} jobs from this server:"]
+        for e in entries[:20]:
+            where = "rendering" if e.status == "running" else f"#{e.position}"
+            prompt = short_prompt(str(e.request.get("prompt", "")))[:60]
+            lines.append(f"`{e.job_id}` {where} <@{e.user_id}> **{prompt}**")
+        await reply(interaction, "\n".join(lines)[:1990], ephemeral=True)
+
+    @queue.command(name="pause", description="Finish the running job, start nothing new")
+    async def queue_pause(self, interaction: discord.Interaction[Any]) -> None:
+        await bot_of(interaction).services.scheduler.pause()
+        await audit(interaction, "queue.pause")
+        await reply(interaction, "Queue paused: the running job finishes, nothing new starts.",
+                    ephemeral=True)
+
+    @queue.command(name="resume", description="Start rendering queued jobs again")
+    async def queue_resume(self, interaction: discord.Interaction[Any]) -> None:
+        await bot_of(interaction).services.scheduler.resume()
+        await audit(interaction, "queue.resume")
+        await reply(interaction, "Queue resumed.", ephemeral=True)
+
+    @queue.command(name="cancel", description="Cancel one job")
+    async def queue_cancel(self, interaction: discord.Interaction[Any],
+                           job: app_commands.Range[int, 1]) -> None:
+        services = bot_of(interaction).services
+        row = await services.db.jobs.get(job)
+        if row is None or row.guild_id != interaction.guild_id:
+            raise NotFound(f"Job {job} does not exist here.")
+        cancelled = await services.scheduler.cancel(job)
+        await audit(interaction, "queue.cancel", f"job:{job}", {"owner": row.user_id, "cancelled": cancelled})
+        await reply(interaction, f"Job {job} cancelled." if cancelled else f"Job {job} already finished.",
+                    ephemeral=True)
+
+    @queue.command(name="purge", description="Cancel every queued and running job of a member")
+    async def queue_purge(self, interaction: discord.Interaction[Any], user: discord.User) -> None:
+        cancelled = await bot_of(interaction).services.scheduler.cancel_all(
+            user_id=user.id, guild_id=guild_id_of(interaction))
+        await audit(interaction, "queue.purge", f"user:{user.id}", {"cancelled": cancelled})
+        await reply(interaction, f"Cancelled {cancelled} jobs of {user.mention}.", ephemeral=True)
+
+    # -- stats and audit -----------------------------------------------------------------------
+    @app_commands.command(name="stats", description="Jobs, images, render time, failures and top users")
+    @app_commands.describe(days="Period in days")
+    async def stats(self, interaction: discord.Interaction[Any],
+                    days: app_commands.Range[int, 1, 365] = 30) -> None:
+        guild_id = guild_id_of(interaction)
+        stats = bot_of(interaction).services.db.stats
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        summary = await stats.summary(guild_id, days=days)
+        jobs = await stats.jobs_per_day(guild_id, days=days)
+        images = await stats.images_per_day(guild_id, days=days)
+        top = await stats.top_users(guild_id, days=days, limit=8)
+        per_image = summary.render_seconds / summary.images if summary.images else 0.0
+        headline = (f"{summary.jobs} jobs · {summary.images} images · {summary.failure_rate:.0%} failed · "
+                    f"{summary.render_seconds:.0f} s rendering ({per_image:.1f} s/image)")
+        day_list, job_counts, image_counts = merge_days(jobs, images)
+        names = [(self._name(interaction, uid), n) for uid, n in top]
+        png = await asyncio.to_thread(stats_chart_png, ChartData(
+            f"Atelier - last {days} days", day_list, job_counts, image_counts, headline, names))
+        await audit(interaction, "stats", None, {"days": days})
+        tops = ", ".join(f"<@{uid}> {n}" for uid, n in top) or "nobody yet"
+        await interaction.followup.send(
+            f"**Last {days} days:** {headline}\nTop users: {tops}", ephemeral=True,
+            file=discord.File(io.BytesIO(png), filename="atelier_stats.png"))
+
+    def _name(self, interaction: discord.Interaction[Any], user_id: int) -> str:
+        member = interaction.guild.get_member(user_id) if interaction.guild else None
+        user = member or self.bot.get_user(user_id)
+        return user.display_name if user is not None else f"user {str(user_id)[-6:]}"
+
+    @app_commands.command(name="audit", description="The latest moderator actions and rejected prompts")
+    async def audit_log(self, interaction: discord.Interaction[Any],
+                        action: Literal["all", "moderators", "rejected"] = "all") -> None:
+        db = bot_of(interaction).services.db
+        entries = await db.audit.list(guild_id_of(interaction), limit=100)
+        await audit(interaction, "audit.view")
+        if action == "rejected":
+            entries = [e for e in entries if e.action == "prompt.rejected"]
+        elif action == "moderators":
+            entries = [e for e in entries if e.action != "prompt.rejected"]
+        if not entries:
+            await reply(interaction, "The audit log is empty.", ephemeral=True)
+            return
+        lines = []
+        for e in entries[:AUDIT_SHOWN]:
+            details = ", ".join(f"{k}={short_prompt(str(v))[:80]}" for k, v in e.details.items() if v not in
+                                (None, "", {}, []))
+            target = f" {e.target}" if e.target else ""
+            lines.append(f"<t:{int(e.created_at)}:f> <@{e.actor_id}> **{e.action}**{target}"
+                         + (f" — {details}" if details else ""))
+        await reply(interaction, "\n".join(lines)[:1990], ephemeral=True)
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Admin(bot))

@@ -1,0 +1,300 @@
+"""/gallery (an ephemeral, paged contact sheet of a member's images: ◀ ▶, a select to open one image with
+its result buttons, prompt search, favourites), /export (your prompts and seeds as a file), and the ⭐
+and per-image 🗑 buttons.
+
+Privacy: a member sees another member's images only if they were made publicly (not in private mode)
+in the same guild; guilds never see each other's images. Paging state lives in the custom_id (owner,
+page, favourites, search text) and everything else comes from the database, so a gallery keeps working
+after a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import re
+from dataclasses import asdict
+from typing import Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+from PIL import Image, ImageFilter
+
+from bot.buttons import JobButton, register_action
+from bot.extensions.imagine import is_moderator, load_job
+from bot.jobflow import bot_of
+from bot.policy import channel_is_age_restricted
+from bot.presenter import short_prompt
+from bot.reply import reply
+from generation.errors import NotAllowed, NotFound
+from generation.request import Kind
+from generation.sheets import sheet_png
+from storage.gallery_views import GalleryFilter, GalleryViews
+from storage.images import ImageRow
+
+PER_PAGE = 9
+MAX_SEARCH = 50  # keeps the paging custom_id under Discord's 100 characters
+THUMB = 256
+
+_STATE = r"(?P<owner>[0-9]{1,20}):(?P<page>[0-9]{1,5}):(?P<fav>[01]):(?P<q>.{0,50})"
+
+
+def _state_id(kind: str, owner: int, page: int, favourites: bool, search: str) -> str:
+    cid = f"atelier:{kind}:{owner}:{page}:{int(favourites)}:{search[:MAX_SEARCH]}"
+    assert len(cid) <= 100, cid
+    return cid
+
+
+def views_of(interaction: discord.Interaction[Any]) -> GalleryViews:
+    return GalleryViews(bot_of(interaction).services.db.connection)
+
+
+def gallery_filter(interaction: discord.Interaction[Any], owner_id: int, favourites: bool,
+                   search: str) -> GalleryFilter:
+    return GalleryFilter(guild_id=interaction.guild_id, owner_id=owner_id,
+                         public_only=owner_id != interaction.user.id, favourites=favourites,
+                         search=search[:MAX_SEARCH])
+
+
+# -- pages -----------------------------------------------------------------------------------------
+
+def _thumbnail(blobs: Any, row: ImageRow, hide: bool) -> Image.Image:
+    with Image.open(io.BytesIO(blobs.thumbnail(row.blob, THUMB))) as im:
+        im.load()
+        image = im.convert("RGB")
+    # A flagged image is blurred beyond recognition outside age-restricted channels.
+    return image.filter(ImageFilter.GaussianBlur(24)) if hide else image
+
+
+def _sheet(blobs: Any, rows: list[ImageRow], first_number: int, hide_nsfw: bool) -> bytes:
+    return sheet_png([_thumbnail(blobs, r, hide_nsfw and r.nsfw) for r in rows], first_number=first_number)
+
+
+async def render_page(interaction: discord.Interaction[Any], f: GalleryFilter,
+                      page: int) -> tuple[str, discord.File | None, discord.ui.View | None]:
+    """The content, contact sheet and controls of one gallery page (clamped to the last page)."""
+    store = views_of(interaction)
+    total = await store.count(f)
+    what = "your images" if not f.public_only else f"images of <@{f.owner_id}>"
+    filters = []
+    if f.search:
+        filters.append(f"matching “{discord.utils.escape_markdown(f.search)}”")
+    if f.favourites:
+        filters.append("favourites only")
+    suffix = f" ({', '.join(filters)})" if filters else ""
+    if total == 0:
+        return f"No {what}{suffix} here yet.", None, None
+    pages = (total + PER_PAGE - 1) // PER_PAGE
+    page = max(0, min(page, pages - 1))
+    rows = await store.page(f, offset=page * PER_PAGE, limit=PER_PAGE)
+    first = page * PER_PAGE + 1
+    blobs = bot_of(interaction).services.blobs
+    png = await asyncio.to_thread(_sheet, blobs, rows, first, not channel_is_age_restricted(interaction))
+    content = (f"**Gallery** — {what}{suffix} · page {page + 1}/{pages} · {total} image"
+               f"{'s' if total != 1 else ''}, newest first")
+    view = discord.ui.View(timeout=None)
+    view.add_item(GalleryButton(f.owner_id, max(page - 1, 0), f.favourites, f.search, label="◀",
+                                disabled=page == 0, tag="galp"))
+    view.add_item(GalleryButton(f.owner_id, page + 1, f.favourites, f.search, label="▶",
+                                disabled=page >= pages - 1, tag="galn"))
+    options = [
+        discord.SelectOption(
+            label=f"{first + i}. {short_prompt(r.prompt)[:90] or '(no prompt)'}",
+            value=str(r.id),
+            description=f"job {r.job_id} · image {r.index + 1} · seed {r.seed}",
+        )
+        for i, r in enumerate(rows)
+    ]
+    view.add_item(GallerySelect(f.owner_id, page, f.favourites, f.search, options))
+    return content, discord.File(io.BytesIO(png), filename=f"gallery_{page + 1}.png"), view
+
+
+class GalleryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                    template=re.compile(r"atelier:(?P<tag>galp|galn):" + _STATE, re.S)):
+    """◀ / ▶: the target page is in the custom_id."""
+
+    def __init__(self, owner: int, page: int, favourites: bool, search: str, *, label: str = "▶",
+                 disabled: bool = False, tag: str = "galn") -> None:
+        super().__init__(discord.ui.Button(label=label, style=discord.ButtonStyle.secondary,
+                                           disabled=disabled,
+                                           custom_id=_state_id(tag, owner, page, favourites, search)))
+        self.owner, self.page, self.favourites, self.search = owner, page, favourites, search
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> GalleryButton:
+        return cls(int(match["owner"]), int(match["page"]), match["fav"] == "1", match["q"],
+                   label=str(getattr(item, "label", None) or "▶"), tag=match["tag"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bot.errors import report_error
+
+        try:
+            f = gallery_filter(interaction, self.owner, self.favourites, self.search)
+            content, file, view = await render_page(interaction, f, self.page)
+            await interaction.response.edit_message(content=content, attachments=[file] if file else [],
+                                                    view=view)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
+class GallerySelect(discord.ui.DynamicItem[discord.ui.Select[Any]],
+                    template=re.compile(r"atelier:galsel:" + _STATE, re.S)):
+    """Open one image of the page with its result buttons."""
+
+    def __init__(self, owner: int, page: int, favourites: bool, search: str,
+                 options: list[discord.SelectOption] | None = None) -> None:
+        super().__init__(discord.ui.Select(
+            placeholder="Open an image…", options=options or [discord.SelectOption(label="-", value="0")],
+            custom_id=_state_id("galsel", owner, page, favourites, search)))
+        self.owner = owner
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> GallerySelect:
+        return cls(int(match["owner"]), int(match["page"]), match["fav"] == "1", match["q"])
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bot.errors import report_error
+
+        try:
+            data: dict[str, Any] = dict(interaction.data or {})
+            values = data.get("values") or []
+            image_id = int(values[0]) if values and str(values[0]).isdigit() else 0
+            await open_image(interaction, image_id)
+        except Exception as exc:
+            await report_error(interaction, exc)
+
+
+def image_view(row: ImageRow, kind: Kind) -> discord.ui.View:
+    """One image with the buttons a single result has (upscale, vary, reroll, remix, details, ⭐, 🗑)."""
+    view = discord.ui.View(timeout=None)
+    grey = discord.ButtonStyle.secondary
+    if kind != Kind.UPSCALE:
+        view.add_item(JobButton("up", row.job_id, row.index, label="Upscale",
+                                style=discord.ButtonStyle.primary, row=0))
+    view.add_item(JobButton("subtle", row.job_id, row.index, label="Vary (Subtle)", style=grey, row=0))
+    view.add_item(JobButton("strong", row.job_id, row.index, label="Vary (Strong)", style=grey, row=0))
+    view.add_item(JobButton("reroll", row.job_id, emoji="🔄", style=grey, row=0))
+    view.add_item(JobButton("remix", row.job_id, emoji="🖋", style=grey, row=0))
+    view.add_item(JobButton("info", row.job_id, label="Details", emoji="ℹ️", style=grey, row=1))
+    view.add_item(JobButton("fav", row.job_id, row.index, emoji="⭐", style=grey, row=1))
+    view.add_item(JobButton("rm", row.job_id, row.index, emoji="🗑️", style=discord.ButtonStyle.danger, row=1))
+    return view
+
+
+async def open_image(interaction: discord.Interaction[Any], image_id: int) -> None:
+    services = bot_of(interaction).services
+    # Checked again here: a select's values come from the client and could name any image.
+    row = await views_of(interaction).visible(image_id, interaction.guild_id, interaction.user.id)
+    if row is None:
+        raise NotFound("That image is not available.")
+    job = await services.db.jobs.get(row.job_id)
+    kind = Kind(job.kind) if job is not None and job.kind in Kind._value2member_map_ else Kind.TXT2IMG
+    data = await asyncio.to_thread(services.blobs.read, row.blob)
+    spoiler = row.nsfw and not channel_is_age_restricted(interaction)
+    star = " ⭐" if row.favourite else ""
+    content = (f"**{short_prompt(row.prompt)}** — <@{row.user_id}> · job `{row.job_id}` · image "
+               f"{row.index + 1} · seed {row.seed}{star}")
+    await interaction.response.send_message(
+        content, file=discord.File(io.BytesIO(data), filename=f"atelier_{row.job_id}_{row.index + 1}.png",
+                                   spoiler=spoiler),
+        view=image_view(row, kind), ephemeral=True)
+
+
+# -- ⭐ and 🗑 ------------------------------------------------------------------------------------
+
+async def on_favourite(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    """⭐ toggles a favourite: one image (from the gallery) or the whole job (under a result)."""
+    job = await load_job(interaction, job_id)
+    if interaction.user.id != job.user_id:
+        raise NotAllowed("Only the member who made these images can favourite them.")
+    images = bot_of(interaction).services.db.images
+    rows = [r for r in await images.for_job(job_id) if index is None or r.index == index]
+    if not rows:
+        raise NotFound("That image is gone.")
+    favourite = not all(r.favourite for r in rows)
+    for row in rows:
+        await images.set_favourite(row.id, favourite)
+    what = f"Image {rows[0].index + 1} of job {job_id}" if index is not None else f"Job {job_id}"
+    await reply(interaction, f"{what} {'added to' if favourite else 'removed from'} your favourites.",
+                ephemeral=True)
+
+
+async def on_remove(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+    """🗑 in the gallery: the owner or a moderator removes the image from galleries."""
+    job = await load_job(interaction, job_id)
+    if interaction.user.id != job.user_id and not is_moderator(interaction):
+        raise NotAllowed("Only the image's owner or a moderator can delete it.")
+    services = bot_of(interaction).services
+    if index is None:
+        removed = await services.db.images.set_deleted_for_job(job_id)
+    else:
+        row = await services.db.images.get_by_index(job_id, index)
+        removed = int(row is not None and await services.db.images.set_deleted(row.id))
+    if interaction.user.id != job.user_id:
+        await services.db.audit.record(job.guild_id, interaction.user.id, "image.delete",
+                                       f"job:{job_id}" + ("" if index is None else f":{index}"),
+                                       {"owner": job.user_id})
+    text = "Deleted." if removed else "Already deleted."
+    if interaction.message is not None and not interaction.response.is_done():
+        await interaction.response.edit_message(content=text, attachments=[], view=None)
+    else:
+        await reply(interaction, text, ephemeral=True)
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+class Gallery(commands.Cog):
+    def __init__(self, bot: commands.Bot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="gallery", description="Browse images as contact sheets")
+    @app_commands.describe(user="Whose images (default: yours)", search="Words the prompt must contain",
+                           favourites="Only favourites")
+    async def gallery(self, interaction: discord.Interaction[Any], user: discord.User | None = None,
+                      search: app_commands.Range[str, 1, MAX_SEARCH] | None = None,
+                      favourites: bool = False) -> None:
+        owner = (user or interaction.user).id
+        f = gallery_filter(interaction, owner, favourites, search or "")
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        content, file, view = await render_page(interaction, f, 0)
+        kwargs: dict[str, Any] = {"ephemeral": True}
+        if file is not None:
+            kwargs["file"] = file
+        if view is not None:
+            kwargs["view"] = view
+        await interaction.followup.send(content, **kwargs)
+
+    @app_commands.command(name="export", description="Your prompts and seeds in this server, as a file")
+    @app_commands.describe(format="File format")
+    async def export(self, interaction: discord.Interaction[Any],
+                     format: Literal["csv", "json"] = "csv") -> None:
+        rows = await views_of(interaction).export(interaction.guild_id, interaction.user.id)
+        if not rows:
+            await reply(interaction, "You have no images here to export.", ephemeral=True)
+            return
+        data = await asyncio.to_thread(encode_export, [asdict(r) for r in rows], format)
+        await interaction.response.send_message(
+            f"{len(rows)} images: prompts, seeds and settings.", ephemeral=True,
+            file=discord.File(io.BytesIO(data), filename=f"atelier_export.{format}"))
+
+
+def encode_export(rows: list[dict[str, Any]], format: str) -> bytes:
+    if format == "json":
+        return json.dumps(rows, ensure_ascii=False, indent=1).encode()
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
+async def setup(bot: commands.Bot) -> None:
+    await bot.add_cog(Gallery(bot))
+    bot.add_dynamic_items(GalleryButton, GallerySelect)
+    register_action("fav", on_favourite)
+    register_action("rm", on_remove)
