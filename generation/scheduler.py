@@ -17,8 +17,10 @@ credits and each job costs one, so weight 2 means two jobs per round and 0.5 one
 round. With weights a user waits behind at most ceil(weight) jobs of each other user.
 
 Batching: the picked job may take companions with the same batch key from the *current round*
-only (the other users' turns at the front of the queue), each spending its user's turn. Nobody
-is served twice in one round, so batching keeps the guarantee above. The batch is capped in
+only (the other users' turns at the front of the queue), each spending its user's turn, and a
+companion never passes a user who started waiting after that companion was last served. Nobody
+is served twice in one round and nobody jumps a returning user twice, so batching keeps the
+guarantee above (checked by the hypothesis tests). The batch is capped in
 images (`max_batch`), not jobs, since images are what a pipeline call must hold in memory.
 """
 
@@ -70,6 +72,10 @@ class FairQueue:
         self._next: list[int] = []
         self._credit: dict[int, float] = {}
         self._served_round: dict[int, int] = {}
+        # A logical clock orders "started waiting" and "was served" events across users.
+        self._clock = 0
+        self._waiting_since: dict[int, int] = {}
+        self._last_served: dict[int, int] = {}
         self._round = 0
         self._where: dict[int, Ticket] = {}
 
@@ -98,6 +104,7 @@ class FairQueue:
             queue.append(ticket)
             return
         self._jobs[user] = deque([ticket])
+        self._waiting_since[user] = self._tick()
         if self._served_round.get(user) == self._round:
             self._next.append(user)
         else:
@@ -114,8 +121,13 @@ class FairQueue:
             self._drop_user(ticket.user_id)
         return True
 
+    def _tick(self) -> int:
+        self._clock += 1
+        return self._clock
+
     def _drop_user(self, user: int) -> None:
         del self._jobs[user]
+        del self._waiting_since[user]
         if user in self._current:
             self._current.remove(user)
         if user in self._next:
@@ -138,6 +150,9 @@ class FairQueue:
             self._round += 1
             # Nobody has been served in the new round yet.
             self._served_round.clear()
+            # Service older than every waiting user can no longer matter (see take()).
+            oldest = min(self._waiting_since.values(), default=self._clock)
+            self._last_served = {u: t for u, t in self._last_served.items() if t >= oldest}
             self._current, self._next = self._next, []
             for user in self._current:
                 self._credit[user] = self._credit.get(user, 0.0) + _weight(self._jobs[user][0])
@@ -147,6 +162,7 @@ class FairQueue:
         del self._where[ticket.job_id]
         self._credit[user] = self._credit.get(user, 0.0) - 1.0
         self._served_round[user] = self._round
+        self._last_served[user] = self._tick()
         if not self._jobs[user]:
             self._drop_user(user)
         elif self._credit[user] < 1.0 - 1e-9:
@@ -164,16 +180,24 @@ class FairQueue:
         first = self._serve(first_user)
         batch = [first]
         images = first.images
+        # A companion passes the users it skips. It may do so only if it has not been served since
+        # each of them started waiting: otherwise someone who came back this round would see the
+        # same user go ahead of them twice (once last round, once now as a companion).
+        skipped_since = math.inf
         for user in list(self._current):
             if user == first_user or user not in self._current:
                 continue
             head = self._jobs[user][0]
-            if head.batch_key != first.batch_key or images + head.images > max_images:
-                continue
-            if self._credit.get(user, 0.0) < 1.0 - 1e-9:
-                continue
-            batch.append(self._serve(user))
-            images += head.images
+            fits = head.batch_key == first.batch_key and images + head.images <= max_images
+            if (
+                fits
+                and self._credit.get(user, 0.0) >= 1.0 - 1e-9
+                and self._last_served.get(user, 0) < skipped_since
+            ):
+                batch.append(self._serve(user))
+                images += head.images
+            else:
+                skipped_since = min(skipped_since, self._waiting_since[user])
         return batch
 
     def order(self) -> list[Ticket]:

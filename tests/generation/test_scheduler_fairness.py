@@ -1,0 +1,191 @@
+"""Fairness of the queue order as properties: for any arrival pattern (hypothesis)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from generation.errors import QueueFull
+from generation.request import RenderRequest
+from generation.scheduler import FairQueue, JobOwner, Scheduler, Ticket
+from storage import BlobStore, Database
+
+# An op is either a submission (user, batch key, images) or a dispatch of the next batch.
+submit_op = st.tuples(st.just("submit"), st.integers(0, 4), st.sampled_from("ab"), st.integers(1, 3))
+take_op = st.tuples(st.just("take"), st.just(0), st.just(""), st.just(0))
+ops_strategy = st.lists(st.one_of(submit_op, submit_op, take_op), max_size=80)
+
+
+def _drive(
+    ops: list[tuple[str, int, str, int]], max_images: int
+) -> tuple[list[list[Ticket]], dict[int, int]]:
+    """Run the ops, then drain. Returns the batches and, for each job submitted while its user had
+    nothing else queued, the index of the batch that was current at its arrival."""
+    fair = FairQueue()
+    batches: list[list[Ticket]] = []
+    lonely: dict[int, int] = {}
+    next_id = 1
+    for op, user, key, images in ops:
+        if op == "submit":
+            if fair.count_for(user) == 0:
+                lonely[next_id] = len(batches)
+            fair.add(Ticket(next_id, user, key, images))
+            next_id += 1
+        else:
+            batch = fair.take(max_images)
+            if batch:
+                batches.append(batch)
+    while batch := fair.take(max_images):
+        batches.append(batch)
+    assert len(fair) == 0
+    return batches, lonely
+
+
+# A user served this round who submits again must wait for the next round, even as a companion.
+REJOIN = [
+    ("submit", 0, "a", 2),
+    ("submit", 1, "a", 3),
+    ("submit", 2, "b", 1),
+    ("submit", 3, "a", 1),
+    ("take", 0, "", 0),
+    ("submit", 3, "a", 1),
+]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(ops=ops_strategy, max_images=st.integers(0, 6))
+@example(ops=REJOIN, max_images=4)
+def test_a_lonely_job_waits_behind_at_most_one_job_of_each_other_user(
+    ops: list[tuple[str, int, str, int]], max_images: int
+) -> None:
+    batches, lonely = _drive(ops, max_images)
+    batch_of = {t.job_id: i for i, batch in enumerate(batches) for t in batch}
+    owner = {t.job_id: t.user_id for batch in batches for t in batch}
+    for job_id, arrived in lonely.items():
+        ahead = Counter(
+            t.user_id
+            for batch in batches[arrived : batch_of[job_id]]
+            for t in batch
+            if t.user_id != owner[job_id]
+        )
+        assert all(n <= 1 for n in ahead.values()), (job_id, ahead)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=ops_strategy, max_images=st.integers(0, 8))
+def test_batches_are_well_formed_and_every_job_runs_once_in_user_order(
+    ops: list[tuple[str, int, str, int]], max_images: int
+) -> None:
+    batches, _ = _drive(ops, max_images)
+    submitted = sum(1 for op in ops if op[0] == "submit")
+    taken = [t for batch in batches for t in batch]
+    assert sorted(t.job_id for t in taken) == list(range(1, submitted + 1))
+    for batch in batches:
+        assert len({t.batch_key for t in batch}) == 1
+        assert len({t.user_id for t in batch}) == len(batch)  # companions come from other users
+        if len(batch) > 1:
+            assert sum(t.images for t in batch) <= max_images
+    per_user: dict[int, list[int]] = {}
+    for t in taken:
+        per_user.setdefault(t.user_id, []).append(t.job_id)
+    assert all(ids == sorted(ids) for ids in per_user.values())  # each user's oldest job first
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=ops_strategy, removals=st.lists(st.integers(1, 60), max_size=10))
+def test_order_predicts_unbatched_dispatch(ops: list[tuple[str, int, str, int]], removals: list[int]) -> None:
+    fair = FairQueue()
+    next_id = 1
+    for op, user, key, images in ops:
+        if op == "submit":
+            fair.add(Ticket(next_id, user, key, images))
+            next_id += 1
+        else:
+            fair.take(4)
+    for job_id in removals:
+        fair.remove(job_id)
+    predicted = [t.job_id for t in fair.order()]
+    actual = []
+    while batch := fair.take(0):
+        actual += [t.job_id for t in batch]
+    assert predicted == actual
+
+
+def test_round_robin_example_and_weights() -> None:
+    fair = FairQueue()
+    for job_id, user in enumerate([1, 1, 1, 2, 3, 3], start=1):
+        fair.add(Ticket(job_id, user, "k"))
+    assert [t.job_id for t in fair.order()] == [1, 4, 5, 2, 6, 3]
+
+    weighted = FairQueue()
+    for job_id in range(1, 5):
+        weighted.add(Ticket(job_id, 1, "k", weight=2.0))
+    for job_id in range(5, 9):
+        weighted.add(Ticket(job_id, 2, "k"))
+    # Weight 2: two turns per round.
+    assert [t.user_id for t in weighted.order()] == [1, 1, 2, 1, 1, 2, 2, 2]
+
+
+def test_batch_takes_companions_from_this_round_only() -> None:
+    fair = FairQueue()
+    fair.add(Ticket(1, 1, "a"))
+    fair.add(Ticket(2, 2, "b"))
+    fair.add(Ticket(3, 3, "a"))
+    fair.add(Ticket(4, 1, "a"))  # user 1's second job: next round, cannot ride along
+    assert [t.job_id for t in fair.take(4)] == [1, 3]
+    assert [t.job_id for t in fair.take(4)] == [2]
+    assert [t.job_id for t in fair.take(4)] == [4]
+
+
+def _request(seed: int) -> RenderRequest:
+    return RenderRequest(
+        prompt="p", model="tiny", width=64, height=64, steps=2, guidance=5.0, sampler="euler", seeds=(seed,)
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    submits=st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=1, max_size=30),
+    per_user=st.integers(1, 4),
+    total=st.integers(1, 8),
+)
+def test_caps_always_hold(
+    submits: list[tuple[int, bool]], per_user: int, total: int, tiny_engine: Any
+) -> None:
+    """Caps hold for any mix of submissions and cancellations, and QueueFull comes exactly when
+    a cap would be broken. The scheduler is not started, so nothing leaves the queue by rendering."""
+
+    async def scenario(root: Path) -> None:
+        db = await Database.open(root / "caps.db")
+        scheduler = Scheduler(
+            db, tiny_engine, BlobStore(root / "blobs"), max_queued_per_user=per_user, max_queued_total=total
+        )
+        queued: dict[int, int] = {}
+        try:
+            for i, (user, cancel_first) in enumerate(submits):
+                mine = [e.job_id for e in scheduler.snapshot() if e.user_id == user]
+                if cancel_first and mine:
+                    assert await scheduler.cancel(mine[0])
+                    queued[user] -= 1
+                expect_full = queued.get(user, 0) >= per_user or sum(queued.values()) >= total
+                try:
+                    await scheduler.submit(_request(i), JobOwner(user, 1))
+                    assert not expect_full
+                    queued[user] = queued.get(user, 0) + 1
+                except QueueFull as exc:
+                    assert expect_full and exc.user_message
+                active = await db.jobs.list_active()
+                assert len(active) == sum(queued.values()) <= total
+                assert all(sum(1 for j in active if j.user_id == u) <= per_user for u in queued)
+                assert len(scheduler.snapshot()) == len(active)
+        finally:
+            await db.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(scenario(Path(tmp)))
