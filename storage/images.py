@@ -101,3 +101,7 @@ class ImageStore:
             (int(deleted), job_id, int(deleted)),
         )
         return count
+
+    async def delete_job_images(self, job_id: int) -> int:
+        """Soft-delete every image of a job (same as set_deleted_for_job(job_id, True))."""
+        return await self.set_deleted_for_job(job_id, True)
