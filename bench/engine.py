@@ -1,0 +1,132 @@
+"""Engine figures, measured side by side in one run on the tiny model (CPU):
+
+1. 8 compatible requests in one batched call vs one by one (ratio);
+2. preview cost per step (x0 projection to RGB) vs the step itself;
+3. max asyncio event-loop lag while a render runs in a worker thread (vs idle).
+
+    .venv/bin/python bench/engine.py [--size 512] [--steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from generation.engine import Engine  # noqa: E402
+from generation.models import ModelRegistry  # noqa: E402
+from generation.previews import latent_to_preview  # noqa: E402
+from generation.request import RenderRequest  # noqa: E402
+
+
+def _req(seed: int, size: int, steps: int, prompt: str = "a lighthouse at dusk") -> RenderRequest:
+    return RenderRequest(
+        prompt=prompt,
+        model="tiny",
+        width=size,
+        height=size,
+        steps=steps,
+        guidance=7.0,
+        sampler="euler",
+        seeds=(seed,),
+    )
+
+
+def _best(fn: object, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+async def _max_lag(
+    seconds: float | None, work: object = None, interval: float = 0.005
+) -> tuple[float, float]:
+    """Max and mean overshoot of a 5 ms sleep, while `work` runs in a worker thread (or for `seconds`)."""
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="render") as pool:
+        task = loop.run_in_executor(pool, work) if work is not None else None  # type: ignore[arg-type]
+        end = loop.time() + (seconds or 0)
+        while (task is not None and not task.done()) or (task is None and loop.time() < end):
+            before = loop.time()
+            await asyncio.sleep(interval)
+            lags.append(loop.time() - before - interval)
+        if task is not None:
+            await task
+    return max(lags), statistics.mean(lags)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=2)
+    args = parser.parse_args()
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        registry = ModelRegistry([("tiny", "tiny")], Path(tmp), device="cpu")
+        engine = Engine(registry)
+        t0 = time.perf_counter()
+        engine.warm_up()
+        print(
+            f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        )
+        print(f"load + warm-up of the tiny model: {time.perf_counter() - t0:.2f} s")
+        size, steps = args.size, args.steps
+        one = _best(lambda: engine.render([_req(1, size, steps)]), args.repeat)
+        print(f"\n1 request, {size}x{size}, {steps} steps: {one:.3f} s")
+
+        # 1. batching
+        requests = [_req(100 + i, size, steps, f"prompt number {i}") for i in range(8)]
+        solo = _best(lambda: [engine.render([r]) for r in requests], args.repeat)
+        batched = _best(lambda: engine.render(requests), args.repeat)
+        print(f"8 compatible requests one by one: {solo:.3f} s ({solo / 8:.3f} s/image)")
+        print(f"8 compatible requests batched:    {batched:.3f} s ({batched / 8:.3f} s/image)")
+        print(f"batching speed-up: {solo / batched:.2f}x")
+
+        # 2. previews
+        plain = _best(lambda: engine.render([_req(5, size, steps)]), args.repeat)
+        with_prev = _best(
+            lambda: engine.render([_req(5, size, steps)], on_progress=lambda s, t, p: None), args.repeat
+        )
+        latent = torch.randn(4, size // 8, size // 8)
+        n = 200
+        start = time.perf_counter()
+        for _ in range(n):
+            latent_to_preview(latent, "sd15")
+        projection = (time.perf_counter() - start) / n
+        print(f"\npreview projection alone ({size // 8}x{size // 8} latent): {projection * 1000:.3f} ms")
+        print(f"whole render / steps, without previews: {plain / steps * 1000:.1f} ms/step")
+        print(
+            f"whole render / steps, with previews:    {with_prev / steps * 1000:.1f} ms/step "
+            f"(difference {(with_prev - plain) / steps * 1000:+.2f} ms/step)"
+        )
+
+        # 3. event-loop lag
+        idle_max, idle_mean = asyncio.run(_max_lag(1.0))
+        busy_max, busy_mean = asyncio.run(_max_lag(None, lambda: engine.render(requests)))
+        print(
+            f"\nevent-loop lag idle (1 s):                          max {idle_max * 1000:.1f} ms, "
+            f"mean {idle_mean * 1000:.2f} ms"
+        )
+        print(
+            f"event-loop lag while 8 images render in a thread:   max {busy_max * 1000:.1f} ms, "
+            f"mean {busy_mean * 1000:.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
