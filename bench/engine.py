@@ -22,10 +22,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from generation.engine import Engine  # noqa: E402
-from generation.models import ModelRegistry  # noqa: E402
-from generation.previews import latent_to_preview  # noqa: E402
-from generation.request import RenderRequest  # noqa: E402
+from generation.engine import Engine
+from generation.models import ModelRegistry
+from generation.previews import latent_to_preview
+from generation.request import RenderRequest
 
 
 def _req(seed: int, size: int, steps: int, prompt: str = "a lighthouse at dusk") -> RenderRequest:
