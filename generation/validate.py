@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ASPECTS",
     "FAMILY_BASE",
+    "IMG2IMG_STRENGTH",
+    "MAX_SEED",
     "SAMPLER_NAMES",
     "STRONG_STRENGTH",
     "SUBTLE_STRENGTH",
