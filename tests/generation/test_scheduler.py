@@ -1,0 +1,370 @@
+"""The scheduler and worker end to end: real SQLite files, the real tiny diffusers pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from generation.errors import QueueFull
+from generation.events import (
+    EventStream,
+    JobCancelled,
+    JobDone,
+    JobEvent,
+    JobFailed,
+    JobProgress,
+    JobQueued,
+    JobStarted,
+)
+from generation.images import read_png_params
+from generation.request import Kind, RenderRequest
+from generation.scheduler import JobOwner, Scheduler
+from generation.worker import SOURCE_GONE
+from storage import BlobStore, Database
+
+FINAL = (JobDone, JobFailed, JobCancelled)
+# A hang guard only, never a timing assertion.
+WAIT_S = 120
+
+
+def request(
+    seed: int = 1, *, steps: int = 2, n: int = 1, size: int = 64, model: str = "tiny", **kw: Any
+) -> RenderRequest:
+    return RenderRequest(
+        prompt=f"a lighthouse at dusk {seed}",
+        model=model,
+        width=size,
+        height=size,
+        steps=steps,
+        guidance=5.0,
+        sampler="euler",
+        seeds=tuple(range(seed, seed + n)),
+        **kw,
+    )
+
+
+@dataclass
+class Env:
+    root: Path
+    engine: Any
+    db: Database
+    blobs: BlobStore
+    schedulers: list[Scheduler] = field(default_factory=list)
+
+    def scheduler(self, **kw: Any) -> Scheduler:
+        s = Scheduler(self.db, self.engine, self.blobs, **kw)
+        self.schedulers.append(s)
+        return s
+
+
+@pytest.fixture
+async def env(tmp_path: Path, tiny_engine: Any) -> AsyncIterator[Env]:
+    db = await Database.open(tmp_path / "atelier.db")
+    e = Env(tmp_path, tiny_engine, db, BlobStore(tmp_path / "images"))
+    yield e
+    for s in e.schedulers:
+        await s.stop()
+    await e.db.close()
+
+
+async def until(stream: EventStream, done: Callable[[JobEvent], bool]) -> list[JobEvent]:
+    """Events from `stream` up to and including the first one for which `done` is true."""
+    seen: list[JobEvent] = []
+    async with asyncio.timeout(WAIT_S):
+        async for event in stream:
+            seen.append(event)
+            if done(event):
+                return seen
+    return seen
+
+
+async def all_final(stream: EventStream, ids: set[int]) -> dict[int, JobEvent]:
+    finals: dict[int, JobEvent] = {}
+
+    def check(event: JobEvent) -> bool:
+        if isinstance(event, FINAL) and event.job_id in ids:
+            finals[event.job_id] = event
+        return set(finals) == ids
+
+    await until(stream, check)
+    return finals
+
+
+async def test_a_job_renders_with_events_for_every_subscriber(env: Env) -> None:
+    scheduler = env.scheduler()
+    everything = scheduler.subscribe()
+    await scheduler.start()
+    await scheduler.pause()  # so both per-job streams exist before anything runs
+    job_id = await scheduler.submit(request(7, n=2), JobOwner(1, 10, 20))
+    watchers = [scheduler.subscribe(job_id), scheduler.subscribe(job_id)]
+    await scheduler.resume()
+
+    for stream in watchers:
+        events = [e async for e in stream]  # a per-job stream ends after the job's final event
+        assert isinstance(events[0], JobStarted)
+        progress = [e for e in events if isinstance(e, JobProgress)]
+        assert [p.step for p in progress] == sorted(p.step for p in progress) and progress[
+            -1
+        ].step == progress[-1].total
+        assert all(isinstance(p.preview, Image.Image) for p in progress)
+        assert isinstance(events[-1], JobDone)
+    done = events[-1]
+    assert isinstance(done, JobDone)
+    assert [(im.index, im.seed, im.width, im.height) for im in done.images] == [
+        (0, 7, 64, 64),
+        (1, 8, 64, 64),
+    ]
+
+    first = await until(everything, lambda e: isinstance(e, JobQueued))
+    assert first[-1] == JobQueued(job_id, 1, first[-1].eta_s)  # type: ignore[union-attr]
+
+    for image in done.images:
+        data = env.blobs.read(image.blob)
+        assert read_png_params(data)["seed"] == image.seed
+        with Image.open(io.BytesIO(data)) as png:
+            assert png.size == (64, 64)
+            assert png.convert("L").getextrema() != (0, 0)  # real pixels, not an empty canvas
+    job = await env.db.jobs.get(job_id)
+    assert job is not None and job.status == "done" and job.attempts == 1 and job.render_seconds is not None
+    assert [j.id for j in await env.db.jobs.list_undelivered()] == [job_id]
+    assert [r.id for r in await env.db.images.for_job(job_id)] == [im.id for im in done.images]
+    assert scheduler.position(job_id) is None
+
+
+async def test_cancel_queued_at_once_and_running_at_next_step(env: Env) -> None:
+    scheduler = env.scheduler()
+    events = scheduler.subscribe()
+    await scheduler.start()
+    await scheduler.pause()
+    long_id = await scheduler.submit(request(1, steps=3000), JobOwner(1))
+    queued_id = await scheduler.submit(request(2), JobOwner(2))
+    assert await scheduler.cancel(queued_id)
+    assert not await scheduler.cancel(queued_id)
+    assert (await env.db.jobs.get(queued_id)).status == "cancelled"  # type: ignore[union-attr]
+    assert [e.job_id for e in scheduler.snapshot()] == [long_id]
+
+    await scheduler.resume()
+    before = await until(events, lambda e: isinstance(e, JobProgress) and e.job_id == long_id)
+    assert scheduler.snapshot()[0].status == "running"
+    assert await scheduler.cancel(long_id)
+    seen = await until(events, lambda e: isinstance(e, FINAL) and e.job_id == long_id)
+    assert seen[-1] == JobCancelled(long_id)
+    job = await env.db.jobs.get(long_id)
+    assert job is not None and job.status == "cancelled" and await env.db.images.for_job(long_id) == []
+    progress = [e for e in before + seen if isinstance(e, JobProgress) and e.job_id == long_id]
+    assert progress and progress[-1].step < progress[-1].total  # stopped early, not run to the end
+
+    # The worker lives on.
+    after = await scheduler.submit(request(3), JobOwner(1))
+    finals = await all_final(events, {after})
+    assert isinstance(finals[after], JobDone)
+
+
+async def test_pause_holds_jobs_until_resume(env: Env) -> None:
+    scheduler = env.scheduler()
+    events = scheduler.subscribe()
+    await scheduler.start()
+    await scheduler.pause()
+    assert scheduler.paused
+    job_id = await scheduler.submit(request(4), JobOwner(1))
+    await asyncio.sleep(0.3)
+    assert (await env.db.jobs.get(job_id)).status == "queued"  # type: ignore[union-attr]
+    assert scheduler.position(job_id) == (1, scheduler.snapshot()[0].eta_s)
+    await scheduler.resume()
+    assert isinstance((await all_final(events, {job_id}))[job_id], JobDone)
+
+
+async def test_caps_give_clear_errors(env: Env) -> None:
+    scheduler = env.scheduler(max_queued_per_user=2, max_queued_total=4)
+    await scheduler.pause()  # not started: nothing leaves the queue
+    await scheduler.submit(request(1), JobOwner(1))
+    await scheduler.submit(request(2), JobOwner(1))
+    with pytest.raises(QueueFull, match="already have 2 jobs waiting"):
+        await scheduler.submit(request(3), JobOwner(1))
+    await scheduler.submit(request(3), JobOwner(1), max_queued_per_user=3)  # a guild's own limit
+    await scheduler.submit(request(4), JobOwner(2))
+    with pytest.raises(QueueFull, match="queue is full"):
+        await scheduler.submit(request(5), JobOwner(3))
+    assert len(await env.db.jobs.list_active()) == 4
+
+
+async def test_batches_join_other_users_same_key_and_respect_the_image_cap(env: Env) -> None:
+    scheduler = env.scheduler(max_batch=3)
+    events = scheduler.subscribe()
+    await scheduler.start()
+    await scheduler.pause()
+    owner = JobOwner
+    a1 = await scheduler.submit(request(1), owner(1))
+    a2 = await scheduler.submit(request(2), owner(1))  # user 1's second turn: next round
+    b1 = await scheduler.submit(request(3, size=72), owner(2))  # another batch key
+    c1 = await scheduler.submit(request(4), owner(3))
+    d1 = await scheduler.submit(request(5, n=2), owner(4))  # would make 4 images: over the cap
+    e1 = await scheduler.submit(request(6), owner(5))
+    assert [e.job_id for e in scheduler.snapshot()] == [a1, b1, c1, d1, e1, a2]
+    ids = {a1, a2, b1, c1, d1, e1}
+    await scheduler.resume()
+    await all_final(events, ids)
+
+    started: dict[float, set[int]] = {}
+    for job_id in ids:
+        job = await env.db.jobs.get(job_id)
+        assert job is not None and job.status == "done"
+        started.setdefault(job.started_at or 0.0, set()).add(job_id)
+    # a2 cannot ride with d1: it is user 1's turn of the next round.
+    assert [started[t] for t in sorted(started)] == [{a1, c1, e1}, {b1}, {d1}, {a2}]
+    for job_id in ids:
+        job = await env.db.jobs.get(job_id)
+        assert job is not None
+        images = await env.db.images.for_job(job_id)
+        assert [im.seed for im in images] == job.request["seeds"]
+
+
+async def test_many_coroutines_submitting_at_once(env: Env) -> None:
+    scheduler = env.scheduler(max_queued_per_user=5, max_queued_total=24)
+    events = scheduler.subscribe()
+    await scheduler.pause()
+    await scheduler.start()
+
+    async def submit(i: int) -> int | None:
+        try:
+            return await scheduler.submit(request(i, steps=1), JobOwner(i % 6))
+        except QueueFull:
+            return None
+
+    results = await asyncio.gather(*(submit(i) for i in range(40)))
+    ids = {r for r in results if r is not None}
+    assert len(ids) == 24  # the total cap binds before the per-user caps (6 users x 5 = 30)
+    per_user: dict[int, int] = {}
+    for entry in scheduler.snapshot():
+        per_user[entry.user_id] = per_user.get(entry.user_id, 0) + 1
+    assert max(per_user.values()) <= 5
+    assert [e.position for e in scheduler.snapshot()] == list(range(1, 25))
+    etas = [e.eta_s for e in scheduler.snapshot()]
+    assert etas == sorted(etas)
+    await scheduler.resume()
+    finals = await all_final(events, ids)
+    assert all(isinstance(e, JobDone) for e in finals.values())
+
+
+async def test_render_errors_fail_the_job_and_never_the_worker(env: Env) -> None:
+    scheduler = env.scheduler()
+    events = scheduler.subscribe()
+    await scheduler.start()
+    bad_model = await scheduler.submit(request(1, model="no-such-model"), JobOwner(1))
+    gone = await scheduler.submit(
+        request(2, kind=Kind.VARIATION, source="0" * 64 + ".png", strength=0.5), JobOwner(2)
+    )
+    good = await scheduler.submit(request(3), JobOwner(3))
+    finals = await all_final(events, {bad_model, gone, good})
+    assert isinstance(finals[bad_model], JobFailed) and finals[bad_model].reason  # type: ignore[union-attr]
+    assert finals[gone] == JobFailed(gone, SOURCE_GONE)
+    assert isinstance(finals[good], JobDone)
+    job = await env.db.jobs.get(bad_model)
+    assert job is not None and job.status == "failed" and job.error == finals[bad_model].reason  # type: ignore[union-attr]
+
+
+async def test_variation_and_upscale_start_from_the_stored_image(env: Env) -> None:
+    scheduler = env.scheduler()
+    events = scheduler.subscribe()
+    await scheduler.start()
+    parent = await scheduler.submit(request(1), JobOwner(1))
+    done = (await all_final(events, {parent}))[parent]
+    assert isinstance(done, JobDone)
+    source = done.images[0].blob
+    vary = await scheduler.submit(
+        request(9, kind=Kind.VARIATION, source=source, strength=0.6),
+        JobOwner(1),
+        parent_job_id=parent,
+        parent_index=0,
+    )
+    up = await scheduler.submit(
+        request(1, size=128, kind=Kind.UPSCALE, source=source, strength=0.3),
+        JobOwner(1),
+        parent_job_id=parent,
+        parent_index=0,
+    )
+    finals = await all_final(events, {vary, up})
+    assert isinstance(finals[vary], JobDone) and isinstance(finals[up], JobDone)
+    assert (finals[up].images[0].width, finals[up].images[0].height) == (128, 128)  # type: ignore[union-attr]
+    child = await env.db.jobs.get(vary)
+    assert child is not None and (child.parent_job_id, child.parent_index, child.kind) == (
+        parent,
+        0,
+        "variation",
+    )
+
+
+async def test_start_recovers_abandoned_jobs_and_fails_after_three_attempts(env: Env) -> None:
+    first = env.scheduler()
+    await first.pause()
+    tired = await first.submit(request(1), JobOwner(1))
+    fresh = await first.submit(request(2), JobOwner(2))
+    # Two jobs left running by workers that died: one on its third attempt, one on its first.
+    for attempt in range(3):
+        await env.db.jobs.claim([tired], lease_owner=f"dead-{attempt}", lease_seconds=60)
+        if attempt < 2:
+            await env.db.jobs.requeue([tired], refund_attempt=False)
+    await env.db.jobs.claim([fresh], lease_owner="dead", lease_seconds=60)
+
+    second = env.scheduler()
+    events = second.subscribe()
+    await second.start()
+    finals = await all_final(events, {tired, fresh})
+    assert isinstance(finals[tired], JobFailed) and "3 times" in finals[tired].reason  # type: ignore[union-attr]
+    assert isinstance(finals[fresh], JobDone)
+    job = await env.db.jobs.get(fresh)
+    assert job is not None and job.attempts == 2
+
+
+async def test_restart_mid_queue_loses_nothing_and_delivers_once(tmp_path: Path, tiny_engine: Any) -> None:
+    """Stop the scheduler and close the database in the middle of a queue, reopen: every job
+    completes with its images recorded once, and the bot's idempotent delivery sends each once."""
+    blobs = BlobStore(tmp_path / "images")
+    delivered: dict[int, int] = {}
+
+    async def deliver(db: Database, job_id: int) -> None:
+        if await db.jobs.mark_delivered(job_id):
+            delivered[job_id] = delivered.get(job_id, 0) + 1
+
+    db = await Database.open(tmp_path / "atelier.db")
+    scheduler = Scheduler(db, tiny_engine, blobs)
+    events = scheduler.subscribe()
+    await scheduler.start()
+    ids = [await scheduler.submit(request(i, steps=40, n=2), JobOwner(i % 3)) for i in range(6)]
+    seen = await until(events, lambda e: isinstance(e, JobDone))
+    await deliver(db, seen[-1].job_id)
+    await until(events, lambda e: isinstance(e, JobProgress))  # another one is mid-render now
+    await scheduler.stop()
+    states = {j: (await db.jobs.get(j)).status for j in ids}  # type: ignore[union-attr]
+    await db.close()
+    assert "running" not in states.values()  # the interrupted job went back to the queue
+    assert "queued" in states.values()
+
+    db = await Database.open(tmp_path / "atelier.db")
+    try:
+        scheduler = Scheduler(db, tiny_engine, blobs)
+        events = scheduler.subscribe()
+        # The bot first sweeps what finished but was never delivered, then follows events.
+        for job in await db.jobs.list_undelivered():
+            await deliver(db, job.id)
+        await scheduler.start()
+        pending = {j for j, s in states.items() if s == "queued"}
+        finals = await all_final(events, pending)
+        for job_id in finals:
+            await deliver(db, job_id)
+        await scheduler.stop()
+        for job_id in ids:
+            job = await db.jobs.get(job_id)
+            assert job is not None and job.status == "done", job
+            assert [im.index for im in await db.images.for_job(job_id)] == [0, 1]
+            assert not await db.jobs.mark_delivered(job_id)
+        assert delivered == dict.fromkeys(ids, 1)
+    finally:
+        await db.close()
