@@ -7,7 +7,8 @@ phrase matches when its words appear as whole, consecutive words in any view:
 
 - plain: every non-alphanumeric character separates words ("bad-word" -> bad, word);
 - joined: letters split by punctuation without spaces, or single letters split by spaces, are put back
-  together ("b.a.d", "b a d", "b-a d" -> bad), so the obfuscated word is one word again;
+  together ("b.a.d", "b a d", "b-a d" -> bad), so the obfuscated word is one word again (also with a
+  leading article kept apart, "a h o u s e" -> a, house; and with spaces never joining);
 - each of those with symbol look-alikes ($ @ ! |) read as letters ("a$$" -> ass), and without
   (so "ass!" still ends at the s).
 
@@ -87,12 +88,22 @@ def _deleet(word: str) -> str:
     return word.translate(_LEET_DIGITS) if any(ch.isalpha() for ch in word) else word
 
 
-def _joined(text: str, tokens: list[_Token]) -> list[str]:
-    """Put words split by inserted punctuation or spacing back together."""
+def _joined(text: str, tokens: list[_Token], *, spaced: bool = True, articles: bool = False) -> list[str]:
+    """Put words split by inserted punctuation (and, if `spaced`, spacing) back together.
+
+    `articles` keeps a leading "a" or "i" apart from a spaced-out word after it ("a h o u s e" is
+    "a house", not "ahouse"); the view without it still reads "a s s" as one word."""
     words: list[str] = []
     current = ""
     for i, token in enumerate(tokens):
-        if i and _joins(text[tokens[i - 1].end:token.start], tokens[i - 1].text, token.text):
+        join = False
+        if i:
+            left = tokens[i - 1].text
+            gap = text[tokens[i - 1].end:token.start]
+            join = _joins(gap, left, token.text, spaced)
+            if join and articles and current == left and left in ("a", "i") and any(c.isspace() for c in gap):
+                join = False
+        if join:
             current += token.text
         else:
             if current:
@@ -103,11 +114,9 @@ def _joined(text: str, tokens: list[_Token]) -> list[str]:
     return words
 
 
-def _joins(gap: str, left: str, right: str) -> bool:
-    if not gap.strip():  # spacing only: "b a d" but not "a hole"
-        return len(left) == 1 and len(right) == 1
-    if any(ch.isspace() for ch in gap):  # "b . a . d" joins; "cat, dog" does not
-        return len(left) == 1 and len(right) == 1
+def _joins(gap: str, left: str, right: str, spaced: bool) -> bool:
+    if any(ch.isspace() for ch in gap):  # "b a d" and "b . a . d" join; "a hole" and "cat, dog" do not
+        return spaced and len(left) == 1 and len(right) == 1
     return len(gap) <= 3  # "b.a.d", "b--a--d", "rock'n'roll"
 
 
@@ -119,7 +128,9 @@ def views(text: str) -> list[list[str]]:
     for variant in (folded, with_symbols) if with_symbols != folded else (folded,):
         tokens = _tokens(variant)
         plain = [t.text for t in tokens]
-        for words in (plain, _joined(variant, tokens)):
+        joined = [_joined(variant, tokens), _joined(variant, tokens, articles=True),
+                  _joined(variant, tokens, spaced=False)]
+        for words in (plain, *joined):
             out.append([_deleet(w) for w in words])
             if any(w != _deleet(w) for w in words):
                 out.append(words)  # "4k" is also just "4k"

@@ -36,10 +36,11 @@ class ImagineFromImage(discord.ui.Modal, title="Imagine from this image"):
         self.attachment = attachment
         self.prompt: discord.ui.TextInput[ImagineFromImage] = discord.ui.TextInput(
             label="Prompt", style=discord.TextStyle.paragraph, default=prompt[:4000] or None, max_length=4000,
-            placeholder="What the new picture should show (flags work: --ar 3:2 --seed 7)")
+            placeholder="What the new picture should show (flags work: --ar 3:2 --seed 7)",
+            custom_id="prompt")
         self.strength: discord.ui.TextInput[ImagineFromImage] = discord.ui.TextInput(
             label="Strength (0.05-1: how much to change it)", required=False, max_length=5,
-            placeholder=f"{IMG2IMG_STRENGTH:g}")
+            placeholder=f"{IMG2IMG_STRENGTH:g}", custom_id="strength")
         self.add_item(self.prompt)
         self.add_item(self.strength)
 

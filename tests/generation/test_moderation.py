@@ -28,6 +28,8 @@ def words() -> WordFilter:
     ("a-s-s hat", "ass"),
     ("a s s", "ass"),  # inserted spacing
     ("a . s . s", "ass"),
+    ("a s.e.x scene", "sex"),  # a leading article stays a word of its own
+    ("a s e x scene", "sex"),
     ("a\u200bs\u200bs", "ass"),  # zero-width spaces
     ("s\u00ade\u00adx", "sex"),  # soft hyphens
     ("a$$", "ass"),  # symbol look-alikes
