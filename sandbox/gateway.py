@@ -136,6 +136,10 @@ class Gateway:
             await self._send(ws, {"op": OP_INVALID_SESSION, "d": False})
             return None
         last = int(data.get("seq") or 0)
+        if session.buffer and session.buffer[0]["s"] > last + 1:
+            # Events the client missed were trimmed from the buffer: it cannot resume.
+            await self._send(ws, {"op": OP_INVALID_SESSION, "d": False})
+            return None
         async with session.lock:
             old = session.ws
             if old is not None and old is not ws:

@@ -289,3 +289,12 @@ async def test_reply_to_a_deleted_message_is_refused(sandbox: Sandbox, bot: Sand
     ref = target.to_reference(fail_if_not_exists=False)
     posted = await channel.send("posted anew", reference=ref)
     assert sandbox.message(posted.id) is not None
+
+
+async def test_interaction_sent_while_disconnected_is_replayed(sandbox: Sandbox, bot: SandboxBot) -> None:
+    resumes = sandbox.gateway.resumes
+    await sandbox.drop_gateway()
+    inter = await sandbox.slash(sandbox.users["bob"], sandbox.channel("art"), "panel")
+    assert await inter.wait_ack() == 4
+    assert sandbox.gateway.resumes == resumes + 1
+    assert inter.original is not None and inter.original.content == "panel"
