@@ -57,14 +57,13 @@ class Connection:
             await cur.close()
             return result
 
+    # One trip to the database thread per read (execute + fetch + close would be three).
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self.conn.execute(sql, tuple(params)) as cur:
-            row: aiosqlite.Row | None = await cur.fetchone()
-            return row
+        rows = list(await self.conn.execute_fetchall(sql, tuple(params)))
+        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self.conn.execute(sql, tuple(params)) as cur:
-            return list(await cur.fetchall())
+        return list(await self.conn.execute_fetchall(sql, tuple(params)))
 
 
 class Database:
