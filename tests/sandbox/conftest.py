@@ -146,7 +146,7 @@ class SandboxBot(discord.Client):
         return task
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def sandbox() -> AsyncIterator[Sandbox]:
     sb = Sandbox()
     await sb.start()
@@ -155,7 +155,7 @@ async def sandbox() -> AsyncIterator[Sandbox]:
     await sb.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 async def bot(sandbox: Sandbox) -> AsyncIterator[SandboxBot]:
     client = SandboxBot()
     task = await client.start_on(sandbox)
