@@ -86,7 +86,7 @@ async def render_page(interaction: discord.Interaction[Any], f: GalleryFilter,
         filters.append("favourites only")
     suffix = f" ({', '.join(filters)})" if filters else ""
     if total == 0:
-        return f"No {what}{suffix} here yet.", None, None
+        return f"No images{suffix} to show here.", None, None
     pages = (total + PER_PAGE - 1) // PER_PAGE
     page = max(0, min(page, pages - 1))
     rows = await store.page(f, offset=page * PER_PAGE, limit=PER_PAGE)
