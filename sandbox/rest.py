@@ -266,8 +266,9 @@ class RestApi:
         if "components" in body:
             msg.components = list(body["components"] or [])
         if "flags" in body and body["flags"] is not None:
-            # Only SUPPRESS_EMBEDS may change on edit; ephemeral/loading stay as they were.
-            msg.flags = (msg.flags & (FLAG_EPHEMERAL | FLAG_LOADING)) | (int(body["flags"]) & 4)
+            # Only SUPPRESS_EMBEDS (4) and IS_COMPONENTS_V2 (1 << 15) may change on edit.
+            changeable = 4 | (1 << 15)
+            msg.flags = (msg.flags & ~changeable) | (int(body["flags"]) & changeable)
         msg.flags &= ~FLAG_LOADING
         if "attachments" in body:
             # API v10: the list names every attachment the message keeps, old (by id) and new (by index).

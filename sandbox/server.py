@@ -490,9 +490,30 @@ class Sandbox:
 
     async def submit_modal(self, user: User, channel: Channel, custom_id: str, fields: dict[str, str],
                            message: Message | None = None) -> Interaction:
-        """Submit a modal; `fields` maps text input custom_id -> value."""
+        """Submit a modal; `fields` maps text input custom_id -> value.
+
+        If the bot opened this modal (callback type 9), its inputs are checked as Discord's client
+        would (unknown ids refused, required ones must be filled, pre-filled values kept), and a modal
+        opened from a button carries that button's message, as on Discord.
+        """
+        opener = next((i for i in reversed(self.interactions.values())
+                       if i.modal is not None and i.modal.get("custom_id") == custom_id), None)
+        values = dict(fields)
+        if opener is not None and opener.modal is not None:
+            inputs = {c["custom_id"]: c for c in _text_inputs(opener.modal.get("components", []))}
+            unknown = set(values) - set(inputs)
+            if unknown:
+                raise SandboxError(
+                    f"modal {custom_id!r} has no inputs {sorted(unknown)}; it has {sorted(inputs)}")
+            for cid, comp in inputs.items():
+                if cid not in values:
+                    if comp.get("required", True) and not comp.get("value"):
+                        raise SandboxError(f"modal input {cid!r} is required")
+                    values[cid] = comp.get("value") or ""
+            if message is None:
+                message = opener.message
         rows = [{"type": 1, "components": [{"type": 4, "custom_id": k, "value": v}]}
-                for k, v in fields.items()]
+                for k, v in values.items()]
         data = {"custom_id": custom_id, "components": rows}
         inter = self._base_payload(MODAL_SUBMIT, user, channel, data, message=message)
         return await self._send_interaction(inter)
@@ -555,3 +576,15 @@ def _find_component(items: list[dict[str, Any]], custom_id: str) -> dict[str, An
         if found is not None:
             return found
     return None
+
+
+def _text_inputs(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Text inputs of a modal, in action rows (type 1) or labels (type 18)."""
+    found: list[dict[str, Any]] = []
+    for item in items:
+        if item.get("type") == 4:
+            found.append(item)
+        found.extend(_text_inputs(item.get("components", [])))
+        if isinstance(item.get("component"), dict):
+            found.extend(_text_inputs([item["component"]]))
+    return found

@@ -54,11 +54,25 @@ class CardView(discord.ui.View):
     def __init__(self) -> None:
         super().__init__(timeout=None)
 
+    @discord.ui.button(label="Rename", custom_id="card:rename")
+    async def rename(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
+        await interaction.response.send_modal(RenameModal())
+
     @discord.ui.button(label="Flip", custom_id="card:flip")
     async def flip(self, interaction: discord.Interaction, button: discord.ui.Button[Any]) -> None:
         # Type 7 with a new file: the old attachment is dropped because it is not listed.
         back = discord.File(io.BytesIO(b"back"), filename="back.png")
         await interaction.response.edit_message(content="back", attachments=[back], view=None)
+
+
+class RenameModal(discord.ui.Modal, title="Rename"):
+    name: discord.ui.TextInput[Any] = discord.ui.TextInput(label="Name", custom_id="name")
+    note: discord.ui.TextInput[Any] = discord.ui.TextInput(label="Note", custom_id="note", required=False,
+                                                           default="none")
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        # Opened from a button: the submit carries that message, so type 7 may edit it.
+        await interaction.response.edit_message(content=f"renamed {self.name.value} ({self.note.value})")
 
 
 class AskModal(discord.ui.Modal, title="Ask"):

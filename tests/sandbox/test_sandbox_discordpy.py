@@ -8,7 +8,7 @@ import aiohttp
 import discord
 import pytest
 
-from sandbox import Message, Sandbox
+from sandbox import Message, Sandbox, SandboxError
 from tests.sandbox.conftest import SandboxBot
 
 
@@ -298,3 +298,20 @@ async def test_interaction_sent_while_disconnected_is_replayed(sandbox: Sandbox,
     assert await inter.wait_ack() == 4
     assert sandbox.gateway.resumes == resumes + 1
     assert inter.original is not None and inter.original.content == "panel"
+
+
+async def test_modal_opened_from_a_button_updates_that_message(sandbox: Sandbox, bot: SandboxBot) -> None:
+    art, alice = sandbox.channel("art"), sandbox.users["alice"]
+    inter = await sandbox.slash(alice, art, "card")
+    await inter.wait_ack()
+    card = inter.original
+    assert card is not None
+    opened = await sandbox.click(alice, card, "card:rename")
+    assert await opened.wait_ack() == 9 and opened.modal is not None
+    with pytest.raises(SandboxError):
+        await sandbox.submit_modal(alice, art, opened.modal["custom_id"], {"nope": "x"})
+    with pytest.raises(SandboxError):
+        await sandbox.submit_modal(alice, art, opened.modal["custom_id"], {"note": "only the optional one"})
+    submit = await sandbox.submit_modal(alice, art, opened.modal["custom_id"], {"name": "Ace"})
+    assert await submit.wait_ack() == 7
+    assert card.content == "renamed Ace (none)" and submit.original is card
