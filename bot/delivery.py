@@ -198,6 +198,10 @@ class Delivery:
         if job.channel_id is None:
             log.warning("job %s has no channel to deliver to", job.id)
             return
+        if job.private:
+            # A private result never goes to the channel: it stays in the member's gallery and /job.
+            log.info("private job %s finished after its token expired; kept for /job", job.id)
+            return
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
         message = await channel.send(shown.content, files=shown.discord_files(),
                                      view=shown.view or discord.utils.MISSING)

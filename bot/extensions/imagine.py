@@ -70,6 +70,9 @@ class Imagine(commands.Cog):
         if image is not None:
             key, source_size = await self.store_attachment(image)
             draft = dataclasses.replace(draft, kind=Kind.IMG2IMG, source=key)
+        from bot.extensions.user_settings import personal_draft  # the member's /settings defaults
+
+        draft = await personal_draft(interaction, draft)
         request = build_request(draft, services.registry, source_size=source_size)
         await start_job(interaction, request)
 
@@ -215,9 +218,10 @@ async def on_delete(interaction: discord.Interaction[Any], job_id: int, index: i
     if interaction.user.id != job.user_id and not is_moderator(interaction):
         raise NotAllowed("Only the job's owner or a moderator can delete it.")
     services = bot_of(interaction).services
-    await services.db.images.set_deleted_for_job(job_id, True)
-    await services.db.audit.record(guild_id=job.guild_id, actor_id=interaction.user.id, action="delete",
-                                   target=f"job:{job_id}", detail="")
+    await services.db.images.delete_job_images(job_id)
+    if interaction.user.id != job.user_id:
+        await services.db.audit.record(job.guild_id, interaction.user.id, "delete", f"job:{job_id}",
+                                       {"owner": job.user_id})
     if interaction.message is not None:
         try:
             await interaction.message.delete()

@@ -1,0 +1,73 @@
+"""Small readers over what the sandbox recorded, shared by the bot tests."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from PIL import Image
+
+from sandbox import Sandbox
+
+
+def results(sandbox: Sandbox, channel: Any) -> list[Any]:
+    """Messages in the channel that show a finished job (an image and buttons)."""
+    return [m for m in sandbox.messages(channel) if "job `" in m.content and m.attachments and m.buttons()]
+
+
+def result_for(sandbox: Sandbox, channel: Any, job_id: int) -> Any:
+    for message in results(sandbox, channel):
+        if f"job `{job_id}`" in message.content:
+            return message
+    return None
+
+
+def job_id_of(message: Any) -> int:
+    return int(message.content.split("job `", 1)[1].split("`", 1)[0])
+
+
+def labels(message: Any) -> list[str]:
+    return [b.get("label") or (b.get("emoji") or {}).get("name", "") for b in message.buttons()]
+
+
+def button(message: Any, label: str) -> str:
+    for b in message.buttons():
+        if (b.get("label") or (b.get("emoji") or {}).get("name", "")) == label:
+            return str(b["custom_id"])
+    raise AssertionError(f"no button {label!r} in {labels(message)}")
+
+
+def image_of(message: Any, index: int = 0) -> Image.Image:
+    return Image.open(io.BytesIO(message.attachments[index].data)).convert("RGB")
+
+
+async def imagine(sandbox: Sandbox, user: Any, channel: Any, prompt: str, timeout: float = 120,
+                  **options: Any) -> Any:
+    """Run /imagine and wait for its result message."""
+    before = {m.id for m in results(sandbox, channel)}
+    interaction = await sandbox.slash(user, channel, "imagine", {"prompt": prompt, **options})
+    await interaction.wait_ack()
+
+    def new_result() -> Any:
+        for m in results(sandbox, channel):
+            if m.id not in before:
+                return m
+        return None
+
+    return await sandbox.wait_for(new_result, timeout=timeout)
+
+
+async def click_for_result(sandbox: Sandbox, user: Any, channel: Any, message: Any, label: str,
+                           timeout: float = 120) -> Any:
+    """Click a button that starts a new job and wait for that job's result message."""
+    before = {m.id for m in results(sandbox, channel)}
+    interaction = await sandbox.click(user, message, button(message, label))
+    await interaction.wait_ack()
+
+    def new_result() -> Any:
+        for m in results(sandbox, channel):
+            if m.id not in before:
+                return m
+        return None
+
+    return await sandbox.wait_for(new_result, timeout=timeout)

@@ -1,0 +1,116 @@
+"""The buttons under a result, clicked the way members click them, through the sandbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bot.app import App
+from generation.request import Kind, RenderRequest
+from sandbox import Sandbox
+from tests.bot.helpers import button, click_for_result, image_of, imagine, job_id_of, labels
+
+
+async def request_of(app: App, job_id: int) -> RenderRequest:
+    assert app.services is not None
+    job = await app.services.db.jobs.get(job_id)
+    assert job is not None
+    return RenderRequest.from_json(job.request)
+
+
+async def test_upscale_variation_reroll_and_remix(sandbox: Sandbox, bot: App) -> None:
+    alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    grid = await imagine(sandbox, alice, general, "a red fox in snow --seed 100 --steps 4 --n 4")
+    parent_id = job_id_of(grid)
+    parent = await request_of(bot, parent_id)
+    assert parent.seeds == (100, 101, 102, 103)
+
+    # U2: a 2x upscale of image 2, with image 2's seed; the clicker (bob) owns the new job.
+    upscaled = await click_for_result(sandbox, bob, general, grid, "U2")
+    up = await request_of(bot, job_id_of(upscaled))
+    assert up.kind == Kind.UPSCALE and up.seeds == (101,)
+    assert image_of(upscaled).size == (2 * parent.width, 2 * parent.height)
+    assert f"<@{bob.id}>" in upscaled.content
+    # Upscaled results keep the vary buttons but cannot be upscaled again.
+    assert "Vary (Subtle)" in labels(upscaled) and "Upscale" not in labels(upscaled)
+
+    # V3: a variation of image 3 (a single image with its own buttons).
+    varied = await click_for_result(sandbox, alice, general, grid, "V3")
+    assert bot.services is not None
+    job = await bot.services.db.jobs.get(job_id_of(varied))
+    assert job is not None and job.parent_job_id == parent_id and job.parent_index == 2
+    assert (await request_of(bot, job.id)).kind == Kind.VARIATION
+    assert labels(varied)[:3] == ["Upscale", "Vary (Subtle)", "Vary (Strong)"]
+
+    # 🔄: same prompt, new seeds.
+    rerolled = await click_for_result(sandbox, alice, general, grid, "🔄")
+    again = await request_of(bot, job_id_of(rerolled))
+    assert again.prompt == parent.prompt and again.count == 4 and again.seeds != parent.seeds
+
+    # 🖋: the modal comes prefilled with the prompt; its submission runs the edited prompt.
+    click = await sandbox.click(alice, grid, button(grid, "🖋"))
+    assert await click.wait_ack() == 9
+    assert click.modal is not None and "a red fox in snow" in str(click.modal)
+    before = {m.id for m in sandbox.messages(general)}
+    submitted = await sandbox.submit_modal(alice, general, click.modal["custom_id"],
+                                           {"prompt": "a blue fox in snow --steps 4", "negative": ""},
+                                           message=grid)
+    await submitted.wait_ack()
+
+    def remixed() -> Any:
+        return next((m for m in sandbox.messages(general)
+                     if m.id not in before and "blue fox" in m.content and m.attachments), None)
+
+    await sandbox.wait_for(remixed, timeout=120)
+
+
+async def test_subtle_variation_stays_close_to_its_source(sandbox: Sandbox, bot: App) -> None:
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    single = await imagine(sandbox, alice, general, "a castle --seed 5 --steps 4 --n 1")
+    varied = await click_for_result(sandbox, alice, general, single, "Vary (Subtle)")
+    other = await imagine(sandbox, alice, general, "a castle --seed 999 --steps 4 --n 1")
+    src, var, unrelated = (np.asarray(image_of(m), dtype=np.float32) for m in (single, varied, other))
+    assert np.abs(var - src).mean() < np.abs(unrelated - src).mean()
+    assert np.abs(var - src).mean() > 0  # but it is a new image
+
+
+async def test_details_delete_and_autocomplete(sandbox: Sandbox, bot: App) -> None:
+    alice, bob, mod = sandbox.users["alice"], sandbox.users["bob"], sandbox.users["mod"]
+    general = sandbox.channel("general")
+    grid = await imagine(sandbox, alice, general, "a quiet harbour --seed 42 --steps 3 --n 2")
+
+    details = await sandbox.click(bob, grid, button(grid, "Details"))
+    await details.wait_ack()
+    shown = details.original
+    assert shown is not None and shown.ephemeral
+    text = str(shown.embeds)
+    assert "a quiet harbour" in text and "42, 43" in text and "tiny" in text
+
+    refused = await sandbox.click(bob, grid, button(grid, "🗑️"))
+    await refused.wait_ack()
+    assert refused.original is not None and refused.original.ephemeral
+    assert "owner or a moderator" in refused.original.content
+    assert any(m.id == grid.id for m in sandbox.messages(general))
+
+    allowed = await sandbox.click(mod, grid, button(grid, "🗑️"))
+    await allowed.wait_ack()
+    await sandbox.wait_for(lambda: all(m.id != grid.id for m in sandbox.messages(general)), timeout=10)
+    assert bot.services is not None
+    assert await bot.services.db.images.for_job(job_id_of(grid)) == []
+
+    choices = await sandbox.autocomplete(alice, general, "imagine", {"prompt": "x", "model": "ti"},
+                                         focused="model")
+    assert [c["value"] for c in choices] == ["tiny"]
+
+
+async def test_buttons_work_after_a_restart(sandbox: Sandbox, start_bot: Any) -> None:
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    first = await start_bot()
+    grid = await imagine(sandbox, alice, general, "an old mill --seed 3 --steps 3 --n 2")
+    await first.stop()
+
+    second = await start_bot()
+    upscaled = await click_for_result(sandbox, alice, general, grid, "U1")
+    up = await request_of(second, job_id_of(upscaled))
+    assert up.kind == Kind.UPSCALE and up.seeds == (3,)

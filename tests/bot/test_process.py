@@ -1,0 +1,74 @@
+"""`atelier run` as a real process, killed with SIGKILL mid-queue and started again: every job's result
+reaches its channel, none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from sandbox import Sandbox
+from tests.bot.helpers import job_id_of, results
+
+
+async def start_process(sandbox: Sandbox, data_dir: Path, log: Path) -> asyncio.subprocess.Process:
+    env = {
+        **os.environ,
+        "DISCORD_TOKEN": sandbox.bot_token,
+        "ATELIER_DATA_DIR": str(data_dir),
+        "ATELIER_DISCORD_API_BASE": sandbox.api_base,
+        "ATELIER_DISCORD_GATEWAY_URL": sandbox.gateway_url,
+        "ATELIER_DEV_GUILD_ID": str(sandbox.guild.id),
+        "ATELIER_MODEL": "tiny",
+        "ATELIER_MAX_BATCH": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    handle = log.open("ab")
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", env=env, stdout=handle, stderr=handle,
+        cwd=str(data_dir.parent),
+    )
+
+
+async def test_sigkill_mid_queue_then_restart_delivers_each_job_once(sandbox: Sandbox, tmp_path: Path) -> None:
+    alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    data_dir, log = tmp_path / "data", tmp_path / "bot.log"
+    proc = await start_process(sandbox, data_dir, log)
+    try:
+        await sandbox.wait_for(lambda: any(c["name"] == "imagine" for c in sandbox.commands(sandbox.guild)),
+                               timeout=120)
+        interactions = []
+        for user, prompt in [(alice, "first --steps 25 --seed 1"), (bob, "second --steps 25 --seed 2"),
+                             (alice, "third --steps 25 --seed 3")]:
+            it = await sandbox.slash(user, general, "imagine", {"prompt": prompt})
+            assert await it.wait_ack(timeout=30) == 4
+            interactions.append(it)
+
+        def rendering() -> Any:
+            return any("rendering" in snap.get("content", "")
+                       for it in interactions if it.original is not None for snap in it.original.history)
+
+        await sandbox.wait_for(rendering, timeout=120)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        assert len(results(sandbox, general)) < 3  # killed mid-queue
+
+        proc = await start_process(sandbox, data_dir, log)
+        await sandbox.wait_for(lambda: len(results(sandbox, general)) >= 3, timeout=240)
+        await asyncio.sleep(2)  # anything delivered twice would show up now
+        shown = [job_id_of(m) for m in results(sandbox, general)]
+        assert len(shown) == 3 and len(set(shown)) == 3, shown
+        # Each result replaced its own "queued" message.
+        assert {m.id for m in results(sandbox, general)} == {it.original.id for it in interactions}
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        print(log.read_text()[-4000:] if log.exists() else "")
