@@ -214,7 +214,15 @@ class ModelRegistry:
                     if self.spec(name).family == "sdxl"
                     else StableDiffusionImg2ImgPipeline
                 )
-                entry.img2img = cls.from_pipe(entry.pipe)
+                # from_pipe re-casts the shared modules and warns about fp32 modules even when there
+                # are none ("[]"); keep that out of the bot's log.
+                noisy = logging.getLogger("diffusers.models.modeling_utils")
+                level = noisy.level
+                noisy.setLevel(logging.ERROR)
+                try:
+                    entry.img2img = cls.from_pipe(entry.pipe)
+                finally:
+                    noisy.setLevel(level)
                 entry.img2img.set_progress_bar_config(disable=True)
             return entry.img2img
 

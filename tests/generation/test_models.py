@@ -40,6 +40,9 @@ def test_tiny_model_is_written_once_as_a_real_diffusers_folder(
     assert (folder / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
     # The VAE has four blocks, so latents are 1/8 of the image like real SD.
     assert tiny_registry.pipeline("tiny").vae_scale_factor == 8
+    # Torch SDPA attention throughout.
+    processors = tiny_registry.pipeline("tiny").unet.attn_processors.values()
+    assert {type(p).__name__ for p in processors} == {"AttnProcessor2_0"}
     xl = tiny_registry.pipeline("tiny-xl")
     assert type(xl).__name__ == "StableDiffusionXLPipeline" and xl.text_encoder_2 is not None
 
