@@ -561,7 +561,12 @@ class Sandbox:
         await self.gateway.drop()
 
     async def invalidate_session(self, resumable: bool = False) -> None:
+        """INVALID_SESSION: with resumable=False the client must IDENTIFY again (discord.py waits 5 s)."""
         await self.gateway.invalidate(resumable)
+
+    async def request_reconnect(self) -> None:
+        """Op 7 RECONNECT, as Discord sends before moving a session: the client closes and RESUMEs."""
+        await self.gateway.request_reconnect()
 
 
 def _needs_guild_messages(session: GatewaySession, data: dict[str, Any]) -> dict[str, Any] | None:

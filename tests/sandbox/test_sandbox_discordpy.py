@@ -315,3 +315,11 @@ async def test_modal_opened_from_a_button_updates_that_message(sandbox: Sandbox,
     submit = await sandbox.submit_modal(alice, art, opened.modal["custom_id"], {"name": "Ace"})
     assert await submit.wait_ack() == 7
     assert card.content == "renamed Ace (none)" and submit.original is card
+
+
+async def test_reconnect_request_resumes(sandbox: Sandbox, bot: SandboxBot) -> None:
+    resumes = sandbox.gateway.resumes
+    await sandbox.request_reconnect()
+    await sandbox.wait_for(lambda: sandbox.gateway.resumes > resumes and sandbox.gateway.connected)
+    inter = await sandbox.slash(sandbox.users["alice"], sandbox.channel("general"), "panel")
+    assert await inter.wait_ack() == 4
