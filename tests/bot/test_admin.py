@@ -226,3 +226,29 @@ async def test_stats_draw_a_real_chart(sandbox: Sandbox, bot: App) -> None:
     assert chart.format == "PNG" and chart.size == (960, 600)
     colours = {c for _, c in chart.convert("RGB").getcolors(maxcolors=1_000_000) or []}
     assert {(88, 101, 242), (87, 242, 135), (254, 231, 92)} <= colours  # jobs, images, top users
+
+
+async def test_nsfw_presentation_follows_the_policy(sandbox: Sandbox, bot: App) -> None:
+    """How a finished image is shown: the safety checker's flag or an NSFW prompt, under each mode."""
+    from bot.policy import nsfw_presentation
+    from generation.request import RenderRequest
+
+    assert bot.services is not None
+    mod, general, gid = sandbox.users["mod"], sandbox.channel("general"), sandbox.guild.id
+    calm = RenderRequest(prompt="a calm lake", model="tiny", width=64, height=64, steps=2, guidance=5.0,
+                         sampler="euler", seeds=(1,))
+    nude = RenderRequest(prompt="a nude statue", model="tiny", width=64, height=64, steps=2, guidance=5.0,
+                         sampler="euler", seeds=(1,))
+    expected = {
+        "allow": ("show", "show"),
+        "spoiler": ("spoiler", "spoiler"),
+        "age_restricted": ("block", "show"),  # (ordinary channel, age-restricted channel)
+        "block": ("block", "block"),
+    }
+    for mode, (ordinary, restricted) in expected.items():
+        await admin(sandbox, mod, general, "nsfw", {"mode": mode})
+        for flagged, request in ((True, calm), (False, nude)):
+            assert await nsfw_presentation(bot.services, gid, False, request, flagged) == ordinary, mode
+            assert await nsfw_presentation(bot.services, gid, True, request, flagged) == restricted, mode
+        assert await nsfw_presentation(bot.services, gid, False, calm, False) == "show"
+    assert await nsfw_presentation(bot.services, None, False, nude, True) == "show"  # DMs
