@@ -53,13 +53,16 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
         sources_cfg = settings.model_sources()
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
-    registry = ModelRegistry(
-        sources_cfg,
-        settings.data_dir,
-        device=settings.device,
-        compile=settings.compile,
-        max_loaded=settings.max_loaded_models,
-    )
+    try:
+        registry = ModelRegistry(
+            sources_cfg,
+            settings.data_dir,
+            device=settings.device,
+            compile=settings.compile,
+            max_loaded=settings.max_loaded_models,
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from exc
     draft = RequestDraft(
         prompt=args.prompt,
         negative=args.negative,

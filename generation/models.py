@@ -85,6 +85,11 @@ def pick_dtype(device: str) -> Any:
     return torch.float32
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
 def _split_overrides(source: str) -> tuple[str, dict[str, str]]:
     if "?" not in source:
         return source, {}
@@ -284,6 +289,14 @@ class ModelRegistry:
                 self._free_memory()
                 if not self._evict_one():
                     raise RenderError(f"Model `{spec.name}` does not fit in memory.") from exc
+            except RenderError:
+                raise
+            except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                # A wrong path, a hub id while offline, a damaged file: say which model and why.
+                log.debug("loading model %r from %s failed", spec.name, spec.source, exc_info=True)
+                raise RenderError(
+                    f"Could not load model `{spec.name}` from {spec.source}: {_first_line(exc)}"
+                ) from exc
 
     def _load(self, spec: ModelSpec) -> Any:
         import diffusers.utils.logging as diffusers_logging

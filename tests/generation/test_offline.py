@@ -106,3 +106,24 @@ def test_tiny_model_command(
     assert main(["tiny-model", str(tmp_path / "tiny")]) == 0
     assert (tmp_path / "tiny" / "model_index.json").exists()
     assert (tmp_path / "tiny" / "tokenizer" / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("/no/such/model/folder", "Could not load model"),
+        ("/no/such/model.safetensors", "not found"),
+        ("tiny?sampler=warp", "bad default"),
+    ],
+)
+def test_a_bad_model_source_is_a_clear_error(
+    cli_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    model: str,
+    message: str,
+) -> None:
+    monkeypatch.setenv("ATELIER_MODEL", model)
+    assert main(["generate", "x", "--steps", "1", "--out", str(cli_env)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
