@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sqlite3
 import statistics
@@ -249,8 +250,12 @@ async def measure(path: Path, owners: list[tuple[int, int, int]], queries: int) 
 
     # Some favourites, so that query has something to find.
     await db.connection.write("UPDATE images SET favourite = 1 WHERE id % 50 = 0")
+    async def floor(i: int) -> object:
+        return await db.connection.fetchall("SELECT 1")
+
     print(f"{'query':44} {'p50 ms':>8} {'p99 ms':>8} {'rows':>6}")
     for name, fn in [
+        ("floor: one aiosqlite round trip (SELECT 1)", floor),
         ("gallery first page (24, newest first)", first_page),
         ("gallery deep page (keyset, random point)", deep_page),
         ("gallery favourites (heaviest users)", favourites),
@@ -291,7 +296,8 @@ def main() -> None:
         conn = sqlite3.connect(args.db)
         owners = list(conn.execute("SELECT guild_id, user_id, count(*) FROM images GROUP BY 1, 2"))
         conn.close()
-    print(f"{len(owners)} owners; heaviest has {max(n for _, _, n in owners):,} images")
+    print(f"{len(owners)} owners; heaviest has {max(n for _, _, n in owners):,} images; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     asyncio.run(measure(args.db, owners, args.queries))
     if tmp is not None:
         tmp.cleanup()

@@ -72,7 +72,10 @@ MIGRATIONS: list[str] = [
 
     -- Contentless: the prompt text lives in `images` already. `owner` holds one token per
     -- guild and one per (guild, user) so a search is an FTS intersection, never a scan of other users' hits.
-    CREATE VIRTUAL TABLE images_fts USING fts5(prompt, owner, content='', tokenize='unicode61');
+    -- Prefix indexes make "ligh*" as cheap as a whole word (without them: ~50 ms at 1 M images).
+    CREATE VIRTUAL TABLE images_fts USING fts5(
+        prompt, owner, content='', tokenize='unicode61', prefix='2 3 4'
+    );
     CREATE TRIGGER images_fts_insert AFTER INSERT ON images WHEN new.deleted = 0 BEGIN
         INSERT INTO images_fts(rowid, prompt, owner)
         VALUES (new.id, new.prompt, 'g' || new.guild_id || ' o' || new.guild_id || 'x' || new.user_id);
