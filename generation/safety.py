@@ -68,6 +68,20 @@ class SkinToneChecker:
         return [self.skin_fraction(im) >= self.threshold for im in images]
 
 
+def detach_checker(pipeline: Any, *, tiny: bool, tiny_threshold: float = 0.4) -> SafetyChecker | None:
+    """Take the checker out of a freshly loaded pipeline and return it.
+
+    A diffusers SD pipeline with a safety checker blacks out flagged images itself; Atelier lets the
+    guild's NSFW policy decide (block, spoiler, age-restricted channels only, allow), so the pipeline
+    must hand back the real pixels and the worker records the verdict instead."""
+    checker = checker_for(pipeline, tiny=tiny, tiny_threshold=tiny_threshold)
+    if getattr(pipeline, "safety_checker", None) is not None:
+        pipeline.safety_checker = None
+        if hasattr(pipeline, "register_to_config"):
+            pipeline.register_to_config(requires_safety_checker=False)
+    return checker
+
+
 def checker_for(pipeline: Any, *, tiny: bool, tiny_threshold: float = 0.4) -> SafetyChecker | None:
     """The checker for a loaded pipeline: its own if it has one, the skin-tone stand-in for the tiny
     model, else None (prompt policy only)."""
