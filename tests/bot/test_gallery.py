@@ -252,3 +252,39 @@ async def test_star_on_a_result_and_imagine_from_this_image(sandbox: Sandbox, bo
     refused = await sandbox.message_command(alice, general, "Imagine from this image", plain)
     await refused.wait_ack()
     assert refused.original.ephemeral and "no image" in refused.original.content
+
+
+async def test_flagged_images_are_blurred_and_spoilered_outside_age_restricted_channels(
+        sandbox: Sandbox, bot: App) -> None:
+    assert bot.services is not None
+    db, blobs = bot.services.db, bot.services.blobs
+    alice = sandbox.users["alice"]
+    request = RenderRequest(prompt="a chequered cloth", model="tiny", width=64, height=64, steps=2,
+                            guidance=5.0, sampler="euler", seeds=(1,))
+    job = await db.jobs.create(user_id=alice.id, guild_id=sandbox.guild.id, kind="txt2img",
+                               request=request.to_json(), batch_key="seed")
+    board = Image.new("RGB", (256, 256), (0, 0, 0))
+    for y in range(0, 256, 16):
+        for x in range((y // 16) % 2 * 16, 256, 32):
+            board.paste((255, 255, 255), (x, y, x + 16, y + 16))
+    buf = io.BytesIO()
+    board.save(buf, format="PNG")
+    _, rows = await db.jobs.complete(job.id, [NewImage(0, 1, blobs.put(buf.getvalue()), 256, 256, nsfw=True)])
+
+    def spread(page: Any) -> int:
+        x0, y0, x1, y1 = cell_box(0)
+        cell = sheet(page).crop((x0 + 60, y0 + 60, x1 - 60, y1 - 60)).convert("L")
+        lo, hi = cell.getextrema()  # type: ignore[misc]
+        return int(hi) - int(lo)
+
+    general, nsfw = sandbox.channel("general"), sandbox.channel("nsfw-art")
+    hidden = await open_gallery(sandbox, alice, general)
+    shown = await open_gallery(sandbox, alice, nsfw)
+    assert spread(hidden) < 60 < 200 < spread(shown)  # blurred to grey vs a sharp chequerboard
+
+    opened = await sandbox.select(alice, hidden, select_id(hidden), [str(rows[0].id)])
+    await opened.wait_ack()
+    assert opened.original.attachments[0].filename.startswith("SPOILER_")
+    opened = await sandbox.select(alice, shown, select_id(shown), [str(rows[0].id)])
+    await opened.wait_ack()
+    assert not opened.original.attachments[0].filename.startswith("SPOILER_")
