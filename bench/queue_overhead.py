@@ -1,5 +1,8 @@
 """Scheduler overhead per job vs the render itself, measured side by side in one run.
 
+(Named queue_overhead.py, not queue.py: a bench/queue.py would shadow the standard library's
+`queue` for every script run from bench/, and aiosqlite imports it.)
+
 Same jobs three ways on the real tiny diffusers pipeline (CPU):
   1. the engine alone, one render() call per job (the floor);
   2. through Scheduler + worker + SQLite + PNG/blob store, max_batch=1;
@@ -7,7 +10,7 @@ Same jobs three ways on the real tiny diffusers pipeline (CPU):
 Overhead per job = (wall time through the scheduler - engine time) / jobs. Also prints the
 latency of submit() (what an /imagine waits for before its first reply).
 
-    .venv/bin/python bench/queue.py [--jobs 120] [--size 64] [--steps 2]
+    .venv/bin/python bench/queue_overhead.py [--jobs 120] [--size 64] [--steps 2]
 """
 
 from __future__ import annotations
