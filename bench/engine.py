@@ -9,23 +9,27 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import os
-import statistics
 import sys
-import tempfile
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# Run as a script, bench/ would be first on sys.path and its siblings (bench/queue.py) would shadow
+# standard modules; put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from generation.engine import Engine
-from generation.models import ModelRegistry
-from generation.previews import latent_to_preview
-from generation.request import RenderRequest
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from generation.engine import Engine  # noqa: E402
+from generation.models import ModelRegistry  # noqa: E402
+from generation.previews import latent_to_preview  # noqa: E402
+from generation.request import RenderRequest  # noqa: E402
 
 
 def _req(seed: int, size: int, steps: int, prompt: str = "a lighthouse at dusk") -> RenderRequest:
@@ -57,7 +61,7 @@ async def _max_lag(
     loop = asyncio.get_running_loop()
     lags: list[float] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="render") as pool:
-        task = loop.run_in_executor(pool, work) if work is not None else None  # type: ignore[arg-type]
+        task: asyncio.Future[object] | None = loop.run_in_executor(pool, work) if work is not None else None  # type: ignore[arg-type]
         end = loop.time() + (seconds or 0)
         while (task is not None and not task.done()) or (task is None and loop.time() < end):
             before = loop.time()
@@ -89,13 +93,15 @@ def main() -> None:
         one = _best(lambda: engine.render([_req(1, size, steps)]), args.repeat)
         print(f"\n1 request, {size}x{size}, {steps} steps: {one:.3f} s")
 
-        # 1. batching
+        # 1. batching (at the requested size, and small where per-call overhead dominates)
         requests = [_req(100 + i, size, steps, f"prompt number {i}") for i in range(8)]
-        solo = _best(lambda: [engine.render([r]) for r in requests], args.repeat)
-        batched = _best(lambda: engine.render(requests), args.repeat)
-        print(f"8 compatible requests one by one: {solo:.3f} s ({solo / 8:.3f} s/image)")
-        print(f"8 compatible requests batched:    {batched:.3f} s ({batched / 8:.3f} s/image)")
-        print(f"batching speed-up: {solo / batched:.2f}x")
+        for bsize in (size, 128):
+            reqs = [_req(100 + i, bsize, steps, f"prompt number {i}") for i in range(8)]
+            solo = _best(lambda reqs=reqs: [engine.render([r]) for r in reqs], args.repeat)
+            batched = _best(lambda reqs=reqs: engine.render(reqs), args.repeat)
+            print(f"{bsize}x{bsize}: 8 requests one by one: {solo:.3f} s ({solo / 8:.3f} s/image)")
+            print(f"{bsize}x{bsize}: 8 requests batched:    {batched:.3f} s ({batched / 8:.3f} s/image)")
+            print(f"{bsize}x{bsize}: batching speed-up: {solo / batched:.2f}x")
 
         # 2. previews
         plain = _best(lambda: engine.render([_req(5, size, steps)]), args.repeat)
