@@ -23,6 +23,7 @@ from generation.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
 
+# (step 1-based, total, one small preview per request); called on the render thread.
 ProgressFn = Callable[[int, int, list[Image.Image]], None]
 
 
@@ -43,8 +44,10 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 class Engine:
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, max_images_per_call: int | None = None) -> None:
         self.registry = registry
+        # A memory ceiling known in advance (e.g. a small GPU); out-of-memory splits further on its own.
+        self.max_images_per_call = max_images_per_call
         self._lock = threading.Lock()
 
     def warm_up(self, model: str | None = None) -> None:
@@ -97,6 +100,9 @@ class Engine:
             slots = [_Slot(i, seed) for i, r in enumerate(requests) for seed in r.seeds]
             prepared = self._prepare_sources(requests, sources) if img2img else None
             groups = self._groups(requests, slots, spec.family)
+            if self.max_images_per_call:
+                size = max(1, self.max_images_per_call)
+                groups = [g[i : i + size] for g in groups for i in range(0, len(g), size)]
             results: dict[_Slot, Image.Image] = {}
             run = _Run(
                 engine=self,

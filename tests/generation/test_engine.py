@@ -161,3 +161,17 @@ def test_sdxl_tiny_path_with_and_without_negative(tiny_engine: Any) -> None:
         assert _maxdiff(images[0], tiny_engine.render([request])[0][0]) <= 1
     up = upscale_of(xl[0], 0, "x")
     assert tiny_engine.render([up], [batched[0][0]])[0][0].size == (256, 256)
+
+
+def test_split_calls_give_the_same_images_and_steady_progress(tiny_registry: Any, tiny_engine: Any) -> None:
+    # The same chunking that out-of-memory recovery uses, forced by a per-call ceiling.
+    from generation.engine import Engine
+
+    split = Engine(tiny_registry, max_images_per_call=2)
+    requests = [_req((50, 51, 52)), _req((53,), prompt="another")]
+    seen: list[tuple[int, int]] = []
+    images = split.render(requests, on_progress=lambda s, t, p: seen.append((s, t)))
+    whole = tiny_engine.render(requests)
+    for got, want in zip(images, whole, strict=True):
+        assert [_maxdiff(a, b) <= 1 for a, b in zip(got, want, strict=True)] == [True] * len(want)
+    assert seen == [(i, 6) for i in range(1, 7)]
