@@ -18,19 +18,18 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.app import App  # noqa: E402
-from bot.endpoint import restore  # noqa: E402
-from generation.engine import Engine  # noqa: E402
-from generation.models import ModelRegistry  # noqa: E402
-from sandbox import Sandbox  # noqa: E402
-from tests.bot.conftest import make_settings  # noqa: E402
-from tests.bot.helpers import results  # noqa: E402
+from bot.app import App
+from bot.endpoint import restore
+from generation.engine import Engine
+from generation.models import ModelRegistry
+from sandbox import Sandbox
+from tests.bot.conftest import make_settings
+from tests.bot.helpers import results
 
 
 class LagMonitor:
@@ -101,7 +100,7 @@ async def main() -> None:
         e2e.append(time.perf_counter() - start)
     render_lag = monitor.max_lag
 
-    # Acknowledgement latency: queue many jobs while paused (the ack path is what is measured), then drop them.
+    # Acknowledgement latency: queue many jobs while paused (the ack path is measured), then drop them.
     assert app.services is not None
     await app.services.scheduler.pause()
     latencies: list[float] = []
@@ -124,7 +123,8 @@ async def main() -> None:
     print(f"4 x 512x512, {args.steps} steps, tiny model, {args.runs} runs (medians)")
     print(f"  bare pipeline call        {b:7.3f} s")
     print(f"  /imagine end to end       {e:7.3f} s   ratio {e / b:.3f}  (goal <= 1.03)")
-    print(f"ack latency over {len(latencies)} /imagine: p50 {p50:.1f} ms, p99 {p99:.1f} ms  (goal p99 <= 100 ms)")
+    print(f"ack latency over {len(latencies)} /imagine: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+          "  (goal p99 <= 100 ms)")
     print(f"max event-loop lag while rendering: {render_lag * 1000:.1f} ms  (goal <= 50 ms)")
 
 

@@ -37,7 +37,7 @@ class App:
         await self.bot.login(self.settings.token())
         self._task = asyncio.create_task(self.bot.connect(reconnect=True), name="atelier-gateway")
 
-    async def wait_ready(self, timeout: float = 30) -> None:
+    async def wait_ready(self, timeout: float = 30) -> None:  # noqa: ASYNC109
         assert self.bot is not None
         await asyncio.wait_for(self.bot.wait_until_ready(), timeout)
 

@@ -44,8 +44,9 @@ class JobButton(
         self.index = index
 
     @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Button[Any],
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> JobButton:
+        assert isinstance(item, discord.ui.Button)
         index = match["index"]
         return cls(match["action"], int(match["job_id"]), None if index is None else int(index),
                    label=item.label, emoji=item.emoji, style=item.style, row=item.row)

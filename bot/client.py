@@ -39,7 +39,7 @@ class AtelierBot(commands.Bot):
         )
         self.services = services
         self.delivery = Delivery(self)
-        self.tree.on_error = self.on_tree_error
+        self.tree.error(self.on_tree_error)
 
     async def setup_hook(self) -> None:
         self.add_dynamic_items(JobButton)

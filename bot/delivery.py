@@ -97,28 +97,45 @@ class Delivery:
                     queue.put_nowait(JobQueued(entry.job_id, entry.position, entry.eta_s))
 
     async def _job_worker(self, job_id: int, queue: asyncio.Queue[JobEvent | None]) -> None:
+        """Edits one job's message in event order. Progress is throttled with a trailing edge: an update
+        that arrives too soon is held and shown when the interval is over, unless a newer one replaces it
+        or the job finishes first."""
+        pending: JobEvent | None = None
         try:
             await self._wait_for_refs(job_id)
             while True:
-                event = await queue.get()
+                if pending is None:
+                    event: JobEvent | None = await queue.get()
+                else:
+                    wait = self._last_edit.get(job_id, 0.0) + EDIT_INTERVAL_S - time.monotonic()
+                    try:
+                        event = await asyncio.wait_for(queue.get(), max(wait, 0.0))
+                    except TimeoutError:
+                        event, pending = pending, None
+                        await self._safely(self._update, job_id, event)
+                        continue
                 if event is None:
                     return
-                # Coalesce: if more progress is already waiting, skip to the newest.
-                if isinstance(event, JobProgress | JobQueued) and not queue.empty():
-                    continue
-                try:
-                    final = await self._handle(job_id, event)
-                except Exception:
-                    log.exception("delivering %r failed; the sweep will retry", event)
-                    final = isinstance(event, JobDone | JobFailed | JobCancelled)
-                if final:
+                if isinstance(event, JobDone | JobFailed | JobCancelled):
+                    await self._safely(self.deliver, job_id)
                     return
+                if time.monotonic() - self._last_edit.get(job_id, 0.0) < EDIT_INTERVAL_S:
+                    pending = event
+                    continue
+                pending = None
+                await self._safely(self._update, job_id, event)
         finally:
             self._queues.pop(job_id, None)
             self._workers.pop(job_id, None)
             self._refs.pop(job_id, None)
             self._last_edit.pop(job_id, None)
             self._shown_position.pop(job_id, None)
+
+    async def _safely(self, action: Any, *args: Any) -> None:
+        try:
+            await action(*args)
+        except Exception:  # Discord trouble: progress is dropped, results are retried by the sweep
+            log.exception("delivery step %s%r failed", getattr(action, "__name__", action), args)
 
     async def _wait_for_refs(self, job_id: int) -> None:
         job = await self.bot.services.db.jobs.get(job_id)
@@ -128,34 +145,30 @@ class Delivery:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), REFS_WAIT_S)
 
-    async def _handle(self, job_id: int, event: JobEvent) -> bool:
-        if isinstance(event, JobDone | JobFailed | JobCancelled):
-            await self.deliver(job_id)
-            return True
-        now = time.monotonic()
-        if now - self._last_edit.get(job_id, 0.0) < EDIT_INTERVAL_S:
-            return False
+    async def _update(self, job_id: int, event: JobEvent) -> None:
+        """Show a non-final state (queued position, rendering progress with a preview)."""
         job = await self.bot.services.db.jobs.get(job_id)
         if job is None or job.status in FINAL_STATUSES or job.message_id is None:
-            return False
-        if not token_alive(_epoch(job.token_expires_at)) and job.interaction_token is not None:
-            return False  # progress after token expiry is not worth a channel message
+            return
+        if job.interaction_token is not None and not token_alive(job.token_expires_at):
+            return  # progress after token expiry is not worth a channel message
         request = RenderRequest.from_json(job.request)
         if isinstance(event, JobQueued):
             if self._shown_position.get(job_id) == event.position:
-                return False
+                return
             self._shown_position[job_id] = event.position
             shown = presenter.queued(request, job.user_id, event.position, event.eta_s)
         elif isinstance(event, JobStarted):
             shown = presenter.rendering(request, job.user_id, 0, request.steps, None)
         elif isinstance(event, JobProgress):
-            preview = presenter.encode_preview(event.preview) if event.preview is not None else None
+            preview = None
+            if event.preview is not None:
+                preview = await asyncio.to_thread(presenter.encode_preview, event.preview)
             shown = presenter.rendering(request, job.user_id, event.step, event.total, preview)
         else:
-            return False
-        self._last_edit[job_id] = now
+            return
+        self._last_edit[job_id] = time.monotonic()
         await self._edit_existing(job, shown)
-        return False
 
     # -- final delivery --------------------------------------------------------------------------
     async def deliver(self, job_id: int) -> None:
@@ -219,7 +232,7 @@ class Delivery:
             kwargs["view"] = shown.view
         try:
             if job.interaction_token is not None:
-                if not token_alive(_epoch(job.token_expires_at)):
+                if not token_alive(job.token_expires_at):
                     return False
                 webhook = discord.Webhook.partial(self.bot.application_id or 0, job.interaction_token,
                                                   client=self.bot)
@@ -259,15 +272,3 @@ def _grid_png(datas: list[bytes]) -> bytes:
     buf = io.BytesIO()
     grid.save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _epoch(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    from datetime import datetime
-
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return datetime.fromisoformat(str(value)).timestamp()

@@ -42,7 +42,7 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
     })
     app = App(settings, guild_ready_timeout=0.5)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, before anything runs)
     try:
         await app.start()
         await sandbox.wait_until_ready()
@@ -54,12 +54,13 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         interaction = await sandbox.slash(alice, general, "imagine",
                                           {"prompt": "a lighthouse at dusk --ar 3:2 --seed 7"})
         await interaction.wait_ack()
-        print(f"/imagine acknowledged in {interaction.ack_latency * 1000:.0f} ms")
+        print(f"/imagine acknowledged in {(interaction.ack_latency or 0) * 1000:.0f} ms")
         grid = await sandbox.wait_for(lambda: _result(sandbox, general, "lighthouse"), timeout=300)
         original = interaction.original
         edits = original.edits if original is not None else 0
+        names = [b.get("label") or (b.get("emoji") or {}).get("name", "?") for b in grid.buttons()]
         print(f"grid delivered in {time.perf_counter() - started:.1f} s after {edits} edits; "
-              f"buttons: {', '.join(b.get('label') or b.get('emoji', {}).get('name', '?') for b in grid.buttons())}")
+              f"buttons: {', '.join(names)}")
         (out / "grid.png").write_bytes(grid.attachments[0].data)
 
         for label, name in (("U1", "upscale_1.png"), ("V2", "variation_2.png")):

@@ -5,6 +5,7 @@ one interaction never stops the bot."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -38,9 +39,10 @@ async def report_error(interaction: discord.Interaction, error: BaseException, *
         message = "You can't use that here."
     else:
         command = interaction.command.qualified_name if interaction.command else None
+        data: dict[str, Any] = dict(interaction.data or {})
         log.error(
             "unhandled error in interaction %s (command=%s, custom_id=%s, job=%s, user=%s)",
-            interaction.id, command, (interaction.data or {}).get("custom_id"), job_id,
+            interaction.id, command, data.get("custom_id"), job_id,
             interaction.user.id, exc_info=error,
         )
         message = f"Sorry, something went wrong on our side (ref {interaction.id})."

@@ -191,7 +191,8 @@ class RemixModal(discord.ui.Modal, title="Remix prompt"):
             request = dataclasses.replace(request, width=parent.width, height=parent.height)
         await start_job(interaction, request, parent_job_id=self.job_id)
 
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
+    async def on_error(  # type: ignore[override]  # Modal's own signature has no item argument
+            self, interaction: discord.Interaction[Any], error: Exception, /) -> None:
         await report_error(interaction, error, job_id=self.job_id)
 
 

@@ -41,8 +41,8 @@ def image_of(message: Any, index: int = 0) -> Image.Image:
     return Image.open(io.BytesIO(message.attachments[index].data)).convert("RGB")
 
 
-async def imagine(sandbox: Sandbox, user: Any, channel: Any, prompt: str, timeout: float = 120,
-                  **options: Any) -> Any:
+async def imagine(sandbox: Sandbox, user: Any, channel: Any, prompt: str,
+                  timeout: float = 120, **options: Any) -> Any:  # noqa: ASYNC109
     """Run /imagine and wait for its result message."""
     before = {m.id for m in results(sandbox, channel)}
     interaction = await sandbox.slash(user, channel, "imagine", {"prompt": prompt, **options})
@@ -57,8 +57,8 @@ async def imagine(sandbox: Sandbox, user: Any, channel: Any, prompt: str, timeou
     return await sandbox.wait_for(new_result, timeout=timeout)
 
 
-async def click_for_result(sandbox: Sandbox, user: Any, channel: Any, message: Any, label: str,
-                           timeout: float = 120) -> Any:
+async def click_for_result(sandbox: Sandbox, user: Any, channel: Any, message: Any,
+                           label: str, timeout: float = 120) -> Any:  # noqa: ASYNC109
     """Click a button that starts a new job and wait for that job's result message."""
     before = {m.id for m in results(sandbox, channel)}
     interaction = await sandbox.click(user, message, button(message, label))

@@ -25,10 +25,12 @@ def labels(message: Any) -> list[str]:
 async def test_imagine_queues_renders_and_delivers_a_grid(sandbox: Sandbox, bot: App) -> None:
     alice, general = sandbox.users["alice"], sandbox.channel("general")
     interaction = await sandbox.slash(alice, general, "imagine",
-                                      {"prompt": "a lighthouse at dusk --seed 7 --steps 6", "count": 4})
+                                      {"prompt": "a lighthouse at dusk --seed 7 --steps 24", "count": 4})
     assert await interaction.wait_ack() == 4  # answered at once with a message
     first = interaction.original
-    assert first is not None and "queued" in first.history[0]["content"] if first.history else True
+    assert first is not None and not first.ephemeral
+    initial = first.history[0]["content"] if first.history else first.content
+    assert "queued — position 1" in initial
 
     message = await sandbox.wait_for(lambda: result_message(sandbox, general), timeout=120)
     assert message.id == interaction.original.id  # the same message turned into the result
@@ -39,9 +41,11 @@ async def test_imagine_queues_renders_and_delivers_a_grid(sandbox: Sandbox, bot:
     assert any("rendering" in c and "%" in c for c in contents)
     assert any(snap.get("attachments") for snap in message.history if "rendering" in snap.get("content", ""))
     grid = Image.open(io.BytesIO(message.attachments[0].data))
-    request_size = bot.services.registry.spec(None)  # default model
-    assert grid.width > grid.height or grid.width == grid.height
-    assert request_size is not None
+    assert bot.services is not None
+    job = await bot.services.db.jobs.get(int(message.content.split("job `")[1].split("`")[0]))
+    assert job is not None and job.status == "done" and job.delivered_at is not None
+    width, height = job.request["width"], job.request["height"]
+    assert grid.size == (2 * width, 2 * height)  # a 2x2 grid of the four images
     assert labels(message)[:5] == ["U1", "U2", "U3", "U4", "🔄"]
     assert labels(message)[5:10] == ["V1", "V2", "V3", "V4", "🖋"]
     assert {"Details", "⭐", "🗑️"} <= set(labels(message))

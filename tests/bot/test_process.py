@@ -33,7 +33,8 @@ async def start_process(sandbox: Sandbox, data_dir: Path, log: Path) -> asyncio.
     )
 
 
-async def test_sigkill_mid_queue_then_restart_delivers_each_job_once(sandbox: Sandbox, tmp_path: Path) -> None:
+async def test_sigkill_mid_queue_then_restart_delivers_each_job_once(sandbox: Sandbox,
+                                                                     tmp_path: Path) -> None:
     alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
     data_dir, log = tmp_path / "data", tmp_path / "bot.log"
     proc = await start_process(sandbox, data_dir, log)
