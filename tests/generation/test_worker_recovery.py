@@ -81,7 +81,7 @@ async def test_sigkill_while_holding_the_database(
         stderr=asyncio.subprocess.DEVNULL,
     )
     assert child.stdout is not None
-    lines = []
+    lines: list[str] = []
     try:
         async with asyncio.timeout(WAIT_S):
             while not lines or lines[-1] != "holding":
