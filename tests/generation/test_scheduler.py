@@ -368,3 +368,25 @@ async def test_restart_mid_queue_loses_nothing_and_delivers_once(tmp_path: Path,
         assert delivered == dict.fromkeys(ids, 1)
     finally:
         await db.close()
+
+
+async def test_eta_is_rebuilt_from_the_table_and_streams_close(env: Env) -> None:
+    first = env.scheduler()
+    events = first.subscribe()
+    await first.start()
+    done_id = await first.submit(request(1, n=2), JobOwner(1))
+    await all_final(events, {done_id})
+    await first.stop()
+    events.close()
+    assert [e async for e in events] == []  # a closed stream ends its iteration
+    job = await env.db.jobs.get(done_id)
+    assert job is not None and job.render_seconds is not None
+
+    # A new scheduler learns render time per batch key from the jobs table, not from memory.
+    second = env.scheduler()
+    await second.start()
+    await second.pause()
+    waiting = await second.submit(request(5, n=4), JobOwner(2))
+    position = second.position(waiting)
+    assert position is not None
+    assert position == (1, round(job.render_seconds / 2 * 4, 1))
