@@ -390,3 +390,17 @@ async def test_eta_is_rebuilt_from_the_table_and_streams_close(env: Env) -> None
     position = second.position(waiting)
     assert position is not None
     assert position == (1, round(job.render_seconds / 2 * 4, 1))
+
+
+async def test_cancel_all_purges_one_users_jobs(env: Env) -> None:
+    scheduler = env.scheduler()
+    await scheduler.pause()
+    mine = [await scheduler.submit(request(i), JobOwner(5, 9)) for i in range(3)]
+    other = await scheduler.submit(request(9), JobOwner(6, 9))
+    assert await scheduler.cancel_all(user_id=5) == 3
+    assert [e.job_id for e in scheduler.snapshot()] == [other]
+    for job_id in mine:
+        job = await env.db.jobs.get(job_id)
+        assert job is not None and job.status == "cancelled"
+    assert await scheduler.cancel_all(guild_id=9) == 1
+    assert scheduler.snapshot() == []
