@@ -21,6 +21,7 @@ from PIL import Image
 
 from bot import presenter
 from bot.jobflow import token_alive
+from bot.policy import nsfw_presentation
 from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
 from generation.images import make_grid
 from generation.request import RenderRequest
@@ -190,8 +191,17 @@ class Delivery:
     async def final_message(self, job: JobRow) -> presenter.Shown:
         request = RenderRequest.from_json(job.request)
         if job.status == "done":
+            services = self.bot.services
+            rows = await services.db.images.for_job(job.id)
+            channel = self.bot.get_channel(job.channel_id) if job.channel_id else None
+            age_restricted = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
+            how = await nsfw_presentation(services, job.guild_id, age_restricted, request,
+                                          any(row.nsfw for row in rows))
+            if how == "block":
+                return presenter.blocked(job.id, request, job.user_id)
             png = await self.result_png(job.id)
-            return presenter.result(job.id, request, job.user_id, png, request.count)
+            return presenter.result(job.id, request, job.user_id, png, request.count,
+                                    spoiler=how == "spoiler")
         if job.status == "failed":
             return presenter.failed(request, job.user_id, job.error or "unknown error")
         return presenter.cancelled(request, job.user_id)

@@ -77,12 +77,20 @@ def rendering(request: RenderRequest, user_id: int, step: int, total: int,
     return Shown(f"{headline(request, user_id)} (rendering)\n{progress_bar(step, total)}", files)
 
 
-def result(job_id: int, request: RenderRequest, user_id: int, image_png: bytes, count: int) -> Shown:
+def result(job_id: int, request: RenderRequest, user_id: int, image_png: bytes, count: int, *,
+           spoiler: bool = False) -> Shown:
+    # Discord blurs attachments whose filename starts with SPOILER_ until clicked.
+    name = f"{'SPOILER_' if spoiler else ''}atelier_{job_id}.png"
     return Shown(
         f"{headline(request, user_id)} · job `{job_id}` · seed {request.seeds[0]}",
-        [(f"atelier_{job_id}.png", image_png)],
+        [(name, image_png)],
         result_view(job_id, count, request.kind),
     )
+
+
+def blocked(job_id: int, request: RenderRequest, user_id: int) -> Shown:
+    return Shown(f"{headline(request, user_id)} · job `{job_id}` (hidden: this server does not allow "
+                 "NSFW images in this channel)")
 
 
 def failed(request: RenderRequest, user_id: int, reason: str) -> Shown:

@@ -116,6 +116,9 @@ async def load_job(interaction: discord.Interaction[Any], job_id: int) -> Any:
     job = await services.db.jobs.get(job_id)
     if job is None or (job.guild_id is not None and job.guild_id != interaction.guild_id):
         raise NotFound(f"Job {job_id} does not exist here.")
+    if job.private and job.user_id != interaction.user.id:
+        # Private results stay private: to anyone else the job does not exist.
+        raise NotFound(f"Job {job_id} does not exist here.")
     return job
 
 

@@ -39,8 +39,10 @@ class Jobs(commands.Cog):
             await reply(interaction, text, ephemeral=True)
             return
         shown = await bot.delivery.final_message(job)
+        # A private job is only ever shown to its owner, ephemerally.
         await interaction.response.send_message(shown.content, files=shown.discord_files(),
-                                                view=shown.view or discord.utils.MISSING)
+                                                view=shown.view or discord.utils.MISSING,
+                                                ephemeral=job.private)
 
     @app_commands.command(name="queue", description="Your queued and running jobs")
     async def queue(self, interaction: discord.Interaction[Any]) -> None:

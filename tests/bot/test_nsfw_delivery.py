@@ -1,0 +1,50 @@
+"""The NSFW policy applied to delivered results, through the sandbox: spoilered under `spoiler`, shown
+plainly in an age-restricted channel, and a private job stays invisible to others in /job."""
+
+from __future__ import annotations
+
+from bot.app import App
+from sandbox import Sandbox
+from tests.bot.helpers import imagine, job_id_of
+from tests.bot.test_admin import admin
+from tests.bot.test_user_settings import settings
+
+
+async def test_spoiler_mode_spoilers_nsfw_results_only(sandbox: Sandbox, bot: App) -> None:
+    mod, alice, general = sandbox.users["mod"], sandbox.users["alice"], sandbox.channel("general")
+    await admin(sandbox, mod, general, "nsfw", {"mode": "spoiler"})
+    spicy = await imagine(sandbox, alice, general, "a nude statue --steps 2 --n 1")
+    assert spicy.attachments[0].filename.startswith("SPOILER_")
+    calm = await imagine(sandbox, alice, general, "a calm lake --steps 2 --n 1")
+    assert not calm.attachments[0].filename.startswith("SPOILER_")
+    # Age-restricted channels show it plainly under the default policy.
+    await admin(sandbox, mod, general, "nsfw", {"mode": "age_restricted"})
+    plain = await imagine(sandbox, alice, sandbox.channel("nsfw-art"), "a nude statue --steps 2 --n 1")
+    assert not plain.attachments[0].filename.startswith("SPOILER_")
+
+
+async def test_job_command_hides_private_jobs_of_others(sandbox: Sandbox, bot: App) -> None:
+    alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    public = await imagine(sandbox, alice, general, "a public kite --steps 2 --n 1")
+    shown = await sandbox.slash(bob, general, "job", {"id": job_id_of(public)})
+    await shown.wait_ack()
+    assert shown.original is not None and not shown.original.ephemeral
+    assert shown.original.attachments and "public kite" in shown.original.content
+
+    shown_settings = await settings(sandbox, alice, general, private=True)
+    assert "private mode: on" in shown_settings
+    secret = await sandbox.slash(alice, general, "imagine", {"prompt": "a secret kite --steps 2 --n 1"})
+    await secret.wait_ack()
+    message = await sandbox.wait_for(
+        lambda: secret.original if secret.original is not None and secret.original.attachments else None,
+        timeout=120)
+    secret_id = job_id_of(message)
+    for viewer, visible in ((bob, False), (alice, True)):
+        asked = await sandbox.slash(viewer, general, "job", {"id": secret_id})
+        await asked.wait_ack()
+        assert asked.original is not None
+        if visible:
+            assert "secret kite" in asked.original.content and asked.original.ephemeral
+        else:
+            assert asked.original.ephemeral and "does not exist" in asked.original.content
+            assert "secret kite" not in asked.original.content
