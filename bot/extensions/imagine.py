@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from bot import presenter
 from bot.buttons import register_action
 from bot.errors import report_error
+from bot.extensions.user_settings import personal_draft
 from bot.jobflow import bot_of, start_job
 from bot.reply import reply
 from generation.errors import InvalidRequest, NotAllowed, NotFound
@@ -33,6 +34,7 @@ from generation.validate import (
 log = logging.getLogger(__name__)
 
 MAX_SOURCE_BYTES = 10 * 1024 * 1024
+DEFAULT_GRID = 4
 SEED_MAX = 2**32 - 1
 
 
@@ -70,9 +72,10 @@ class Imagine(commands.Cog):
         if image is not None:
             key, source_size = await self.store_attachment(image)
             draft = dataclasses.replace(draft, kind=Kind.IMG2IMG, source=key)
-        from bot.extensions.user_settings import personal_draft  # the member's /settings defaults
-
         draft = await personal_draft(interaction, draft)
+        if draft.count is None and draft.kind == Kind.TXT2IMG:
+            # Like Midjourney: a 2x2 grid unless the member (options, flags, /settings) chose otherwise.
+            draft = dataclasses.replace(draft, count=DEFAULT_GRID)
         request = build_request(draft, services.registry, source_size=source_size)
         await start_job(interaction, request)
 

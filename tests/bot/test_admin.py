@@ -123,7 +123,7 @@ async def test_rules_hold_on_imagine_and_on_buttons(sandbox: Sandbox, bot: App) 
     db, gid = bot.services.db, sandbox.guild.id
     alice, bob, mod = sandbox.users["alice"], sandbox.users["bob"], sandbox.users["mod"]
     general, art, nsfw = sandbox.channel("general"), sandbox.channel("art"), sandbox.channel("nsfw-art")
-    result = await imagine(sandbox, alice, general, "a small house --steps 4 --seed 5")
+    result = await imagine(sandbox, alice, general, "a small house --steps 4 --seed 5 --n 1")
     n = await jobs_of(bot, alice)
 
     async def both_refused(expect: str, prompt: str = "a small house --steps 4",
@@ -174,7 +174,7 @@ async def test_rules_hold_on_imagine_and_on_buttons(sandbox: Sandbox, bot: App) 
     text = await refused(await sandbox.slash(alice, general, "imagine", {"prompt": "a n.u.d.e statue"}))
     assert "age-restricted" in text
     assert await jobs_of(bot, alice) == n
-    ok = await sandbox.slash(alice, nsfw, "imagine", {"prompt": "a nude statue --steps 2"})
+    ok = await sandbox.slash(alice, nsfw, "imagine", {"prompt": "a nude statue --steps 2 --n 1"})
     await ok.wait_ack()
     assert ok.original is not None and not ok.original.ephemeral and "queued" in ok.original.content
     assert await jobs_of(bot, alice) == n + 1
@@ -199,13 +199,13 @@ async def test_role_priority_and_queue_cap_come_from_the_guild(sandbox: Sandbox,
     await admin(sandbox, mod, general, "limits", {"role": vip, "priority": 3.0, "max_queued": 1})
     await bot.services.scheduler.pause()
     try:
-        first = await sandbox.slash(carol, general, "imagine", {"prompt": "a lantern --steps 2"})
+        first = await sandbox.slash(carol, general, "imagine", {"prompt": "a lantern --steps 2 --n 1"})
         await first.wait_ack()
         second = await refused(await sandbox.slash(carol, general, "imagine", {"prompt": "a lamp --steps 2"}))
         assert "1 jobs waiting" in second
         entry = next(e for e in bot.services.scheduler.snapshot() if e.user_id == carol.id)
         assert entry.priority == 3.0
-        other = await sandbox.slash(alice, general, "imagine", {"prompt": "a kite --steps 2"})
+        other = await sandbox.slash(alice, general, "imagine", {"prompt": "a kite --steps 2 --n 1"})
         await other.wait_ack()
         entry = next(e for e in bot.services.scheduler.snapshot() if e.user_id == alice.id)
         assert entry.priority == 1.0
@@ -218,7 +218,7 @@ async def test_stats_draw_a_real_chart(sandbox: Sandbox, bot: App) -> None:
     alice, bob, mod = sandbox.users["alice"], sandbox.users["bob"], sandbox.users["mod"]
     general = sandbox.channel("general")
     await imagine(sandbox, alice, general, "a cloud --steps 2 --n 2")
-    await imagine(sandbox, bob, general, "a tree --steps 2")
+    await imagine(sandbox, bob, general, "a tree --steps 2 --n 1")
     shown = await admin(sandbox, mod, general, "stats", {"days": 30})
     assert "2 jobs" in shown.content and "3 images" in shown.content and "0% failed" in shown.content
     assert f"<@{alice.id}> 2" in shown.content and f"<@{bob.id}> 1" in shown.content

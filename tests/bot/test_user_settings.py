@@ -53,7 +53,7 @@ async def test_defaults_apply_and_options_and_flags_override_them(sandbox: Sandb
         # Defaults are personal: bob gets the model's own.
         _, request = await queued_request(bot, sandbox, bob, general, "a harbour")
         spec = bot.services.registry.spec(None)
-        assert request.steps == spec.default_steps and request.count == 1 and request.width == request.height
+        assert request.steps == spec.default_steps and request.count == 4 and request.width == request.height
         assert request.negative == ""
 
         # Reset one, then all.
@@ -84,12 +84,13 @@ async def test_private_mode_keeps_results_ephemeral_and_out_of_other_galleries(s
                                                                               bot: App) -> None:
     assert bot.services is not None
     alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
-    public = await imagine(sandbox, alice, general, "a public garden --steps 2 --seed 1")
+    public = await imagine(sandbox, alice, general, "a public garden --steps 2 --seed 1 --n 1")
     assert not public.ephemeral
     shown = await settings(sandbox, alice, general, private=True)
     assert "private mode: on" in shown
 
-    interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a secret garden --steps 2"})
+    interaction = await sandbox.slash(alice, general, "imagine",
+                                      {"prompt": "a secret garden --steps 2 --n 1"})
     await interaction.wait_ack()
     assert interaction.original is not None and interaction.original.ephemeral
 
