@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     device: Literal["auto", "cuda", "mps", "cpu"] = Field(default="auto", validation_alias="ATELIER_DEVICE")
     compile: bool = Field(default=False, validation_alias="ATELIER_COMPILE")
     max_loaded_models: int = Field(default=2, ge=1, validation_alias="ATELIER_MAX_LOADED_MODELS")
+    # The tiny model's stand-in NSFW checker flags an image when this share of its pixels is skin-toned
+    # (real models bring their own checker). 0 flags everything: useful to see the NSFW path offline.
+    tiny_nsfw_threshold: float = Field(
+        default=0.4, ge=0.0, le=1.0, validation_alias="ATELIER_TINY_NSFW_THRESHOLD"
+    )
     max_batch: int = Field(default=4, ge=1, le=16, validation_alias="ATELIER_MAX_BATCH")
     queue_max_per_user: int = Field(default=5, ge=1, validation_alias="ATELIER_QUEUE_MAX_PER_USER")
     queue_max_total: int = Field(default=200, ge=1, validation_alias="ATELIER_QUEUE_MAX_TOTAL")

@@ -19,6 +19,7 @@ from generation.errors import RenderCancelled, RenderError
 from generation.models import ModelRegistry
 from generation.previews import latent_to_preview, placeholder, x0_estimate
 from generation.request import Kind, RenderRequest
+from generation.safety import SafetyChecker
 from generation.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,10 @@ class Engine:
         # A memory ceiling known in advance (e.g. a small GPU); out-of-memory splits further on its own.
         self.max_images_per_call = max_images_per_call
         self._lock = threading.Lock()
+
+    def safety_checker(self, model: str) -> SafetyChecker | None:
+        """The NSFW checker for `model`'s images (loads the model if needed)."""
+        return self.registry.safety_checker(model)
 
     def warm_up(self, model: str | None = None) -> None:
         """Load `model` (default one) and run one tiny render so the first user does not pay for it."""

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from generation.errors import InvalidRequest, RenderError
+from generation.safety import SafetyChecker, detach_checker
 from generation.samplers import normalize_sampler
 from generation.tiny import ensure_tiny_model
 
@@ -60,6 +61,9 @@ class _Loaded:
     scheduler_config: Any = None
     img2img: Any = None
     warmed: bool = False
+    # Taken out of the pipeline at load time (which would black out flagged images itself); the worker
+    # records its verdicts and the guild's NSFW policy decides how results are shown.
+    safety: SafetyChecker | None = None
 
 
 def pick_device(device: str = "auto") -> str:
@@ -157,6 +161,7 @@ class ModelRegistry:
         device: str = "auto",
         compile: bool = False,
         max_loaded: int = 2,
+        tiny_nsfw_threshold: float = 0.4,
     ) -> None:
         if not sources:
             raise ValueError("at least one model must be configured")
@@ -165,6 +170,7 @@ class ModelRegistry:
         self.dtype = pick_dtype(self.device)
         self.compile = compile
         self.max_loaded = max(1, max_loaded)
+        self.tiny_nsfw_threshold = tiny_nsfw_threshold
         self._specs: dict[str, ModelSpec] = {}
         for name, source in sources:
             if name in self._specs:
@@ -206,6 +212,10 @@ class ModelRegistry:
     def pipeline(self, name: str) -> Any:
         """The loaded txt2img pipeline for `name` (loading it, and evicting the LRU one, if needed)."""
         return self._entry(name).pipe
+
+    def safety_checker(self, name: str) -> SafetyChecker | None:
+        """The NSFW checker of model `name` (its own, the tiny stand-in, or None)."""
+        return self._entry(name).safety
 
     def img2img(self, name: str) -> Any:
         """An img2img pipeline sharing the txt2img pipeline's loaded modules (no second copy)."""
@@ -259,7 +269,8 @@ class ModelRegistry:
             while len(self._loaded) >= self.max_loaded:
                 self._evict_one()
             pipe = self._load_with_room(spec)
-            entry = _Loaded(pipe, scheduler_config=pipe.scheduler.config)
+            safety = detach_checker(pipe, tiny=spec.is_tiny, tiny_threshold=self.tiny_nsfw_threshold)
+            entry = _Loaded(pipe, scheduler_config=pipe.scheduler.config, safety=safety)
             self._loaded[spec.name] = entry
             return entry
 

@@ -22,6 +22,7 @@ from generation.errors import AtelierError, RenderCancelled
 from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
 from generation.images import encode_png, image_params
 from generation.request import Kind, RenderRequest
+from generation.safety import SafetyChecker
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.images import NewImage
@@ -44,6 +45,8 @@ class RenderBackend(Protocol):
         on_progress: Callable[[int, int, list[Image.Image]], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[list[Image.Image]]: ...
+
+    def safety_checker(self, model: str) -> SafetyChecker | None: ...
 
 
 @dataclass(frozen=True)
@@ -191,10 +194,13 @@ class Worker:
         seconds = time.perf_counter() - started
         out: list[list[NewImage]] = []
         for request, images in zip(requests, rendered, strict=True):
+            checker = self._engine.safety_checker(request.model)
+            flags = checker.check(images) if checker is not None else [False] * len(images)
             rows = []
             for index, image in enumerate(images):
                 key = self._blobs.put(encode_png(image, image_params(request, index)))
-                rows.append(NewImage(index, request.seeds[index], key, image.width, image.height))
+                rows.append(NewImage(index, request.seeds[index], key, image.width, image.height,
+                                     nsfw=flags[index]))
             out.append(rows)
         return out, seconds
 

@@ -42,9 +42,10 @@ async def start_bot(sandbox: Sandbox, tiny_engine: Any, tmp_path: Path) -> Async
     """Start bots on the test's sandbox and data dir; call again (after `stop()`) for a restart."""
     apps: list[App] = []
 
-    async def start(**extra: Any) -> App:
-        app = App(make_settings(sandbox, tmp_path / "data", **extra), engine=tiny_engine,
-                  guild_ready_timeout=0.2)
+    async def start(own_engine: bool = False, **extra: Any) -> App:
+        # own_engine: load a fresh engine from these settings instead of sharing the session's.
+        engine = None if own_engine else tiny_engine
+        app = App(make_settings(sandbox, tmp_path / "data", **extra), engine=engine, guild_ready_timeout=0.2)
         apps.append(app)
         await app.start()
         await app.wait_ready()

@@ -3,6 +3,8 @@ plainly in an age-restricted channel, and a private job stays invisible to other
 
 from __future__ import annotations
 
+from typing import Any
+
 from bot.app import App
 from sandbox import Sandbox
 from tests.bot.helpers import imagine, job_id_of
@@ -48,3 +50,35 @@ async def test_job_command_hides_private_jobs_of_others(sandbox: Sandbox, bot: A
         else:
             assert asked.original.ephemeral and "does not exist" in asked.original.content
             assert "secret kite" not in asked.original.content
+
+
+async def test_images_flagged_by_the_safety_checker_follow_the_policy(sandbox: Sandbox,
+                                                                     start_bot: Any) -> None:
+    # A bot with its own engine whose tiny stand-in checker flags every image (threshold 0): an
+    # innocent prompt passes the prompt policy, then its pixels are judged.
+    app = await start_bot(own_engine=True, ATELIER_TINY_NSFW_THRESHOLD="0")
+    mod, alice = sandbox.users["mod"], sandbox.users["alice"]
+    general, restricted = sandbox.channel("general"), sandbox.channel("nsfw-art")
+    hidden_id = await imagine_text(sandbox, alice, general, "a calm lake --steps 2 --n 1")
+    assert app.services is not None
+    [row] = await app.services.db.images.for_job(hidden_id)
+    assert row.nsfw  # the verdict is recorded for galleries
+    shown = await imagine(sandbox, alice, restricted, "a calm lake --steps 2 --n 1")
+    assert not shown.attachments[0].filename.startswith("SPOILER_")
+    await admin(sandbox, mod, general, "nsfw", {"mode": "spoiler"})
+    spoiled = await imagine(sandbox, alice, general, "a calm lake --steps 2 --n 1")
+    assert spoiled.attachments[0].filename.startswith("SPOILER_")
+
+
+async def imagine_text(sandbox: Sandbox, user: Any, channel: Any, prompt: str) -> int:
+    """Run /imagine and wait for a final message without an image (the policy hid it)."""
+    interaction = await sandbox.slash(user, channel, "imagine", {"prompt": prompt})
+    await interaction.wait_ack()
+
+    def hidden() -> Any:
+        message = interaction.original
+        return message if message is not None and "hidden" in message.content else None
+
+    message = await sandbox.wait_for(hidden, timeout=120)
+    assert not message.attachments and "NSFW" in message.content
+    return job_id_of(message)
