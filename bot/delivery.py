@@ -208,6 +208,10 @@ class Delivery:
 
     async def result_png(self, job_id: int) -> bytes:
         services = self.bot.services
+        job = await services.db.jobs.get(job_id)
+        if job is not None and job.grid_blob is not None:
+            return await asyncio.to_thread(services.blobs.read, job.grid_blob)
+        # Jobs finished before grids were stored, or single images: build from the images.
         rows = sorted(await services.db.images.for_job(job_id), key=lambda r: r.index)
         datas = [await asyncio.to_thread(services.blobs.read, row.blob) for row in rows]
         if len(datas) == 1:

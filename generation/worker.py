@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,7 +21,7 @@ from PIL import Image
 
 from generation.errors import AtelierError, RenderCancelled
 from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
-from generation.images import encode_png, image_params
+from generation.images import encode_png, image_params, make_grid
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
 from storage.blobs import BlobStore
@@ -48,6 +49,8 @@ class RenderBackend(Protocol):
 
     def safety_checker(self, model: str) -> SafetyChecker | None: ...
 
+
+ENCODE_THREADS = max(2, min(4, os.cpu_count() or 2))
 
 @dataclass(frozen=True)
 class BatchJob:
@@ -81,16 +84,26 @@ class Worker:
         self._lease_owner = lease_owner
         self._lease_seconds = lease_seconds
         self._executor: ThreadPoolExecutor | None = None
+        # Encoders: PNG compression of a batch's images and grids, beside the single render thread.
+        self._encoders: ThreadPoolExecutor | None = None
 
     def _thread(self) -> ThreadPoolExecutor:
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-render")
         return self._executor
 
+    def _encoder(self) -> ThreadPoolExecutor:
+        if self._encoders is None:
+            self._encoders = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="atelier-encode")
+        return self._encoders
+
     def close(self) -> None:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._encoders is not None:
+            self._encoders.shutdown(wait=True)
+            self._encoders = None
 
     async def run(
         self,
@@ -149,7 +162,7 @@ class Worker:
 
         requests = [request for _, request in live]
         try:
-            results, seconds = await loop.run_in_executor(
+            results, grids, seconds = await loop.run_in_executor(
                 self._thread(), self._render_and_store, requests, sources, on_progress, should_stop
             )
         except RenderCancelled:
@@ -172,12 +185,12 @@ class Worker:
 
         # 4. Record: each job's images land once, with its share of the render time.
         total_images = sum(len(r) for r in results) or 1
-        for job_id, images in zip(ids, results, strict=True):
+        for job_id, images, grid in zip(ids, results, grids, strict=True):
             if is_cancelled(job_id):
                 await self._cancelled(job_id)
                 continue
             share = seconds * len(images) / total_images
-            first, rows = await self._db.jobs.complete(job_id, images, render_seconds=share)
+            first, rows = await self._db.jobs.complete(job_id, images, render_seconds=share, grid_blob=grid)
             if first:
                 self._emit(JobDone(job_id, rows))
         return BatchOutcome(seconds, total_images)
@@ -188,21 +201,36 @@ class Worker:
         sources: list[Image.Image | None] | None,
         on_progress: Callable[[int, int, list[Image.Image]], None],
         should_stop: Callable[[], bool],
-    ) -> tuple[list[list[NewImage]], float]:
+    ) -> tuple[list[list[NewImage]], list[str | None], float]:
         started = time.perf_counter()
         rendered = self._engine.render(requests, sources, on_progress=on_progress, should_stop=should_stop)
         seconds = time.perf_counter() - started
-        out: list[list[NewImage]] = []
+        # PNG encoding (zlib releases the GIL) runs on all cores at once: each image and each job's
+        # grid in parallel, so the bytes are ready when the render thread moves on.
+        pending: list[list[Future[str]]] = []
+        grids: list[Future[str] | None] = []
+        encoder = self._encoder()
         for request, images in zip(requests, rendered, strict=True):
+            pending.append([encoder.submit(self._store_png, image, image_params(request, index))
+                            for index, image in enumerate(images)])
+            grids.append(encoder.submit(self._store_grid, images, request) if len(images) > 1 else None)
+        out: list[list[NewImage]] = []
+        for request, images, keys in zip(requests, rendered, pending, strict=True):
             checker = self._engine.safety_checker(request.model)
             flags = checker.check(images) if checker is not None else [False] * len(images)
-            rows = []
-            for index, image in enumerate(images):
-                key = self._blobs.put(encode_png(image, image_params(request, index)))
-                rows.append(NewImage(index, request.seeds[index], key, image.width, image.height,
-                                     nsfw=flags[index]))
-            out.append(rows)
-        return out, seconds
+            out.append([
+                NewImage(index, request.seeds[index], key.result(), image.width, image.height,
+                         nsfw=flags[index])
+                for index, (image, key) in enumerate(zip(images, keys, strict=True))
+            ])
+        return out, [grid.result() if grid is not None else None for grid in grids], seconds
+
+    def _store_png(self, image: Image.Image, params: dict[str, Any]) -> str:
+        return self._blobs.put(encode_png(image, params))
+
+    def _store_grid(self, images: list[Image.Image], request: RenderRequest) -> str:
+        params = {**image_params(request, 0), "seeds": list(request.seeds), "grid": len(images)}
+        return self._blobs.put(encode_png(make_grid(images), params))
 
     async def _fail(self, job_id: int, reason: str) -> None:
         if await self._db.jobs.fail(job_id, reason):

@@ -54,6 +54,7 @@ class JobRow:
     render_seconds: float | None = None
     lease_owner: str | None = None
     lease_expires_at: float | None = None
+    grid_blob: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -86,6 +87,7 @@ def job_from_row(row: aiosqlite.Row) -> JobRow:
         render_seconds=row["render_seconds"],
         lease_owner=row["lease_owner"],
         lease_expires_at=row["lease_expires_at"],
+        grid_blob=row["grid_blob"],
     )
 
 
@@ -276,7 +278,8 @@ class JobStore:
                 )
 
     async def complete(
-        self, job_id: int, images: Sequence[NewImage], *, render_seconds: float | None = None
+        self, job_id: int, images: Sequence[NewImage], *, render_seconds: float | None = None,
+        grid_blob: str | None = None,
     ) -> tuple[bool, list[ImageRow]]:
         """Record the images and mark the job done, once. Returns (first time, the job's images):
         a job that ran twice (crash after render, before the mark) keeps its first images."""
@@ -314,8 +317,8 @@ class JobStore:
                 )
                 await conn.execute(
                     """UPDATE jobs SET status = 'done', finished_at = ?, error = NULL, render_seconds = ?,
-                           lease_owner = NULL, lease_expires_at = NULL WHERE id = ?""",
-                    (now, render_seconds, job_id),
+                           grid_blob = ?, lease_owner = NULL, lease_expires_at = NULL WHERE id = ?""",
+                    (now, render_seconds, grid_blob, job_id),
                 )
             async with conn.execute("SELECT * FROM images WHERE job_id = ? ORDER BY idx", (job_id,)) as cur:
                 rows = [image_from_row(r) for r in await cur.fetchall()]

@@ -134,6 +134,11 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_guild ON audit_log(guild_id, id);
     """,
+    # 2: the composed grid of a multi-image job, made by the worker beside the single PNGs so delivery
+    # does not decode and re-encode four images on the critical path.
+    """
+    ALTER TABLE jobs ADD COLUMN grid_blob TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

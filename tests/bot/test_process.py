@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import Sandbox
+from storage.db import Database
 from tests.bot.helpers import job_id_of, results
 
 
@@ -64,6 +65,27 @@ async def test_sigkill_mid_queue_then_restart_delivers_each_job_once(sandbox: Sa
         assert len(shown) == 3 and len(set(shown)) == 3, shown
         # Each result replaced its own "queued" message.
         assert {m.id for m in results(sandbox, general)} == {it.original.id for it in interactions}
+
+        # SIGTERM while a job renders: a clean exit, the job goes back to the queue, and the next start
+        # delivers it.
+        last = await sandbox.slash(bob, general, "imagine", {"prompt": "fourth --steps 40 --seed 4"})
+        await last.wait_ack(timeout=30)
+        await sandbox.wait_for(lambda: last.original is not None and any(
+            "rendering" in snap.get("content", "") for snap in last.original.history), timeout=120)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        db = await Database.open(data_dir / "atelier.db")
+        try:
+            [job] = [j for j in await db.jobs.list_for_user(bob.id, limit=10)
+                     if "fourth" in j.request["prompt"]]
+            # Either it went back to the queue, or it finished just before the stop and awaits delivery.
+            assert job.status in ("queued", "done") and job.delivered_at is None, job
+        finally:
+            await db.close()
+        proc = await start_process(sandbox, data_dir, log)
+        await sandbox.wait_for(lambda: len(results(sandbox, general)) == 4, timeout=240)
+        await asyncio.sleep(1)
+        assert len({job_id_of(m) for m in results(sandbox, general)}) == len(results(sandbox, general)) == 4
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
