@@ -88,6 +88,9 @@ async def main() -> None:
 
     bare: list[float] = []
     e2e: list[float] = []
+    engine_in_bot: list[float] = []  # the worker's engine.render call
+    encode_store: list[float] = []  # PNG encode + grid + blob files + SQLite, after the render
+    deliver: list[float] = []  # from "done" in SQLite to the result visible in the sandbox
     for run in range(args.runs):
         # Side by side: the bare call, then the same job through the whole bot.
         bare.append(await asyncio.to_thread(bare_pipeline, engine, args.steps))
@@ -98,6 +101,13 @@ async def main() -> None:
         await interaction.wait_ack()
         await sandbox.wait_for(lambda before=before: len(results(sandbox, general)) > before, timeout=600)
         e2e.append(time.perf_counter() - start)
+        seen = time.time()
+        assert app.services is not None
+        job = (await app.services.db.jobs.list_for_user(alice.id, limit=1))[0]
+        assert job.started_at is not None and job.finished_at is not None and job.render_seconds is not None
+        engine_in_bot.append(job.render_seconds)
+        encode_store.append(job.finished_at - job.started_at - job.render_seconds)
+        deliver.append(seen - job.finished_at)
     render_lag = monitor.max_lag
 
     # Acknowledgement latency: queue many jobs while paused (the ack path is measured), then drop them.
@@ -123,6 +133,9 @@ async def main() -> None:
     print(f"4 x 512x512, {args.steps} steps, tiny model, {args.runs} runs (medians)")
     print(f"  bare pipeline call        {b:7.3f} s")
     print(f"  /imagine end to end       {e:7.3f} s   ratio {e / b:.3f}  (goal <= 1.03)")
+    print(f"    of which engine.render in the worker  {statistics.median(engine_in_bot):7.3f} s")
+    print(f"    of which encode + store after render  {statistics.median(encode_store):7.3f} s")
+    print(f"    of which delivery to Discord          {statistics.median(deliver):7.3f} s")
     print(f"ack latency over {len(latencies)} /imagine: p50 {p50:.1f} ms, p99 {p99:.1f} ms"
           "  (goal p99 <= 100 ms)")
     print(f"max event-loop lag while rendering: {render_lag * 1000:.1f} ms  (goal <= 50 ms)")
