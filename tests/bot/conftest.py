@@ -15,8 +15,9 @@ from bot.settings import Settings
 from sandbox import Sandbox
 
 
-def make_settings(sandbox: Sandbox, data_dir: Path, **extra: Any) -> Settings:
-    values: dict[str, Any] = {
+def sandbox_env(sandbox: Sandbox, data_dir: Path) -> dict[str, str]:
+    """The settings that point a bot at the sandbox, as environment variables."""
+    return {
         "DISCORD_TOKEN": sandbox.bot_token,
         "ATELIER_DATA_DIR": str(data_dir),
         "ATELIER_DISCORD_API_BASE": sandbox.api_base,
@@ -24,7 +25,10 @@ def make_settings(sandbox: Sandbox, data_dir: Path, **extra: Any) -> Settings:
         "ATELIER_DEV_GUILD_ID": str(sandbox.guild.id),
         "ATELIER_MODEL": "tiny",
     }
-    values.update(extra)
+
+
+def make_settings(sandbox: Sandbox, data_dir: Path, **extra: Any) -> Settings:
+    values: dict[str, Any] = {**sandbox_env(sandbox, data_dir), **extra}
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 

@@ -41,20 +41,22 @@ def image_of(message: Any, index: int = 0) -> Image.Image:
     return Image.open(io.BytesIO(message.attachments[index].data)).convert("RGB")
 
 
+async def _new_result(sandbox: Sandbox, channel: Any, before: set[int], timeout: float) -> Any:  # noqa: ASYNC109
+    """Wait for a result message that was not there before."""
+
+    def found() -> Any:
+        return next((m for m in results(sandbox, channel) if m.id not in before), None)
+
+    return await sandbox.wait_for(found, timeout=timeout)
+
+
 async def imagine(sandbox: Sandbox, user: Any, channel: Any, prompt: str,
                   timeout: float = 120, **options: Any) -> Any:  # noqa: ASYNC109
     """Run /imagine and wait for its result message."""
     before = {m.id for m in results(sandbox, channel)}
     interaction = await sandbox.slash(user, channel, "imagine", {"prompt": prompt, **options})
     await interaction.wait_ack()
-
-    def new_result() -> Any:
-        for m in results(sandbox, channel):
-            if m.id not in before:
-                return m
-        return None
-
-    return await sandbox.wait_for(new_result, timeout=timeout)
+    return await _new_result(sandbox, channel, before, timeout)
 
 
 async def click_for_result(sandbox: Sandbox, user: Any, channel: Any, message: Any,
@@ -63,11 +65,4 @@ async def click_for_result(sandbox: Sandbox, user: Any, channel: Any, message: A
     before = {m.id for m in results(sandbox, channel)}
     interaction = await sandbox.click(user, message, button(message, label))
     await interaction.wait_ack()
-
-    def new_result() -> Any:
-        for m in results(sandbox, channel):
-            if m.id not in before:
-                return m
-        return None
-
-    return await sandbox.wait_for(new_result, timeout=timeout)
+    return await _new_result(sandbox, channel, before, timeout)

@@ -12,21 +12,12 @@ from typing import Any
 
 from sandbox import Sandbox
 from storage.db import Database
+from tests.bot.conftest import sandbox_env
 from tests.bot.helpers import job_id_of, results
 
 
 async def start_process(sandbox: Sandbox, data_dir: Path, log: Path) -> asyncio.subprocess.Process:
-    env = {
-        **os.environ,
-        "DISCORD_TOKEN": sandbox.bot_token,
-        "ATELIER_DATA_DIR": str(data_dir),
-        "ATELIER_DISCORD_API_BASE": sandbox.api_base,
-        "ATELIER_DISCORD_GATEWAY_URL": sandbox.gateway_url,
-        "ATELIER_DEV_GUILD_ID": str(sandbox.guild.id),
-        "ATELIER_MODEL": "tiny",
-        "ATELIER_MAX_BATCH": "1",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = {**os.environ, **sandbox_env(sandbox, data_dir), "ATELIER_MAX_BATCH": "1", "HF_HUB_OFFLINE": "1"}
     handle = log.open("ab")
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.cli", "run", env=env, stdout=handle, stderr=handle,
