@@ -45,7 +45,8 @@ class Delivery:
         self._workers: dict[int, asyncio.Task[None]] = {}
         self._refs: dict[int, asyncio.Event] = {}
         self._last_edit: dict[int, float] = {}
-        self._shown_position: dict[int, int] = {}
+        # (position, paused) last shown per job, so unchanged queue states cost no edit.
+        self._shown_position: dict[int, tuple[int, bool]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._deliver_lock: dict[int, asyncio.Lock] = {}
 
@@ -58,6 +59,8 @@ class Delivery:
     async def stop(self) -> None:
         for task in [*self._tasks, *self._workers.values()]:
             task.cancel()
+        for queue in self._queues.values():
+            queue.put_nowait(None)  # a worker that missed its cancel still ends at its next get
         for task in [*self._tasks, *self._workers.values()]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -92,10 +95,11 @@ class Delivery:
         for entry in self.bot.services.scheduler.snapshot():
             if getattr(entry, "status", "queued") != "queued":
                 continue
-            if self._shown_position.get(entry.job_id) not in (None, entry.position):
+            if self._shown_position.get(entry.job_id) not in (None, (entry.position, entry.paused)):
                 queue = self._queues.get(entry.job_id)
                 if queue is not None:
-                    queue.put_nowait(JobQueued(entry.job_id, entry.position, entry.eta_s))
+                    queue.put_nowait(
+                        JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused))
 
     async def _job_worker(self, job_id: int, queue: asyncio.Queue[JobEvent | None]) -> None:
         """Edits one job's message in event order. Progress is throttled with a trailing edge: an update
@@ -110,7 +114,10 @@ class Delivery:
                 else:
                     wait = self._last_edit.get(job_id, 0.0) + EDIT_INTERVAL_S - time.monotonic()
                     try:
-                        event = await asyncio.wait_for(queue.get(), max(wait, 0.0))
+                        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+                        # lands as the get completes, leaving stop() waiting on this task forever.
+                        async with asyncio.timeout(max(wait, 0.0)):
+                            event = await queue.get()
                     except TimeoutError:
                         event, pending = pending, None
                         await self._safely(self._update, job_id, event)
@@ -144,7 +151,8 @@ class Delivery:
             return
         event = self._refs.setdefault(job_id, asyncio.Event())
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), REFS_WAIT_S)
+            async with asyncio.timeout(REFS_WAIT_S):
+                await event.wait()
 
     async def _update(self, job_id: int, event: JobEvent) -> None:
         """Show a non-final state (queued position, rendering progress with a preview)."""
@@ -155,10 +163,10 @@ class Delivery:
             return  # progress after token expiry is not worth a channel message
         request = RenderRequest.from_json(job.request)
         if isinstance(event, JobQueued):
-            if self._shown_position.get(job_id) == event.position:
+            if self._shown_position.get(job_id) == (event.position, event.paused):
                 return
-            self._shown_position[job_id] = event.position
-            shown = presenter.queued(request, job.user_id, event.position, event.eta_s)
+            self._shown_position[job_id] = (event.position, event.paused)
+            shown = presenter.queued(request, job.user_id, event.position, event.eta_s, paused=event.paused)
         elif isinstance(event, JobStarted):
             shown = presenter.rendering(request, job.user_id, 0, request.steps, None)
         elif isinstance(event, JobProgress):

@@ -46,8 +46,12 @@ async def start_job(interaction: discord.Interaction[Any], request: RenderReques
     )
     # 3. Answer at once with the queue position; this message becomes the job's message.
     try:
-        position = services.scheduler.position(job_id)
-        shown = presenter.queued(request, interaction.user.id, *(position or (None, None)))
+        entry = services.scheduler.entry(job_id)
+        if entry is None:  # already started (or ended): the worker's events say more soon
+            shown = presenter.queued(request, interaction.user.id, None, None)
+        else:
+            shown = presenter.queued(request, interaction.user.id, entry.position, entry.eta_s,
+                                     paused=entry.paused)
         created = interaction.created_at.timestamp()
         response = await interaction.response.send_message(shown.content, ephemeral=rules.private)
         message_id = getattr(response, "message_id", None)

@@ -55,8 +55,11 @@ def format_eta(seconds: float) -> str:
     return f"about {round(seconds / 60)} min"
 
 
-def queued(request: RenderRequest, user_id: int, position: int | None, eta_s: float | None) -> Shown:
-    if position is None:
+def queued(request: RenderRequest, user_id: int, position: int | None, eta_s: float | None, *,
+           paused: bool = False) -> Shown:
+    if paused:
+        status = "queued — the queue is paused by this server's moderators"
+    elif position is None:
         status = "queued"
     else:
         status = f"queued — position {position}"

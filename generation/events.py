@@ -20,6 +20,7 @@ class JobQueued:
     job_id: int
     position: int
     eta_s: float
+    paused: bool = False  # held: this guild's moderators paused the queue
 
 
 @dataclass(frozen=True)

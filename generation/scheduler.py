@@ -61,6 +61,9 @@ class Ticket:
     weight: float = 1.0
 
 
+# The guild-settings key that marks a guild's queue as paused by its moderators.
+PAUSED_KEY = "queue_paused"
+
 MIN_WEIGHT = 0.1
 MAX_WEIGHT = 10.0
 
@@ -242,6 +245,9 @@ class QueueEntry:
     request: dict[str, Any]
     priority: float
     private: bool
+    # Queued in a guild whose moderators paused the queue: it keeps its place in the table but is
+    # out of the fair order until they resume.
+    paused: bool = False
 
 
 @dataclass
@@ -296,6 +302,7 @@ class Scheduler:
         self._cancel_running: set[int] = set()
         self._subscribers: dict[int | None, set[EventStream]] = {}
         self._paused = False
+        self._paused_guilds: set[int] = set()
         self._stopping = False
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -318,6 +325,7 @@ class Scheduler:
             self._emit(JobFailed(job_id, (row.error if row else None) or "failed"))
         self._fair = FairQueue()
         self._jobs.clear()
+        self._paused_guilds = set(await self.db.guilds.ids_where(PAUSED_KEY))
         for row in await self.db.jobs.list_active():
             if row.status == "queued":
                 self._track(
@@ -333,7 +341,7 @@ class Scheduler:
                 self._learn(key, secs)
         self._task = asyncio.create_task(self._loop(), name="atelier-scheduler")
         for entry in self.snapshot():
-            self._emit(JobQueued(entry.job_id, entry.position, entry.eta_s))
+            self._emit(JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused))
 
     async def stop(self) -> None:
         """Stop taking jobs. A running render is interrupted at its next step and its jobs go back
@@ -349,15 +357,56 @@ class Scheduler:
 
     @property
     def paused(self) -> bool:
+        """The whole queue (every guild) is paused; see paused_in() for one guild."""
         return self._paused
 
-    async def pause(self) -> None:
-        """The running batch finishes; nothing new starts until resume()."""
-        self._paused = True
+    def paused_in(self, guild_id: int | None) -> bool:
+        return self._paused or (guild_id is not None and guild_id in self._paused_guilds)
 
-    async def resume(self) -> None:
-        self._paused = False
+    async def pause(self, guild_id: int | None = None) -> None:
+        """The running batch finishes; nothing new starts until resume().
+
+        With a guild, only that guild's jobs are held (a moderator's pause must not stop other
+        servers); that pause is stored in the guild's settings, so it survives a restart."""
+        if guild_id is None:
+            self._paused = True
+            return
+        if guild_id in self._paused_guilds:
+            return
+        await self.db.guilds.update(guild_id, {PAUSED_KEY: True})
+        self._paused_guilds.add(guild_id)
+        for job in self._jobs.values():
+            if job.owner.guild_id == guild_id:
+                self._fair.remove(job.job_id)
+        self._order = None
+        self._announce(guild_id)
+
+    async def resume(self, guild_id: int | None = None) -> None:
+        if guild_id is None:
+            self._paused = False
+        elif guild_id in self._paused_guilds:
+            await self.db.guilds.update(guild_id, {PAUSED_KEY: None})
+            self._paused_guilds.discard(guild_id)
+            # FairQueue wants each user's jobs oldest first: put the owners' jobs back in id order.
+            held = [j for j in self._jobs.values()
+                    if j.owner.guild_id == guild_id and j.job_id not in self._running]
+            for user_id in {j.owner.user_id for j in held}:
+                mine = sorted(j.job_id for j in self._jobs.values()
+                              if j.owner.user_id == user_id and j.job_id not in self._running
+                              and not self.paused_in(j.owner.guild_id))
+                for job_id in mine:
+                    self._fair.remove(job_id)
+                for job_id in mine:
+                    self._fair.add(self._ticket(self._jobs[job_id]))
+            self._order = None
+            self._announce(guild_id)
         self._wake.set()
+
+    def _announce(self, guild_id: int) -> None:
+        """Tell watchers of the guild's queued jobs where they stand now."""
+        for entry in self.snapshot():
+            if entry.guild_id == guild_id and entry.status == "queued":
+                self._emit(JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused))
 
     # -- submitting and cancelling --------------------------------------------------------------
 
@@ -402,9 +451,9 @@ class Scheduler:
             ) from None
         self._track(row.id, payload, key, priority, private, owner)
         self._wake.set()
-        where = self.position(row.id)
-        if where is not None:
-            self._emit(JobQueued(row.id, *where))
+        entry = self.entry(row.id)
+        if entry is not None:
+            self._emit(JobQueued(row.id, entry.position, entry.eta_s, paused=entry.paused))
         return row.id
 
     async def cancel(self, job_id: int) -> bool:
@@ -456,9 +505,14 @@ class Scheduler:
     def position(self, job_id: int) -> tuple[int, float] | None:
         """(1-based position, seconds until it should be done); (0, eta) while it renders;
         None once it is no longer queued or running."""
+        entry = self.entry(job_id)
+        return None if entry is None else (entry.position, entry.eta_s)
+
+    def entry(self, job_id: int) -> QueueEntry | None:
+        """The job as /queue shows it, or None once it is no longer queued or running."""
         for entry in self.snapshot():
             if entry.job_id == job_id:
-                return entry.position, entry.eta_s
+                return entry
         return None
 
     def snapshot(self) -> list[QueueEntry]:
@@ -472,6 +526,13 @@ class Scheduler:
             job = self._jobs[ticket.job_id]
             eta += self._estimate(job.batch_key, job.images)
             out.append(self._entry(job, "queued", position, eta))
+        # Held jobs of paused guilds come last: they start only after a resume.
+        held = sorted((j for j in self._jobs.values()
+                       if j.job_id not in self._fair and j.job_id not in self._running),
+                      key=lambda j: j.job_id)
+        for position, job in enumerate(held, start=len(out) - len(self._running) + 1):
+            eta += self._estimate(job.batch_key, job.images)
+            out.append(self._entry(job, "queued", position, eta, paused=True))
         return out
 
     @property
@@ -481,7 +542,8 @@ class Scheduler:
     # -- internals ------------------------------------------------------------------------------
 
     def _entry(
-        self, job: _Job, status: Literal["queued", "running"], position: int, eta: float
+        self, job: _Job, status: Literal["queued", "running"], position: int, eta: float, *,
+        paused: bool = False,
     ) -> QueueEntry:
         return QueueEntry(
             job_id=job.job_id,
@@ -494,15 +556,21 @@ class Scheduler:
             request=job.request,
             priority=job.priority,
             private=job.private,
+            paused=paused,
         )
 
     def _track(
         self, job_id: int, request: dict[str, Any], key: str, priority: float, private: bool, owner: JobOwner
     ) -> None:
         images = max(1, len(request.get("seeds", ())))
-        self._jobs[job_id] = _Job(job_id, owner, request, key, images, priority, private)
-        self._fair.add(Ticket(job_id, owner.user_id, key, images, priority))
+        job = self._jobs[job_id] = _Job(job_id, owner, request, key, images, priority, private)
+        if owner.guild_id not in self._paused_guilds:
+            self._fair.add(self._ticket(job))
         self._order = None
+
+    @staticmethod
+    def _ticket(job: _Job) -> Ticket:
+        return Ticket(job.job_id, job.owner.user_id, job.batch_key, job.images, job.priority)
 
     def _estimate(self, key: str, images: int) -> float:
         per_image = self._seconds_per_image.get(key)

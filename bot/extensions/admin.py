@@ -227,7 +227,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
         scheduler = bot_of(interaction).services.scheduler
         entries = [e for e in scheduler.snapshot() if e.guild_id == interaction.guild_id]
         await audit(interaction, "queue.view")
-        state = "paused" if scheduler.paused else "running"
+        state = "paused" if scheduler.paused_in(interaction.guild_id) else "running"
         if not entries:
             await reply(interaction, f"The queue ({state}) has no jobs from this server.", ephemeral=True)
             return
@@ -238,18 +238,19 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
             lines.append(f"`{e.job_id}` {where} <@{e.user_id}> **{prompt}**")
         await reply(interaction, "\n".join(lines)[:1990], ephemeral=True)
 
-    @queue.command(name="pause", description="Finish the running job, start nothing new")
+    @queue.command(name="pause", description="Hold this server's queued jobs (a running one finishes)")
     async def queue_pause(self, interaction: discord.Interaction[Any]) -> None:
-        await bot_of(interaction).services.scheduler.pause()
+        # Per guild: one server's moderators must not stop the others. Kept across restarts.
+        await bot_of(interaction).services.scheduler.pause(guild_id_of(interaction))
         await audit(interaction, "queue.pause")
-        await reply(interaction, "Queue paused: the running job finishes, nothing new starts.",
-                    ephemeral=True)
+        await reply(interaction, "Queue paused for this server: a running job finishes, queued jobs wait "
+                    "(members can still queue) until `/admin queue resume`.", ephemeral=True)
 
-    @queue.command(name="resume", description="Start rendering queued jobs again")
+    @queue.command(name="resume", description="Start rendering this server's queued jobs again")
     async def queue_resume(self, interaction: discord.Interaction[Any]) -> None:
-        await bot_of(interaction).services.scheduler.resume()
+        await bot_of(interaction).services.scheduler.resume(guild_id_of(interaction))
         await audit(interaction, "queue.resume")
-        await reply(interaction, "Queue resumed.", ephemeral=True)
+        await reply(interaction, "Queue resumed for this server.", ephemeral=True)
 
     @queue.command(name="cancel", description="Cancel one job")
     async def queue_cancel(self, interaction: discord.Interaction[Any],

@@ -31,9 +31,10 @@ class Jobs(commands.Cog):
         bot = bot_of(interaction)
         request = RenderRequest.from_json(job.request)
         if job.status != "done":
-            position = bot.services.scheduler.position(job.id)
-            if position is not None:
-                text = presenter.queued(request, job.user_id, *position).content
+            entry = bot.services.scheduler.entry(job.id)
+            if entry is not None:
+                text = presenter.queued(request, job.user_id, entry.position, entry.eta_s,
+                                        paused=entry.paused).content
             else:
                 text = f"{presenter.headline(request, job.user_id)} ({job.status})"
             await reply(interaction, text, ephemeral=True)
@@ -56,6 +57,8 @@ class Jobs(commands.Cog):
         for entry in mine[:MAX_LISTED]:
             if entry.status == "running":
                 state = "rendering"
+            elif entry.paused:
+                state = "held: the queue is paused by this server's moderators"
             else:
                 state = f"position {entry.position}, {presenter.format_eta(entry.eta_s)}"
             prompt = presenter.short_prompt(str(entry.request.get("prompt", "")))[:80]

@@ -3,6 +3,7 @@ moderators; the moderation rules enforced on /imagine and on buttons alike."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from PIL import Image
 
 from bot.app import App
 from sandbox import Sandbox
-from tests.bot.helpers import button, imagine
+from tests.bot.helpers import button, imagine, job_id_of, results
 
 
 async def answer(interaction: Any) -> Any:
@@ -42,7 +43,7 @@ async def state(app: App, sandbox: Sandbox) -> dict[str, Any]:
         "words": await db.moderation.banned_words(gid),
         "bans": [(b.user_id, b.reason) for b in await db.moderation.bans(gid)],
         "audit": [(e.action, e.target) for e in await db.audit.list(gid, limit=1000)],
-        "paused": app.services.scheduler.paused,
+        "paused": app.services.scheduler.paused_in(gid),
         "jobs": [(j.id, j.status) for j in jobs],
     }
 
@@ -95,6 +96,7 @@ async def test_every_admin_subcommand_is_refused_for_members_and_audited_for_mod
     assert after["guild"]["denied_channels"] == [general.id]
     assert dict(after["jobs"])[queued] == "cancelled" and dict(after["jobs"])[purged] == "cancelled"
     assert after["paused"] is True
+    await bot.services.scheduler.resume(sandbox.guild.id)
     await bot.services.scheduler.resume()
 
 
@@ -252,3 +254,42 @@ async def test_nsfw_presentation_follows_the_policy(sandbox: Sandbox, bot: App) 
             assert await nsfw_presentation(bot.services, gid, True, request, flagged) == restricted, mode
         assert await nsfw_presentation(bot.services, gid, False, calm, False) == "show"
     assert await nsfw_presentation(bot.services, None, False, nude, True) == "show"  # DMs
+
+
+async def test_queue_pause_holds_only_this_server_and_survives_a_restart(
+        sandbox: Sandbox, start_bot: Callable[..., Any]) -> None:
+    """A moderator's pause holds their server's jobs (members still queue, and are told why they
+    wait) while other servers keep rendering; it outlives a restart; resume delivers the held jobs."""
+    alice, mod, general = sandbox.users["alice"], sandbox.users["mod"], sandbox.channel("general")
+    elsewhere = sandbox.add_guild("Elsewhere")
+    lobby = sandbox.add_channel(elsewhere, "lobby")
+    carol = sandbox.add_user("carol", elsewhere)
+    app = await start_bot(ATELIER_DEV_GUILD_ID=None)  # commands in both servers
+
+    paused = await admin(sandbox, mod, general, "pause", group="queue")
+    assert "paused for this server" in paused.content
+    held = await imagine_queued(app, sandbox, alice, general, "a held lantern --steps 2 --n 1")
+    queued_message = await answer(await sandbox.slash(alice, general, "queue"))
+    # The other server is not paused: its job renders while this one waits.
+    assert job_id_of(await imagine(sandbox, carol, lobby, "an unpaused kite --steps 2 --n 1", timeout=60))
+    assert app.services is not None and (await app.services.db.jobs.get(held)).status == "queued"
+    announced = await sandbox.wait_for(lambda: next(
+        (m for m in sandbox.messages(general) if "paused by this server's moderators" in m.content), None))
+    assert "a held lantern" in announced.content
+    assert queued_message is not None and "paused" in queued_message.content
+
+    await app.stop()
+    app = await start_bot(ATELIER_DEV_GUILD_ID=None)  # commands in both servers
+    assert app.services is not None and app.services.scheduler.paused_in(sandbox.guild.id)
+    assert not app.services.scheduler.paused_in(elsewhere.id)
+    await asyncio.sleep(1)
+    assert (await app.services.db.jobs.get(held)).status == "queued"
+    view = await admin(sandbox, mod, general, "view", group="queue")
+    assert "paused" in view.content and str(held) in view.content
+
+    await admin(sandbox, mod, general, "resume", group="queue")
+    result = await sandbox.wait_for(lambda: next(
+        (m for m in results(sandbox, general) if job_id_of(m) == held), None), timeout=60)
+    assert "a held lantern" in result.content
+    assert [e.action for e in await app.services.db.audit.list(sandbox.guild.id, limit=2)] == [
+        "queue.resume", "queue.view"]

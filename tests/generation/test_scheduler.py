@@ -181,6 +181,44 @@ async def test_pause_holds_jobs_until_resume(env: Env) -> None:
     assert isinstance((await all_final(events, {job_id}))[job_id], JobDone)
 
 
+async def test_a_guild_pause_holds_only_that_guild_survives_a_restart_and_keeps_order(env: Env) -> None:
+    first = env.scheduler()
+    await first.pause(guild_id=10)
+    # User 1 queues in the paused guild, then in another; user 2 only in the paused one.
+    held_a = await first.submit(request(1), JobOwner(1, guild_id=10))
+    free = await first.submit(request(2), JobOwner(1, guild_id=20))
+    held_b = await first.submit(request(3), JobOwner(2, guild_id=10))
+    held_c = await first.submit(request(4), JobOwner(1, guild_id=10))
+    shown = {e.job_id: e for e in first.snapshot()}
+    assert [shown[j].paused for j in (held_a, free, held_b, held_c)] == [True, False, True, True]
+    assert shown[free].position == 1  # held jobs do not stand in the way
+    await first.stop()
+
+    # A new process: the pause is read back from the guild's settings.
+    second = env.scheduler()
+    events = second.subscribe()
+    await second.start()
+    assert second.paused_in(10) and not second.paused_in(20) and not second.paused
+    assert isinstance((await all_final(events, {free}))[free], JobDone)
+    await asyncio.sleep(0.3)
+    assert {(await env.db.jobs.get(j)).status for j in (held_a, held_b, held_c)} == {"queued"}  # type: ignore[union-attr]
+
+    order: list[int] = []
+    events = second.subscribe()
+    await second.resume(guild_id=10)
+    assert not second.paused_in(10) and (await env.db.guilds.get(10)) == {}
+
+    def started(event: JobEvent) -> bool:
+        if isinstance(event, JobStarted):
+            order.append(event.job_id)
+        return len(order) == 3
+
+    await until(events, started)
+    # Each user's jobs oldest first, users taking turns; user 1 was just served (the free job), so
+    # user 2 goes first.
+    assert order == [held_b, held_a, held_c]
+
+
 async def test_caps_give_clear_errors(env: Env) -> None:
     scheduler = env.scheduler(max_queued_per_user=2, max_queued_total=4)
     await scheduler.pause()  # not started: nothing leaves the queue
