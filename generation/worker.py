@@ -210,10 +210,13 @@ class Worker:
         pending: list[list[Future[str]]] = []
         grids: list[Future[str] | None] = []
         encoder = self._encoder()
+        # Grids first: each is as big as its four images together, so longest-first keeps both
+        # encoder threads busy to the end instead of leaving the grid to run alone.
+        for request, images in zip(requests, rendered, strict=True):
+            grids.append(encoder.submit(self._store_grid, images, request) if len(images) > 1 else None)
         for request, images in zip(requests, rendered, strict=True):
             pending.append([encoder.submit(self._store_png, image, image_params(request, index))
                             for index, image in enumerate(images)])
-            grids.append(encoder.submit(self._store_grid, images, request) if len(images) > 1 else None)
         out: list[list[NewImage]] = []
         for request, images, keys in zip(requests, rendered, pending, strict=True):
             checker = self._engine.safety_checker(request.model)
