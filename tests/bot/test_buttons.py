@@ -125,3 +125,43 @@ async def test_buttons_work_after_a_restart(sandbox: Sandbox, start_bot: Any) ->
     upscaled = await click_for_result(sandbox, alice, general, grid, "U1")
     up = await request_of(second, job_id_of(upscaled))
     assert up.kind == Kind.UPSCALE and up.seeds == (3,)
+
+
+async def test_queue_lists_positions_and_its_cancel_button_cancels(sandbox: Sandbox, bot: App) -> None:
+    """/queue: my jobs in the fair order with their positions; its Cancel button ends one job and
+    the job's own message says so. Nobody else may cancel it."""
+    assert bot.services is not None
+    alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    await bot.services.scheduler.pause()
+    ids = []
+    for user, prompt in [(alice, "first owl"), (alice, "second owl"), (bob, "bob's owl")]:
+        it = await sandbox.slash(user, general, "imagine", {"prompt": f"{prompt} --steps 2 --n 1"})
+        await it.wait_ack()
+        ids.append((await bot.services.db.jobs.list_for_user(user.id, limit=1))[0].id)
+    first, second, bobs = ids
+
+    listing = await sandbox.slash(alice, general, "queue")
+    await listing.wait_ack()
+    shown = listing.original
+    assert shown is not None and shown.ephemeral
+    lines = shown.content.splitlines()
+    # Round robin: alice's first, then bob's, then alice's second.
+    assert f"`{first}` **first owl** — position 1" in lines[0]
+    assert f"`{second}` **second owl** — position 3" in lines[1]
+    assert "bob's owl" not in shown.content
+    assert labels(shown) == [f"Cancel {first}", f"Cancel {second}"]
+
+    denied = await sandbox.click(bob, shown, button(shown, f"Cancel {second}"))
+    await denied.wait_ack()
+    assert denied.original is not None and "owner or a moderator" in denied.original.content
+    assert (await bot.services.db.jobs.get(second)).status == "queued"  # type: ignore[union-attr]
+
+    done = await sandbox.click(alice, shown, button(shown, f"Cancel {second}"))
+    await done.wait_ack()
+    assert done.original is not None and done.original.ephemeral
+    assert done.original.content == f"Job {second} cancelled."
+    assert (await bot.services.db.jobs.get(second)).status == "cancelled"  # type: ignore[union-attr]
+    await sandbox.wait_for(lambda: any("second owl" in m.content and "(cancelled)" in m.content
+                                       for m in sandbox.messages(general)), timeout=10)
+    assert [e.job_id for e in bot.services.scheduler.snapshot()] == [first, bobs]
+    await bot.services.scheduler.resume()
