@@ -58,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from generation.errors import AtelierError
+    from storage.errors import StorageError
 
     try:
         if args.command == "run":
@@ -78,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return write_tiny_model(args)
     except AtelierError as exc:
         print(f"error: {exc.user_message}", file=sys.stderr)
+        return 2
+    except StorageError as exc:  # a data dir in use, a database newer than this code
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

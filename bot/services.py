@@ -13,6 +13,7 @@ from generation.models import ModelRegistry
 from generation.scheduler import Scheduler
 from storage.blobs import BlobStore
 from storage.db import Database
+from storage.lock import ProcessLock
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class Services:
     blobs: BlobStore
     engine: Engine
     scheduler: Scheduler
+    lock: ProcessLock
 
     @property
     def registry(self) -> ModelRegistry:
@@ -33,6 +35,18 @@ class Services:
     async def open(cls, settings: Settings, *, engine: Engine | None = None) -> Services:
         data_dir = settings.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
+        # Before anything touches the jobs: a second bot on this data dir would steal running jobs.
+        lock = ProcessLock(data_dir / "atelier.lock")
+        lock.acquire()
+        try:
+            return await cls._open(settings, lock, engine)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    async def _open(cls, settings: Settings, lock: ProcessLock, engine: Engine | None) -> Services:
+        data_dir = settings.data_dir
         db = await Database.open(data_dir / "atelier.db")
         blobs = BlobStore(data_dir / "images")
         if engine is None:
@@ -45,7 +59,7 @@ class Services:
         scheduler = Scheduler(db, engine, blobs, max_batch=settings.max_batch,
                               max_queued_per_user=settings.queue_max_per_user,
                               max_queued_total=settings.queue_max_total)
-        return cls(settings, db, blobs, engine, scheduler)
+        return cls(settings, db, blobs, engine, scheduler, lock)
 
     async def start(self) -> None:
         await self.scheduler.start()
@@ -54,4 +68,7 @@ class Services:
         try:
             await self.scheduler.stop()
         finally:
-            await self.db.close()
+            try:
+                await self.db.close()
+            finally:
+                self.lock.release()

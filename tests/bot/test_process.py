@@ -13,7 +13,7 @@ from typing import Any
 from sandbox import Sandbox
 from storage.db import Database
 from tests.bot.conftest import sandbox_env
-from tests.bot.helpers import job_id_of, results
+from tests.bot.helpers import imagine, job_id_of, results
 
 
 async def start_process(sandbox: Sandbox, data_dir: Path, log: Path) -> asyncio.subprocess.Process:
@@ -91,3 +91,21 @@ async def test_sigkill_mid_queue_then_restart_delivers_each_job_once(sandbox: Sa
                 proc.kill()
                 await proc.wait()
         print(log.read_text()[-4000:] if log.exists() else "")
+
+
+async def test_a_second_bot_on_the_same_data_dir_is_refused(sandbox: Sandbox, bot: Any,
+                                                            tmp_path: Path) -> None:
+    """Two bots on one database would take up each other's running jobs: the second one exits with a
+    clear message, touching nothing, and the first one keeps working."""
+    env = {**os.environ, **sandbox_env(sandbox, tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    second = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", "run", env=env, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(second.communicate(), 120)
+    assert second.returncode == 2
+    assert f"error: another Atelier process (pid {os.getpid()}) is using" in err.decode()
+    assert "Traceback" not in err.decode()
+
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    result = await imagine(sandbox, alice, general, "still here --steps 2 --n 1", timeout=60)
+    assert "still here" in result.content
