@@ -15,7 +15,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Bump when the recipe changes so stale copies under the data dir are rebuilt.
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
 _SEED = 1234
 _MARKER = "atelier-tiny.txt"
 
@@ -44,7 +44,7 @@ def _tokenizer() -> Any:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def _text_config(tokenizer: Any, projection_dim: int | None = None) -> Any:
+def _text_config(tokenizer: Any, projection_dim: int | None = None, hidden_size: int = 32) -> Any:
     from transformers import CLIPTextConfig
 
     kwargs: dict[str, Any] = {}
@@ -54,8 +54,8 @@ def _text_config(tokenizer: Any, projection_dim: int | None = None) -> Any:
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        hidden_size=32,
-        intermediate_size=37,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size + 5,
         layer_norm_eps=1e-05,
         num_attention_heads=4,
         num_hidden_layers=2,
@@ -145,11 +145,14 @@ def build_tiny_pipeline(xl: bool = False) -> Any:
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 1, 1),
         projection_class_embeddings_input_dim=8 * 6 + 32,
-        cross_attention_dim=64,
+        # Both encoders' hidden states side by side (32 + 48), as SDXL's 768 + 1280.
+        cross_attention_dim=80,
         norm_num_groups=16,
     )
     text_encoder = CLIPTextModel(_text_config(tokenizer))
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=32))
+    # A different width from the first encoder, as in real SDXL (CLIP-L 768, OpenCLIP bigG 1280):
+    # the single-file loader tells the two apart by it.
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=32, hidden_size=48))
     return StableDiffusionXLPipeline(
         vae=_vae(),
         text_encoder=text_encoder,
@@ -200,7 +203,8 @@ def ensure_tiny_model(data_dir: Path, xl: bool = False) -> Path:
 
 # ---------------------------------------------------------------------------------------------
 # Original (CompVis / A1111) single-file layout, so the `.safetensors` loading path can be tested
-# offline with a checkpoint written from the tiny model. SD1.x only.
+# offline with a checkpoint written from the tiny model: SD1.x, and SDXL with its second text encoder
+# in OpenCLIP's layout.
 # ---------------------------------------------------------------------------------------------
 
 _RESNET_RENAMES = (
@@ -217,6 +221,9 @@ _UNET_FIXED = {
     "conv_in": "input_blocks.0.0",
     "conv_norm_out": "out.0",
     "conv_out": "out.2",
+    # SDXL's pooled-text + size conditioning.
+    "add_embedding.linear_1": "label_emb.0.0",
+    "add_embedding.linear_2": "label_emb.0.2",
 }
 
 
@@ -227,7 +234,7 @@ def _unet_to_ldm(state: dict[str, Any], config: Any) -> dict[str, Any]:
     for key, value in state.items():
         parts = key.split(".")
         new: str | None = None
-        head = ".".join(parts[:2]) if parts[0] == "time_embedding" else parts[0]
+        head = ".".join(parts[:2]) if parts[0] in ("time_embedding", "add_embedding") else parts[0]
         if head in _UNET_FIXED:
             new = _UNET_FIXED[head] + "." + parts[-1]
         elif parts[0] in ("down_blocks", "up_blocks"):
@@ -308,19 +315,56 @@ def _vae_to_ldm(state: dict[str, Any], config: Any) -> dict[str, Any]:
     return out
 
 
+def _text_model_key(key: str) -> str:
+    # transformers >= 5.6 names CLIPTextModel's weights without the `text_model.` level the loader expects.
+    return key if key.startswith(("text_model.", "text_projection")) else f"text_model.{key}"
+
+
+def _open_clip(state: dict[str, Any]) -> dict[str, Any]:
+    """A CLIPTextModelWithProjection's weights in OpenCLIP's layout (SDXL's second encoder)."""
+    import torch
+
+    state = {_text_model_key(k): v for k, v in state.items()}
+    out: dict[str, Any] = {
+        "token_embedding.weight": state.pop("text_model.embeddings.token_embedding.weight"),
+        "positional_embedding": state.pop("text_model.embeddings.position_embedding.weight"),
+        "ln_final.weight": state.pop("text_model.final_layer_norm.weight"),
+        "ln_final.bias": state.pop("text_model.final_layer_norm.bias"),
+        "text_projection": state.pop("text_projection.weight").T,
+    }
+    state.pop("text_model.embeddings.position_ids", None)
+    layers = sorted({int(k.split(".")[3]) for k in state if k.startswith("text_model.encoder.layers.")})
+    for i in layers:
+        src, dst = f"text_model.encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}attn.in_proj_{kind}"] = torch.cat(
+                [state.pop(f"{src}self_attn.{p}_proj.{kind}") for p in "qkv"])
+            out[f"{dst}attn.out_proj.{kind}"] = state.pop(f"{src}self_attn.out_proj.{kind}")
+            out[f"{dst}ln_1.{kind}"] = state.pop(f"{src}layer_norm1.{kind}")
+            out[f"{dst}ln_2.{kind}"] = state.pop(f"{src}layer_norm2.{kind}")
+            out[f"{dst}mlp.c_fc.{kind}"] = state.pop(f"{src}mlp.fc1.{kind}")
+            out[f"{dst}mlp.c_proj.{kind}"] = state.pop(f"{src}mlp.fc2.{kind}")
+    if state:
+        raise ValueError(f"no OpenCLIP name for text encoder keys {sorted(state)[:3]}")
+    return out
+
+
 def write_single_file(model_dir: Path, path: Path) -> Path:
-    """Write an SD1.x diffusers folder as one original-layout `.safetensors` checkpoint."""
-    from diffusers import StableDiffusionPipeline
+    """Write a diffusers folder (SD1.x or SDXL) as one original-layout `.safetensors` checkpoint."""
+    from diffusers import DiffusionPipeline
     from safetensors.torch import save_file
 
-    pipe = StableDiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
+    pipe = DiffusionPipeline.from_pretrained(model_dir, local_files_only=True)
     state: dict[str, Any] = {}
     state.update(_unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config))
     state.update(_vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config))
+    xl = getattr(pipe, "text_encoder_2", None) is not None
+    first = "conditioner.embedders.0.transformer." if xl else "cond_stage_model.transformer."
     for key, value in pipe.text_encoder.state_dict().items():
-        # transformers >= 5.6 names these without the `text_model.` level the loader expects.
-        name = key if key.startswith("text_model.") else f"text_model.{key}"
-        state[f"cond_stage_model.transformer.{name}"] = value
+        state[first + _text_model_key(key)] = value
+    if xl:
+        for key, value in _open_clip(pipe.text_encoder_2.state_dict()).items():
+            state[f"conditioner.embedders.1.model.{key}"] = value
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))

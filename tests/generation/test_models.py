@@ -14,7 +14,7 @@ from generation.request import RenderRequest
 from generation.tiny import ensure_tiny_model, tiny_model_dir, write_single_file
 
 
-def _req(model: str) -> RenderRequest:
+def _req(model: str, seed: int = 3) -> RenderRequest:
     return RenderRequest(
         prompt="a lighthouse",
         model=model,
@@ -23,7 +23,7 @@ def _req(model: str) -> RenderRequest:
         steps=2,
         guidance=7.0,
         sampler="euler",
-        seeds=(3,),
+        seeds=(seed,),
     )
 
 
@@ -90,15 +90,20 @@ def test_least_recently_used_pipeline_is_swapped_out(tiny_data_dir: Path) -> Non
     assert np.array_equal(np.asarray(first), np.asarray(again))
 
 
-def test_single_file_checkpoint_round_trip(tiny_registry: Any, tiny_data_dir: Path, tmp_path: Path) -> None:
-    folder = ensure_tiny_model(tiny_data_dir)
-    checkpoint = write_single_file(folder, tmp_path / "tiny-sd15.safetensors")
+@pytest.mark.parametrize(("xl", "family", "name"), [(False, "sd15", "tiny"), (True, "sdxl", "tiny-xl")])
+def test_single_file_checkpoint_round_trip(tiny_registry: Any, tiny_data_dir: Path, tmp_path: Path,
+                                          xl: bool, family: str, name: str) -> None:
+    folder = ensure_tiny_model(tiny_data_dir, xl=xl)
+    checkpoint = write_single_file(folder, tmp_path / f"tiny-{family}.safetensors")
     # Offline, a single file needs the family's config folder: here, beside it by name.
-    config = tmp_path / "tiny-sd15.config"
+    config = tmp_path / f"tiny-{family}.config"
     config.symlink_to(folder, target_is_directory=True)
     registry = ModelRegistry([("single", str(checkpoint))], tmp_path / "data", device="cpu")
     spec = registry.spec("single")
-    assert spec.family == "sd15"
+    assert spec.family == family
     from_file = Engine(registry).render([_req("single")])[0][0]
-    from_folder = Engine(tiny_registry).render([_req("tiny")])[0][0]
+    from_folder = Engine(tiny_registry).render([_req(name)])[0][0]
     assert np.array_equal(np.asarray(from_file), np.asarray(from_folder))
+    # And the file really carries the weights: another seed gives other pixels.
+    assert not np.array_equal(np.asarray(from_file),
+                              np.asarray(Engine(registry).render([_req("single", seed=99)])[0][0]))
