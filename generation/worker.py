@@ -151,6 +151,16 @@ class Worker:
             if not live:
                 return None
 
+        return await self._render(live, sources, should_stop=should_stop, is_cancelled=is_cancelled)
+
+    async def _render(
+        self,
+        live: list[tuple[BatchJob, RenderRequest]],
+        sources: list[Image.Image | None] | None,
+        *,
+        should_stop: Callable[[], bool],
+        is_cancelled: Callable[[int], bool],
+    ) -> BatchOutcome | None:
         # 3. Render and store, in the render thread.
         loop = asyncio.get_running_loop()
         ids = [job.job_id for job, _ in live]
@@ -173,14 +183,19 @@ class Worker:
             # attempt does not count against them.
             await self._db.jobs.requeue([i for i in ids if not is_cancelled(i)], refund_attempt=True)
             return None
-        except AtelierError as exc:
-            for job_id in ids:
-                await self._fail(job_id, exc.user_message)
-            return None
-        except Exception:
-            log.exception("render of jobs %s failed", ids)
-            for job_id in ids:
-                await self._fail(job_id, UNEXPECTED)
+        except Exception as exc:
+            if len(live) > 1:
+                # Batches mix users: one request's trouble must not fail the others. Each runs alone,
+                # so only the job that really fails is failed.
+                log.warning("batch of jobs %s failed (%r); running them one by one", ids, exc)
+                return await self._one_by_one(live, sources, should_stop=should_stop,
+                                              is_cancelled=is_cancelled)
+            if isinstance(exc, AtelierError):
+                reason = exc.user_message
+            else:
+                log.exception("render of job %s failed", ids[0])
+                reason = UNEXPECTED
+            await self._fail(ids[0], reason)
             return None
 
         # 4. Record: each job's images land once, with its share of the render time.
@@ -194,6 +209,35 @@ class Worker:
             if first:
                 self._emit(JobDone(job_id, rows))
         return BatchOutcome(seconds, total_images)
+
+    async def _one_by_one(
+        self,
+        live: list[tuple[BatchJob, RenderRequest]],
+        sources: list[Image.Image | None] | None,
+        *,
+        should_stop: Callable[[], bool],
+        is_cancelled: Callable[[int], bool],
+    ) -> BatchOutcome | None:
+        seconds, images = 0.0, 0
+        for i, entry in enumerate(live):
+            job_id = entry[0].job_id
+            if should_stop():
+                # A shutdown between solo runs: the rest go back to the queue, their attempt refunded.
+                await self._db.jobs.requeue([j.job_id for j, _ in live[i:] if not is_cancelled(j.job_id)],
+                                            refund_attempt=True)
+                for j, _ in live[i:]:
+                    if is_cancelled(j.job_id):
+                        await self._cancelled(j.job_id)
+                break
+            if is_cancelled(job_id):
+                await self._cancelled(job_id)
+                continue
+            outcome = await self._render([entry], None if sources is None else [sources[i]],
+                                         should_stop=should_stop, is_cancelled=is_cancelled)
+            if outcome is not None:
+                seconds += outcome.render_seconds
+                images += outcome.images
+        return BatchOutcome(seconds, images) if images else None
 
     def _render_and_store(
         self,

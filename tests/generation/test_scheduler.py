@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -26,7 +27,7 @@ from generation.events import (
 from generation.images import read_png_params
 from generation.request import Kind, RenderRequest
 from generation.scheduler import JobOwner, Scheduler
-from generation.worker import SOURCE_GONE
+from generation.worker import SOURCE_GONE, UNEXPECTED
 from storage import BlobStore, Database
 
 FINAL = (JobDone, JobFailed, JobCancelled)
@@ -35,10 +36,11 @@ WAIT_S = 120
 
 
 def request(
-    seed: int = 1, *, steps: int = 2, n: int = 1, size: int = 64, model: str = "tiny", **kw: Any
+    seed: int = 1, *, steps: int = 2, n: int = 1, size: int = 64, model: str = "tiny",
+    prompt_suffix: str = "", **kw: Any
 ) -> RenderRequest:
     return RenderRequest(
-        prompt=f"a lighthouse at dusk {seed}",
+        prompt=f"a lighthouse at dusk {seed}{prompt_suffix}",
         model=model,
         width=size,
         height=size,
@@ -306,6 +308,45 @@ async def test_render_errors_fail_the_job_and_never_the_worker(env: Env) -> None
     assert isinstance(finals[good], JobDone)
     job = await env.db.jobs.get(bad_model)
     assert job is not None and job.status == "failed" and job.error == finals[bad_model].reason  # type: ignore[union-attr]
+
+
+class PoisonEngine:
+    """The real tiny engine, except that any call holding a "poison" prompt raises, as a renderer bug
+    that one request triggers would."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def render(self, requests: Any, sources: Any = None, **kw: Any) -> Any:
+        if any("poison" in r.prompt for r in requests):
+            raise RuntimeError("renderer bug")
+        return self.engine.render(requests, sources, **kw)
+
+    def safety_checker(self, model: str) -> Any:
+        return self.engine.safety_checker(model)
+
+
+async def test_one_bad_request_in_a_batch_fails_alone(env: Env) -> None:
+    """Batches mix users: when a batch fails, each job runs alone, so only the culprit fails."""
+    scheduler = Scheduler(env.db, PoisonEngine(env.engine), env.blobs, max_batch=4)
+    env.schedulers.append(scheduler)
+    events = scheduler.subscribe()
+    await scheduler.pause()
+    await scheduler.start()
+    first = await scheduler.submit(request(1), JobOwner(1))
+    bad = await scheduler.submit(request(2, prompt_suffix=" poison"), JobOwner(2))
+    last = await scheduler.submit(request(3), JobOwner(3))
+    await scheduler.resume()
+    finals = await all_final(events, {first, bad, last})
+    assert finals[bad] == JobFailed(bad, UNEXPECTED)
+    for job_id, seed in ((first, 1), (last, 3)):
+        done = finals[job_id]
+        assert isinstance(done, JobDone) and [i.seed for i in done.images] == [seed]
+    # The survivors' pixels are those of a solo render of the same request.
+    solo = env.engine.render([request(1)])[0][0]
+    stored = Image.open(env.blobs.path(finals[first].images[0].blob)).convert("RGB")  # type: ignore[union-attr]
+    assert np.array_equal(np.asarray(stored), np.asarray(solo.convert("RGB")))
+    assert (await env.db.jobs.get(bad)).attempts == 1  # type: ignore[union-attr]
 
 
 async def test_variation_and_upscale_start_from_the_stored_image(env: Env) -> None:
