@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 EDIT_INTERVAL_S = 1.5
 REFS_WAIT_S = 10.0
 SWEEP_INTERVAL_S = 15.0
+UPLOAD_TOO_LARGE = 40005  # Discord's JSON error code for a file over the upload limit
+MIN_UPLOAD_BYTES = 16 * 1024  # below this, a refusal is not about size: give up and let the sweep retry
 FINAL_STATUSES = ("done", "failed", "cancelled")
 
 
@@ -190,13 +192,25 @@ class Delivery:
                 if job is None or job.status not in FINAL_STATUSES or job.delivered_at is not None:
                     return
                 shown = await self.final_message(job)
-                await self._show(job, shown)
+                while True:
+                    try:
+                        await self._show(job, shown)
+                        break
+                    except discord.HTTPException as exc:
+                        # 40005: a file over the server's upload limit, which can be lower than what
+                        # discord.py predicts from the boost tier. Halve what was refused and retry.
+                        biggest = max((len(data) for _, data in shown.files), default=0)
+                        if exc.code != UPLOAD_TOO_LARGE or biggest <= MIN_UPLOAD_BYTES:
+                            raise
+                        log.info("job %s: a %d-byte file was refused as too large; shrinking",
+                                 job_id, biggest)
+                        shown = await self.final_message(job, upload_limit=biggest // 2)
                 await db.jobs.mark_delivered(job_id)
                 log.info("job %s delivered (%s)", job_id, job.status)
             finally:
                 self._deliver_lock.pop(job_id, None)
 
-    async def final_message(self, job: JobRow) -> presenter.Shown:
+    async def final_message(self, job: JobRow, *, upload_limit: int | None = None) -> presenter.Shown:
         request = RenderRequest.from_json(job.request)
         if job.status == "done":
             services = self.bot.services
@@ -208,11 +222,18 @@ class Delivery:
             if how == "block":
                 return presenter.blocked(job.id, request, job.user_id)
             png = await self.result_png(job.id)
-            return presenter.result(job.id, request, job.user_id, png, request.count,
-                                    spoiler=how == "spoiler")
+            limit = upload_limit if upload_limit is not None else self.upload_limit(job.guild_id)
+            image, ext = await asyncio.to_thread(presenter.fit_upload, png, limit)
+            return presenter.result(job.id, request, job.user_id, image, request.count,
+                                    spoiler=how == "spoiler", ext=ext)
         if job.status == "failed":
             return presenter.failed(request, job.user_id, job.error or "unknown error")
         return presenter.cancelled(request, job.user_id)
+
+    def upload_limit(self, guild_id: int | None) -> int:
+        """Bytes per file the guild accepts (it grows with server boosts)."""
+        guild = self.bot.get_guild(guild_id) if guild_id is not None else None
+        return guild.filesize_limit if guild is not None else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
 
     async def result_png(self, job_id: int) -> bytes:
         services = self.bot.services

@@ -80,13 +80,31 @@ def rendering(request: RenderRequest, user_id: int, step: int, total: int,
     return Shown(f"{headline(request, user_id)} (rendering)\n{progress_bar(step, total)}", files)
 
 
-def result(job_id: int, request: RenderRequest, user_id: int, image_png: bytes, count: int, *,
-           spoiler: bool = False) -> Shown:
+def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
+    """The image as it can be uploaded to a server whose per-file limit is `limit` bytes: the PNG itself
+    when it fits, else a high-quality JPEG, shrunk until it fits. Returns (bytes, file extension).
+
+    Discord refuses a larger file outright (413), and a result that cannot be uploaded would never
+    reach its channel. Big grids and 2x upscales of SDXL-sized images pass 10 MiB."""
+    if len(png) <= limit:
+        return png, "png"
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    while True:
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=90, optimize=True)
+        if buf.tell() <= limit or min(image.size) <= 64:
+            return buf.getvalue(), "jpg"
+        image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.Resampling.LANCZOS)
+
+
+def result(job_id: int, request: RenderRequest, user_id: int, image: bytes, count: int, *,
+           spoiler: bool = False, ext: str = "png") -> Shown:
     # Discord blurs attachments whose filename starts with SPOILER_ until clicked.
-    name = f"{'SPOILER_' if spoiler else ''}atelier_{job_id}.png"
+    name = f"{'SPOILER_' if spoiler else ''}atelier_{job_id}.{ext}"
+    note = "" if ext == "png" else " · JPEG: the PNG is over this server's upload limit"
     return Shown(
-        f"{headline(request, user_id)} · job `{job_id}` · seed {request.seeds[0]}",
-        [(name, image_png)],
+        f"{headline(request, user_id)} · job `{job_id}` · seed {request.seeds[0]}{note}",
+        [(name, image)],
         result_view(job_id, count, request.kind),
     )
 

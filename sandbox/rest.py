@@ -248,6 +248,7 @@ class RestApi:
                 described[int(a["id"])] = a
             except (KeyError, TypeError, ValueError):
                 continue
+        self._check_upload_size(files, channel_id)
         out = []
         for idx in sorted(files):
             filename, data = files[idx]
@@ -255,9 +256,18 @@ class RestApi:
             out.append(self.sb.store_attachment(channel_id, name, data))
         return out
 
+    def _check_upload_size(self, files: Files, channel_id: int) -> None:
+        channel = self.sb.channel_by_id(channel_id)
+        guild = self.sb.guilds.get(channel.guild_id) if channel is not None and channel.guild_id else None
+        limit = guild.upload_limit if guild is not None else 10 * 1024 * 1024
+        if any(len(data) > limit for _, data in files.values()):
+            # What Discord answers when a file is over the server's upload limit; nothing changes.
+            raise ApiError(413, 40005, "Request entity too large")
+
     async def edit_message(self, msg: Message, call: Call) -> Message:
         body = call.json or {}
         validate_message(body, call.files, editing=True)
+        self._check_upload_size(call.files, msg.channel_id)  # before any change: a refused edit edits nothing
         before = msg.snapshot()
         if "content" in body:
             msg.content = str(body["content"] or "")

@@ -177,6 +177,18 @@ class Guild:
     channels: dict[int, Channel] = field(default_factory=dict)
     roles: dict[int, Role] = field(default_factory=dict)
     members: dict[int, Member] = field(default_factory=dict)
+    # Server boost level: it sets the upload limit per file (see upload_limit).
+    premium_tier: int = 0
+    # A fault on demand: a limit below what the boost tier says (Discord has lowered limits before,
+    # and clients only compute them), to prove the bot copes with a 413 it did not predict.
+    upload_limit_override: int | None = None
+
+    @property
+    def upload_limit(self) -> int:
+        """Bytes per uploaded file, as Discord enforces it (10 MiB unboosted, 50 / 100 MiB at tier 2 / 3)."""
+        if self.upload_limit_override is not None:
+            return self.upload_limit_override
+        return {2: 50, 3: 100}.get(self.premium_tier, 10) * 1024 * 1024
 
     @property
     def everyone(self) -> Role:
@@ -224,7 +236,7 @@ class Guild:
             "vanity_url_code": None,
             "description": None,
             "banner": None,
-            "premium_tier": 0,
+            "premium_tier": self.premium_tier,
             "premium_subscription_count": 0,
             "preferred_locale": "en-US",
             "public_updates_channel_id": None,

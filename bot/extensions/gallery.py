@@ -27,7 +27,7 @@ from bot.buttons import JobButton, register_action
 from bot.extensions.imagine import is_moderator, load_job
 from bot.jobflow import bot_of
 from bot.policy import channel_is_age_restricted
-from bot.presenter import short_prompt
+from bot.presenter import fit_upload, short_prompt
 from bot.reply import reply
 from generation.errors import NotAllowed, NotFound
 from generation.request import Kind
@@ -195,12 +195,14 @@ async def open_image(interaction: discord.Interaction[Any], image_id: int) -> No
     job = await services.db.jobs.get(row.job_id)
     kind = Kind(job.kind) if job is not None and job.kind in Kind._value2member_map_ else Kind.TXT2IMG
     data = await asyncio.to_thread(services.blobs.read, row.blob)
+    data, ext = await asyncio.to_thread(fit_upload, data, bot_of(interaction).delivery.upload_limit(
+        interaction.guild_id))
     spoiler = row.nsfw and not channel_is_age_restricted(interaction)
     star = " ⭐" if row.favourite else ""
     content = (f"**{short_prompt(row.prompt)}** — <@{row.user_id}> · job `{row.job_id}` · image "
                f"{row.index + 1} · seed {row.seed}{star}")
     await interaction.response.send_message(
-        content, file=discord.File(io.BytesIO(data), filename=f"atelier_{row.job_id}_{row.index + 1}.png",
+        content, file=discord.File(io.BytesIO(data), filename=f"atelier_{row.job_id}_{row.index + 1}.{ext}",
                                    spoiler=spoiler),
         view=image_view(row, kind), ephemeral=True)
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from typing import Any
+
+from PIL import Image
 
 from bot.app import App
 from sandbox import Sandbox
-from tests.bot.helpers import job_id_of, results
+from tests.bot.helpers import job_id_of, labels, results
 
 
 async def test_results_survive_a_flaky_discord(sandbox: Sandbox, bot: App) -> None:
@@ -90,3 +93,25 @@ async def test_bad_options_are_refused_ephemerally(sandbox: Sandbox, bot: App) -
     assert bot.services is not None
     assert bot.services.scheduler.snapshot() == []
     assert await bot.services.db.jobs.list_active() == []
+
+
+async def test_a_result_over_the_upload_limit_still_arrives(sandbox: Sandbox, bot: App) -> None:
+    """Discord refuses files over a server's upload limit (413, code 40005), and the real limit can be
+    lower than the one discord.py computes from the boost tier: the bot shrinks the grid until it fits,
+    says so, and delivers once."""
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    sandbox.guild.upload_limit_override = 300_000  # the 2x2 grid PNG of 512² images is ~2.5 MB
+    interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a lighthouse --steps 2 --n 4"})
+    await interaction.wait_ack()
+    [result] = await sandbox.wait_for(lambda: results(sandbox, general) or None, timeout=120)
+    [attachment] = result.attachments
+    assert attachment.filename.endswith(".jpg") and len(attachment.data) <= 300_000
+    assert "over this server's upload limit" in result.content
+    with Image.open(io.BytesIO(attachment.data)) as shown:
+        assert shown.format == "JPEG" and 256 <= shown.width <= 1024 and shown.width == shown.height
+    assert any(c.status == 413 for c in sandbox.calls)
+    assert bot.services is not None
+    job = await bot.services.db.jobs.get(job_id_of(result))
+    assert job is not None and job.delivered_at is not None
+    # The full PNG is kept: U1 still works from it.
+    assert labels(result)[:4] == ["U1", "U2", "U3", "U4"]

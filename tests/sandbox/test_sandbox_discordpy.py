@@ -323,3 +323,26 @@ async def test_reconnect_request_resumes(sandbox: Sandbox, bot: SandboxBot) -> N
     await sandbox.wait_for(lambda: sandbox.gateway.resumes > resumes and sandbox.gateway.connected)
     inter = await sandbox.slash(sandbox.users["alice"], sandbox.channel("general"), "panel")
     assert await inter.wait_ack() == 4
+
+
+async def test_files_over_the_upload_limit_are_refused_and_change_nothing(sandbox: Sandbox,
+                                                                          bot: SandboxBot) -> None:
+    general = sandbox.channel("general")
+    channel = bot.get_channel(general.id)
+    assert isinstance(channel, discord.TextChannel)
+    assert channel.guild.filesize_limit == sandbox.guild.upload_limit == 10 * 1024 * 1024
+    sent = await channel.send("small", file=discord.File(io.BytesIO(b"x" * 1000), "small.bin"))
+    before = [m.id for m in sandbox.messages(general)]
+    sandbox.guild.upload_limit_override = 500
+    try:
+        with pytest.raises(discord.HTTPException) as refused:
+            await channel.send("big", file=discord.File(io.BytesIO(b"x" * 501), "big.bin"))
+        assert (refused.value.status, refused.value.code) == (413, 40005)
+        with pytest.raises(discord.HTTPException):
+            await sent.edit(content="edited", attachments=[discord.File(io.BytesIO(b"y" * 501), "big.bin")])
+    finally:
+        sandbox.guild.upload_limit_override = None
+    stored = sandbox.message(sent.id)
+    assert stored is not None and stored.content == "small"
+    assert [a.filename for a in stored.attachments] == ["small.bin"]
+    assert [m.id for m in sandbox.messages(general)] == before
