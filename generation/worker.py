@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from PIL import Image
@@ -56,6 +56,23 @@ ENCODE_THREADS = max(2, min(4, os.cpu_count() or 2))
 class BatchJob:
     job_id: int
     request: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Claimed jobs ready to render, with their sources and the scheduler's stop / cancel checks."""
+
+    live: list[tuple[BatchJob, RenderRequest]]
+    sources: list[Image.Image | None] | None
+    should_stop: Callable[[], bool]
+    is_cancelled: Callable[[int], bool]
+
+    @property
+    def ids(self) -> list[int]:
+        return [job.job_id for job, _ in self.live]
+
+    def only(self, i: int) -> _Batch:
+        return replace(self, live=[self.live[i]], sources=None if self.sources is None else [self.sources[i]])
 
 
 @dataclass(frozen=True)
@@ -151,45 +168,33 @@ class Worker:
             if not live:
                 return None
 
-        return await self._render(live, sources, should_stop=should_stop, is_cancelled=is_cancelled)
+        return await self._render(_Batch(live, sources, should_stop, is_cancelled))
 
-    async def _render(
-        self,
-        live: list[tuple[BatchJob, RenderRequest]],
-        sources: list[Image.Image | None] | None,
-        *,
-        should_stop: Callable[[], bool],
-        is_cancelled: Callable[[int], bool],
-    ) -> BatchOutcome | None:
+    async def _render(self, batch: _Batch) -> BatchOutcome | None:
         # 3. Render and store, in the render thread.
         loop = asyncio.get_running_loop()
-        ids = [job.job_id for job, _ in live]
+        ids = batch.ids
 
         def on_progress(step: int, total: int, previews: list[Image.Image]) -> None:
             for i, job_id in enumerate(ids):
                 preview = previews[i] if i < len(previews) else None
                 loop.call_soon_threadsafe(self._emit, JobProgress(job_id, step, total, preview))
 
-        requests = [request for _, request in live]
+        requests = [request for _, request in batch.live]
         try:
             results, grids, seconds = await loop.run_in_executor(
-                self._thread(), self._render_and_store, requests, sources, on_progress, should_stop
+                self._thread(), self._render_and_store, requests, batch.sources, on_progress,
+                batch.should_stop,
             )
         except RenderCancelled:
-            for job_id in ids:
-                if is_cancelled(job_id):
-                    await self._cancelled(job_id)
-            # The rest were stopped by a shutdown, not by their owner: back to the queue, and the
-            # attempt does not count against them.
-            await self._db.jobs.requeue([i for i in ids if not is_cancelled(i)], refund_attempt=True)
+            await self._stopped(ids, batch.is_cancelled)
             return None
         except Exception as exc:
-            if len(live) > 1:
+            if len(ids) > 1:
                 # Batches mix users: one request's trouble must not fail the others. Each runs alone,
                 # so only the job that really fails is failed.
                 log.warning("batch of jobs %s failed (%r); running them one by one", ids, exc)
-                return await self._one_by_one(live, sources, should_stop=should_stop,
-                                              is_cancelled=is_cancelled)
+                return await self._one_by_one(batch)
             if isinstance(exc, AtelierError):
                 reason = exc.user_message
             else:
@@ -201,7 +206,7 @@ class Worker:
         # 4. Record: each job's images land once, with its share of the render time.
         total_images = sum(len(r) for r in results) or 1
         for job_id, images, grid in zip(ids, results, grids, strict=True):
-            if is_cancelled(job_id):
+            if batch.is_cancelled(job_id):
                 await self._cancelled(job_id)
                 continue
             share = seconds * len(images) / total_images
@@ -210,34 +215,28 @@ class Worker:
                 self._emit(JobDone(job_id, rows))
         return BatchOutcome(seconds, total_images)
 
-    async def _one_by_one(
-        self,
-        live: list[tuple[BatchJob, RenderRequest]],
-        sources: list[Image.Image | None] | None,
-        *,
-        should_stop: Callable[[], bool],
-        is_cancelled: Callable[[int], bool],
-    ) -> BatchOutcome | None:
+    async def _one_by_one(self, batch: _Batch) -> BatchOutcome | None:
         seconds, images = 0.0, 0
-        for i, entry in enumerate(live):
-            job_id = entry[0].job_id
-            if should_stop():
-                # A shutdown between solo runs: the rest go back to the queue, their attempt refunded.
-                await self._db.jobs.requeue([j.job_id for j, _ in live[i:] if not is_cancelled(j.job_id)],
-                                            refund_attempt=True)
-                for j, _ in live[i:]:
-                    if is_cancelled(j.job_id):
-                        await self._cancelled(j.job_id)
+        for i, job_id in enumerate(batch.ids):
+            if batch.should_stop():
+                await self._stopped(batch.ids[i:], batch.is_cancelled)
                 break
-            if is_cancelled(job_id):
+            if batch.is_cancelled(job_id):
                 await self._cancelled(job_id)
                 continue
-            outcome = await self._render([entry], None if sources is None else [sources[i]],
-                                         should_stop=should_stop, is_cancelled=is_cancelled)
+            outcome = await self._render(batch.only(i))
             if outcome is not None:
                 seconds += outcome.render_seconds
                 images += outcome.images
         return BatchOutcome(seconds, images) if images else None
+
+    async def _stopped(self, ids: list[int], is_cancelled: Callable[[int], bool]) -> None:
+        """A render interrupted: its owners' cancels end those jobs; the rest were stopped by a shutdown,
+        not by their owner, so they go back to the queue and the attempt does not count against them."""
+        for job_id in ids:
+            if is_cancelled(job_id):
+                await self._cancelled(job_id)
+        await self._db.jobs.requeue([i for i in ids if not is_cancelled(i)], refund_attempt=True)
 
     def _render_and_store(
         self,
