@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.app import App
 from sandbox import Sandbox
-from tests.bot.helpers import job_id_of, labels, results
+from tests.bot.helpers import click_for_result, job_id_of, labels, results
 
 
 async def test_results_survive_a_flaky_discord(sandbox: Sandbox, bot: App) -> None:
@@ -115,3 +115,25 @@ async def test_a_result_over_the_upload_limit_still_arrives(sandbox: Sandbox, bo
     assert job is not None and job.delivered_at is not None
     # The full PNG is kept: U1 still works from it.
     assert labels(result)[:4] == ["U1", "U2", "U3", "U4"]
+
+
+async def test_gateway_drops_and_a_forced_reidentify_mid_render_lose_nothing(sandbox: Sandbox,
+                                                                              bot: App) -> None:
+    """The gateway socket drops while a job renders, then Discord invalidates the session: the running
+    job's result still arrives, and a button clicked after the bot is back works."""
+    alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    interaction = await sandbox.slash(alice, general, "imagine",
+                                      {"prompt": "a storm at sea --steps 30 --n 2"})
+    await interaction.wait_ack()
+    await sandbox.wait_for(lambda: interaction.original is not None and any(
+        "rendering" in snap.get("content", "") for snap in interaction.original.history), timeout=60)
+    identifies = sandbox.gateway.identifies
+    await sandbox.drop_gateway()
+    await sandbox.invalidate_session(resumable=False)
+    [result] = await sandbox.wait_for(lambda: results(sandbox, general) or None, timeout=120)
+    assert "a storm at sea" in result.content and len(result.attachments) == 1
+    await sandbox.wait_for(lambda: sandbox.gateway.identifies > identifies, timeout=30)
+    assert bot.bot is not None
+    await asyncio.wait_for(bot.bot.wait_until_ready(), 30)
+    upscaled = await click_for_result(sandbox, bob, general, result, "U2", timeout=120)
+    assert "upscaled" in upscaled.content
