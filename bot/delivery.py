@@ -259,8 +259,15 @@ class Delivery:
             log.info("private job %s finished after its token expired; kept for /job", job.id)
             return
         channel = self.bot.get_partial_messageable(job.channel_id, guild_id=job.guild_id)
-        message = await channel.send(shown.content, files=shown.discord_files(),
-                                     view=shown.view or discord.utils.MISSING)
+        try:
+            message = await channel.send(shown.content, files=shown.discord_files(),
+                                         view=shown.view or discord.utils.MISSING)
+        except (discord.NotFound, discord.Forbidden) as exc:
+            # The channel was deleted, or the bot lost access to it (or left the server): no retry can
+            # change that. The result stays in the owner's gallery and in /job.
+            log.warning("job %s cannot be posted to channel %s (%s %s); kept for /job and /gallery",
+                        job.id, job.channel_id, exc.status, exc.text)
+            return
         # From now on this channel message is the job's message: a redelivery edits it, never reposts.
         await self.bot.services.db.jobs.set_discord_refs(
             job.id, interaction_token=None, token_expires_at=None, message_id=message.id,

@@ -172,6 +172,17 @@ class Sandbox:
         self._schedule_dispatch("CHANNEL_CREATE", channel.payload)
         return channel
 
+    def delete_channel(self, channel: Channel) -> None:
+        """As a moderator deleting a channel: its messages go with it (Discord sends no MESSAGE_DELETE
+        for them), and later calls about it get 404 Unknown Channel / Unknown Message."""
+        self.guilds[channel.guild_id].channels.pop(channel.id, None)
+        self._channels.pop(channel.id, None)
+        for message_id in self._channel_log.get(channel.id, []):
+            message = self.message(message_id)
+            if message is not None:
+                message.deleted = True
+        self._schedule_dispatch("CHANNEL_DELETE", channel.payload)
+
     def add_role(self, guild: Guild, name: str, permissions: int) -> Role:
         role = Role(id=self.snowflakes.next(), guild_id=guild.id, name=name, permissions=permissions,
                     position=len(guild.roles))

@@ -3,8 +3,10 @@ whose message was deleted meanwhile is posted anew instead of being lost."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from bot.app import App
 from sandbox import Sandbox
 from tests.bot.helpers import results
 
@@ -36,3 +38,36 @@ async def test_result_of_a_deleted_message_is_posted_anew(sandbox: Sandbox, star
     message = await sandbox.wait_for(lambda: next(iter(results(sandbox, general)), None), timeout=120)
     assert message.id != interaction.original.id and "lost letter" in message.content
     assert f"<@{alice.id}>" in message.content
+
+
+async def test_a_result_for_a_deleted_channel_is_kept_not_retried_forever(sandbox: Sandbox,
+                                                                          bot: App) -> None:
+    """A moderator deletes the channel while a job waits: nothing can be posted there any more, so the
+    job is settled (not retried every sweep), and its owner still finds it with /job."""
+    assert bot.services is not None
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    doomed = sandbox.add_channel(sandbox.guild, "doomed")
+    await bot.services.scheduler.pause()
+    interaction = await sandbox.slash(alice, doomed, "imagine",
+                                      {"prompt": "a vanishing room --steps 2 --n 1"})
+    await interaction.wait_ack()
+    job_id = (await bot.services.db.jobs.list_for_user(alice.id, limit=1))[0].id
+    sandbox.delete_channel(doomed)
+    await bot.services.scheduler.resume()
+
+    async def settled() -> bool:
+        job = await bot.services.db.jobs.get(job_id)  # type: ignore[union-attr]
+        return job is not None and job.delivered_at is not None
+
+    deadline = asyncio.get_running_loop().time() + 60
+    while not await settled():
+        assert asyncio.get_running_loop().time() < deadline, "the job was never settled"
+        await asyncio.sleep(0.1)
+    posts = [c for c in sandbox.calls if c.method == "POST" and f"/channels/{doomed.id}/" in c.path]
+    assert [c.status for c in posts] == [404]
+    assert sandbox.messages(doomed) == []
+
+    shown = await sandbox.slash(alice, general, "job", {"id": job_id})
+    await shown.wait_ack()
+    assert shown.original is not None and "a vanishing room" in shown.original.content
+    assert len(shown.original.attachments) == 1
