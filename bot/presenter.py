@@ -149,9 +149,11 @@ def result_view(job_id: int, count: int, kind: Kind) -> discord.ui.View:
 
 
 def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = None) -> discord.Embed:
-    embed = discord.Embed(title=f"Job {job_id}", description=short_prompt(request.prompt))
+    # The whole prompt, in a code block so it can be copied as typed (an embed description holds 4096
+    # characters; prompts are at most 1500). Result messages show it shortened.
+    embed = discord.Embed(title=f"Job {job_id}", description=_code_block(request.prompt, 4000))
     if request.negative:
-        embed.add_field(name="Negative", value=short_prompt(request.negative), inline=False)
+        embed.add_field(name="Negative", value=_code_block(request.negative, 1000), inline=False)
     seeds = ", ".join(str(s) for s in request.seeds)
     embed.add_field(name="Seeds", value=seeds)
     embed.add_field(name="Model", value=request.model)
@@ -165,6 +167,12 @@ def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = 
     for key, value in (extra or {}).items():
         embed.add_field(name=key, value=str(value))
     return embed
+
+
+def _code_block(text: str, limit: int) -> str:
+    # A backtick run would close the block early: break it with a zero-width space.
+    body = text.replace("```", "`\u200b``")[: limit - 8]
+    return f"```\n{body}\n```"
 
 
 def encode_preview(image: Image.Image, max_side: int = 256) -> bytes:

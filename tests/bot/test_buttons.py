@@ -86,14 +86,18 @@ async def test_subtle_variation_starts_from_the_clicked_image(sandbox: Sandbox, 
 async def test_details_delete_and_autocomplete(sandbox: Sandbox, bot: App) -> None:
     alice, bob, mod = sandbox.users["alice"], sandbox.users["bob"], sandbox.users["mod"]
     general = sandbox.channel("general")
-    grid = await imagine(sandbox, alice, general, "a quiet harbour --seed 42 --steps 3 --n 2")
+    long_prompt = "a quiet harbour" + ", small boats with `red` sails" * 20  # ~600 characters
+    grid = await imagine(sandbox, alice, general, f"{long_prompt} --seed 42 --steps 3 --n 2")
+    assert long_prompt not in grid.content  # results show it shortened
 
     details = await sandbox.click(bob, grid, button(grid, "Details"))
     await details.wait_ack()
     shown = details.original
     assert shown is not None and shown.ephemeral
+    [embed] = shown.embeds
+    assert embed["description"] == f"```\n{long_prompt}\n```"  # whole, ready to copy
     text = str(shown.embeds)
-    assert "a quiet harbour" in text and "42, 43" in text and "tiny" in text
+    assert "42, 43" in text and "tiny" in text
 
     refused = await sandbox.click(bob, grid, button(grid, "🗑️"))
     await refused.wait_ack()
