@@ -270,6 +270,14 @@ class _Run:
         else:
             call["width"] = first.width
             call["height"] = first.height
-        with torch.inference_mode():
-            result = pipe(**call)
+        try:
+            with torch.inference_mode():
+                result = pipe(**call)
+        finally:
+            # The wrapped step closes over this run (its images, previews, sources) and the scheduler's
+            # own bound step: a reference cycle that the pipeline keeps reachable until the next call and
+            # that only a full GC pass would then free. Break it so the memory goes back at once
+            # (bench/memory.py: resident growth per job fell from ~1 MB to ~0).
+            del scheduler.step
+            captured.clear()
         return list(result.images)

@@ -190,7 +190,8 @@ class RestApi:
                 request: web.Request, resp: web.Response) -> web.Response:
         self.sb.calls.append(RecordedCall(
             method=method, path=path, status=status, json=body,
-            files=[files[k] for k in sorted(files)], at=at, query=dict(request.query)))
+            files=[files[k] if self.sb.keep_uploads else (files[k][0], b"") for k in sorted(files)],
+            at=at, query=dict(request.query)))
         return resp
 
     # -- shared helpers -------------------------------------------------------------------

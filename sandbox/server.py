@@ -59,8 +59,12 @@ class SandboxError(RuntimeError):
 
 
 class Sandbox:
-    def __init__(self, *, bot_token: str = "sandbox-token", application_id: int = 10_000) -> None:
+    def __init__(self, *, bot_token: str = "sandbox-token", application_id: int = 10_000,
+                 keep_uploads: bool = True) -> None:
         self.bot_token = bot_token
+        # Tests read uploaded files back; a long benchmark measuring the bot's memory in the same
+        # process keeps only their sizes.
+        self.keep_uploads = keep_uploads
         self.application_id = application_id
         self.token_ttl: float = 900.0
         # Discord refuses a callback that arrives later than 3 s after the interaction; None disables.
@@ -253,7 +257,11 @@ class Sandbox:
         att_id = self.snowflakes.next()
         ctype = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         url = f"{self.base_url}/cdn/attachments/{channel_id}/{att_id}/{filename}"
-        att = Attachment(id=att_id, filename=filename, data=data, url=url, content_type=ctype)
+        if self.keep_uploads:
+            att = Attachment(id=att_id, filename=filename, data=data, url=url, content_type=ctype)
+        else:
+            att = Attachment(id=att_id, filename=filename, data=b"", url=url, content_type=ctype,
+                             size=len(data))
         self.attachments[att_id] = att
         return att
 

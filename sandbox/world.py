@@ -264,12 +264,13 @@ class Attachment:
     data: bytes
     url: str
     content_type: str
+    size: int | None = None  # set when the bytes were not kept (Sandbox(keep_uploads=False))
 
     def payload(self) -> dict[str, Any]:
         return {
             "id": str(self.id),
             "filename": self.filename,
-            "size": len(self.data),
+            "size": len(self.data) if self.size is None else self.size,
             "url": self.url,
             "proxy_url": self.url,
             "content_type": self.content_type,
