@@ -62,6 +62,25 @@ def bare_pipeline(engine: Engine, steps: int) -> float:
     return time.perf_counter() - start
 
 
+async def warm_engine(tmp: Path) -> Engine:
+    """The tiny model loaded, warmed up, and one bare call made (warm caches for both sides)."""
+    engine = Engine(ModelRegistry([("tiny", "tiny")], tmp / "engine", device="cpu"))
+    await asyncio.to_thread(engine.warm_up)
+    await asyncio.to_thread(bare_pipeline, engine, 2)
+    return engine
+
+
+async def start_bot(engine: Engine, sandbox: Sandbox, tmp: Path) -> App:
+    """The sandbox started and a bot on it, sharing the warm engine; generous queue caps."""
+    await sandbox.start()
+    app = App(make_settings(sandbox, tmp / "data", ATELIER_QUEUE_MAX_PER_USER="500",
+                            ATELIER_QUEUE_MAX_TOTAL="1000", ATELIER_LOG_LEVEL="WARNING"),
+              engine=engine, guild_ready_timeout=0.2)
+    await app.start()
+    await app.wait_ready()
+    return app
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
@@ -70,18 +89,9 @@ async def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
-    registry = ModelRegistry([("tiny", "tiny")], tmp / "engine", device="cpu")
-    engine = Engine(registry)
-    await asyncio.to_thread(engine.warm_up)
-    await asyncio.to_thread(bare_pipeline, engine, 2)  # warm caches
-
+    engine = await warm_engine(tmp)
     sandbox = Sandbox()
-    await sandbox.start()
-    app = App(make_settings(sandbox, tmp / "data", ATELIER_QUEUE_MAX_PER_USER="500",
-                            ATELIER_QUEUE_MAX_TOTAL="1000", ATELIER_LOG_LEVEL="WARNING"),
-              engine=engine, guild_ready_timeout=0.2)
-    await app.start()
-    await app.wait_ready()
+    app = await start_bot(engine, sandbox, tmp)
     alice, general = sandbox.users["alice"], sandbox.channel("general")
     monitor = LagMonitor()
     monitor.start()

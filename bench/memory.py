@@ -21,13 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bot import bare_pipeline
-from bot.app import App
+from bench.bot import bare_pipeline, start_bot, warm_engine
 from bot.endpoint import restore
-from generation.engine import Engine
-from generation.models import ModelRegistry
 from sandbox import Sandbox
-from tests.bot.conftest import make_settings
 from tests.bot.helpers import button, results
 
 
@@ -69,21 +65,13 @@ async def main() -> None:
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="atelier-bench-"))
-    registry = ModelRegistry([("tiny", "tiny")], tmp / "engine", device="cpu")
-    engine = Engine(registry)
-    await asyncio.to_thread(engine.warm_up)
-    await asyncio.to_thread(bare_pipeline, engine, 2)  # warm allocator caches for both sides
+    engine = await warm_engine(tmp)
     loaded = rss_mb()
 
     # The sandbox runs in this process: it must not keep every uploaded file, or its own memory would
     # be counted as the bot's.
     sandbox = Sandbox(keep_uploads=False)
-    await sandbox.start()
-    app = App(make_settings(sandbox, tmp / "data", ATELIER_QUEUE_MAX_PER_USER="500",
-                            ATELIER_QUEUE_MAX_TOTAL="1000", ATELIER_LOG_LEVEL="WARNING"),
-              engine=engine, guild_ready_timeout=0.2)
-    await app.start()
-    await app.wait_ready()
+    app = await start_bot(engine, sandbox, tmp)
     await imagine_and_wait(sandbox, "warm up --steps 2 --n 4 --seed 1")
     with_bot = rss_mb()
 
