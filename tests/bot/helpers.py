@@ -66,3 +66,10 @@ async def click_for_result(sandbox: Sandbox, user: Any, channel: Any, message: A
     interaction = await sandbox.click(user, message, button(message, label))
     await interaction.wait_ack()
     return await _new_result(sandbox, channel, before, timeout)
+
+
+def shows_rendering(interaction: Any) -> bool:
+    """The job's message says "rendering" now or did at some edit (the throttle may skip one)."""
+    shown = interaction.original
+    return shown is not None and any("rendering" in snap.get("content", "")
+                                     for snap in [*shown.history, {"content": shown.content}])

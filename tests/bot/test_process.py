@@ -13,7 +13,7 @@ from typing import Any
 from sandbox import Sandbox
 from storage.db import Database
 from tests.bot.conftest import sandbox_env
-from tests.bot.helpers import imagine, job_id_of, results
+from tests.bot.helpers import imagine, job_id_of, results, shows_rendering
 
 
 async def start_process(sandbox: Sandbox, data_dir: Path, log: Path) -> asyncio.subprocess.Process:
@@ -43,8 +43,7 @@ async def test_sigkill_mid_queue_then_restart_delivers_each_job_once(sandbox: Sa
             interactions.append(it)
 
         def rendering() -> Any:
-            return any("rendering" in snap.get("content", "")
-                       for it in interactions if it.original is not None for snap in it.original.history)
+            return any(shows_rendering(it) for it in interactions)
 
         await sandbox.wait_for(rendering, timeout=120)
         proc.send_signal(signal.SIGKILL)
@@ -63,8 +62,7 @@ async def test_sigkill_mid_queue_then_restart_delivers_each_job_once(sandbox: Sa
         # delivers it.
         last = await sandbox.slash(bob, general, "imagine", {"prompt": "fourth --steps 40 --seed 4"})
         await last.wait_ack(timeout=30)
-        await sandbox.wait_for(lambda: last.original is not None and any(
-            "rendering" in snap.get("content", "") for snap in last.original.history), timeout=120)
+        await sandbox.wait_for(lambda: shows_rendering(last), timeout=120)
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 60) == 0
         db = await Database.open(data_dir / "atelier.db")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.app import App
 from sandbox import Sandbox
-from tests.bot.helpers import click_for_result, job_id_of, labels, results
+from tests.bot.helpers import click_for_result, job_id_of, labels, results, shows_rendering
 
 
 async def test_results_survive_a_flaky_discord(sandbox: Sandbox, bot: App) -> None:
@@ -122,11 +122,14 @@ async def test_gateway_drops_and_a_forced_reidentify_mid_render_lose_nothing(san
     """The gateway socket drops while a job renders, then Discord invalidates the session: the running
     job's result still arrives, and a button clicked after the bot is back works."""
     alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    # Long enough (~6 s here) that the socket drops while the job renders, not after.
     interaction = await sandbox.slash(alice, general, "imagine",
-                                      {"prompt": "a storm at sea --steps 30 --n 2"})
+                                      {"prompt": "a storm at sea --steps 80 --n 4"})
     await interaction.wait_ack()
-    await sandbox.wait_for(lambda: interaction.original is not None and any(
-        "rendering" in snap.get("content", "") for snap in interaction.original.history), timeout=60)
+    await sandbox.wait_for(lambda: shows_rendering(interaction), timeout=60)
+    assert bot.services is not None
+    [job] = await bot.services.db.jobs.list_for_user(alice.id, limit=1)
+    assert job.status == "running"
     identifies = sandbox.gateway.identifies
     await sandbox.drop_gateway()
     await sandbox.invalidate_session(resumable=False)
