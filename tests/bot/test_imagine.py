@@ -9,6 +9,7 @@ from PIL import Image
 
 from bot.app import App
 from sandbox import Sandbox
+from tests.bot.helpers import labels
 
 
 def result_message(sandbox: Sandbox, channel: Any, needle: str = "job `") -> Any:
@@ -18,14 +19,10 @@ def result_message(sandbox: Sandbox, channel: Any, needle: str = "job `") -> Any
     return None
 
 
-def labels(message: Any) -> list[str]:
-    return [b.get("label") or (b.get("emoji") or {}).get("name", "") for b in message.buttons()]
-
-
 async def test_imagine_queues_renders_and_delivers_a_grid(sandbox: Sandbox, bot: App) -> None:
     alice, general = sandbox.users["alice"], sandbox.channel("general")
     interaction = await sandbox.slash(alice, general, "imagine",
-                                      {"prompt": "a lighthouse at dusk --seed 7 --steps 24", "count": 4})
+                                      {"prompt": "a lighthouse at dusk --seed 7 --steps 40", "count": 4})
     assert await interaction.wait_ack() == 4  # answered at once with a message
     first = interaction.original
     assert first is not None and not first.ephemeral
@@ -35,7 +32,8 @@ async def test_imagine_queues_renders_and_delivers_a_grid(sandbox: Sandbox, bot:
     message = await sandbox.wait_for(lambda: result_message(sandbox, general), timeout=120)
     assert message.id == interaction.original.id  # the same message turned into the result
     assert "lighthouse" in message.content and "seed 7" in message.content
-    # The message went through "queued" then "rendering" with a progress bar and a preview.
+    # The message went through "queued" then "rendering" with a progress bar and a preview (40 steps
+    # last ~3 s here, past the 1.5 s edit interval).
     contents = [snap.get("content", "") for snap in message.history]
     assert any("queued" in c for c in contents)
     assert any("rendering" in c and "%" in c for c in contents)
