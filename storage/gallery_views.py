@@ -26,6 +26,10 @@ class GalleryFilter:
     public_only: bool  # True unless the viewer is the owner
     favourites: bool = False
     search: str = ""
+    # With a viewer, "favourites" means the images the viewer starred: in their own gallery, from
+    # any member (what they may see); in another member's, that member's images they starred.
+    # Without one, the owner's own stars.
+    viewer_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -52,14 +56,27 @@ class GalleryViews:
     @staticmethod
     def _where(f: GalleryFilter) -> tuple[str, list[Any]] | None:
         sql = (" FROM images JOIN jobs ON jobs.id = images.job_id"
-               " WHERE images.guild_id = ? AND images.user_id = ? AND images.deleted = 0")
-        params: list[Any] = [f.guild_id or 0, f.owner_id]
-        if f.public_only:
-            sql += " AND jobs.private = 0"
-        if f.favourites:
-            sql += " AND images.favourite = 1"
+               " WHERE images.guild_id = ? AND images.deleted = 0")
+        params: list[Any] = [f.guild_id or 0]
+        anyone = f.favourites and f.viewer_id is not None and f.owner_id == f.viewer_id
+        if f.favourites and f.viewer_id is not None:
+            sql += " AND images.id IN (SELECT image_id FROM favourites WHERE user_id = ?)"
+            params.append(f.viewer_id)
+            if anyone:  # my favourites: mine, or public ones of anyone
+                sql += " AND (images.user_id = ? OR jobs.private = 0)"
+                params.append(f.viewer_id)
+            else:
+                sql += " AND images.user_id = ? AND jobs.private = 0"
+                params.append(f.owner_id)
+        else:
+            sql += " AND images.user_id = ?"
+            params.append(f.owner_id)
+            if f.public_only:
+                sql += " AND jobs.private = 0"
+            if f.favourites:
+                sql += " AND images.favourite = 1"
         if f.search.strip():
-            expr = fts_query(f.search, f.guild_id, f.owner_id)
+            expr = fts_query(f.search, f.guild_id, None if anyone else f.owner_id)
             if expr is None:
                 return None
             sql += " AND images.id IN (SELECT rowid FROM images_fts WHERE images_fts MATCH ?)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiosqlite
@@ -77,10 +79,55 @@ class ImageStore:
         return None if row is None else image_from_row(row)
 
     async def set_favourite(self, image_id: int, favourite: bool) -> bool:
-        count, _ = await self._db.write(
-            "UPDATE images SET favourite = ? WHERE id = ? AND deleted = 0", (int(favourite), image_id)
+        """The owner's own star on one of their images."""
+        row = await self._db.fetchone("SELECT user_id FROM images WHERE id = ? AND deleted = 0", (image_id,))
+        if row is None:
+            return False
+        await self.toggle_favourite(int(row["user_id"]), [image_id], favourite)
+        return True
+
+    async def toggle_favourite(self, user_id: int, image_ids: Sequence[int],
+                               favourite: bool | None = None) -> bool:
+        """Star the images for `user_id` (or unstar them; by default: unstar if all are starred already).
+        Returns the new state. The owner's star is mirrored in images.favourite."""
+        ids = list(dict.fromkeys(image_ids))
+        if not ids:
+            return False
+        marks = ",".join("?" * len(ids))
+        async with self._db.transaction() as conn:
+            if favourite is None:
+                async with conn.execute(
+                    f"SELECT count(*) FROM favourites WHERE user_id = ? AND image_id IN ({marks})",
+                    (user_id, *ids),
+                ) as cur:
+                    row = await cur.fetchone()
+                favourite = (row[0] if row else 0) < len(ids)
+            if favourite:
+                await conn.execute(
+                    f"""INSERT OR IGNORE INTO favourites (user_id, image_id, created_at)
+                        SELECT ?, id, ? FROM images WHERE id IN ({marks}) AND deleted = 0""",
+                    (user_id, time.time(), *ids),
+                )
+            else:
+                await conn.execute(
+                    f"DELETE FROM favourites WHERE user_id = ? AND image_id IN ({marks})", (user_id, *ids)
+                )
+            await conn.execute(
+                f"UPDATE images SET favourite = ? WHERE user_id = ? AND id IN ({marks})",
+                (int(favourite), user_id, *ids),
+            )
+        return favourite
+
+    async def starred(self, user_id: int, image_ids: Sequence[int]) -> set[int]:
+        """Which of these images `user_id` has starred."""
+        ids = list(image_ids)
+        if not ids:
+            return set()
+        rows = await self._db.fetchall(
+            f"SELECT image_id FROM favourites WHERE user_id = ? AND image_id IN ({','.join('?' * len(ids))})",
+            (user_id, *ids),
         )
-        return count == 1
+        return {int(r[0]) for r in rows}
 
     async def set_nsfw(self, image_id: int, nsfw: bool) -> bool:
         count, _ = await self._db.write("UPDATE images SET nsfw = ? WHERE id = ?", (int(nsfw), image_id))

@@ -139,6 +139,19 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN grid_blob TEXT;
     """,
+    # 3: favourites per member, so anyone can star any image they can see (images.favourite stays the
+    # owner's own star, which the owner's gallery index uses). Existing stars carry over.
+    """
+    CREATE TABLE favourites (
+        user_id    INTEGER NOT NULL,
+        image_id   INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        created_at REAL    NOT NULL,
+        PRIMARY KEY (user_id, image_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX favourites_image ON favourites(image_id);
+    INSERT INTO favourites (user_id, image_id, created_at)
+        SELECT user_id, id, created_at FROM images WHERE favourite = 1;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -56,7 +56,7 @@ def gallery_filter(interaction: discord.Interaction[Any], owner_id: int, favouri
                    search: str) -> GalleryFilter:
     return GalleryFilter(guild_id=interaction.guild_id, owner_id=owner_id,
                          public_only=owner_id != interaction.user.id, favourites=favourites,
-                         search=search[:MAX_SEARCH])
+                         search=search[:MAX_SEARCH], viewer_id=interaction.user.id)
 
 
 # -- pages -----------------------------------------------------------------------------------------
@@ -79,11 +79,13 @@ async def render_page(interaction: discord.Interaction[Any], f: GalleryFilter,
     store = views_of(interaction)
     total = await store.count(f)
     what = "your images" if not f.public_only else f"images of <@{f.owner_id}>"
+    if f.favourites and not f.public_only:
+        what = "your favourites"  # starred by you, from any member
     filters = []
     if f.search:
         filters.append(f"matching “{discord.utils.escape_markdown(f.search)}”")
-    if f.favourites:
-        filters.append("favourites only")
+    if f.favourites and f.public_only:
+        filters.append("that you starred")
     suffix = f" ({', '.join(filters)})" if filters else ""
     if total == 0:
         return f"No images{suffix} to show here.", None, None
@@ -198,7 +200,7 @@ async def open_image(interaction: discord.Interaction[Any], image_id: int) -> No
     data, ext = await asyncio.to_thread(fit_upload, data, bot_of(interaction).delivery.upload_limit(
         interaction.guild_id))
     spoiler = row.nsfw and not channel_is_age_restricted(interaction)
-    star = " ⭐" if row.favourite else ""
+    star = " ⭐" if await services.db.images.starred(interaction.user.id, [row.id]) else ""
     content = (f"**{short_prompt(row.prompt)}** — <@{row.user_id}> · job `{row.job_id}` · image "
                f"{row.index + 1} · seed {row.seed}{star}")
     await interaction.response.send_message(
@@ -210,17 +212,14 @@ async def open_image(interaction: discord.Interaction[Any], image_id: int) -> No
 # -- ⭐ and 🗑 ------------------------------------------------------------------------------------
 
 async def on_favourite(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
-    """⭐ toggles a favourite: one image (from the gallery) or the whole job (under a result)."""
-    job = await load_job(interaction, job_id)
-    if interaction.user.id != job.user_id:
-        raise NotAllowed("Only the member who made these images can favourite them.")
+    """⭐ toggles the clicker's favourite: one image (from the gallery) or the whole job (under a result).
+    Anyone who can see the job may star it (load_job hides others' private jobs); stars are per member."""
+    await load_job(interaction, job_id)
     images = bot_of(interaction).services.db.images
     rows = [r for r in await images.for_job(job_id) if index is None or r.index == index]
     if not rows:
         raise NotFound("That image is gone.")
-    favourite = not all(r.favourite for r in rows)
-    for row in rows:
-        await images.set_favourite(row.id, favourite)
+    favourite = await images.toggle_favourite(interaction.user.id, [r.id for r in rows])
     what = f"Image {rows[0].index + 1} of job {job_id}" if index is not None else f"Job {job_id}"
     await reply(interaction, f"{what} {'added to' if favourite else 'removed from'} your favourites.",
                 ephemeral=True)

@@ -217,13 +217,29 @@ async def test_star_on_a_result_and_imagine_from_this_image(sandbox: Sandbox, bo
     result = await imagine(sandbox, alice, general, "a copper kettle --steps 2 --n 2 --seed 3")
     job_id = job_id_of(result)
 
-    denied = await sandbox.click(bob, result, button(result, "⭐"))
-    await denied.wait_ack()
-    assert denied.original.ephemeral and "Only the member who made" in denied.original.content
+    # Stars are per member: bob stars alice's public result into *his* favourites.
+    bobs = await sandbox.click(bob, result, button(result, "⭐"))
+    await bobs.wait_ack()
+    assert bobs.original.ephemeral and f"Job {job_id} added to your favourites" in bobs.original.content
+    assert not any(r.favourite for r in await bot.services.db.images.for_job(job_id))  # not alice's star
+    favs = await open_gallery(sandbox, bob, general, favourites=True)
+    assert "your favourites" in favs.content and "2 images," in favs.content
+    assert "No images" in (await open_gallery(sandbox, alice, general, favourites=True)).content
     star = await sandbox.click(alice, result, button(result, "⭐"))
     await star.wait_ack()
     assert f"Job {job_id} added" in star.original.content
     assert all(r.favourite for r in await bot.services.db.images.for_job(job_id))
+    # Looking at alice's gallery, bob can narrow it to what he starred.
+    hers = await open_gallery(sandbox, bob, general, user=alice, favourites=True)
+    assert "that you starred" in hers.content and "2 images," in hers.content
+    # Once the job is private (as with alice's private mode) it is gone for bob: no star, and out of
+    # the favourites he already had.
+    await bot.services.db.connection.write("UPDATE jobs SET private = 1 WHERE id = ?", (job_id,))
+    refused = await sandbox.click(bob, result, button(result, "⭐"))
+    await refused.wait_ack()
+    assert refused.original.ephemeral and "does not exist" in refused.original.content
+    assert "No images" in (await open_gallery(sandbox, bob, general, favourites=True)).content
+    await bot.services.db.connection.write("UPDATE jobs SET private = 0 WHERE id = ?", (job_id,))
 
     # The context menu on the result: a modal prefilled with the job's prompt, then an img2img job
     # from the result's image, owned by the member who used the menu.

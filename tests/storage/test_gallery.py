@@ -102,3 +102,58 @@ async def test_search_input_cannot_inject_fts_syntax(db: Database, text: str) ->
     await _done_job(db, 2, 10, "owner g10 fox")
     rows = await db.gallery.search(10, 1, text)
     assert all(r.user_id == 1 for r in rows)
+
+
+async def test_stars_are_per_member_and_respect_privacy(db: Database) -> None:
+    from storage.gallery_views import GalleryFilter, GalleryViews
+
+    mine = await _done_job(db, 1, 10, "my castle")
+    theirs = await _done_job(db, 2, 10, "their bridge")
+    elsewhere = await _done_job(db, 2, 11, "other guild")
+    views = GalleryViews(db.connection)
+
+    def favourites(viewer: int, owner: int | None = None, search: str = "") -> GalleryFilter:
+        owner = viewer if owner is None else owner
+        return GalleryFilter(10, owner, owner != viewer, favourites=True, search=search, viewer_id=viewer)
+
+    # Member 1 stars one own image and both of member 2's: toggling twice returns to none.
+    assert await db.images.toggle_favourite(1, [mine[0], *theirs, *elsewhere]) is True
+    assert await db.images.toggle_favourite(1, theirs) is False
+    assert await db.images.toggle_favourite(1, theirs) is True
+    assert await db.images.starred(1, [*mine, *theirs]) == {mine[0], *theirs}
+    # The owner's own star is mirrored in images.favourite; a star from someone else is not.
+    assert [(await db.images.get(i)).favourite for i in (*mine, *theirs)] == [True, False, False, False]  # type: ignore[union-attr]
+
+    assert [r.id for r in await views.page(favourites(1))] == sorted([mine[0], *theirs], reverse=True)
+    assert await views.count(favourites(2)) == 0  # member 2 starred nothing
+    assert [r.id for r in await views.page(favourites(1, owner=2))] == sorted(theirs, reverse=True)
+    assert [r.id for r in await views.page(favourites(1, search="bridge"))] == sorted(theirs, reverse=True)
+    # Member 2's job turns private: it leaves member 1's favourites.
+    await db.connection.write("UPDATE jobs SET private = 1 WHERE user_id = 2")
+    assert [r.id for r in await views.page(favourites(1))] == [mine[0]]
+    # A deleted image leaves every gallery, and its stars go with its row.
+    assert await db.images.set_deleted(mine[0])
+    assert await views.count(favourites(1)) == 0
+
+
+async def test_migration_3_carries_existing_stars_over(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = await Database.open(path)
+    try:
+        ids = await _done_job(db, 1, 10, "old favourite")
+        await db.connection.write("UPDATE images SET favourite = 1 WHERE id = ?", (ids[0],))
+    finally:
+        await db.close()
+    # Back to the schema before stars per member (version 2, the star only in images.favourite), then
+    # open again so migration 3 runs: the star is now member 1's favourite.
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TABLE favourites")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    db = await Database.open(path)
+    try:
+        assert await db.images.starred(1, ids) == {ids[0]}
+    finally:
+        await db.close()
