@@ -25,6 +25,7 @@ from bot.policy import nsfw_presentation
 from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
 from generation.images import make_grid
 from generation.request import RenderRequest
+from generation.scheduler import queued_event
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
@@ -100,8 +101,7 @@ class Delivery:
             if self._shown_position.get(entry.job_id) not in (None, (entry.position, entry.paused)):
                 queue = self._queues.get(entry.job_id)
                 if queue is not None:
-                    queue.put_nowait(
-                        JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused))
+                    queue.put_nowait(queued_event(entry))
 
     async def _job_worker(self, job_id: int, queue: asyncio.Queue[JobEvent | None]) -> None:
         """Edits one job's message in event order. Progress is throttled with a trailing edge: an update
@@ -168,7 +168,7 @@ class Delivery:
             if self._shown_position.get(job_id) == (event.position, event.paused):
                 return
             self._shown_position[job_id] = (event.position, event.paused)
-            shown = presenter.queued(request, job.user_id, event.position, event.eta_s, paused=event.paused)
+            shown = presenter.queued(request, job.user_id, event)
         elif isinstance(event, JobStarted):
             shown = presenter.rendering(request, job.user_id, 0, request.steps, None)
         elif isinstance(event, JobProgress):

@@ -46,12 +46,8 @@ async def start_job(interaction: discord.Interaction[Any], request: RenderReques
     )
     # 3. Answer at once with the queue position; this message becomes the job's message.
     try:
-        entry = services.scheduler.entry(job_id)
-        if entry is None:  # already started (or ended): the worker's events say more soon
-            shown = presenter.queued(request, interaction.user.id, None, None)
-        else:
-            shown = presenter.queued(request, interaction.user.id, entry.position, entry.eta_s,
-                                     paused=entry.paused)
+        # None when it already started: the worker's events say more soon.
+        shown = presenter.queued(request, interaction.user.id, services.scheduler.entry(job_id))
         created = interaction.created_at.timestamp()
         response = await interaction.response.send_message(shown.content, ephemeral=rules.private)
         message_id = getattr(response, "message_id", None)

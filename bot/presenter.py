@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import discord
 from PIL import Image
@@ -55,16 +55,24 @@ def format_eta(seconds: float) -> str:
     return f"about {round(seconds / 60)} min"
 
 
-def queued(request: RenderRequest, user_id: int, position: int | None, eta_s: float | None, *,
-           paused: bool = False) -> Shown:
-    if paused:
-        status = "queued — the queue is paused by this server's moderators"
-    elif position is None:
+class QueuePlace(Protocol):
+    """Where a queued job stands: a JobQueued event or a scheduler QueueEntry."""
+
+    @property
+    def position(self) -> int: ...
+    @property
+    def eta_s(self) -> float: ...
+    @property
+    def paused(self) -> bool: ...
+
+
+def queued(request: RenderRequest, user_id: int, where: QueuePlace | None) -> Shown:
+    if where is None:
         status = "queued"
+    elif where.paused:
+        status = "queued — the queue is paused by this server's moderators"
     else:
-        status = f"queued — position {position}"
-        if eta_s is not None:
-            status += f", {format_eta(eta_s)}"
+        status = f"queued — position {where.position}, {format_eta(where.eta_s)}"
     return Shown(f"{headline(request, user_id)} ({status})")
 
 

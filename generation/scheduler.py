@@ -250,6 +250,10 @@ class QueueEntry:
     paused: bool = False
 
 
+def queued_event(entry: QueueEntry) -> JobQueued:
+    return JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused)
+
+
 @dataclass
 class _Job:
     job_id: int
@@ -341,7 +345,7 @@ class Scheduler:
                 self._learn(key, secs)
         self._task = asyncio.create_task(self._loop(), name="atelier-scheduler")
         for entry in self.snapshot():
-            self._emit(JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused))
+            self._emit(queued_event(entry))
 
     async def stop(self) -> None:
         """Stop taking jobs. A running render is interrupted at its next step and its jobs go back
@@ -406,7 +410,7 @@ class Scheduler:
         """Tell watchers of the guild's queued jobs where they stand now."""
         for entry in self.snapshot():
             if entry.guild_id == guild_id and entry.status == "queued":
-                self._emit(JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused))
+                self._emit(queued_event(entry))
 
     # -- submitting and cancelling --------------------------------------------------------------
 
@@ -453,7 +457,7 @@ class Scheduler:
         self._wake.set()
         entry = self.entry(row.id)
         if entry is not None:
-            self._emit(JobQueued(row.id, entry.position, entry.eta_s, paused=entry.paused))
+            self._emit(queued_event(entry))
         return row.id
 
     async def cancel(self, job_id: int) -> bool:

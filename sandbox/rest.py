@@ -200,6 +200,7 @@ class RestApi:
                       interaction: Interaction | None = None, webhook: bool = False) -> Message:
         body = call.json or {}
         validate_message(body, call.files)
+        self._check_upload_size(call.files, channel_id)
         channel = self.sb.channel_by_id(channel_id)
         msg = Message(
             id=self.sb.snowflakes.next(),
@@ -249,7 +250,6 @@ class RestApi:
                 described[int(a["id"])] = a
             except (KeyError, TypeError, ValueError):
                 continue
-        self._check_upload_size(files, channel_id)
         out = []
         for idx in sorted(files):
             filename, data = files[idx]

@@ -196,9 +196,8 @@ async def open_image(interaction: discord.Interaction[Any], image_id: int) -> No
         raise NotFound("That image is not available.")
     job = await services.db.jobs.get(row.job_id)
     kind = Kind(job.kind) if job is not None and job.kind in Kind._value2member_map_ else Kind.TXT2IMG
-    data = await asyncio.to_thread(services.blobs.read, row.blob)
-    data, ext = await asyncio.to_thread(fit_upload, data, bot_of(interaction).delivery.upload_limit(
-        interaction.guild_id))
+    limit = bot_of(interaction).delivery.upload_limit(interaction.guild_id)
+    data, ext = await asyncio.to_thread(lambda: fit_upload(services.blobs.read(row.blob), limit))
     spoiler = row.nsfw and not channel_is_age_restricted(interaction)
     star = " ⭐" if await services.db.images.starred(interaction.user.id, [row.id]) else ""
     content = (f"**{short_prompt(row.prompt)}** — <@{row.user_id}> · job `{row.job_id}` · image "

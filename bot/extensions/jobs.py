@@ -33,8 +33,7 @@ class Jobs(commands.Cog):
         if job.status != "done":
             entry = bot.services.scheduler.entry(job.id)
             if entry is not None:
-                text = presenter.queued(request, job.user_id, entry.position, entry.eta_s,
-                                        paused=entry.paused).content
+                text = presenter.queued(request, job.user_id, entry).content
             else:
                 text = f"{presenter.headline(request, job.user_id)} ({job.status})"
             await reply(interaction, text, ephemeral=True)
