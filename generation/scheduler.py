@@ -397,7 +397,7 @@ class Scheduler:
             for user_id in {j.owner.user_id for j in held}:
                 mine = sorted(j.job_id for j in self._jobs.values()
                               if j.owner.user_id == user_id and j.job_id not in self._running
-                              and not self.paused_in(j.owner.guild_id))
+                              and j.owner.guild_id not in self._paused_guilds)
                 for job_id in mine:
                     self._fair.remove(job_id)
                 for job_id in mine:

@@ -221,6 +221,21 @@ async def test_a_guild_pause_holds_only_that_guild_survives_a_restart_and_keeps_
     assert order == [held_b, held_a, held_c]
 
 
+async def test_a_guild_resume_under_a_global_pause_puts_its_jobs_back(env: Env) -> None:
+    scheduler = env.scheduler()
+    events = scheduler.subscribe()
+    await scheduler.pause()
+    await scheduler.pause(guild_id=10)
+    held = await scheduler.submit(request(1), JobOwner(1, guild_id=10))
+    assert scheduler.entry(held).paused  # type: ignore[union-attr]
+    await scheduler.resume(guild_id=10)
+    entry = scheduler.entry(held)
+    assert entry is not None and not entry.paused and entry.position == 1
+    await scheduler.start()
+    await scheduler.resume()
+    assert isinstance((await all_final(events, {held}))[held], JobDone)
+
+
 async def test_caps_give_clear_errors(env: Env) -> None:
     scheduler = env.scheduler(max_queued_per_user=2, max_queued_total=4)
     await scheduler.pause()  # not started: nothing leaves the queue
