@@ -95,11 +95,16 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(_prepare, path)
         conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        # WAL + NORMAL is durable across process crashes; only an OS crash can lose the last commits.
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            conn.row_factory = aiosqlite.Row
+            await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            # WAL + NORMAL is durable across process crashes; only an OS crash can lose the last commits.
+            await conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            # aiosqlite's thread is not a daemon: an unclosed connection would keep the process alive.
+            await conn.close()
+            raise
         return cls(path, conn)
 
     async def close(self) -> None:
