@@ -11,6 +11,10 @@ class SchemaTooNew(StorageError):
     """The database was written by a newer Atelier than this one."""
 
 
+class CorruptBlob(StorageError):
+    """An image file's bytes no longer match its content address (truncated or damaged on disk)."""
+
+
 class StorageUnavailable(StorageError):
     """The database stayed locked, or the disk stayed full, through every retry.
 
