@@ -101,8 +101,10 @@ class Services:
         """Start the scheduler; if that fails, everything opened is closed (lock released) before raising."""
         try:
             await self.scheduler.start()
-        except BaseException:
+        except BaseException as exc:
             await self.close()
+            if isinstance(exc, sqlite3.Error):  # e.g. another process holding the database locked
+                raise StartupFailed(f"the job queue could not be read from {self.db.path}: {exc}") from None
             raise
 
     async def close(self) -> None:

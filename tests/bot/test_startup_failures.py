@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import sqlite3
 import sys
 import threading
 from pathlib import Path
@@ -17,6 +18,7 @@ from bot.app import App
 from bot.services import StartupFailed
 from generation.tiny import tiny_model_dir
 from sandbox import Sandbox
+from storage.db import Database
 from storage.lock import ProcessLock
 from tests.bot.conftest import make_settings, sandbox_env
 
@@ -122,22 +124,35 @@ def _non_daemon_threads() -> set[threading.Thread]:
             and not t.name.startswith("asyncio_")}
 
 
-@pytest.mark.parametrize("case", ["model", "token"])
+@pytest.mark.parametrize("case", ["model", "scheduler", "token"])
 async def test_a_failed_start_releases_the_data_dir(case: str, sandbox: Sandbox, tmp_path: Path,
                                                     tiny_engine: object) -> None:
-    """In-process: whatever fails after the database is open, the start closes it again (its thread is
-    what kept the process alive) and drops the data dir lock, so a retry in this process or the next
-    one can take it."""
+    """In-process: whatever fails after the database is open (the engine, the scheduler, Discord), the
+    start closes it again (its thread is what kept the process alive) and drops the data dir lock, so a
+    retry in this process or the next one can take it."""
     before = _non_daemon_threads()
     data_dir = tmp_path / "data"
+    locker: sqlite3.Connection | None = None
     if case == "model":
         app = App(make_settings(sandbox, data_dir, ATELIER_MODEL=str(tmp_path / "gone")))
+    elif case == "scheduler":
+        # Another process holds the database's write lock for longer than the busy timeout, so the
+        # scheduler cannot recover the queue at start.
+        db = await Database.open(data_dir / "atelier.db")
+        await db.close()
+        locker = sqlite3.connect(data_dir / "atelier.db", isolation_level=None, check_same_thread=False)
+        locker.execute("BEGIN EXCLUSIVE")
+        app = App(make_settings(sandbox, data_dir), engine=tiny_engine)  # type: ignore[arg-type]
     else:
         app = App(make_settings(sandbox, data_dir, DISCORD_TOKEN="wrong"), engine=tiny_engine)  # type: ignore[arg-type]
-    with pytest.raises(Exception) as failure:
-        await app.start()
-    if case == "token":
-        assert isinstance(failure.value, StartupFailed)
+    try:
+        with pytest.raises(Exception) as failure:
+            await app.start()
+    finally:
+        if locker is not None:
+            locker.close()
+    if case != "model":
+        assert isinstance(failure.value, StartupFailed), failure.value
     assert app.services is None and app.bot is None
     lock = ProcessLock(data_dir / "atelier.lock")
     lock.acquire()  # raises DataDirInUse if the failed start still held it
