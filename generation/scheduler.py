@@ -642,6 +642,9 @@ class Scheduler:
                 self._order = None
             if kept:
                 self._refile({self._jobs[i].owner.user_id for i in kept})
+                for entry in self.snapshot():  # their messages said "rendering": back to "queued"
+                    if entry.job_id in kept:
+                        self._emit(queued_event(entry))
                 self._wake.set()
 
     async def _keep_unfinished(self, jobs: list[_Job]) -> set[int]:
