@@ -51,7 +51,8 @@ class Services:
         blobs = BlobStore(data_dir / "images")
         if engine is None:
             registry = ModelRegistry(settings.model_sources(), data_dir, device=settings.device,
-                                     compile=settings.compile, max_loaded=settings.max_loaded_models,
+                                     dtype=settings.dtype, compile=settings.compile,
+                                     max_loaded=settings.max_loaded_models,
                                      tiny_nsfw_threshold=settings.tiny_nsfw_threshold)
             engine = Engine(registry)
             # The first user should not pay for loading and warming the default model.
