@@ -294,7 +294,7 @@ class ModelRegistry:
                 # from_pipe casts the shared modules to `torch_dtype`, float32 when it is not given
                 # (diffusers >= 0.33): without it every render of this model after the first U / V would
                 # run in fp32, at twice the memory and half the speed.
-                entry.img2img = cls.from_pipe(entry.pipe, torch_dtype=self.dtype)
+                entry.img2img = cls.from_pipe(entry.pipe, **self._dtype_kwargs())
                 entry.img2img.set_progress_bar_config(disable=True)
             return entry.img2img
 
@@ -398,8 +398,7 @@ class ModelRegistry:
         cls: Any = StableDiffusionXLPipeline if spec.family == "sdxl" else StableDiffusionPipeline
         import torch
 
-        # fp32 is the default; passing it anyway only triggers diffusers' torch_dtype deprecation notice.
-        kwargs: dict[str, Any] = {} if self.dtype == torch.float32 else {"torch_dtype": self.dtype}
+        kwargs = self._dtype_kwargs()
         log.info("loading model %r from %s on %s (%s)", spec.name, spec.source, self.device, self.dtype)
         if spec.is_tiny:
             folder = ensure_tiny_model(self.data_dir, xl=spec.family == "sdxl")
@@ -428,6 +427,13 @@ class ModelRegistry:
 
             pipe.unet = torch.compile(pipe.unet)
         return pipe
+
+    def _dtype_kwargs(self) -> dict[str, Any]:
+        import torch
+
+        # fp32 is diffusers' default (from_pretrained and from_pipe alike); passing it anyway only triggers
+        # the torch_dtype deprecation notice. (`dtype=` is the new name, unknown to older diffusers.)
+        return {} if self.dtype == torch.float32 else {"torch_dtype": self.dtype}
 
     def _single_file_config(self, path: Path, family: Family) -> str:
         # Offline, from_single_file needs a diffusers folder describing the family's layout.
