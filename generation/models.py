@@ -319,6 +319,7 @@ class ModelRegistry:
 
     def evict_others(self, keep: str) -> list[str]:
         """Unload every model except `keep` (to free device memory after an out-of-memory)."""
+        keep = self.spec(keep).name
         with self._lock:
             others = [name for name in self._loaded if name != keep]
             for name in others:
