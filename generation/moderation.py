@@ -96,6 +96,8 @@ def _tokens(text: str) -> list[_Token]:
 
 
 def _deleet(word: str) -> str:
+    if word.isalpha():  # the common case, and no digits to read
+        return word
     return word.translate(_LEET_DIGITS) if any(ch.isalpha() for ch in word) else word
 
 
@@ -150,8 +152,9 @@ def _views(variants: list[tuple[str, list[_Token]]]) -> list[list[str]]:
         joined = [_joined(variant, tokens), _joined(variant, tokens, articles=True),
                   _joined(variant, tokens, spaced=False)]
         for words in (plain, *joined):
-            out.append([_deleet(w) for w in words])
-            if any(w != _deleet(w) for w in words):
+            read = [_deleet(w) for w in words]
+            out.append(read)
+            if read != words:
                 out.append(words)  # "4k" is also just "4k"
     return out
 
@@ -251,6 +254,13 @@ class WordFilter:
         for word in sorted(vocabulary):
             self._by_skeleton.setdefault(_skeleton(word), []).append(word)
         self._memo: dict[str, str] = {}
+        # Each entry by the word sequence it matches, and by its words written as one: a prompt's
+        # words are looked up here, instead of every entry being tried against every prompt.
+        self._by_words: dict[tuple[str, ...], int] = {}
+        self._by_joined: dict[str, int] = {}
+        for index, entry in reversed(list(enumerate(self.entries))):  # the first listed entry wins
+            self._by_words[entry.words] = index
+            self._by_joined["".join(entry.words)] = index
 
     @staticmethod
     @lru_cache(maxsize=256)
@@ -294,8 +304,7 @@ class WordFilter:
             for n in range(1, self._longest + 1):
                 grams.update(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
         singles.update(self.base(w) for w in _split_joins(variants))
-        for entry in self.entries:
-            # A phrase also matches written as one word ("badword" for "bad word").
-            if entry.words in grams or "".join(entry.words) in singles:
-                return entry.entry
-        return None
+        # A phrase also matches written as one word ("badword" for "bad word").
+        hits = [self._by_words[g] for g in grams if g in self._by_words]
+        hits += [self._by_joined[w] for w in singles if w in self._by_joined]
+        return self.entries[min(hits)].entry if hits else None
