@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given
@@ -200,36 +201,25 @@ def test_skin_tone_checker_flags_skin_and_passes_sky() -> None:
     assert checker_for(object(), tiny=False) is None
 
 
-def test_a_real_diffusers_safety_checker_is_detached_and_used() -> None:
+def test_a_real_diffusers_safety_checker_is_detached_and_used(tmp_path: Path) -> None:
     """A tiny but real StableDiffusionSafetyChecker, with one concept set to a reference image's
     embedding: an image like the reference is flagged, noise is not; the pipeline no longer runs it."""
     import numpy as np
     import torch
-    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
     from PIL import Image
-    from transformers import CLIPConfig, CLIPImageProcessor
 
-    from generation.safety import DiffusersSafetyChecker, detach_checker
+    from generation.safety import DiffusersSafetyChecker, detach_checker, load_standalone_checker
+    from generation.tiny import write_tiny_safety_checker
 
-    torch.manual_seed(0)
-    config = CLIPConfig(
-        text_config={"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "intermediate_size": 37, "vocab_size": 100},
-        vision_config={"hidden_size": 32, "image_size": 32, "patch_size": 4, "num_hidden_layers": 2,
-                       "num_attention_heads": 4, "intermediate_size": 37},
-        projection_dim=32,
-    )
-    module = StableDiffusionSafetyChecker(config).eval()
-    extractor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    loaded = load_standalone_checker(str(write_tiny_safety_checker(tmp_path / "checker", threshold=2.0)))
+    module, extractor = loaded.safety_checker, loaded.feature_extractor
     reference = Image.new("RGB", (64, 64), (224, 172, 140))
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
     with torch.no_grad():
         pooled = module.vision_model(extractor([reference], return_tensors="pt").pixel_values)[1]
         embed = module.visual_projection(pooled)[0]
         module.concept_embeds[0] = embed
-        module.concept_embeds_weights.fill_(2.0)  # no concept but the first can fire
-        module.concept_embeds_weights[0] = 0.999
-        module.special_care_embeds_weights.fill_(2.0)
+        module.concept_embeds_weights[0] = 0.999  # threshold 2 elsewhere: no other concept can fire
 
     class Pipe:  # the two attributes a diffusers SD pipeline carries
         safety_checker = module
