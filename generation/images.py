@@ -109,6 +109,11 @@ class UploadRefused(InvalidRequest):
     """An upload that is not decoded: unreadable, or larger than we are willing to hold in memory."""
 
 
+def _too_large(what: str, max_pixels: int) -> str:
+    return (f"That image is too large ({what}; at most {max_pixels / 2**20:.0f} megapixels). "
+            "Please send a smaller one.")
+
+
 def fit_pixels(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
     """`size` scaled down (never up) to at most `max_pixels`, keeping its shape."""
     width, height = size
@@ -129,16 +134,14 @@ def decode_upload(data: bytes, fit_to: int, max_pixels: int = MAX_UPLOAD_PIXELS)
                 if width <= 0 or height <= 0:
                     raise UploadRefused("That image is empty.")
                 if width * height > max_pixels:
-                    raise UploadRefused(
-                        f"That image is too large: {width}×{height} pixels (at most "
-                        f"{max_pixels / 2**20:.0f} megapixels). Please send a smaller one.")
+                    raise UploadRefused(_too_large(f"{width}×{height} pixels", max_pixels))
                 target = fit_pixels(img.size, fit_to)
                 # JPEG decodes straight at a reduced scale: a 12 MP photo never exists in full.
                 img.draft("RGB", target)
                 img.load()
                 rgb = img.convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UploadRefused("That image is too large to open. Please send a smaller one.") from exc
+        raise UploadRefused(_too_large("too many pixels to open", max_pixels)) from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
         raise UploadRefused("That attachment is not an image I can read.") from exc
     if rgb.size != target:
