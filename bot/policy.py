@@ -123,7 +123,7 @@ async def reject_prompt(services: Services, interaction: discord.Interaction[Any
     log.info("rejected prompt of user %s in guild %s: %s", interaction.user.id, interaction.guild_id, reason)
     count, _ = await services.db.audit.count_recent(interaction.guild_id, interaction.user.id,
                                                     "prompt.rejected", time.time() - REFUSAL_WINDOW_S)
-    if count == REFUSALS_BEFORE_COOLDOWN:
+    if count >= REFUSALS_BEFORE_COOLDOWN:  # this refusal starts (or restarts) a cooldown
         await services.db.audit.record(
             interaction.guild_id, interaction.user.id, "prompt.cooldown", f"user:{interaction.user.id}",
             {"refusals": count, "window_s": REFUSAL_WINDOW_S, "cooldown_s": REFUSAL_COOLDOWN_S})
