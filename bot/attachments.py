@@ -61,7 +61,10 @@ async def start_from_upload(interaction: discord.Interaction[Any], draft: Reques
     planned = build_request(draft, services.registry, source_size=declared_size(attachment))
     await check_request(services, interaction, planned)
     # 3. Download; header check, bounded decode and downscale to the model's own limit, off the loop.
-    data = await attachment.read()
+    try:
+        data = await attachment.read()
+    except discord.HTTPException as exc:  # an expired or deleted attachment URL
+        raise InvalidRequest("I could not fetch that image from Discord; please attach it again.") from exc
     if len(data) > MAX_SOURCE_BYTES:  # the declared size was wrong
         raise InvalidRequest(TOO_MANY_BYTES)
     fit_to = max_pixels(services.registry.spec(planned.model).family)
