@@ -164,3 +164,16 @@ async def test_admin_stats_show_the_data_dirs_size(sandbox: Sandbox, bot: App) -
     shown = await admin(sandbox, sandbox.users["mod"], sandbox.channel("general"), "stats", {"days": 7})
     match = re.search(r"Data on disk: ([\d,.]+) MB", shown.content)
     assert match is not None and float(match.group(1).replace(",", "")) >= 3.0
+
+
+async def test_an_attachment_gone_from_the_cdn_gets_a_clear_refusal(sandbox: Sandbox, bot: App) -> None:
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    posted = await sandbox.post_message(alice, general, "look", attachments=[("cat.png", png((64, 64)))])
+    del sandbox.attachments[posted.attachments[0].id]  # the CDN answers 404 from now on
+    menu = await sandbox.message_command(alice, general, "Imagine from this image", posted)
+    await menu.wait_ack()
+    assert menu.modal is not None
+    submit = await sandbox.submit_modal(alice, general, menu.modal["custom_id"], {"prompt": "a cat"})
+    await submit.wait_ack()
+    assert submit.original.ephemeral and "could not fetch" in submit.original.content
+    assert blob_files(bot) == [] and await job_rows(bot, alice) == []
