@@ -34,6 +34,12 @@ NSFW_TERMS = (
 )
 _NSFW_FILTER = WordFilter(NSFW_TERMS)
 
+# A member whose prompts are refused this often within the window waits out a cooldown before the next
+# request. Counted from the audit log's "prompt.rejected" entries, so a restart forgets nothing.
+REFUSALS_BEFORE_COOLDOWN = 5
+REFUSAL_WINDOW_S = 10 * 60
+REFUSAL_COOLDOWN_S = 5 * 60
+
 # Keys of a guild's settings object (storage keeps them as JSON; /admin writes them).
 LIMIT_KEYS = ("max_queued", "max_steps", "max_size", "max_count", "cooldown_s")
 
@@ -115,7 +121,24 @@ async def reject_prompt(services: Services, interaction: discord.Interaction[Any
         {"prompt": request.prompt[:500], "reason": reason, "channel": interaction.channel_id},
     )
     log.info("rejected prompt of user %s in guild %s: %s", interaction.user.id, interaction.guild_id, reason)
+    count, _ = await services.db.audit.count_recent(interaction.guild_id, interaction.user.id,
+                                                    "prompt.rejected", time.time() - REFUSAL_WINDOW_S)
+    if count >= REFUSALS_BEFORE_COOLDOWN:  # this refusal starts (or restarts) a cooldown
+        await services.db.audit.record(
+            interaction.guild_id, interaction.user.id, "prompt.cooldown", f"user:{interaction.user.id}",
+            {"refusals": count, "window_s": REFUSAL_WINDOW_S, "cooldown_s": REFUSAL_COOLDOWN_S})
+        message += (f" That is {count} refusals in {REFUSAL_WINDOW_S // 60} minutes: please wait "
+                    f"{REFUSAL_COOLDOWN_S // 60} minutes before your next request.")
     return PromptRejected(message)
+
+
+async def refusal_cooldown(services: Services, guild_id: int | None, user_id: int) -> float:
+    """Seconds left of the cooldown that repeated refusals earned (0 when none)."""
+    count, newest = await services.db.audit.count_recent(guild_id, user_id, "prompt.rejected",
+                                                         time.time() - REFUSAL_WINDOW_S)
+    if count < REFUSALS_BEFORE_COOLDOWN or newest is None:
+        return 0.0
+    return max(0.0, newest + REFUSAL_COOLDOWN_S - time.time())
 
 
 async def check_request(services: Services, interaction: discord.Interaction[Any],
@@ -139,6 +162,10 @@ async def check_request(services: Services, interaction: discord.Interaction[Any
         allowed = " ".join(f"<#{c}>" for c in config.allowed_channels[:10])
         hint = f" Try {allowed}." if allowed and interaction.channel_id not in config.denied_channels else ""
         raise NotAllowed(f"Atelier is not available in this channel.{hint}")
+    wait = await refusal_cooldown(services, guild_id, user_id)
+    if wait > 0:
+        raise LimitReached(f"Too many of your prompts were refused just now: try again in "
+                           f"{max(1, round(wait / 60))} min.")
 
     # 2. What: banned words, then the NSFW policy (prompt level; images are checked after rendering).
     words = WordFilter(await services.db.moderation.banned_words(guild_id))

@@ -21,6 +21,7 @@ from bot.reply import reply
 from generation.charts import ChartData, merge_days, stats_chart_png
 from generation.errors import InvalidRequest, NotFound
 from generation.moderation import normalise_phrase
+from storage.blobs import disk_usage
 
 AUDIT_SHOWN = 15
 NSFW_LABELS = {
@@ -292,8 +293,10 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
             f"Atelier - last {days} days", day_list, job_counts, image_counts, headline, names))
         await audit(interaction, "stats", None, {"days": days})
         tops = ", ".join(f"<@{uid}> {n}" for uid, n in top) or "nobody yet"
+        size = await asyncio.to_thread(disk_usage, bot_of(interaction).services.settings.data_dir)
         await interaction.followup.send(
-            f"**Last {days} days:** {headline}\nTop users: {tops}", ephemeral=True,
+            f"**Last {days} days:** {headline}\nTop users: {tops}\nData on disk: {size / 2**20:,.1f} MB",
+            ephemeral=True,
             file=discord.File(io.BytesIO(png), filename="atelier_stats.png"))
 
     def _name(self, interaction: discord.Interaction[Any], user_id: int) -> str:

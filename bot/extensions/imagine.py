@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import io
 import logging
 import random
 from typing import Any
@@ -12,9 +10,9 @@ from typing import Any
 import discord
 from discord import app_commands
 from discord.ext import commands
-from PIL import Image, UnidentifiedImageError
 
 from bot import presenter
+from bot.attachments import start_from_upload
 from bot.buttons import register_action
 from bot.errors import report_error
 from bot.extensions.user_settings import personal_draft
@@ -33,7 +31,6 @@ from generation.validate import (
 
 log = logging.getLogger(__name__)
 
-MAX_SOURCE_BYTES = 10 * 1024 * 1024
 DEFAULT_GRID = 4
 SEED_MAX = 2**32 - 1
 
@@ -68,15 +65,14 @@ class Imagine(commands.Cog):
         services = bot_of(interaction).services
         draft = RequestDraft(prompt=prompt, negative=negative, aspect=aspect, seed=seed, steps=steps,
                              guidance=guidance, sampler=sampler, model=model, count=count, strength=strength)
-        source_size = None
         if image is not None:
-            key, source_size = await self.store_attachment(image)
-            draft = dataclasses.replace(draft, kind=Kind.IMG2IMG, source=key)
+            await start_from_upload(interaction, draft, image)
+            return
         draft = await personal_draft(interaction, draft)
         if draft.count is None and draft.kind == Kind.TXT2IMG:
             # Like Midjourney: a 2x2 grid unless the member (options, flags, /settings) chose otherwise.
             draft = dataclasses.replace(draft, count=DEFAULT_GRID)
-        request = build_request(draft, services.registry, source_size=source_size)
+        request = build_request(draft, services.registry)
         await start_job(interaction, request)
 
     @imagine.autocomplete("model")
@@ -85,31 +81,6 @@ class Imagine(commands.Cog):
         names = bot_of(interaction).services.registry.names()
         current = current.lower()
         return [app_commands.Choice(name=n, value=n) for n in names if current in n.lower()][:25]
-
-    async def store_attachment(self, attachment: discord.Attachment) -> tuple[str, tuple[int, int]]:
-        """Download, check and store a user's starting image; returns its blob key and size."""
-        if attachment.size > MAX_SOURCE_BYTES:
-            raise InvalidRequest("That image is too large (10 MB at most).")
-        if attachment.content_type and not attachment.content_type.startswith("image/"):
-            raise InvalidRequest("The attachment must be an image (PNG, JPEG or WebP).")
-        data = await attachment.read()
-        return await asyncio.to_thread(self._store_image, data)
-
-    def _store_image(self, data: bytes) -> tuple[str, tuple[int, int]]:
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                rgb = img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InvalidRequest("That attachment is not an image I can read.") from exc
-        buf = io.BytesIO()
-        rgb.save(buf, format="PNG")
-        key = bot_of_services(self.bot).blobs.put(buf.getvalue())
-        return key, rgb.size
-
-
-def bot_of_services(bot: commands.Bot) -> Any:
-    return bot.services  # type: ignore[attr-defined]
 
 
 # -- buttons -------------------------------------------------------------------------------------
@@ -138,7 +109,10 @@ async def source_of(interaction: discord.Interaction[Any], job_id: int, index: i
 
 async def on_upscale(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
     job, blob = await source_of(interaction, job_id, index)
-    request = upscale_of(RenderRequest.from_json(job.request), index or 0, source=blob)
+    parent = RenderRequest.from_json(job.request)
+    # The cap is the parent model's own: Upscale → Vary → Upscale must not ask SD1.5 for 2048².
+    family = bot_of(interaction).services.registry.spec(parent.model).family
+    request = upscale_of(parent, index or 0, source=blob, family=family)
     await start_job(interaction, request, parent_job_id=job_id, parent_index=index or 0)
 
 
