@@ -3,8 +3,9 @@
 An interaction token lets whoever holds it post and edit messages as the bot in that channel for 15
 minutes. discord.py writes them at DEBUG: every request URL (`/webhooks/<app>/<token>/...`,
 `/interactions/<id>/<token>/callback`) in discord.http and discord.webhook, and every gateway event in
-full (INTERACTION_CREATE carries `"token"`) in discord.gateway. A filter on those loggers rewrites the
-message before any handler sees it.
+full (INTERACTION_CREATE carries `"token"`) in discord.gateway; and aiosqlite logs every query with its
+parameters at DEBUG, the token we store for later edits included. A filter on those loggers rewrites
+the message before any handler sees it.
 """
 
 from __future__ import annotations
@@ -20,13 +21,15 @@ _PATTERNS = (
     re.compile(r"(/interactions/\d+/)[^/\s'\"?]+"),
     # Payloads (a dict's repr or JSON): the value of a "token" key.
     re.compile(r"""(['"]token['"]\s*:\s*['"])[^'"]+"""),
+    # Anywhere else (query parameters): Discord's interaction tokens are base64 of "interaction:<id>:...".
+    re.compile(r"(aW50ZXJhY3Rpb2)[A-Za-z0-9_\-=+/.]+"),
 )
 
 # Loggers whose messages can carry an interaction token. A filter on a logger applies only to records
 # logged there (not to its children), hence the list.
 TOKEN_LOGGERS = (
     "discord.http", "discord.gateway", "discord.webhook.async_", "discord.webhook.sync",
-    "discord.interactions", "discord.state", "discord.client", "discord.app_commands.tree",
+    "discord.interactions", "discord.state", "discord.client", "discord.app_commands.tree", "aiosqlite",
 )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import mimetypes
 import secrets
 import time
@@ -558,9 +559,18 @@ class Sandbox:
         return await self._component(user, message, {"custom_id": custom_id, "component_type": 2})
 
     async def click_crafted(self, user: User, message: Message, custom_id: str) -> Interaction:
-        """A button interaction naming any `custom_id`, as a modified client could send from `message`
-        (a custom_id is data from the client: the bot must check it, never trust it)."""
-        return await self._component(user, message, {"custom_id": custom_id, "component_type": 2})
+        """Click a button with any `custom_id` on `message`, as if it were there: a message posted before
+        a rule changed, or one a modified client claims. The button is added to the interaction's copy
+        of the message only (discord.py ignores a custom_id its message does not carry); the stored
+        message is unchanged. A custom_id is data from the client: the bot must check what it names."""
+        if message.deleted:
+            raise SandboxError(f"message {message.id} was deleted")
+        row = {"type": 1, "components": [{"type": 2, "style": 2, "label": "crafted", "custom_id": custom_id}]}
+        claimed = dataclasses.replace(message, components=[*message.components, row])
+        channel = self._channels[message.channel_id]
+        inter = self._base_payload(MESSAGE_COMPONENT, user, channel,
+                                   {"custom_id": custom_id, "component_type": 2}, message=claimed)
+        return await self._send_interaction(inter)
 
     async def select(self, user: User, message: Message, custom_id: str, values: list[str]) -> Interaction:
         comp = _find_component(message.components, custom_id)
