@@ -367,47 +367,6 @@ class Sandbox:
 
     def _base_payload(self, itype: int, user: User, channel: Channel, data: dict[str, Any] | None,
                       message: Message | None = None) -> Interaction:
-        if channel.guild_id is None:
-            return self._dm_payload(itype, user, channel, data, message)
-        guild = self.guilds[channel.guild_id]
-        member = guild.members.get(user.id)
-        if member is None:
-            raise SandboxError(f"{user.name} is not a member of {guild.name}")
-        iid = self.snowflakes.next()
-        token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
-        ch_payload = channel.payload() | {"permissions": str(self.permissions(user, channel))}
-        payload: dict[str, Any] = {
-            "id": str(iid),
-            "application_id": str(self.application_id),
-            "type": itype,
-            "token": token,
-            "version": 1,
-            "guild_id": str(guild.id),
-            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
-            "guild_locale": "en-US",
-            "channel_id": str(channel.id),
-            "channel": ch_payload,
-            "member": member.payload(permissions=guild.permissions_of(user.id)),
-            "locale": "en-US",
-            "app_permissions": str(guild.permissions_of(self.bot_user.id)),
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild.id)},
-            "context": 0,
-            "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
-        }
-        if data is not None:
-            payload["data"] = data
-        if message is not None:
-            payload["message"] = self.message_payload(message)
-        inter = Interaction(id=iid, token=token, type=itype, user=user, channel=channel,
-                            payload=payload, message=message)
-        return inter
-
-    def _dm_payload(self, itype: int, user: User, channel: Channel, data: dict[str, Any] | None,
-                    message: Message | None) -> Interaction:
-        """An interaction in the bot's DM: `user`, not `member`; no guild_id; context 1 (BOT_DM)."""
-        if channel.recipient is None or channel.recipient.id != user.id:
-            raise SandboxError(f"{user.name} is not in DM channel {channel.name}")
         iid = self.snowflakes.next()
         token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
         payload: dict[str, Any] = {
@@ -417,15 +376,30 @@ class Sandbox:
             "token": token,
             "version": 1,
             "channel_id": str(channel.id),
-            "channel": channel.payload(),
-            "user": user.payload(),
             "locale": "en-US",
             "app_permissions": str(self.permissions(self.bot_user, channel)),
             "entitlements": [],
             "authorizing_integration_owners": channel.integration_owners(),
-            "context": CONTEXT_BOT_DM,
             "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
         }
+        if channel.guild_id is None:
+            # The bot's DM: `user`, not `member`; no guild_id; context 1 (BOT_DM).
+            if channel.recipient is None or channel.recipient.id != user.id:
+                raise SandboxError(f"{user.name} is not in DM channel {channel.name}")
+            payload |= {"channel": channel.payload(), "user": user.payload(), "context": CONTEXT_BOT_DM}
+        else:
+            guild = self.guilds[channel.guild_id]
+            member = guild.members.get(user.id)
+            if member is None:
+                raise SandboxError(f"{user.name} is not a member of {guild.name}")
+            payload |= {
+                "guild_id": str(guild.id),
+                "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
+                "guild_locale": "en-US",
+                "channel": channel.payload() | {"permissions": str(self.permissions(user, channel))},
+                "member": member.payload(permissions=guild.permissions_of(user.id)),
+                "context": CONTEXT_GUILD,
+            }
         if data is not None:
             payload["data"] = data
         if message is not None:
