@@ -49,7 +49,8 @@ def describe_limits(config: GuildConfig, default_queued: int) -> str:
 
     roles = ", ".join(f"<@&{r}> ×{p:g}" for r, p in config.role_priority.items()) or "none"
     return "\n".join([
-        f"• queued jobs per member: {config.max_queued or default_queued}",
+        # A value saved before larger ones were refused still obeys the operator's cap (policy.py).
+        f"• queued jobs per member: {min(config.max_queued or default_queued, default_queued)}",
         f"• steps: {show(config.max_steps)}",
         f"• size: {show(config.max_size, ' px per side')}",
         f"• images per job: {show(config.max_count)}",
