@@ -149,7 +149,8 @@ async def check_request(services: Services, interaction: discord.Interaction[Any
     personal = await services.db.users.get(user_id)
     private = bool(personal.get("private", False))
     guild_id = interaction.guild_id
-    if guild_id is None:  # DMs: no guild rules, the global queue cap only
+    if guild_id is None:
+        await check_dm_request(services, interaction, request)
         return Rules(max_queued_per_user=services.settings.queue_max_per_user, private=private)
     config = await guild_config(services, guild_id)
 
@@ -199,22 +200,51 @@ async def check_request(services: Services, interaction: discord.Interaction[Any
 
     # 4. How it queues.
     priorities = [config.role_priority[r] for r in role_ids(interaction) if r in config.role_priority]
+    # A guild may lower the operator's cap, never raise it (a value saved before /admin limits refused
+    # larger ones still obeys it).
+    cap = services.settings.queue_max_per_user
     return Rules(
         priority=max(priorities) if priorities else 1.0,
-        max_queued_per_user=config.max_queued or services.settings.queue_max_per_user,
+        max_queued_per_user=min(config.max_queued or cap, cap),
         private=private,
     )
+
+
+async def check_dm_request(services: Services, interaction: discord.Interaction[Any],
+                           request: RenderRequest) -> None:
+    """The operator's rules for a job asked for in a DM, where no moderators set any: DMs must be
+    enabled (ATELIER_ALLOW_DMS), a member banned in any server the bot is in is banned here too (a DM
+    must not be the way around a ban), and NSFW prompts are refused (NSFW_TERMS is the word list: there
+    is no age-restricted channel in a DM). Flagged images are hidden at delivery (nsfw_presentation)."""
+    if not services.settings.allow_dms:
+        raise NotAllowed("Atelier works inside servers only.")
+    user_id = interaction.user.id
+    for guild in getattr(interaction.client, "guilds", []):
+        if await services.db.moderation.get_ban(guild.id, user_id) is not None:
+            raise NotAllowed("You are banned from making images with this bot.")
+    if is_nsfw_prompt(request.prompt):
+        raise await reject_prompt(services, interaction, request, "nsfw: direct message",
+                                  "NSFW prompts are not allowed in direct messages.")
+
+
+async def channel_open(services: Services, interaction: discord.Interaction[Any]) -> bool:
+    """Whether the bot may post publicly in this channel: not one the moderators denied (or left out of
+    the allowed list). DMs are open: only their owner is there."""
+    if interaction.guild_id is None:
+        return True
+    return (await guild_config(services, interaction.guild_id)).channel_allowed(interaction.channel_id)
 
 
 async def nsfw_presentation(services: Services, guild_id: int | None, channel_age_restricted: bool,
                             request: RenderRequest, flagged: bool) -> Literal["show", "spoiler", "block"]:
     """How a finished image is shown under the guild's NSFW policy. `flagged` is the safety checker's
-    verdict for the image (False when the model has none: then the prompt decides)."""
-    if guild_id is None:
-        return "show"
+    verdict for the image (False when the model has none: then the prompt decides). In a DM the
+    operator's rule applies: NSFW is blocked."""
     nsfw = flagged or is_nsfw_prompt(request.prompt)
     if not nsfw:
         return "show"
+    if guild_id is None:
+        return "block"
     mode = (await guild_config(services, guild_id)).nsfw
     if mode == "allow":
         return "show"

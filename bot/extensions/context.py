@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import can_see, viewer_of
 from bot.attachments import start_from_upload
 from bot.errors import report_error
 from bot.jobflow import bot_of
@@ -63,7 +64,9 @@ async def prompt_of(interaction: discord.Interaction[Any], message: discord.Mess
     match = _JOB_REF.search(message.content or "")
     if me is not None and message.author.id == me.id and match:
         job = await bot_of(interaction).services.db.jobs.get(int(match.group(1)))
-        if job is not None and job.guild_id == interaction.guild_id:
+        # The prompt of a job the member may not see (private, another server's, a DM's) is not theirs
+        # to prefill: the message text stands in for it.
+        if job is not None and can_see(job, viewer_of(interaction)):
             return str(job.request.get("prompt", ""))
     return message.content or ""
 

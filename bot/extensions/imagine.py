@@ -12,13 +12,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import presenter
+from bot.access import load_job, require_owner_or_moderator
 from bot.attachments import start_from_upload
 from bot.buttons import register_action
 from bot.errors import report_error
 from bot.extensions.user_settings import personal_draft
 from bot.jobflow import bot_of, start_job
 from bot.reply import reply
-from generation.errors import InvalidRequest, NotAllowed, NotFound
+from generation.errors import InvalidRequest, NotFound
 from generation.request import Kind, RenderRequest
 from generation.validate import (
     ASPECTS,
@@ -84,17 +85,6 @@ class Imagine(commands.Cog):
 
 
 # -- buttons -------------------------------------------------------------------------------------
-
-async def load_job(interaction: discord.Interaction[Any], job_id: int) -> Any:
-    services = bot_of(interaction).services
-    job = await services.db.jobs.get(job_id)
-    if job is None or (job.guild_id is not None and job.guild_id != interaction.guild_id):
-        raise NotFound(f"Job {job_id} does not exist here.")
-    if job.private and job.user_id != interaction.user.id:
-        # Private results stay private: to anyone else the job does not exist.
-        raise NotFound(f"Job {job_id} does not exist here.")
-    return job
-
 
 async def source_of(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> tuple[Any, str]:
     job = await load_job(interaction, job_id)
@@ -188,16 +178,9 @@ async def on_info(interaction: discord.Interaction[Any], job_id: int, index: int
     await reply(interaction, embed=embed, ephemeral=True)
 
 
-def is_moderator(interaction: discord.Interaction[Any]) -> bool:
-    # Checked by the bot itself from the permissions Discord computed for this member here.
-    perms = interaction.permissions
-    return bool(interaction.guild_id) and (perms.manage_guild or perms.administrator)
-
-
 async def on_delete(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
     job = await load_job(interaction, job_id)
-    if interaction.user.id != job.user_id and not is_moderator(interaction):
-        raise NotAllowed("Only the job's owner or a moderator can delete it.")
+    require_owner_or_moderator(interaction, job, "delete it")
     services = bot_of(interaction).services
     await services.db.images.delete_job_images(job_id)
     if interaction.user.id != job.user_id:
