@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     discord_api_base: str | None = Field(default=None, validation_alias="ATELIER_DISCORD_API_BASE")
     discord_gateway_url: str | None = Field(default=None, validation_alias="ATELIER_DISCORD_GATEWAY_URL")
     log_level: str = Field(default="INFO", validation_alias="ATELIER_LOG_LEVEL")
+    # Slash commands work inside servers only unless this is on. In DMs a job is seen by its owner only,
+    # and the operator's rules apply (NSFW refused; a ban in any server the bot is in holds).
+    allow_dms: bool = Field(default=False, validation_alias="ATELIER_ALLOW_DMS")
 
     def model_sources(self) -> list[tuple[str, str]]:
         """Configured (name, source) pairs, default first."""

@@ -253,7 +253,9 @@ async def test_nsfw_presentation_follows_the_policy(sandbox: Sandbox, bot: App) 
             assert await nsfw_presentation(bot.services, gid, False, request, flagged) == ordinary, mode
             assert await nsfw_presentation(bot.services, gid, True, request, flagged) == restricted, mode
         assert await nsfw_presentation(bot.services, gid, False, calm, False) == "show"
-    assert await nsfw_presentation(bot.services, None, False, nude, True) == "show"  # DMs
+    # DMs: the operator's rule, NSFW blocked (there is no age-restricted channel in a DM).
+    assert await nsfw_presentation(bot.services, None, False, nude, True) == "block"
+    assert await nsfw_presentation(bot.services, None, False, calm, False) == "show"
 
 
 async def test_queue_pause_holds_only_this_server_and_survives_a_restart(
