@@ -31,6 +31,7 @@ NSFW_TERMS = (
     "nsfw", "nude", "nudes", "nudity", "naked", "porn", "porno", "pornographic", "sex", "sexy", "explicit",
     "topless", "bottomless", "hentai", "xxx", "lewd", "erotic", "erotica", "genitals", "nipples",
     "lingerie", "fetish", "bdsm", "boobs", "breasts", "penis", "vagina", "orgasm", "r18", "r 18",
+    "undress", "undressed", "undressing",  # the matcher reads plurals, not verb endings
 )
 _NSFW_FILTER = WordFilter(NSFW_TERMS)
 
@@ -169,7 +170,7 @@ async def check_request(services: Services, interaction: discord.Interaction[Any
                            f"{max(1, round(wait / 60))} min.")
 
     # 2. What: banned words, then the NSFW policy (prompt level; images are checked after rendering).
-    words = WordFilter(await services.db.moderation.banned_words(guild_id))
+    words = WordFilter.cached(await services.db.moderation.banned_words(guild_id))
     hit = words.find(request.prompt)
     if hit is not None:
         raise await reject_prompt(services, interaction, request, f"banned word: {hit}",

@@ -61,7 +61,8 @@ class Services:
         if engine is None:
             registry = ModelRegistry(settings.model_sources(), data_dir, device=settings.device,
                                      compile=settings.compile, max_loaded=settings.max_loaded_models,
-                                     tiny_nsfw_threshold=settings.tiny_nsfw_threshold)
+                                     tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
+                                     safety_checker=settings.safety_checker)
             engine = Engine(registry)
             # The first user should not pay for loading and warming the default model.
             await asyncio.to_thread(engine.warm_up)
