@@ -204,7 +204,10 @@ async def test_a_guild_pause_holds_only_that_guild_survives_a_restart_and_keeps_
     await second.start()
     assert second.paused_in(10) and not second.paused_in(20) and not second.paused
     assert isinstance((await all_final(events, {free}))[free], JobDone)
-    await asyncio.sleep(0.3)
+    # Another server's newer job renders too: the held jobs (older, user 2's first in the fair order)
+    # would have gone before it had they not been held.
+    later = await second.submit(request(5), JobOwner(3, guild_id=20))
+    assert isinstance((await all_final(events, {later}))[later], JobDone)
     assert {(await env.db.jobs.get(j)).status for j in (held_a, held_b, held_c)} == {"queued"}  # type: ignore[union-attr]
 
     order: list[int] = []
