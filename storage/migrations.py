@@ -152,6 +152,14 @@ MIGRATIONS: list[str] = [
     INSERT INTO favourites (user_id, image_id, created_at)
         SELECT user_id, id, created_at FROM images WHERE favourite = 1;
     """,
+    # 4: when an image was deleted, so its file is kept for a grace period (undo, moderation review) and
+    # then collected; images deleted before this migration start their grace period now. And a member's
+    # recent refusals, counted for the refusal cooldown.
+    """
+    ALTER TABLE images ADD COLUMN deleted_at REAL;
+    UPDATE images SET deleted_at = (julianday('now') - 2440587.5) * 86400.0 WHERE deleted = 1;
+    CREATE INDEX audit_actor ON audit_log(actor_id, action, created_at);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -150,6 +150,8 @@ async def test_migration_3_carries_existing_stars_over(tmp_path: Path) -> None:
     # open again so migration 3 runs: the star is now member 1's favourite.
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("DROP TABLE favourites")
+    conn.execute("ALTER TABLE images DROP COLUMN deleted_at")  # and before migration 4
+    conn.execute("DROP INDEX audit_actor")
     conn.execute("PRAGMA user_version = 2")
     conn.close()
     db = await Database.open(path)
