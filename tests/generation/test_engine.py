@@ -275,3 +275,33 @@ def test_cublas_alloc_failure_unloads_the_other_model_then_splits(
     assert not registry.is_loaded("other") and registry.is_loaded("tiny")
     for seed, image in zip((60, 61, 62, 63), four, strict=True):
         assert _maxdiff(image, tiny_engine.render([_req((seed,))])[0][0]) <= 1
+
+
+def test_an_out_of_memory_error_lets_go_of_the_failed_calls_memory(tiny_data_dir: Any) -> None:
+    """The error a failed render raises carries the out-of-memory as its cause, and that traceback's
+    frames held every activation of the failed call (here: one tensor made inside the UNet) for as long
+    as the error lived (logged, retried after). They are cleared before the retry or the refusal."""
+    import weakref
+
+    import torch
+
+    from generation.engine import Engine
+    from generation.errors import RenderError
+    from generation.models import ModelRegistry
+
+    registry = ModelRegistry([("tiny", "tiny")], tiny_data_dir, device="cpu")
+    refs: list[weakref.ref[torch.Tensor]] = []
+
+    def full(module: Any, args: Any) -> None:
+        activations = args[0] * 2  # what the failed call had allocated
+        refs.append(weakref.ref(activations))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = registry.pipeline("tiny").unet.register_forward_pre_hook(full)
+    try:
+        with pytest.raises(RenderError, match="Out of GPU memory") as caught:
+            Engine(registry).render([_req((70,))])
+    finally:
+        hook.remove()
+    assert isinstance(caught.value.__cause__, torch.OutOfMemoryError)
+    assert refs and [ref() for ref in refs] == [None] * len(refs)
