@@ -58,6 +58,7 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
             sources_cfg,
             settings.data_dir,
             device=settings.device,
+            dtype=settings.dtype,
             compile=settings.compile,
             max_loaded=settings.max_loaded_models,
         )

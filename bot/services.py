@@ -60,7 +60,8 @@ class Services:
         blobs = BlobStore(data_dir / "images")
         if engine is None:
             registry = ModelRegistry(settings.model_sources(), data_dir, device=settings.device,
-                                     compile=settings.compile, max_loaded=settings.max_loaded_models,
+                                     dtype=settings.dtype, compile=settings.compile,
+                                     max_loaded=settings.max_loaded_models,
                                      tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
                                      safety_checker=settings.safety_checker)
             engine = Engine(registry)

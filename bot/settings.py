@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     models: str = Field(default="", validation_alias="ATELIER_MODELS")
     data_dir: Path = Field(default=Path("./data"), validation_alias="ATELIER_DATA_DIR")
     device: Literal["auto", "cuda", "mps", "cpu"] = Field(default="auto", validation_alias="ATELIER_DEVICE")
+    # auto: bf16 on CUDA cards that run it natively (compute capability >= 8.0), else fp16; fp32 on CPU.
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto", validation_alias="ATELIER_DTYPE"
+    )
     compile: bool = Field(default=False, validation_alias="ATELIER_COMPILE")
     max_loaded_models: int = Field(default=2, ge=1, validation_alias="ATELIER_MAX_LOADED_MODELS")
     # The tiny model's stand-in NSFW checker flags an image when this share of its pixels is skin-toned

@@ -11,6 +11,7 @@ import math
 import os
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from PIL import Image
 
 from generation.errors import RenderCancelled, RenderError
-from generation.models import ModelRegistry
+from generation.models import VAE_TILE_PIXELS, ModelRegistry, fit_vae, is_oom
 from generation.previews import latent_to_preview, placeholder, x0_estimate
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
@@ -80,19 +81,18 @@ class StepGate:
             self.holding.clear()
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
 class Engine:
-    def __init__(self, registry: ModelRegistry, max_images_per_call: int | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        max_images_per_call: int | None = None,
+        vae_tile_pixels: int = VAE_TILE_PIXELS,
+    ) -> None:
         self.registry = registry
         # A memory ceiling known in advance (e.g. a small GPU); out-of-memory splits further on its own.
         self.max_images_per_call = max_images_per_call
+        # Images larger than this are decoded in tiles (see fit_vae).
+        self.vae_tile_pixels = vae_tile_pixels
         self._lock = threading.Lock()
         self.step_gate = StepGate(os.environ.get(HOLD_FILE_ENV) or None)
 
@@ -224,6 +224,8 @@ class _Run:
         self.previews: list[Image.Image] = [placeholder(r.width, r.height) for r in requests]
 
     def execute(self, results: dict[_Slot, Image.Image]) -> None:
+        registry = self.engine.registry
+        evicted = False
         while self.pending:
             chunk = self.pending.pop(0)
             try:
@@ -231,9 +233,20 @@ class _Run:
             except RenderCancelled:
                 raise
             except Exception as exc:
-                if not _is_oom(exc):
+                if not is_oom(exc):
                     raise
-                self.engine.registry._free_memory()
+                # The traceback's frames still hold the failed call's activations: release them, or
+                # the memory cannot come back before the retry.
+                traceback.clear_frames(exc.__traceback__)
+                if not evicted:
+                    # Other resident models are the cheapest memory to win back: drop them and retry the
+                    # same chunk before paying for smaller batches.
+                    evicted = True
+                    if registry.evict_others(self.requests[0].model):
+                        log.warning("out of memory for %d images; unloaded the other models", len(chunk))
+                        self.pending.insert(0, chunk)
+                        continue
+                registry._free_memory()
                 if len(chunk) == 1:
                     r = self.requests[chunk[0].request]
                     raise RenderError(
@@ -305,6 +318,7 @@ class _Run:
             "callback_on_step_end": on_step_end,
             "output_type": "pil",
         }
+        fit_vae(pipe, first.width, first.height, len(chunk), self.engine.vae_tile_pixels)
         if self.sources is not None:
             call["image"] = [self.sources[s.request] for s in chunk]
             call["strength"] = first.strength
@@ -327,4 +341,5 @@ class _Run:
             # (bench/memory.py: resident growth per job fell from ~1 MB to ~0).
             del scheduler.step
             captured.clear()
+            self.engine.registry.restore_vae_dtype(pipe)
         return list(result.images)

@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import threading
+import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,18 @@ from generation.samplers import normalize_sampler
 from generation.tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
+
+
+class _EmptyFp32ListFilter(logging.Filter):
+    """diffusers warns "modules ... should be kept in float32: []" on every dtype cast of a model, even
+    when the list is empty (it tests `[] is not None`). Drop only that empty form: a non-empty list, or
+    any other warning about a cast, still reaches the log (a blanket mute once hid an fp32 regression)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []." not in record.getMessage()
+
+
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ListFilter())
 
 Family = Literal["sd15", "sdxl"]
 
@@ -78,15 +91,63 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def pick_dtype(device: str) -> Any:
+# The dtypes ATELIER_DTYPE may name; `auto` picks per device (pick_dtype).
+DTYPE_NAMES = ("auto", "float16", "bfloat16", "float32")
+
+# One decoded image above this many pixels is decoded in tiles, and a batch above it one image at a
+# time: an SD / SDXL VAE decodes 1024² untiled in a few GB, but a 2048² upscale needs over 10 GB.
+VAE_TILE_PIXELS = 2 * 1024 * 1024
+
+
+def pick_dtype(device: str, requested: str = "auto", capability: tuple[int, int] | None = None) -> Any:
+    """The dtype to load models in: `requested` unless it is `auto`, else the device's best.
+
+    `capability` is the CUDA compute capability (asked of the card when None).
+    """
     import torch
 
-    if device == "cuda":
-        # bf16 avoids fp16 overflow where the card has it; SD/SDXL VAEs upcast themselves anyway.
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if requested not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {requested!r}: use one of {', '.join(DTYPE_NAMES)}")
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda"):
+        # bf16 has fp32's range (no fp16 overflow, no VAE upcast), but only Ampere (8.0) and later run it
+        # natively: `torch.cuda.is_bf16_supported()` also says yes on T4 / V100 / 20xx, which emulate it
+        # slowly. Those get fp16, with the SDXL VAE upcast for decoding (undone in Engine even on OOM).
+        major, minor = capability if capability is not None else torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if (major, minor) >= (8, 0) else torch.float16
     if device == "mps":
         return torch.float16
     return torch.float32
+
+
+_OOM_MARKERS = ("out of memory", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for running out of device memory, including cuDNN / cuBLAS failing to allocate a workspace
+    (those surface as a plain RuntimeError, not torch.OutOfMemoryError)."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _OOM_MARKERS)
+
+
+def fit_vae(pipe: Any, width: int, height: int, count: int, tile_pixels: int = VAE_TILE_PIXELS) -> None:
+    """Turn VAE tiling / slicing on for a large decode and off otherwise (the VAE is shared by every
+    pipeline of the model, so each call sets both ways). `pipe.enable_vae_tiling()` is gone in
+    diffusers 0.40+; the VAE's own switches are the lasting API."""
+    vae = pipe.vae
+    if width * height > tile_pixels:
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()
+    if width * height * count > tile_pixels:
+        vae.enable_slicing()
+    else:
+        vae.disable_slicing()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -174,6 +235,7 @@ class ModelRegistry:
         sources: list[tuple[str, str]],
         data_dir: Path,
         device: str = "auto",
+        dtype: str = "auto",
         compile: bool = False,
         max_loaded: int = 2,
         tiny_nsfw_threshold: float = 0.4,
@@ -183,7 +245,7 @@ class ModelRegistry:
             raise ValueError("at least one model must be configured")
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
-        self.dtype = pick_dtype(self.device)
+        self.dtype = pick_dtype(self.device, dtype)
         self.compile = compile
         self.max_loaded = max(1, max_loaded)
         self.tiny_nsfw_threshold = tiny_nsfw_threshold
@@ -246,15 +308,10 @@ class ModelRegistry:
                     if self.spec(name).family == "sdxl"
                     else StableDiffusionImg2ImgPipeline
                 )
-                # from_pipe re-casts the shared modules and warns about fp32 modules even when there
-                # are none ("[]"); keep that out of the bot's log.
-                noisy = logging.getLogger("diffusers.models.modeling_utils")
-                level = noisy.level
-                noisy.setLevel(logging.ERROR)
-                try:
-                    entry.img2img = cls.from_pipe(entry.pipe)
-                finally:
-                    noisy.setLevel(level)
+                # from_pipe casts the shared modules to `torch_dtype`, float32 when it is not given
+                # (diffusers >= 0.33): without it every render of this model after the first U / V would
+                # run in fp32, at twice the memory and half the speed.
+                entry.img2img = cls.from_pipe(entry.pipe, **self._dtype_kwargs())
                 entry.img2img.set_progress_bar_config(disable=True)
             return entry.img2img
 
@@ -268,6 +325,26 @@ class ModelRegistry:
             was_cold = not entry.warmed
             entry.warmed = True
             return was_cold
+
+    def restore_vae_dtype(self, pipe: Any) -> None:
+        """Put the VAE back in the loaded dtype. The SDXL pipelines upcast it to fp32 for the decode /
+        encode in fp16 and cast it back only when that succeeds: after an out-of-memory it would stay
+        fp32, and every later render of the model would fail on a dtype mismatch."""
+        if pipe.vae.dtype != self.dtype:
+            log.info("VAE left in %s by an interrupted render; back to %s", pipe.vae.dtype, self.dtype)
+            pipe.vae.to(dtype=self.dtype)
+
+    def evict_others(self, keep: str) -> list[str]:
+        """Unload every model except `keep` (to free device memory after an out-of-memory)."""
+        keep = self.spec(keep).name
+        with self._lock:
+            others = [name for name in self._loaded if name != keep]
+            for name in others:
+                log.info("unloading model %r: out of memory while rendering %r", name, keep)
+                del self._loaded[name]
+        if others:
+            self._free_memory()
+        return others
 
     def unload(self, name: str) -> None:
         with self._lock:
@@ -351,18 +428,19 @@ class ModelRegistry:
 
     def _load_with_room(self, spec: ModelSpec) -> Any:
         # When memory is short, drop least recently used pipelines one by one and retry.
-        import torch
-
         while True:
             try:
                 return self._load(spec)
-            except torch.OutOfMemoryError as exc:
-                self._free_memory()
-                if not self._evict_one():
-                    raise RenderError(f"Model `{spec.name}` does not fit in memory.") from exc
             except RenderError:
                 raise
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                if is_oom(exc):
+                    # The traceback's frames hold the half-loaded weights: drop them before freeing.
+                    traceback.clear_frames(exc.__traceback__)
+                    self._free_memory()
+                    if not self._evict_one():
+                        raise RenderError(f"Model `{spec.name}` does not fit in memory.") from exc
+                    continue
                 # A wrong path, a hub id while offline, a damaged file: say which model and why.
                 log.debug("loading model %r from %s failed", spec.name, spec.source, exc_info=True)
                 raise RenderError(
@@ -381,8 +459,7 @@ class ModelRegistry:
         cls: Any = StableDiffusionXLPipeline if spec.family == "sdxl" else StableDiffusionPipeline
         import torch
 
-        # fp32 is the default; passing it anyway only triggers diffusers' torch_dtype deprecation notice.
-        kwargs: dict[str, Any] = {} if self.dtype == torch.float32 else {"torch_dtype": self.dtype}
+        kwargs = self._dtype_kwargs()
         log.info("loading model %r from %s on %s (%s)", spec.name, spec.source, self.device, self.dtype)
         if spec.is_tiny:
             folder = ensure_tiny_model(self.data_dir, xl=spec.family == "sdxl")
@@ -402,14 +479,22 @@ class ModelRegistry:
                 pipe = cls.from_pretrained(spec.source, **kwargs)
         pipe.set_progress_bar_config(disable=True)
         pipe = pipe.to(self.device)
-        # diffusers uses torch SDPA attention by default on torch 2; memory-saving slicing only on GPU.
-        if self.device != "cpu" and hasattr(pipe, "enable_vae_tiling"):
-            pipe.enable_vae_tiling()
+        if self.dtype == torch.bfloat16 and getattr(pipe.vae.config, "force_upcast", False):
+            # bf16 has fp32's range, so the SDXL VAE does not overflow: no fp32 copy for each encode.
+            pipe.vae.register_to_config(force_upcast=False)
+        # VAE tiling / slicing are switched per render by size (fit_vae).
         if self.compile:
             import torch
 
             pipe.unet = torch.compile(pipe.unet)
         return pipe
+
+    def _dtype_kwargs(self) -> dict[str, Any]:
+        import torch
+
+        # fp32 is diffusers' default (from_pretrained and from_pipe alike); passing it anyway only triggers
+        # the torch_dtype deprecation notice. (`dtype=` is the new name, unknown to older diffusers.)
+        return {} if self.dtype == torch.float32 else {"torch_dtype": self.dtype}
 
     def _single_file_config(self, path: Path, family: Family) -> str:
         # Offline, from_single_file needs a diffusers folder describing the family's layout.

@@ -224,3 +224,84 @@ def test_renders_leave_nothing_for_the_cycle_collector(tiny_engine: Any) -> None
     finally:
         gc.enable()
     assert unreachable < 10, unreachable
+
+
+@pytest.mark.parametrize(
+    ("error", "oom"),
+    [
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+        (ValueError("out of memory"), False),
+    ],
+)
+def test_device_allocation_failures_count_as_out_of_memory(error: Exception, oom: bool) -> None:
+    import torch
+
+    from generation.models import is_oom
+
+    assert is_oom(error) is oom
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
+
+
+def test_cublas_alloc_failure_unloads_the_other_model_then_splits(
+    tiny_data_dir: Any, tiny_engine: Any
+) -> None:
+    """cuBLAS / cuDNN report a failed workspace allocation as a plain RuntimeError; it is an out-of-memory
+    all the same. The other resident model goes first, then the batch is split; images stay the same."""
+    from generation.engine import Engine
+    from generation.models import ModelRegistry
+
+    registry = ModelRegistry([("tiny", "tiny"), ("other", "tiny-xl")], tiny_data_dir, device="cpu")
+    registry.pipeline("other")
+    unet = registry.pipeline("tiny").unet
+    calls: list[tuple[int, bool]] = []  # (images in the UNet call, other model still loaded)
+
+    def small_gpu(module: Any, args: Any) -> None:
+        images = args[0].shape[0] // 2  # classifier-free guidance doubles the batch
+        calls.append((images, registry.is_loaded("other")))
+        if images > 2:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+
+    hook = unet.register_forward_pre_hook(small_gpu)
+    try:
+        four = Engine(registry).render([_req((60, 61, 62, 63))])[0]
+    finally:
+        hook.remove()
+    # Four images with the other model loaded, again after unloading it, then halves of two.
+    assert calls[:2] == [(4, True), (4, False)]
+    assert set(calls[2:]) == {(2, False)}
+    assert not registry.is_loaded("other") and registry.is_loaded("tiny")
+    for seed, image in zip((60, 61, 62, 63), four, strict=True):
+        assert _maxdiff(image, tiny_engine.render([_req((seed,))])[0][0]) <= 1
+
+
+def test_an_out_of_memory_error_lets_go_of_the_failed_calls_memory(tiny_data_dir: Any) -> None:
+    """The error a failed render raises carries the out-of-memory as its cause, and that traceback's
+    frames held every activation of the failed call (here: one tensor made inside the UNet) for as long
+    as the error lived (logged, retried after). They are cleared before the retry or the refusal."""
+    import weakref
+
+    import torch
+
+    from generation.engine import Engine
+    from generation.errors import RenderError
+    from generation.models import ModelRegistry
+
+    registry = ModelRegistry([("tiny", "tiny")], tiny_data_dir, device="cpu")
+    refs: list[weakref.ref[torch.Tensor]] = []
+
+    def full(module: Any, args: Any) -> None:
+        activations = args[0] * 2  # what the failed call had allocated
+        refs.append(weakref.ref(activations))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = registry.pipeline("tiny").unet.register_forward_pre_hook(full)
+    try:
+        with pytest.raises(RenderError, match="Out of GPU memory") as caught:
+            Engine(registry).render([_req((70,))])
+    finally:
+        hook.remove()
+    assert isinstance(caught.value.__cause__, torch.OutOfMemoryError)
+    assert refs and [ref() for ref in refs] == [None] * len(refs)
