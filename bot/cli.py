@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("tiny-model", help="write the tiny offline model to DIR")
     tiny.add_argument("dir")
-    tiny.add_argument("--xl", action="store_true", help="the SDXL-shaped tiny model")
+    tiny.add_argument("--family", default=None,
+                      choices=["sd15", "sd2", "sdxl", "sd3", "flux", "flux-schnell", "flux-dev"],
+                      help="which model family (default sd15; flux is flux-dev)")
+    tiny.add_argument("--xl", action="store_true", help="the SDXL-shaped tiny model (as --family sdxl)")
     return parser
 
 

@@ -141,6 +141,9 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
 def write_tiny_model(args: argparse.Namespace) -> int:
     from generation.tiny import write_tiny_model as write
 
-    target = write(Path(args.dir), xl=bool(getattr(args, "xl", False)))
+    family = getattr(args, "family", None)
+    if family is not None and getattr(args, "xl", False) and family != "sdxl":
+        raise InvalidRequest("--xl means --family sdxl: give only one of them.")
+    target = write(Path(args.dir), xl=bool(getattr(args, "xl", False)), family=family)
     print(target)
     return 0

@@ -19,11 +19,11 @@ from typing import Any
 from PIL import Image
 
 from generation.errors import RenderCancelled, RenderError
+from generation.families import Family, family_of
 from generation.models import VAE_TILE_PIXELS, ModelRegistry, fit_vae, is_oom
 from generation.previews import latent_to_preview, placeholder, x0_estimate
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
-from generation.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,8 @@ class Engine:
             pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
             slots = [_Slot(i, seed) for i, r in enumerate(requests) for seed in r.seeds]
             prepared = self._prepare_sources(requests, sources) if img2img else None
-            groups = self._groups(requests, slots, spec.family)
+            family = family_of(spec.family)
+            groups = self._groups(requests, slots, family)
             if self.max_images_per_call:
                 size = max(1, self.max_images_per_call)
                 groups = [g[i : i + size] for g in groups for i in range(0, len(g), size)]
@@ -157,7 +158,7 @@ class Engine:
             run = _Run(
                 engine=self,
                 pipe=pipe,
-                family=spec.family,
+                family=family,
                 requests=requests,
                 sources=prepared,
                 on_progress=on_progress,
@@ -186,10 +187,10 @@ class Engine:
         return out
 
     @staticmethod
-    def _groups(requests: Sequence[RenderRequest], slots: list[_Slot], family: str) -> list[list[_Slot]]:
+    def _groups(requests: Sequence[RenderRequest], slots: list[_Slot], family: Family) -> list[list[_Slot]]:
         # SDXL zeroes the negative embedding only when no negative prompt is passed at all, so
         # images with and without a negative go in separate calls to match their solo renders.
-        if family != "sdxl":
+        if not family.split_negative:
             return [slots]
         with_neg = [s for s in slots if requests[s.request].negative]
         without = [s for s in slots if not requests[s.request].negative]
@@ -204,7 +205,7 @@ class _Run:
         *,
         engine: Engine,
         pipe: Any,
-        family: str,
+        family: Family,
         requests: Sequence[RenderRequest],
         sources: list[Image.Image] | None,
         on_progress: ProgressFn | None,
@@ -272,7 +273,7 @@ class _Run:
         first = self.requests[0]
         pipe = self.pipe
         # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
-        scheduler = make_scheduler(first.sampler, self.scheduler_config)
+        scheduler = self.family.make_scheduler(first.sampler, self.scheduler_config)
         captured: dict[str, Any] = {}
         original_step = scheduler.step
 
@@ -299,7 +300,8 @@ class _Run:
                     model_output, ts, sample, out = captured.pop("x0")
                     x0 = x0_estimate(scheduler, model_output, ts, sample, out)
                     for req, row in preview_rows.items():
-                        self.previews[req] = latent_to_preview(x0[row], self.family)
+                        self.previews[req] = latent_to_preview(x0[row], self.family, first.width,
+                                                               first.height)
                 done = self.chunks_done * total_steps + step_index + 1
                 self.on_progress(done, total_steps * self._total_chunks(), list(self.previews))
             if self.engine.step_gate.hold(self.should_stop):
@@ -311,13 +313,17 @@ class _Run:
         generators = [torch.Generator("cpu").manual_seed(s.seed) for s in chunk]
         call: dict[str, Any] = {
             "prompt": prompts,
-            "negative_prompt": negatives if any(negatives) else None,
             "num_inference_steps": first.steps,
             "guidance_scale": first.guidance,
             "generator": generators,
             "callback_on_step_end": on_step_end,
             "output_type": "pil",
         }
+        if self.family.negative:
+            call["negative_prompt"] = negatives if any(negatives) else None
+        if self.family.t5:
+            # T5 reads up to this many tokens (its default would cut Flux-dev at 512 and pad schnell to it).
+            call["max_sequence_length"] = self.family.max_prompt_tokens
         fit_vae(pipe, first.width, first.height, len(chunk), self.engine.vae_tile_pixels)
         if self.sources is not None:
             call["image"] = [self.sources[s.request] for s in chunk]
@@ -328,7 +334,8 @@ class _Run:
             while int(steps * strength) < 1:
                 steps += 1
             call["num_inference_steps"] = steps
-        else:
+        if self.sources is None or self.family.flow:
+            # SD3 / Flux img2img render at their native size unless told (the source is already resized).
             call["width"] = first.width
             call["height"] = first.height
         try:
