@@ -478,7 +478,7 @@ def _text_model_key(key: str) -> str:
 
 
 def _open_clip(state: dict[str, Any]) -> dict[str, Any]:
-    """A CLIPTextModelWithProjection's weights in OpenCLIP's layout (SDXL's second encoder)."""
+    """A CLIP text model's weights in OpenCLIP's layout (SD2's encoder, SDXL's second one)."""
     import torch
 
     state = {_text_model_key(k): v for k, v in state.items()}
@@ -487,8 +487,9 @@ def _open_clip(state: dict[str, Any]) -> dict[str, Any]:
         "positional_embedding": state.pop("text_model.embeddings.position_embedding.weight"),
         "ln_final.weight": state.pop("text_model.final_layer_norm.weight"),
         "ln_final.bias": state.pop("text_model.final_layer_norm.bias"),
-        "text_projection": state.pop("text_projection.weight").T,
     }
+    if "text_projection.weight" in state:  # SDXL's pooled projection; SD2 uses the hidden states only
+        out["text_projection"] = state.pop("text_projection.weight").T
     state.pop("text_model.embeddings.position_ids", None)
     layers = sorted({int(k.split(".")[3]) for k in state if k.startswith("text_model.encoder.layers.")})
     for i in layers:
@@ -507,7 +508,7 @@ def _open_clip(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_single_file(model_dir: Path, path: Path) -> Path:
-    """Write a diffusers folder (SD1.x or SDXL) as one original-layout `.safetensors` checkpoint."""
+    """Write a diffusers folder (SD1.x, SD2.x or SDXL) as one original-layout `.safetensors` checkpoint."""
     from diffusers import DiffusionPipeline
     from safetensors.torch import save_file
 
@@ -516,9 +517,14 @@ def write_single_file(model_dir: Path, path: Path) -> Path:
     state.update(_unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config))
     state.update(_vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config))
     xl = getattr(pipe, "text_encoder_2", None) is not None
-    first = "conditioner.embedders.0.transformer." if xl else "cond_stage_model.transformer."
-    for key, value in pipe.text_encoder.state_dict().items():
-        state[first + _text_model_key(key)] = value
+    if not xl and pipe.text_encoder.config.hidden_act == "gelu":
+        # SD2's OpenCLIP-H is stored in OpenCLIP's own layout (the loader tells SD2 apart by it).
+        for key, value in _open_clip(pipe.text_encoder.state_dict()).items():
+            state[f"cond_stage_model.model.{key}"] = value
+    else:
+        first = "conditioner.embedders.0.transformer." if xl else "cond_stage_model.transformer."
+        for key, value in pipe.text_encoder.state_dict().items():
+            state[first + _text_model_key(key)] = value
     if xl:
         for key, value in _open_clip(pipe.text_encoder_2.state_dict()).items():
             state[f"conditioner.embedders.1.model.{key}"] = value

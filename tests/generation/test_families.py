@@ -1,0 +1,183 @@
+"""Every model family (SD1.x, SD2.x, SDXL, SD3, Flux.1 schnell and dev) through the real engine: loaded
+from its diffusers folder (family read from model_index.json), txt2img, img2img, previews, batching."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generation.errors import InvalidRequest, RenderError
+from generation.families import FAMILIES
+from generation.models import ModelRegistry, make_spec
+from generation.request import Kind, RenderRequest
+from generation.tiny import write_single_file
+from generation.validate import Limits, RequestDraft, build_request, size_for
+from tests.conftest import FAMILY_MODELS
+
+
+def _req(model: str, seeds: tuple[int, ...] = (1,), **kw: Any) -> RenderRequest:
+    base: dict[str, Any] = {
+        "prompt": "a lighthouse at dusk",
+        "model": model,
+        "width": 64,
+        "height": 96,
+        "steps": 3,
+        "guidance": FAMILIES[model].default_guidance,
+        "sampler": "euler",
+        "seeds": seeds,
+    }
+    base.update(kw)
+    return RenderRequest(**base)
+
+
+def _px(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def _maxdiff(a: Image.Image, b: Image.Image) -> int:
+    return int(np.abs(_px(a) - _px(b)).max())
+
+
+@pytest.mark.parametrize(
+    ("family", "pipeline"),
+    [
+        ("sd15", "StableDiffusionPipeline"),
+        ("sd2", "StableDiffusionPipeline"),
+        ("sdxl", "StableDiffusionXLPipeline"),
+        ("sd3", "StableDiffusion3Pipeline"),
+        ("flux-schnell", "FluxPipeline"),
+        ("flux-dev", "FluxPipeline"),
+    ],
+)
+def test_each_family_is_detected_from_its_folder_and_loads_its_pipeline(
+        family_engine: Any, family_dirs: dict[str, Path], family: str, pipeline: str) -> None:
+    registry = family_engine.registry
+    assert json.loads((family_dirs[family] / "model_index.json").read_text())["_class_name"] == pipeline
+    assert registry.spec(family).family == family
+    assert type(registry.pipeline(family)).__name__ == pipeline
+    fam = FAMILIES[family]
+    assert registry.pipeline(family).vae.config.latent_channels == fam.latent_channels
+    # img2img shares the loaded modules (no second copy of the weights).
+    img2img = registry.img2img(family)
+    assert type(img2img).__name__ == pipeline.replace("Pipeline", "Img2ImgPipeline")
+    assert img2img.vae is registry.pipeline(family).vae
+
+
+def test_family_defaults_follow_the_table() -> None:
+    # schnell: 4 steps and no guidance; dev: distilled guidance 3.5; flow families sample with euler.
+    assert make_spec("s", "black-forest-labs/FLUX.1-schnell").family == "flux-schnell"
+    schnell = make_spec("s", "black-forest-labs/FLUX.1-schnell")
+    assert (schnell.default_steps, schnell.default_guidance, schnell.default_sampler) == (4, 0.0, "euler")
+    dev = make_spec("d", "black-forest-labs/FLUX.1-dev")
+    assert (dev.family, dev.default_steps, dev.default_guidance) == ("flux-dev", 28, 3.5)
+    assert make_spec("3", "stabilityai/stable-diffusion-3.5-medium").family == "sd3"
+    assert make_spec("2", "stabilityai/stable-diffusion-2-1").family == "sd2"
+    with pytest.raises(ValueError, match="flow matching"):
+        make_spec("bad", "black-forest-labs/FLUX.1-dev?sampler=dpmpp_2m_karras")
+
+
+@pytest.mark.parametrize("family", FAMILY_MODELS)
+def test_txt2img_img2img_and_previews(family_engine: Any, family: str) -> None:
+    previews: list[list[Image.Image]] = []
+    a = family_engine.render([_req(family, (11,))], on_progress=lambda s, t, p: previews.append(p))[0][0]
+    assert a.size == (64, 96)
+    assert _maxdiff(a, family_engine.render([_req(family, (11,))])[0][0]) == 0
+    assert _maxdiff(a, family_engine.render([_req(family, (12,))])[0][0]) > 10
+    # One preview per step at 1/8 of the output: for Flux, unpacked from its 2x2-packed tokens.
+    assert len(previews) == 3 and previews[-1][0].size == (8, 12)
+    assert np.asarray(previews[-1][0]).std() > 0  # a projection of the latent, not the placeholder
+
+    variation = _req(family, (5,), kind=Kind.VARIATION, strength=0.6, source="blob")
+    varied = family_engine.render([variation], [a])[0][0]
+    assert varied.size == a.size  # SD3 / Flux img2img would otherwise render at their native 1024²
+    assert _maxdiff(varied, a) > 0
+
+
+@pytest.mark.parametrize("family", FAMILY_MODELS)
+def test_batched_requests_equal_solo_runs(family_engine: Any, family: str) -> None:
+    negative = "fog" if FAMILIES[family].negative else ""
+    requests = [
+        _req(family, (5,), prompt="a red house", negative=negative),
+        _req(family, (6, 7), prompt="a blue boat"),
+    ]
+    batched = family_engine.render(requests)
+    assert [len(images) for images in batched] == [1, 2]
+    for request, images in zip(requests, batched, strict=True):
+        for got, want in zip(images, family_engine.render([request])[0], strict=True):
+            # CPU batched maths differs from solo only in float rounding (DESIGN §5).
+            assert _maxdiff(got, want) <= 1
+
+
+def test_flux_dev_guidance_is_embedded_and_schnell_ignores_it(family_engine: Any) -> None:
+    dev = [family_engine.render([_req("flux-dev", (3,), guidance=g)])[0][0] for g in (1.0, 6.0)]
+    assert _maxdiff(dev[0], dev[1]) > 0
+    schnell = [family_engine.render([_req("flux-schnell", (3,), guidance=g)])[0][0] for g in (1.0, 6.0)]
+    assert _maxdiff(schnell[0], schnell[1]) == 0
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux-schnell", "flux-dev"])
+def test_flow_families_refuse_sd_samplers_and_sizes_are_multiples_of_16(family_engine: Any, family: str) -> None:
+    registry = family_engine.registry
+    with pytest.raises(InvalidRequest, match="flow matching: sampler `dpmpp_2m_karras` does not apply"):
+        build_request(RequestDraft("a boat", model=family, sampler="DPM++ 2M Karras"), registry)
+    request = build_request(RequestDraft("a boat", model=family, aspect="16:9"), registry)
+    assert request.sampler == "euler"
+    assert request.width % 16 == 0 and request.height % 16 == 0
+    assert (request.width, request.height) == size_for("16:9", family)
+    upscaled = build_request(
+        RequestDraft("", model=family, kind=Kind.UPSCALE, source="blob"), registry, source_size=(333, 500)
+    )
+    assert upscaled.width % 16 == 0 and upscaled.height % 16 == 0
+
+
+def test_flux_takes_no_negative_prompt_and_schnell_no_guidance(family_engine: Any) -> None:
+    registry = family_engine.registry
+    for family in ("flux-schnell", "flux-dev"):
+        with pytest.raises(InvalidRequest, match="take no negative prompt"):
+            build_request(RequestDraft("a boat --no fog", model=family), registry)
+    assert build_request(RequestDraft("a boat --cfg 5", model="flux-schnell"), registry).guidance == 0.0
+    assert build_request(RequestDraft("a boat --cfg 5", model="flux-dev"), registry).guidance == 5.0
+    # SD3 keeps classifier-free guidance and its negative prompt.
+    sd3 = build_request(RequestDraft("a boat --no fog --cfg 5", model="sd3"), registry)
+    assert (sd3.negative, sd3.guidance) == ("fog", 5.0)
+
+
+def test_pixel_limits_come_from_the_family_table(family_engine: Any) -> None:
+    registry = family_engine.registry
+    limits = Limits()
+    assert limits.max_pixels["sd2"] == 1536 * 1536 and limits.max_pixels["flux-dev"] == 2048 * 2048
+    sd2 = build_request(RequestDraft("a boat", model="sd2"), registry)
+    assert (sd2.width, sd2.height) == (768, 768)
+
+
+def test_sd2_single_file_round_trip(family_engine: Any, family_dirs: dict[str, Path], tmp_path: Path) -> None:
+    folder = family_dirs["sd2"]
+    checkpoint = write_single_file(folder, tmp_path / "tiny-sd2.safetensors")
+    config = tmp_path / "tiny-sd2.config"
+    config.symlink_to(folder, target_is_directory=True)
+    registry = ModelRegistry([("single", str(checkpoint))], tmp_path / "data", device="cpu")
+    assert registry.spec("single").family == "sd2"  # told apart from SD1 by its OpenCLIP keys
+    from generation.engine import Engine
+
+    from_file = Engine(registry).render([replace(_req("sd2"), model="single")])[0][0]
+    from_folder = family_engine.render([_req("sd2")])[0][0]
+    assert _maxdiff(from_file, from_folder) == 0
+
+
+def test_single_file_flux_is_refused_clearly(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    path = tmp_path / "flux1-dev.safetensors"
+    save_file({"double_blocks.0.img_attn.qkv.weight": torch.zeros(1), "guidance_in.in_layer.weight":
+               torch.zeros(1)}, str(path))
+    registry = ModelRegistry([("flux", str(path))], tmp_path / "data", device="cpu")
+    assert registry.spec("flux").family == "flux-dev"
+    with pytest.raises(RenderError, match="single-file Flux.1 dev checkpoints are not supported"):
+        registry.pipeline("flux")
