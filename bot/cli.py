@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=int, default=None)
     gen.add_argument("--guidance", type=float, default=None)
     gen.add_argument("--sampler", default=None)
-    gen.add_argument("--model", default=None)
+    gen.add_argument("--model", default=None, help="a configured model's name, or a model folder / file")
     gen.add_argument("--strength", type=float, default=None)
     gen.add_argument("--variation-of", default=None, metavar="FILE")
     gen.add_argument("--strong", action="store_true", help="strong variation (default subtle)")

@@ -122,7 +122,8 @@ def test_flux_dev_guidance_is_embedded_and_schnell_ignores_it(family_engine: Any
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux-schnell", "flux-dev"])
-def test_flow_families_refuse_sd_samplers_and_sizes_are_multiples_of_16(family_engine: Any, family: str) -> None:
+def test_flow_families_refuse_sd_samplers_and_sizes_are_multiples_of_16(family_engine: Any,
+                                                                        family: str) -> None:
     registry = family_engine.registry
     with pytest.raises(InvalidRequest, match="flow matching: sampler `dpmpp_2m_karras` does not apply"):
         build_request(RequestDraft("a boat", model=family, sampler="DPM++ 2M Karras"), registry)
@@ -179,5 +180,5 @@ def test_single_file_flux_is_refused_clearly(tmp_path: Path) -> None:
                torch.zeros(1)}, str(path))
     registry = ModelRegistry([("flux", str(path))], tmp_path / "data", device="cpu")
     assert registry.spec("flux").family == "flux-dev"
-    with pytest.raises(RenderError, match="single-file Flux.1 dev checkpoints are not supported"):
+    with pytest.raises(RenderError, match=r"single-file Flux\.1 dev checkpoints are not supported"):
         registry.pipeline("flux")
