@@ -147,6 +147,11 @@ class Engine:
         spec = self.registry.spec(first.model)
         with self._lock:
             pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
+            # SDXL's refiner finishes txt2img renders only (a variation or upscale is already refined).
+            refiner = refiner_config = None
+            if not img2img and spec.refiner is not None:
+                refiner = self.registry.img2img(spec.refiner)
+                refiner_config = self.registry.scheduler_config(spec.refiner)
             slots = [_Slot(i, seed) for i, r in enumerate(requests) for seed in r.seeds]
             prepared = self._prepare_sources(requests, sources) if img2img else None
             family = family_of(spec.family)
@@ -159,6 +164,9 @@ class Engine:
                 engine=self,
                 pipe=pipe,
                 family=family,
+                refiner=refiner,
+                refiner_config=refiner_config,
+                refine_at=spec.refiner_at,
                 requests=requests,
                 sources=prepared,
                 on_progress=on_progress,
@@ -208,6 +216,9 @@ class _Run:
         family: Family,
         requests: Sequence[RenderRequest],
         sources: list[Image.Image] | None,
+        refiner: Any = None,
+        refiner_config: Any = None,
+        refine_at: float = 1.0,
         on_progress: ProgressFn | None,
         should_stop: Callable[[], bool] | None,
         chunks: list[list[_Slot]],
@@ -216,6 +227,10 @@ class _Run:
         self.pipe = pipe
         self.scheduler_config = engine.registry.scheduler_config(requests[0].model)
         self.family = family
+        # The second stage (an SDXL refiner img2img pipeline) and the fraction of the steps the base runs.
+        self.refiner = refiner
+        self.refiner_config = refiner_config
+        self.refine_at = refine_at
         self.requests = requests
         self.sources = sources
         self.on_progress = on_progress
@@ -272,19 +287,26 @@ class _Run:
 
         first = self.requests[0]
         pipe = self.pipe
-        # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
-        scheduler = self.family.make_scheduler(first.sampler, self.scheduler_config)
         captured: dict[str, Any] = {}
-        original_step = scheduler.step
 
-        def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
-            out = original_step(model_output, timestep, sample, *args, **kwargs)
-            if self.on_progress is not None:
-                captured["x0"] = (model_output, timestep, sample, out)
-            return out
+        def fresh_scheduler(target: Any, config: Any) -> Any:
+            # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
+            scheduler = self.family.make_scheduler(first.sampler, config)
+            original_step = scheduler.step
 
-        scheduler.step = step  # type: ignore[method-assign]
-        pipe.scheduler = scheduler
+            def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
+                out = original_step(model_output, timestep, sample, *args, **kwargs)
+                if self.on_progress is not None:
+                    captured["x0"] = (scheduler, model_output, timestep, sample, out)
+                return out
+
+            scheduler.step = step  # type: ignore[method-assign]
+            target.scheduler = scheduler
+            return scheduler
+
+        scheduler = fresh_scheduler(pipe, self.scheduler_config)
+        # Steps the base stage took, when a refiner finishes the render: its steps count on from there.
+        phase = {"offset": 0}
 
         # Index of each request's first image inside this chunk (the one previewed).
         preview_rows: dict[int, int] = {}
@@ -296,13 +318,15 @@ class _Run:
                 raise RenderCancelled()
             if self.on_progress is not None:
                 total_steps = int(getattr(p, "_num_timesteps", 0) or first.steps)
+                if self.refiner is not None:
+                    total_steps = first.steps  # base and refiner share the steps between them
                 if "x0" in captured:
-                    model_output, ts, sample, out = captured.pop("x0")
-                    x0 = x0_estimate(scheduler, model_output, ts, sample, out)
+                    sched, model_output, ts, sample, out = captured.pop("x0")
+                    x0 = x0_estimate(sched, model_output, ts, sample, out)
                     for req, row in preview_rows.items():
                         self.previews[req] = latent_to_preview(x0[row], self.family, first.width,
                                                                first.height)
-                done = self.chunks_done * total_steps + step_index + 1
+                done = self.chunks_done * total_steps + min(phase["offset"] + step_index + 1, total_steps)
                 self.on_progress(done, total_steps * self._total_chunks(), list(self.previews))
             if self.engine.step_gate.hold(self.should_stop):
                 raise RenderCancelled()
@@ -338,15 +362,30 @@ class _Run:
             # SD3 / Flux img2img render at their native size unless told (the source is already resized).
             call["width"] = first.width
             call["height"] = first.height
+        refiner_scheduler = None
         try:
             with torch.inference_mode():
-                result = pipe(**call)
+                if self.refiner is None:
+                    result = pipe(**call)
+                else:
+                    # Base for the first `refine_at` of the noise schedule, handing over latents (no decode);
+                    # the refiner denoises the rest from there, with fresh generators of the same seeds.
+                    latents = pipe(**{**call, "output_type": "latent"}, denoising_end=self.refine_at).images
+                    phase["offset"] = int(getattr(pipe, "_num_timesteps", 0))
+                    refiner_scheduler = fresh_scheduler(self.refiner, self.refiner_config)
+                    fit_vae(self.refiner, first.width, first.height, len(chunk), self.engine.vae_tile_pixels)
+                    refine = {k: v for k, v in call.items() if k not in ("width", "height", "output_type")}
+                    refine["generator"] = [torch.Generator("cpu").manual_seed(s.seed) for s in chunk]
+                    result = self.refiner(**refine, image=latents, denoising_start=self.refine_at)
         finally:
             # The wrapped step closes over this run (its images, previews, sources) and the scheduler's
             # own bound step: a reference cycle that the pipeline keeps reachable until the next call and
             # that only a full GC pass would then free. Break it so the memory goes back at once
             # (bench/memory.py: resident growth per job fell from ~1 MB to ~0).
             del scheduler.step
+            if refiner_scheduler is not None:
+                del refiner_scheduler.step
+                self.engine.registry.restore_vae_dtype(self.refiner)
             captured.clear()
             self.engine.registry.restore_vae_dtype(pipe)
         return list(result.images)

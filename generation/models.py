@@ -56,6 +56,10 @@ class ModelSpec:
     default_steps: int
     default_guidance: float
     default_sampler: str
+    # `?refiner=name`: a configured SDXL refiner that finishes this model's txt2img renders, taking over
+    # at `refiner_at` of the noise schedule (the base's denoising_end, the refiner's denoising_start).
+    refiner: str | None = None
+    refiner_at: float = 0.8
 
     @property
     def is_tiny(self) -> bool:
@@ -266,9 +270,13 @@ def make_spec(name: str, source: str) -> ModelSpec:
             sampler = canonical
         if fam.sampler_error(sampler):
             raise ValueError(fam.sampler_error(sampler))
+        refiner_at = float(overrides.get("refiner_at", 0.8))
+        if not 0.0 < refiner_at < 1.0:
+            raise ValueError("refiner_at must be between 0 and 1, like 0.8")
     except ValueError as exc:
         raise ValueError(f"model {name!r}: bad default in {source!r}: {exc}") from exc
-    return ModelSpec(name, base, family, steps, guidance, sampler)
+    refiner = overrides.get("refiner") or None
+    return ModelSpec(name, base, family, steps, guidance, sampler, refiner, refiner_at)
 
 
 class ModelRegistry:
@@ -298,6 +306,16 @@ class ModelRegistry:
             if name in self._specs:
                 raise ValueError(f"model name {name!r} is configured twice")
             self._specs[name] = make_spec(name, source)
+        for spec in self._specs.values():
+            if spec.refiner is None:
+                continue
+            refiner = self._specs.get(spec.refiner)
+            if refiner is None or refiner.name == spec.name:
+                raise ValueError(
+                    f"model {spec.name!r}: refiner {spec.refiner!r} is not another configured model"
+                )
+            if spec.family != "sdxl" or refiner.family != "sdxl":
+                raise ValueError(f"model {spec.name!r}: a refiner works on SDXL models only")
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self._lock = threading.RLock()
         for spec in self._specs.values():
@@ -334,7 +352,16 @@ class ModelRegistry:
 
     def pipeline(self, name: str) -> Any:
         """The loaded txt2img pipeline for `name` (loading it, and evicting the LRU one, if needed)."""
-        return self._entry(name).pipe
+        entry = self._entry(name)
+        if entry.pipe is entry.img2img:
+            raise RenderError(f"Model `{self.spec(name).name}` is a refiner: it only finishes another "
+                              "model's images (`?refiner=` on that model).")
+        return entry.pipe
+
+    def _is_refiner(self, spec: ModelSpec) -> bool:
+        # A refiner is an img2img pipeline (model_index.json says StableDiffusionXLImg2ImgPipeline), which
+        # AutoPipelineForText2Image would turn into a base pipeline without its aesthetic-score conditioning.
+        return any(s.refiner == spec.name for s in self._specs.values()) or "refiner" in spec.source.lower()
 
     def safety_checker(self, name: str) -> SafetyChecker | None:
         """The NSFW checker of model `name` (its own, the tiny stand-in, or None)."""
@@ -408,6 +435,8 @@ class ModelRegistry:
             if safety is None:
                 self._warn_unchecked(spec)
             entry = _Loaded(pipe, scheduler_config=pipe.scheduler.config, safety=safety)
+            if self._is_refiner(spec):
+                entry.img2img = pipe
             self._loaded[spec.name] = entry
             return entry
 
@@ -492,7 +521,7 @@ class ModelRegistry:
         import diffusers.utils.logging as diffusers_logging
         import torch
         import transformers.utils.logging as transformers_logging
-        from diffusers import AutoPipelineForText2Image
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
         # Loading bars would flood the bot's log on every swap.
         diffusers_logging.disable_progress_bar()
@@ -500,7 +529,7 @@ class ModelRegistry:
 
         # Folders and hub ids name their pipeline class in model_index.json; a single file does not.
         fam = family_of(spec.family)
-        cls: Any = AutoPipelineForText2Image
+        cls: Any = AutoPipelineForImage2Image if self._is_refiner(spec) else AutoPipelineForText2Image
 
         kwargs = self._dtype_kwargs()
         log.info("loading model %r from %s on %s (%s)", spec.name, spec.source, self.device, self.dtype)

@@ -152,16 +152,22 @@ def _sd_unet(cross_attention_dim: int, linear_projection: bool = False) -> Any:
     )
 
 
+# The SDXL refiner is no family of its own (SDXL's latents and limits) but a second-stage img2img model.
+REFINER = "sdxl-refiner"
+
+
 def build_tiny_pipeline(xl: bool = False, family: str | None = None) -> Any:
-    """A fresh tiny pipeline of `family` (`xl`: the SDXL one) with deterministic random weights."""
+    """A fresh tiny pipeline of `family` (`xl`: SDXL; or REFINER) with deterministic random weights."""
     import torch
     from diffusers import StableDiffusionPipeline
 
     from generation.families import family_of
 
-    fam = family_of(family or ("sdxl" if xl else "sd15"))
     torch.manual_seed(_SEED)
     tokenizer = _tokenizer()
+    if family == REFINER:
+        return _tiny_sdxl_refiner(tokenizer)
+    fam = family_of(family or ("sdxl" if xl else "sd15"))
     if fam.name == "sdxl":
         return _tiny_sdxl(tokenizer)
     if fam.name == "sd3":
@@ -224,6 +230,43 @@ def _tiny_sdxl(tokenizer: Any) -> Any:
         unet=unet,
         scheduler=_scheduler(),
         force_zeros_for_empty_prompt=True,
+    )
+
+
+def _tiny_sdxl_refiner(tokenizer: Any) -> Any:
+    from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModelWithProjection
+
+    # As the real refiner: only the second (OpenCLIP) text encoder, and an aesthetic score in place of
+    # the target size among the size conditioning (5 numbers, not 6).
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32, 32),
+        layers_per_block=1,
+        sample_size=128,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1, 1),
+        projection_class_embeddings_input_dim=8 * 5 + 32,
+        cross_attention_dim=48,
+        norm_num_groups=16,
+    )
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=32, hidden_size=48))
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=_vae(scaling=0.13025),
+        text_encoder=None,
+        text_encoder_2=text_encoder_2,
+        tokenizer=None,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=_scheduler(),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
     )
 
 
@@ -291,7 +334,7 @@ def write_tiny_model(dir: Path, xl: bool = False, family: str | None = None) -> 
     """Build the tiny model of `family` (`xl`: SDXL, default SD1.x) and save it as a diffusers folder."""
     from generation.families import family_of
 
-    name = family_of(family or ("sdxl" if xl else "sd15")).name
+    name = family if family == REFINER else family_of(family or ("sdxl" if xl else "sd15")).name
     dir = Path(dir)
     dir.mkdir(parents=True, exist_ok=True)
     pipe = build_tiny_pipeline(family=name)

@@ -68,3 +68,17 @@ def family_engine(family_dirs: dict[str, Path], tiny_data_dir: Path) -> Any:
 
     sources = [(name, str(folder)) for name, folder in family_dirs.items()]
     return Engine(ModelRegistry(sources, tiny_data_dir, device="cpu", max_loaded=len(sources)))
+
+
+@pytest.fixture(scope="session")
+def refiner_engine(family_dirs: dict[str, Path], tiny_data_dir: Path) -> Any:
+    """An Engine with the tiny SDXL as `xl` (finished by the tiny refiner `ref` from half the noise
+    schedule on), `plain` (the same SDXL without a refiner) and `ref` itself."""
+    from generation.engine import Engine
+    from generation.models import ModelRegistry
+    from generation.tiny import REFINER, ensure_tiny_model
+
+    refiner = ensure_tiny_model(tiny_data_dir, family=REFINER)
+    sdxl = str(family_dirs["sdxl"])
+    sources = [("xl", f"{sdxl}?refiner=ref&refiner_at=0.5"), ("plain", sdxl), ("ref", str(refiner))]
+    return Engine(ModelRegistry(sources, tiny_data_dir, device="cpu", max_loaded=3))

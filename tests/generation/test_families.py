@@ -182,3 +182,54 @@ def test_single_file_flux_is_refused_clearly(tmp_path: Path) -> None:
     assert registry.spec("flux").family == "flux-dev"
     with pytest.raises(RenderError, match=r"single-file Flux\.1 dev checkpoints are not supported"):
         registry.pipeline("flux")
+
+
+def _xl(model: str, seeds: tuple[int, ...] = (1,), **kw: Any) -> RenderRequest:
+    return replace(_req("sdxl", seeds, **kw), model=model, steps=4)
+
+
+def test_the_refiner_finishes_txt2img_renders_from_the_base_latents(refiner_engine: Any) -> None:
+    seen: list[tuple[int, int]] = []
+    previews: list[Image.Image] = []
+
+    def progress(step: int, total: int, shown: list[Image.Image]) -> None:
+        seen.append((step, total))
+        previews.append(shown[0])
+
+    refined = refiner_engine.render([_xl("xl", (7,))], on_progress=progress)[0][0]
+    assert refined.size == (64, 96)
+    # The refiner's steps count on from the base's: one bar over the model's steps.
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert all(p.size == (8, 12) for p in previews)
+    plain = refiner_engine.render([_xl("plain", (7,))])[0][0]
+    assert _maxdiff(refined, plain) > 10  # the second half ran through the refiner's own weights
+    assert _maxdiff(refined, refiner_engine.render([_xl("xl", (7,))])[0][0]) == 0
+    # Batched with others, each image equals its solo render.
+    batched = refiner_engine.render([_xl("xl", (7, 8)), _xl("xl", (9,), negative="fog")])
+    assert _maxdiff(batched[0][0], refined) <= 1
+    assert _maxdiff(batched[1][0], refiner_engine.render([_xl("xl", (9,), negative="fog")])[0][0]) <= 1
+
+
+def test_variations_are_not_refined_and_a_refiner_alone_cannot_txt2img(refiner_engine: Any) -> None:
+    source = refiner_engine.render([_xl("plain", (3,))])[0][0]
+    varied = [
+        refiner_engine.render([_xl(m, (4,), kind=Kind.VARIATION, strength=0.5, source="b")], [source])[0][0]
+        for m in ("xl", "plain")
+    ]
+    assert _maxdiff(varied[0], varied[1]) == 0
+    with pytest.raises(RenderError, match="is a refiner"):
+        refiner_engine.render([_xl("ref")])
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        ([("xl", "tiny-xl?refiner=nope")], "is not another configured model"),
+        ([("sd", "tiny?refiner=xl"), ("xl", "tiny-xl")], "SDXL models only"),
+        ([("xl", "tiny-xl?refiner=r&refiner_at=1.5"), ("r", "tiny-xl")], "refiner_at must be between"),
+    ],
+)
+def test_a_bad_refiner_setting_is_a_clear_error(tmp_path: Path, sources: list[tuple[str, str]],
+                                                message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        ModelRegistry(sources, tmp_path, device="cpu")
