@@ -319,7 +319,8 @@ class _Run:
             if self.on_progress is not None:
                 total_steps = int(getattr(p, "_num_timesteps", 0) or first.steps)
                 if self.refiner is not None:
-                    total_steps = first.steps  # base and refiner share the steps between them
+                    # Base and refiner share the base's full schedule between them (2 per step for Heun).
+                    total_steps = len(scheduler.timesteps)
                 if "x0" in captured:
                     sched, model_output, ts, sample, out = captured.pop("x0")
                     x0 = x0_estimate(sched, model_output, ts, sample, out)
