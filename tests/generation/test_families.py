@@ -233,3 +233,13 @@ def test_a_bad_refiner_setting_is_a_clear_error(tmp_path: Path, sources: list[tu
                                                 message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ModelRegistry(sources, tmp_path, device="cpu")
+
+
+def test_t5_reads_256_tokens_on_schnell_and_512_on_dev(family_engine: Any) -> None:
+    # The tiny T5 tokenizer makes about one token per character; both tails lie past CLIP's 77 tokens,
+    # so only T5 can see them, and only up to the family's max_sequence_length.
+    head = "a lighthouse " + "x" * 350
+    tails = (head + " red sky", head + " green sea")
+    for family, differs in (("flux-schnell", False), ("flux-dev", True), ("sd3", False)):
+        a, b = (family_engine.render([_req(family, (2,), prompt=t)])[0][0] for t in tails)
+        assert (_maxdiff(a, b) > 0) == differs, family
