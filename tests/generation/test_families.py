@@ -243,3 +243,15 @@ def test_t5_reads_256_tokens_on_schnell_and_512_on_dev(family_engine: Any) -> No
     for family, differs in (("flux-schnell", False), ("flux-dev", True), ("sd3", False)):
         a, b = (family_engine.render([_req(family, (2,), prompt=t)])[0][0] for t in tails)
         assert (_maxdiff(a, b) > 0) == differs, family
+
+
+def test_built_in_tiny_sources_of_each_family(family_dirs: dict[str, Path], tiny_data_dir: Path) -> None:
+    from generation.engine import Engine
+
+    registry = ModelRegistry([("s", "tiny-flux-schnell"), ("2", "tiny-sd2")], tiny_data_dir, device="cpu")
+    schnell = registry.spec("s")
+    assert (schnell.family, schnell.is_tiny, schnell.default_steps, schnell.default_guidance) == (
+        "flux-schnell", True, 4, 0.0)
+    assert registry.spec("2").family == "sd2"
+    image = Engine(registry).render([replace(_req("flux-schnell"), model="s")])[0][0]
+    assert image.size == (64, 96)
