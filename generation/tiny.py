@@ -193,12 +193,11 @@ def build_tiny_pipeline(xl: bool = False, family: str | None = None) -> Any:
     )
 
 
-def _tiny_sdxl(tokenizer: Any) -> Any:
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+def _sdxl_unet(size_numbers: int, cross_attention_dim: int) -> Any:
+    from diffusers import UNet2DConditionModel
 
-    # SDXL shape: two text encoders, pooled projection and size conditioning (text_time).
-    unet = UNet2DConditionModel(
+    # SDXL shape: pooled projection (32) and `size_numbers` size-conditioning numbers (text_time).
+    return UNet2DConditionModel(
         block_out_channels=(16, 32, 32),
         layers_per_block=1,
         sample_size=128,
@@ -212,11 +211,18 @@ def _tiny_sdxl(tokenizer: Any) -> Any:
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 1, 1),
-        projection_class_embeddings_input_dim=8 * 6 + 32,
-        # Both encoders' hidden states side by side (32 + 48), as SDXL's 768 + 1280.
-        cross_attention_dim=80,
+        projection_class_embeddings_input_dim=8 * size_numbers + 32,
+        cross_attention_dim=cross_attention_dim,
         norm_num_groups=16,
     )
+
+
+def _tiny_sdxl(tokenizer: Any) -> Any:
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    # Two text encoders, their hidden states side by side (32 + 48) as SDXL's 768 + 1280.
+    unet = _sdxl_unet(size_numbers=6, cross_attention_dim=80)
     text_encoder = CLIPTextModel(_text_config(tokenizer))
     # A different width from the first encoder, as in real SDXL (CLIP-L 768, OpenCLIP bigG 1280):
     # the single-file loader tells the two apart by it.
@@ -234,28 +240,12 @@ def _tiny_sdxl(tokenizer: Any) -> Any:
 
 
 def _tiny_sdxl_refiner(tokenizer: Any) -> Any:
-    from diffusers import StableDiffusionXLImg2ImgPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLImg2ImgPipeline
     from transformers import CLIPTextModelWithProjection
 
     # As the real refiner: only the second (OpenCLIP) text encoder, and an aesthetic score in place of
     # the target size among the size conditioning (5 numbers, not 6).
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32, 32),
-        layers_per_block=1,
-        sample_size=128,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1, 1),
-        projection_class_embeddings_input_dim=8 * 5 + 32,
-        cross_attention_dim=48,
-        norm_num_groups=16,
-    )
+    unet = _sdxl_unet(size_numbers=5, cross_attention_dim=48)
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=32, hidden_size=48))
     return StableDiffusionXLImg2ImgPipeline(
         vae=_vae(scaling=0.13025),

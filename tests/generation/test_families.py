@@ -19,6 +19,7 @@ from generation.request import Kind, RenderRequest
 from generation.tiny import write_single_file
 from generation.validate import Limits, RequestDraft, build_request, size_for
 from tests.conftest import FAMILY_MODELS
+from tests.generation.test_engine import _maxdiff
 
 
 def _req(model: str, seeds: tuple[int, ...] = (1,), **kw: Any) -> RenderRequest:
@@ -34,14 +35,6 @@ def _req(model: str, seeds: tuple[int, ...] = (1,), **kw: Any) -> RenderRequest:
     }
     base.update(kw)
     return RenderRequest(**base)
-
-
-def _px(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
-def _maxdiff(a: Image.Image, b: Image.Image) -> int:
-    return int(np.abs(_px(a) - _px(b)).max())
 
 
 @pytest.mark.parametrize(
