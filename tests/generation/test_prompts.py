@@ -135,7 +135,8 @@ def test_long_prompts_fill_75_token_chunks_and_stop_at_the_cap() -> None:
 def test_the_note_counts_the_words_that_were_used() -> None:
     tokenizer = _tokenizer()
     words = " ".join(f"w{i:03d}" for i in range(100))  # 4 tokens a word: 225 tokens end inside the 57th
-    assert cut_notes(tokenizer, words) == ("the prompt was cut after 56 words (the model reads at most 225 tokens)",)
+    note = "the prompt was cut after 56 words (the model reads at most 225 tokens)"
+    assert cut_notes(tokenizer, words) == (note,)
     assert cut_notes(tokenizer, "short", words)[0].startswith("the negative prompt was cut after 56 words")
     assert cut_notes(tokenizer, "a fox", "blur") == ()
 
@@ -170,7 +171,8 @@ def test_short_unweighted_prompts_encode_exactly_as_the_pipeline_does(tiny_regis
 
     pipe = tiny_registry.pipeline(model)
     prompts, negatives = ["a red fox", "a boat"], ["", "blur"]
-    keys = ["prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds"]
+    keys = ["prompt_embeds", "negative_prompt_embeds",
+            "pooled_prompt_embeds", "negative_pooled_prompt_embeds"]
     for negative in (negatives, ["", ""]):
         with torch.inference_mode():
             own = pipe.encode_prompt(prompts, device="cpu", num_images_per_prompt=1,
@@ -208,7 +210,8 @@ def test_sdxl_long_and_weighted_prompts(tiny_engine: Any) -> None:
 
 @pytest.mark.parametrize("make", [_req, _xl])
 def test_a_batch_of_long_and_short_prompts_equals_solo_renders(tiny_engine: Any, make: Any) -> None:
-    requests = [make(BASE + "red fox", (3,)), make("a boat", (4, 5)), make("(a boat:1.3)", (6,), negative=BASE)]
+    requests = [make(BASE + "red fox", (3,)), make("a boat", (4, 5)),
+                make("(a boat:1.3)", (6,), negative=BASE)]
     batched = tiny_engine.render(requests)
     for request, images in zip(requests, batched, strict=True):
         for got, want in zip(images, tiny_engine.render([request])[0], strict=True):
@@ -231,3 +234,13 @@ def test_an_over_cap_prompt_carries_a_note(tiny_registry: Any, tiny_engine: Any)
     assert request.notes == ("the prompt was cut after 56 words (the model reads at most 225 tokens)",)
     assert RenderRequest.from_json(request.to_json()) == request  # stored with the job
     assert build_request(RequestDraft(prompt=BASE, model="tiny"), tiny_registry).notes == ()
+
+
+def test_a_model_not_loaded_here_gives_no_note_and_is_not_loaded(tiny_data_dir: Any) -> None:
+    from generation.models import ModelRegistry
+
+    # Counting needs the model's tokenizer; building a request (on the event loop) must never load it.
+    registry = ModelRegistry([("tiny", "tiny")], tiny_data_dir, device="cpu")
+    words = " ".join(f"w{i:03d}" for i in range(100))
+    assert build_request(RequestDraft(prompt=words), registry).notes == ()
+    assert not registry.is_loaded("tiny")
