@@ -152,6 +152,56 @@ MIGRATIONS: list[str] = [
     INSERT INTO favourites (user_id, image_id, created_at)
         SELECT user_id, id, created_at FROM images WHERE favourite = 1;
     """,
+    # 4: galleries at scale without a join. A sheet of another member's images needs the job's privacy:
+    # it is copied onto the image (kept in step by triggers, whoever writes jobs.private), covered by a
+    # partial index for the public view; a per-owner counter table makes "page 3 of N" O(1) instead of
+    # a count over up to 100 k index entries.
+    """
+    ALTER TABLE images ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+    UPDATE images SET private = 1 WHERE job_id IN (SELECT id FROM jobs WHERE private != 0);
+    CREATE INDEX images_public ON images(guild_id, user_id, id) WHERE deleted = 0 AND private = 0;
+
+    -- visible: the owner's own sheet (not deleted); public: what other members see (also not private).
+    CREATE TABLE gallery_counts (
+        guild_id INTEGER NOT NULL,
+        user_id  INTEGER NOT NULL,
+        visible  INTEGER NOT NULL DEFAULT 0,
+        public   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (guild_id, user_id)
+    ) WITHOUT ROWID;
+    INSERT INTO gallery_counts (guild_id, user_id, visible, public)
+        SELECT guild_id, user_id, sum(deleted = 0), sum(deleted = 0 AND private = 0)
+        FROM images GROUP BY guild_id, user_id;
+
+    -- Count the row as inserted first, then take the job's privacy: that UPDATE fires
+    -- images_counts_update, so the counter sees every change exactly once whatever the order.
+    CREATE TRIGGER images_counts_insert AFTER INSERT ON images BEGIN
+        INSERT INTO gallery_counts (guild_id, user_id, visible, public)
+            VALUES (new.guild_id, new.user_id, new.deleted = 0, new.deleted = 0 AND new.private = 0)
+            ON CONFLICT (guild_id, user_id) DO UPDATE
+            SET visible = visible + excluded.visible, public = public + excluded.public;
+        UPDATE images SET private = 1
+            WHERE id = new.id AND private = 0
+              AND EXISTS (SELECT 1 FROM jobs WHERE jobs.id = new.job_id AND jobs.private != 0);
+    END;
+    CREATE TRIGGER images_counts_update AFTER UPDATE OF deleted, private ON images
+        WHEN old.deleted != new.deleted OR old.private != new.private BEGIN
+        UPDATE gallery_counts
+            SET visible = visible - (old.deleted = 0) + (new.deleted = 0),
+                public = public - (old.deleted = 0 AND old.private = 0)
+                         + (new.deleted = 0 AND new.private = 0)
+            WHERE guild_id = new.guild_id AND user_id = new.user_id;
+    END;
+    CREATE TRIGGER images_counts_delete AFTER DELETE ON images BEGIN
+        UPDATE gallery_counts
+            SET visible = visible - (old.deleted = 0), public = public - (old.deleted = 0 AND old.private = 0)
+            WHERE guild_id = old.guild_id AND user_id = old.user_id;
+    END;
+    CREATE TRIGGER jobs_private_to_images AFTER UPDATE OF private ON jobs
+        WHEN (old.private != 0) != (new.private != 0) BEGIN
+        UPDATE images SET private = (new.private != 0) WHERE job_id = new.id;
+    END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
