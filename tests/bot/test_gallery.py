@@ -45,13 +45,18 @@ async def seed(app: App, user: Any, guild_id: int, prompts: list[str], *, privat
     return ids
 
 
-async def open_gallery(sandbox: Sandbox, viewer: Any, channel: Any, **options: Any) -> Any:
-    interaction = await sandbox.slash(viewer, channel, "gallery", options)
+async def deferred_reply(sandbox: Sandbox, user: Any, channel: Any, command: str, **options: Any) -> Any:
+    """The ephemeral answer to a command that defers first (/gallery, /export)."""
+    interaction = await sandbox.slash(user, channel, command, options)
     await interaction.wait_ack()
     await sandbox.wait_for(lambda: interaction.followups, timeout=30)
-    page = interaction.followups[0]
-    assert page.ephemeral
-    return page
+    message = interaction.followups[0]
+    assert message.ephemeral
+    return message
+
+
+async def open_gallery(sandbox: Sandbox, viewer: Any, channel: Any, **options: Any) -> Any:
+    return await deferred_reply(sandbox, viewer, channel, "gallery", **options)
 
 
 def select_values(message: Any) -> list[int]:
@@ -210,12 +215,7 @@ async def test_export_holds_exactly_the_users_own_rows(sandbox: Sandbox, bot: Ap
 
 
 async def export(sandbox: Sandbox, user: Any, channel: Any, **options: Any) -> Any:
-    interaction = await sandbox.slash(user, channel, "export", options)
-    await interaction.wait_ack()
-    await sandbox.wait_for(lambda: interaction.followups, timeout=30)
-    message = interaction.followups[0]
-    assert message.ephemeral
-    return message
+    return await deferred_reply(sandbox, user, channel, "export", **options)
 
 
 async def test_export_is_capped_at_the_newest_rows_and_says_so(sandbox: Sandbox, bot: App,
