@@ -26,21 +26,21 @@ MAX_PAGE = 100
 EXPORT_CHUNK = 500  # rows per trip to the database thread while exporting
 
 
-def _owner_token(guild_id: int | None, user_id: int | None) -> str:
+def _owner_token(guild_id: int | None, user_id: int | None, public: bool = False) -> str:
     g = guild_id or 0
-    return f"g{g}" if user_id is None else f"o{g}x{user_id}"
+    return f"g{g}" if user_id is None else f"{'p' if public else 'o'}{g}x{user_id}"
 
 
-def fts_query(text: str, guild_id: int | None, user_id: int | None) -> str | None:
+def fts_query(text: str, guild_id: int | None, user_id: int | None, *, public: bool = False) -> str | None:
     """User text -> an FTS5 expression. Words only, each quoted, so no input can inject syntax.
     The last word matches as a prefix ("ligh" finds "lighthouse") for search-as-you-type.
-    user_id=None searches the whole guild."""
+    user_id=None searches the whole guild; public=True only the user's public images (migration 4)."""
     words = [w.lower() for w in _WORD.findall(text)][:16]
     if not words:
         return None
     terms = [f'prompt:"{w}"' for w in words]
     terms[-1] += "*"
-    return f"owner:{_owner_token(guild_id, user_id)} AND " + " AND ".join(terms)
+    return f"owner:{_owner_token(guild_id, user_id, public)} AND " + " AND ".join(terms)
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,8 @@ class GalleryStore:
             if f.favourites and f.viewer_id is None:
                 conds.append("images.favourite = 1")
         if f.search.strip():
-            expr = fts_query(f.search, f.guild_id, None if f.anyone else f.owner_id)
+            expr = fts_query(f.search, f.guild_id, None if f.anyone else f.owner_id,
+                             public=f.public_only and not f.anyone)
             if expr is None:
                 return None
             # CROSS JOIN keeps FTS the outer loop: it returns rowids newest first, so LIMIT stops early.
@@ -141,6 +142,10 @@ class GalleryStore:
         if query is None:
             return 0
         sql, _, params = query
+        if not f.favourites:
+            # The owner's (public) token already says everything the join would check: the search
+            # index alone counts the matches, without reading one image row per match.
+            sql, params = " FROM images_fts WHERE images_fts MATCH ?", params[:1]
         row = await self._db.fetchone(f"SELECT count(*){sql}", params)
         return 0 if row is None else int(row[0])
 

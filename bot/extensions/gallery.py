@@ -114,7 +114,7 @@ async def render_page(interaction: discord.Interaction[Any], f: GalleryFilter, p
     if f.favourites and f.public_only:
         filters.append("that you starred")
     suffix = f" ({', '.join(filters)})" if filters else ""
-    if total == 0:
+    if not rows:
         return f"No images{suffix} to show here.", None, None
     first = page * PER_PAGE + 1
     blobs = bot_of(interaction).services.blobs

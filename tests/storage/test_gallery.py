@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,7 @@ import pytest
 from storage import Database, NewImage
 from storage.gallery import GalleryFilter, GalleryStore
 from storage.images import ImageRow
+from storage.migrations import MIGRATIONS
 
 
 def own(guild_id: int | None, user_id: int, *, favourites: bool = False, search: str = "") -> GalleryFilter:
@@ -147,22 +151,11 @@ async def test_stars_are_per_member_and_respect_privacy(db: Database) -> None:
 
 
 async def test_migration_3_carries_existing_stars_over(tmp_path: Path) -> None:
-    import sqlite3
-
+    # A database at the schema before stars per member (version 2, the star only in images.favourite);
+    # opening it runs migration 3 (and the later ones): the star is now member 1's favourite.
     path = tmp_path / "old.db"
-    db = await Database.open(path)
-    try:
-        ids = await _done_job(db, 1, 10, "old favourite")
-        await db.connection.write("UPDATE images SET favourite = 1 WHERE id = ?", (ids[0],))
-    finally:
-        await db.close()
-    # Back to the schema before stars per member (version 2, the star only in images.favourite), then
-    # open again so migration 3 runs: the star is now member 1's favourite.
-    conn = sqlite3.connect(path, isolation_level=None)
-    _undo_migration_4(conn)
-    conn.execute("DROP TABLE favourites")
-    conn.execute("PRAGMA user_version = 2")
-    conn.close()
+    with _old_schema(path, 2) as conn:
+        ids = _old_job(conn, 1, 10, "old favourite", private=False, favourite=[True, False])
     db = await Database.open(path)
     try:
         assert await db.images.starred(1, ids) == {ids[0]}
@@ -170,18 +163,35 @@ async def test_migration_3_carries_existing_stars_over(tmp_path: Path) -> None:
         await db.close()
 
 
-def _undo_migration_4(conn: object) -> None:
-    """Take a database back to schema version 3 (before privacy on the image rows and the counters)."""
-    import sqlite3
+@contextmanager
+def _old_schema(path: Path, version: int) -> Iterator[sqlite3.Connection]:
+    """A database file at an earlier schema version, made by the migrations of that time."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        for script in MIGRATIONS[:version]:
+            conn.executescript(script)
+        conn.execute(f"PRAGMA user_version = {version}")
+        yield conn
+    finally:
+        conn.close()
 
-    assert isinstance(conn, sqlite3.Connection)
-    for trigger in ("images_counts_insert", "images_counts_update", "images_counts_delete",
-                    "jobs_private_to_images"):
-        conn.execute(f"DROP TRIGGER {trigger}")
-    conn.execute("DROP INDEX images_public")
-    conn.execute("DROP TABLE gallery_counts")
-    conn.execute("ALTER TABLE images DROP COLUMN private")
-    conn.execute("PRAGMA user_version = 3")
+
+def _old_job(conn: sqlite3.Connection, user_id: int, guild_id: int, prompt: str, *, private: bool,
+             favourite: list[bool], deleted: int = -1) -> list[int]:
+    """A finished job with one image per `favourite` flag, written as the code of that schema did."""
+    job = conn.execute(
+        """INSERT INTO jobs (guild_id, user_id, kind, request, batch_key, status, private, created_at)
+           VALUES (?, ?, 'txt2img', ?, 'k', 'done', ?, 0)""",
+        (guild_id, user_id, json.dumps({"prompt": prompt}), int(private))).lastrowid
+    ids = []
+    for i, fav in enumerate(favourite):
+        ids.append(int(conn.execute(
+            """INSERT INTO images (job_id, idx, seed, blob, width, height, created_at, guild_id, user_id,
+                                   prompt, favourite, deleted)
+               VALUES (?, ?, ?, ?, 64, 64, 0, ?, ?, ?, ?, ?)""",
+            (job, i, i, f"{job:032x}{i:032x}.png", guild_id, user_id, prompt, int(fav), int(i == deleted)),
+        ).lastrowid or 0))
+    return ids
 
 
 async def _recount(db: Database) -> dict[tuple[int, int], tuple[int, int]]:
@@ -215,6 +225,15 @@ async def test_counters_and_privacy_follow_every_change(db: Database) -> None:
     assert await db.gallery.visible(hidden[0].id, 10, 2) is None
     assert await db.gallery.visible(hidden[0].id, 10, 1) is not None
 
+    async def found(text: str, public: bool) -> tuple[int, set[int]]:
+        """What a search shows: its count, and its rows."""
+        f = GalleryFilter(10, 1, public, search=text, viewer_id=2 if public else 1)
+        return await db.gallery.count(f), {r.id for r in await db.gallery.page(f, limit=100)}
+
+    assert await found("secret", True) == (0, set())
+    assert await found("secret", False) == (2, {r.id for r in hidden})
+    assert await found("one", True) == (4, set(a))
+
     await db.images.set_deleted(a[0])
     await db.images.set_deleted(hidden[0].id)
     await db.images.set_deleted(a[0])  # a repeat changes nothing
@@ -224,10 +243,13 @@ async def test_counters_and_privacy_follow_every_change(db: Database) -> None:
     await db.connection.write("UPDATE jobs SET private = 1 WHERE id = ?", (first.job_id,))
     assert await _counters(db) == await _recount(db) == {(10, 1): (4, 0), (10, 2): (3, 3), (0, 1): (1, 1)}
     assert await db.gallery.page(theirs) == [] and await db.gallery.count(theirs) == 0
+    assert await found("one", True) == (0, set()) and await found("one", False) == (3, set(a[1:]))
     await db.connection.write("UPDATE jobs SET private = 0")
     await db.images.set_deleted(a[0], False)
     assert await _counters(db) == await _recount(db) == {(10, 1): (5, 5), (10, 2): (3, 3), (0, 1): (1, 1)}
     assert await db.gallery.count(theirs) == 5
+    assert await found("secret", True) == (1, {hidden[1].id})
+    assert await found("one", True) == (4, set(a))
     await db.connection.write("DELETE FROM jobs WHERE id = ?", (secret.id,))  # cascades to its images
     assert await _counters(db) == await _recount(db) == {(10, 1): (4, 4), (10, 2): (3, 3), (0, 1): (1, 1)}
 
@@ -285,29 +307,25 @@ async def test_sheets_seek_by_cursor_and_fall_back_to_offset(db: Database) -> No
 
 
 async def test_migration_4_copies_privacy_and_counts_existing_images(tmp_path: Path) -> None:
-    import sqlite3
-
     path = tmp_path / "old.db"
-    db = await Database.open(path)
-    try:
-        public = await _done_job(db, 1, 10, "public", n=3)
-        private = await _done_job(db, 1, 10, "private", n=2)
-        await db.images.set_deleted(public[0])
-    finally:
-        await db.close()
-    conn = sqlite3.connect(path, isolation_level=None)
-    _undo_migration_4(conn)
-    # In schema 3 privacy lives only on the job.
-    conn.execute("UPDATE jobs SET private = 1 WHERE id = (SELECT job_id FROM images WHERE id = ?)",
-                 (private[0],))
-    conn.close()
+    with _old_schema(path, 3) as conn:  # privacy lives only on the job
+        public = _old_job(conn, 1, 10, "a public boat", private=False, favourite=[False] * 3, deleted=0)
+        private = _old_job(conn, 1, 10, "a private boat", private=True, favourite=[False] * 2)
     db = await Database.open(path)
     try:
         assert await _counters(db) == await _recount(db) == {(10, 1): (4, 2)}
         theirs = GalleryFilter(10, 1, True, viewer_id=2)
         assert [r.id for r in await db.gallery.page(theirs)] == public[:0:-1]
+        # The search index was rebuilt with the public token: another member finds only public images.
+        found = GalleryFilter(10, 1, True, search="boat", viewer_id=2)
+        assert [r.id for r in await db.gallery.page(found)] == public[:0:-1]
+        assert await db.gallery.count(found) == 2
+        assert await db.gallery.count(own(10, 1, search="boat")) == 4
         # The triggers work on the migrated file too.
         await db.connection.write("UPDATE jobs SET private = 0")
         assert await _counters(db) == await _recount(db) == {(10, 1): (4, 4)}
+        assert await db.gallery.count(found) == 4
+        await db.images.set_deleted(private[0])
+        assert await db.gallery.count(found) == 3 == await db.gallery.count(own(10, 1, search="boat"))
     finally:
         await db.close()
