@@ -34,7 +34,7 @@ from storage.gallery import GalleryFilter, GalleryStore
 from storage.migrations import SCHEMA_VERSION
 
 PER_PAGE = 9  # bot/extensions/gallery.py PER_PAGE (not imported: that would import discord)
-FILL_VERSION = 3  # bump when fill() changes what it writes, so a stale cache is not reused
+FILL_VERSION = 4  # bump when fill() changes what it writes, so a stale cache is not reused
 
 SUBJECTS = [
     "lighthouse",
@@ -318,6 +318,9 @@ async def measure(path: Path, queries: int) -> None:
            [(mine(o, search=rnd.choice(words)), 0, None) for o in heavy for _ in range(5)])
     sheets("search 1 word, another's public (heaviest)",
            [(theirs(o, search=rnd.choice(words)), 0, None) for o in heavy for _ in range(5)])
+    sheets("search 1 word, my favourites (most stars)",
+           [(GalleryFilter(f.guild_id, f.owner_id, False, favourites=True, search=rnd.choice(words),
+                           viewer_id=f.viewer_id), 0, None) for f in favourite for _ in range(5)])
     last_search = await scenarios(store, [mine(o, search=rnd.choice(words)) for o in heavy], "last")
     sheets("search 1 word, own, last sheet (heaviest)", last_search)
     # A ◀ ▶ made before cursors existed pages by offset: how that fallback fares at the far end.

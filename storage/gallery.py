@@ -88,49 +88,73 @@ class ExportRow:
     created_at: float
 
 
+@dataclass(frozen=True)
+class _View:
+    source: str  # FROM
+    where: str
+    key: str  # the image id column the view is ordered by, newest first
+    params: list[Any]
+    count_sql: str
+    count_params: list[Any]
+
+
 class GalleryStore:
     def __init__(self, db: Connection) -> None:
         self._db = db
 
     @staticmethod
-    def _query(f: GalleryFilter) -> tuple[str, str, list[Any]] | None:
-        """(FROM ... WHERE ..., the id column that orders it, params) for one view, or None when the
-        search text holds no words. Each view is driven by the table whose index yields its rows newest
-        first, so a page reads ~one index entry per image shown:
-        search by the FTS index, the viewer's stars by favourites' primary key, the rest by the owner's
-        partial index on images (images_gallery, or images_public for another member's view)."""
-        params: list[Any] = []
-        conds = ["images.guild_id = ?", "images.deleted = 0"]
-        params.append(f.guild_id or 0)
-        if f.anyone:  # mine, or public ones of anyone
-            conds.append("(images.user_id = ? OR images.private = 0)")
-            params.append(f.viewer_id)
-        else:
-            conds.append("images.user_id = ?")
-            params.append(f.owner_id)
-            if f.public_only:
-                conds.append("images.private = 0")
-            if f.favourites and f.viewer_id is None:
-                conds.append("images.favourite = 1")
+    def _query(f: GalleryFilter) -> _View | None:
+        """How to read one view, or None when the search text holds no words. Each view is driven by
+        an index that yields its rows newest first, so a page reads about one entry per image shown,
+        and each count reads one index and no image rows: the owner's partial index on images
+        (images_gallery, or images_public for another member's view; counted by gallery_counts), the
+        viewer's stars by favourites_shown (privacy and deletion copied onto each star), a search by
+        the FTS index (whose owner tokens say guild, owner and public)."""
+        expr = None
         if f.search.strip():
             expr = fts_query(f.search, f.guild_id, None if f.anyone else f.owner_id,
                              public=f.public_only and not f.anyone)
             if expr is None:
                 return None
-            # CROSS JOIN keeps FTS the outer loop: it returns rowids newest first, so LIMIT stops early.
-            source = "images_fts CROSS JOIN images ON images.id = images_fts.rowid"
-            conds.insert(0, "images_fts MATCH ?")
-            params.insert(0, expr)
-            if f.favourites and f.viewer_id is not None:
-                conds.append("EXISTS (SELECT 1 FROM favourites WHERE user_id = ? AND image_id = images.id)")
-                params.append(f.viewer_id)
-            return f" FROM {source} WHERE {' AND '.join(conds)}", "images_fts.rowid", params
         if f.favourites and f.viewer_id is not None:
-            conds.insert(0, "favourites.user_id = ?")
-            params.insert(0, f.viewer_id)
-            source = "favourites CROSS JOIN images ON images.id = favourites.image_id"
-            return f" FROM {source} WHERE {' AND '.join(conds)}", "favourites.image_id", params
-        return f" FROM images WHERE {' AND '.join(conds)}", "images.id", params
+            conds = ["favourites.user_id = ?", "favourites.guild_id = ?", "favourites.deleted = 0"]
+            params: list[Any] = [f.viewer_id, f.guild_id or 0]
+            if f.anyone:  # mine, or public ones of anyone
+                conds.append("(favourites.owner_id = ? OR favourites.private = 0)")
+                params.append(f.viewer_id)
+            else:
+                conds.append("favourites.owner_id = ? AND favourites.private = 0")
+                params.append(f.owner_id)
+            if expr is not None:
+                # A member's stars are few next to the prompts matching a word: the matches are read
+                # from the index once, as a set of rowids, and probed for each star.
+                conds.append("favourites.image_id IN"
+                             " (SELECT rowid FROM images_fts WHERE images_fts MATCH ?)")
+                params.append(expr)
+            where = " AND ".join(conds)
+            return _View("favourites CROSS JOIN images ON images.id = favourites.image_id", where,
+                         "favourites.image_id", params,
+                         f"SELECT count(*) FROM favourites WHERE {where}", params)
+        conds = ["images.guild_id = ?", "images.user_id = ?", "images.deleted = 0"]
+        params = [f.guild_id or 0, f.owner_id]
+        if f.public_only:
+            conds.append("images.private = 0")
+        if f.favourites:  # no viewer: the owner's own stars
+            conds.append("images.favourite = 1")
+        if expr is None:
+            where = " AND ".join(conds)
+            return _View("images", where, "images.id", params,
+                         f"SELECT count(*) FROM images WHERE {where}", params)
+        where = " AND ".join(["images_fts MATCH ?", *conds])
+        # The owner's (public) token already says everything the join would check: the index alone
+        # counts the matches (except the owner's own stars, which it does not hold).
+        # CROSS JOIN keeps FTS the outer loop: it returns rowids newest first, so LIMIT stops early.
+        source = "images_fts CROSS JOIN images ON images.id = images_fts.rowid"
+        if f.favourites:
+            return _View(source, where, "images_fts.rowid", [expr, *params],
+                         f"SELECT count(*) FROM {source} WHERE {where}", [expr, *params])
+        return _View(source, where, "images_fts.rowid", [expr, *params],
+                     "SELECT count(*) FROM images_fts WHERE images_fts MATCH ?", [expr])
 
     async def count(self, f: GalleryFilter) -> int:
         if not f.favourites and not f.search.strip():
@@ -138,15 +162,10 @@ class GalleryStore:
                 f"SELECT {'public' if f.public_only else 'visible'} FROM gallery_counts"
                 " WHERE guild_id = ? AND user_id = ?", (f.guild_id or 0, f.owner_id))
             return 0 if row is None else int(row[0])
-        query = self._query(f)
-        if query is None:
+        view = self._query(f)
+        if view is None:
             return 0
-        sql, _, params = query
-        if not f.favourites:
-            # The owner's (public) token already says everything the join would check: the search
-            # index alone counts the matches, without reading one image row per match.
-            sql, params = " FROM images_fts WHERE images_fts MATCH ?", params[:1]
-        row = await self._db.fetchone(f"SELECT count(*){sql}", params)
+        row = await self._db.fetchone(view.count_sql, view.count_params)
         return 0 if row is None else int(row[0])
 
     async def page(self, f: GalleryFilter, *, offset: int = 0, limit: int = 9, before: int | None = None,
@@ -154,19 +173,19 @@ class GalleryStore:
         """Newest first. `before`: the rows just older than that id (the page after one that ended
         there); `after`: the rows just newer (the page before one that started there); otherwise by
         offset."""
-        query = self._query(f)
-        if query is None:
+        view = self._query(f)
+        if view is None:
             return []
-        sql, key, params = query
+        sql, key, params = f"SELECT images.* FROM {view.source} WHERE {view.where}", view.key, view.params
         limit = max(1, min(limit, MAX_PAGE))
         if after is not None:
-            rows = await self._db.fetchall(
-                f"SELECT images.*{sql} AND {key} > ? ORDER BY {key} LIMIT ?", [*params, after, limit])
+            rows = await self._db.fetchall(f"{sql} AND {key} > ? ORDER BY {key} LIMIT ?",
+                                           [*params, after, limit])
             return [image_from_row(r) for r in reversed(rows)]
         if before is not None:
             sql += f" AND {key} < ?"
             params = [*params, before]
-        rows = await self._db.fetchall(f"SELECT images.*{sql} ORDER BY {key} DESC LIMIT ? OFFSET ?",
+        rows = await self._db.fetchall(f"{sql} ORDER BY {key} DESC LIMIT ? OFFSET ?",
                                        [*params, limit, 0 if before is not None else max(0, offset)])
         return [image_from_row(r) for r in rows]
 

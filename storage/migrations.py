@@ -165,6 +165,8 @@ MIGRATIONS: list[str] = [
     # index gains a token per owner's *public* images, so counting another member's matches never
     # reads the table (a common word of a 70 k-image member: 12 ms instead of 90). A per-owner counter
     # table kept by triggers makes "page 3 of N" O(1) instead of a count over up to 100 k entries.
+    # Each star carries a copy of its image's guild, owner, privacy and deletion, so a member's
+    # favourites page and count read one index, never an image row per star.
     f"""
     DROP TRIGGER images_fts_insert;
     DROP TRIGGER images_fts_hide;
@@ -208,6 +210,24 @@ MIGRATIONS: list[str] = [
     CREATE TRIGGER images_fts_remove AFTER DELETE ON images WHEN old.deleted = 0 BEGIN
         INSERT INTO images_fts(images_fts, rowid, prompt, owner)
             VALUES ('delete', old.id, old.prompt, {_owner("old")});
+    END;
+
+    ALTER TABLE favourites ADD COLUMN guild_id INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE favourites ADD COLUMN owner_id INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE favourites ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE favourites ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    UPDATE favourites SET (guild_id, owner_id, private, deleted) =
+        (SELECT guild_id, user_id, private, deleted FROM images WHERE images.id = favourites.image_id);
+    CREATE INDEX favourites_shown ON favourites(user_id, guild_id, image_id, owner_id, private)
+        WHERE deleted = 0;
+    CREATE TRIGGER favourites_copy AFTER INSERT ON favourites BEGIN
+        UPDATE favourites SET (guild_id, owner_id, private, deleted) =
+            (SELECT guild_id, user_id, private, deleted FROM images WHERE images.id = new.image_id)
+            WHERE user_id = new.user_id AND image_id = new.image_id;
+    END;
+    CREATE TRIGGER images_to_favourites AFTER UPDATE OF deleted, private ON images
+        WHEN old.deleted != new.deleted OR old.private != new.private BEGIN
+        UPDATE favourites SET private = new.private, deleted = new.deleted WHERE image_id = new.id;
     END;
 
     -- visible: the owner's own sheet (not deleted); public: what other members see (also not private).

@@ -204,6 +204,13 @@ async def _recount(db: Database) -> dict[tuple[int, int], tuple[int, int]]:
 
 
 async def _counters(db: Database) -> dict[tuple[int, int], tuple[int, int]]:
+    """The counter table; and every star's copy of its image's guild, owner, privacy and deletion
+    must equal the image's, checked here too as it follows the same changes."""
+    stale = await db.connection.fetchone(
+        """SELECT count(*) FROM favourites JOIN images ON images.id = favourites.image_id
+           WHERE (favourites.guild_id, favourites.owner_id, favourites.private, favourites.deleted)
+                 IS NOT (images.guild_id, images.user_id, images.private, images.deleted)""")
+    assert stale is not None and stale[0] == 0, "a star's copy of its image differs from the image"
     rows = await db.connection.fetchall("SELECT guild_id, user_id, visible, public FROM gallery_counts")
     return {(r[0], r[1]): (r[2], r[3]) for r in rows if r[2] or r[3]}
 
@@ -218,6 +225,8 @@ async def test_counters_and_privacy_follow_every_change(db: Database) -> None:
     _, hidden = await db.jobs.complete(secret.id, [NewImage(i, i, f"{i:064x}.png", 64, 64) for i in range(2)])
     await _done_job(db, 2, 10, "two", n=3)
     await _done_job(db, 1, None, "dm", n=1)
+    await db.images.toggle_favourite(2, [*a, hidden[1].id])  # member 2 stars what they can see and more
+    await db.images.toggle_favourite(1, [a[1], hidden[1].id])
     assert await _counters(db) == await _recount(db) == {(10, 1): (6, 4), (10, 2): (3, 3), (0, 1): (1, 1)}
 
     theirs = GalleryFilter(10, 1, True, viewer_id=2)
@@ -311,6 +320,9 @@ async def test_migration_4_copies_privacy_and_counts_existing_images(tmp_path: P
     with _old_schema(path, 3) as conn:  # privacy lives only on the job
         public = _old_job(conn, 1, 10, "a public boat", private=False, favourite=[False] * 3, deleted=0)
         private = _old_job(conn, 1, 10, "a private boat", private=True, favourite=[False] * 2)
+        for image_id in (*public, private[0]):
+            conn.execute("INSERT INTO favourites (user_id, image_id, created_at) VALUES (2, ?, 0)",
+                         (image_id,))
     db = await Database.open(path)
     try:
         assert await _counters(db) == await _recount(db) == {(10, 1): (4, 2)}
@@ -321,10 +333,17 @@ async def test_migration_4_copies_privacy_and_counts_existing_images(tmp_path: P
         assert [r.id for r in await db.gallery.page(found)] == public[:0:-1]
         assert await db.gallery.count(found) == 2
         assert await db.gallery.count(own(10, 1, search="boat")) == 4
+        # Member 2's stars: only the public images that are not deleted, also searched.
+        stars = GalleryFilter(10, 2, False, favourites=True, viewer_id=2)
+        assert [r.id for r in await db.gallery.page(stars)] == public[:0:-1]
+        assert await db.gallery.count(stars) == 2
+        searched = GalleryFilter(10, 2, False, favourites=True, search="boat", viewer_id=2)
+        assert await db.gallery.count(searched) == 2
         # The triggers work on the migrated file too.
         await db.connection.write("UPDATE jobs SET private = 0")
         assert await _counters(db) == await _recount(db) == {(10, 1): (4, 4)}
         assert await db.gallery.count(found) == 4
+        assert await db.gallery.count(stars) == 3
         await db.images.set_deleted(private[0])
         assert await db.gallery.count(found) == 3 == await db.gallery.count(own(10, 1, search="boat"))
     finally:
