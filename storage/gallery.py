@@ -3,7 +3,7 @@
 Privacy: a viewer sees someone else's image only if it was made publicly (the job was not private) in
 the same guild; every query names its guild (0 for DMs), so guilds never see each other's images.
 
-Built for 1 M images and members with 100 k of them: no query joins jobs (guild, owner, prompt, deleted
+Built for 1 M images and members with 100 k of them: no sheet joins jobs (guild, owner, prompt, deleted
 and the job's privacy are copied onto each image row, see migrations 1 and 4), each view pages over
 its own index, and the total of a sheet ("page 3 of 7") comes from a counter table kept by triggers.
 Sheets are numbered, but a page turn carries a cursor (the id at the edge of the page it came from)

@@ -45,9 +45,10 @@ async def seed(app: App, user: Any, guild_id: int, prompts: list[str], *, privat
     return ids
 
 
-async def deferred_reply(sandbox: Sandbox, user: Any, channel: Any, command: str, **options: Any) -> Any:
+async def deferred_reply(sandbox: Sandbox, member: Any, channel: Any, command: str, /,
+                         **options: Any) -> Any:
     """The ephemeral answer to a command that defers first (/gallery, /export)."""
-    interaction = await sandbox.slash(user, channel, command, options)
+    interaction = await sandbox.slash(member, channel, command, options)
     await interaction.wait_ack()
     await sandbox.wait_for(lambda: interaction.followups, timeout=30)
     message = interaction.followups[0]
