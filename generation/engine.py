@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +38,48 @@ class _Slot:
     seed: int
 
 
+# Test-only: `atelier run` as a subprocess holds its renders while the file at this path exists.
+HOLD_FILE_ENV = "ATELIER_TEST_HOLD_FILE"
+
+
+class StepGate:
+    """A deterministic hold for tests that need a job still rendering (GPUs make any "long" render
+    short). While closed, a render waits at the end of its current step; a stop or cancel still ends
+    it. Open unless a test closes it: production pays one flag check per step. In-process tests call
+    close() / open(); a test driving a bot process sets ATELIER_TEST_HOLD_FILE (read once, here)."""
+
+    POLL_S = 0.05
+
+    def __init__(self, hold_file: str | None = None) -> None:
+        self._open = threading.Event()
+        self._open.set()
+        self._hold_file = hold_file
+        self.holding = threading.Event()  # set while a render waits here
+
+    def close(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def _closed(self) -> bool:
+        return not self._open.is_set() or (self._hold_file is not None and os.path.exists(self._hold_file))
+
+    def hold(self, should_stop: Callable[[], bool] | None) -> bool:
+        """Wait while closed. True when told to stop meanwhile (the caller cancels the render)."""
+        if not self._closed():
+            return False
+        self.holding.set()
+        try:
+            while self._closed():
+                if should_stop is not None and should_stop():
+                    return True
+                time.sleep(self.POLL_S)
+            return False
+        finally:
+            self.holding.clear()
+
+
 def _is_oom(exc: BaseException) -> bool:
     import torch
 
@@ -50,6 +94,7 @@ class Engine:
         # A memory ceiling known in advance (e.g. a small GPU); out-of-memory splits further on its own.
         self.max_images_per_call = max_images_per_call
         self._lock = threading.Lock()
+        self.step_gate = StepGate(os.environ.get(HOLD_FILE_ENV) or None)
 
     def safety_checker(self, model: str) -> SafetyChecker | None:
         """The NSFW checker for `model`'s images (loads the model if needed)."""
@@ -244,6 +289,8 @@ class _Run:
                         self.previews[req] = latent_to_preview(x0[row], self.family)
                 done = self.chunks_done * total_steps + step_index + 1
                 self.on_progress(done, total_steps * self._total_chunks(), list(self.previews))
+            if self.engine.step_gate.hold(self.should_stop):
+                raise RenderCancelled()
             return kwargs
 
         prompts = [self.requests[s.request].prompt for s in chunk]

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from generation.errors import InvalidRequest, RenderError
-from generation.safety import SafetyChecker, detach_checker
+from generation.safety import SafetyChecker, detach_checker, load_standalone_checker
 from generation.samplers import normalize_sampler
 from generation.tiny import ensure_tiny_model
 
@@ -111,6 +111,21 @@ def _single_file_family(path: Path) -> Family:
     return "sd15"
 
 
+def _ships_checker(spec: ModelSpec) -> bool:
+    """Whether a model will bring an image checker when loaded (True when that cannot be told before
+    loading: loading then checks again). SDXL has no checker in diffusers; a single-file checkpoint
+    holds none; the tiny models have the skin-tone stand-in."""
+    if spec.is_tiny:
+        return True
+    if spec.family == "sdxl" or Path(spec.source).suffix in (".safetensors", ".ckpt"):
+        return False
+    index = Path(spec.source) / "model_index.json"
+    if not index.is_file():
+        return True  # a hub id: its model_index.json is read when it is loaded
+    entry = json.loads(index.read_text()).get("safety_checker")
+    return isinstance(entry, list) and all(entry)
+
+
 def detect_family(source: str) -> Family:
     if source == "tiny-xl":
         return "sdxl"
@@ -162,6 +177,7 @@ class ModelRegistry:
         compile: bool = False,
         max_loaded: int = 2,
         tiny_nsfw_threshold: float = 0.4,
+        safety_checker: str | None = None,
     ) -> None:
         if not sources:
             raise ValueError("at least one model must be configured")
@@ -186,6 +202,7 @@ class ModelRegistry:
                     spec.name,
                     "SDXL" if spec.family == "sdxl" else "SD1.x",
                 )
+        self._init_safety(safety_checker)
 
     # -- what is configured -------------------------------------------------------------------
 
@@ -269,10 +286,53 @@ class ModelRegistry:
             while len(self._loaded) >= self.max_loaded:
                 self._evict_one()
             pipe = self._load_with_room(spec)
-            safety = detach_checker(pipe, tiny=spec.is_tiny, tiny_threshold=self.tiny_nsfw_threshold)
+            safety = detach_checker(pipe, tiny=spec.is_tiny, tiny_threshold=self.tiny_nsfw_threshold,
+                                    standalone=self._standalone_checker())
+            if safety is None:
+                self._warn_unchecked(spec)
             entry = _Loaded(pipe, scheduler_config=pipe.scheduler.config, safety=safety)
             self._loaded[spec.name] = entry
             return entry
+
+    # -- image safety checks ----------------------------------------------------------------------
+
+    def _init_safety(self, source: str | None) -> None:
+        """Remember the standalone checker's source and say at start which models will have no image
+        check at all (the prompt word list is then their only defence)."""
+        self.safety_source = source or None
+        self._standalone: SafetyChecker | None = None
+        self._warned_unchecked: set[str] = set()
+        if self.safety_source is None:
+            for spec in self._specs.values():
+                if not _ships_checker(spec):
+                    self._warn_unchecked(spec)
+
+    def _warn_unchecked(self, spec: ModelSpec) -> None:
+        # Once per model: at start when its files say so, else when loading shows it.
+        if spec.name in self._warned_unchecked:
+            return
+        self._warned_unchecked.add(spec.name)
+        log.warning(
+            "model %r has no image safety checker: only the prompt word list keeps NSFW images out. "
+            "Set ATELIER_SAFETY_CHECKER (e.g. CompVis/stable-diffusion-safety-checker) to check its images.",
+            spec.name,
+        )
+
+    def _standalone_checker(self) -> SafetyChecker | None:
+        """The ATELIER_SAFETY_CHECKER checker, loaded once with the first model and shared by all."""
+        if self.safety_source is None:
+            return None
+        with self._lock:
+            if self._standalone is None:
+                log.info("loading the safety checker from %s on %s", self.safety_source, self.device)
+                try:
+                    self._standalone = load_standalone_checker(self.safety_source, device=self.device,
+                                                               dtype=self.dtype)
+                except (OSError, ValueError, RuntimeError) as exc:
+                    raise RenderError(
+                        f"Could not load the safety checker from {self.safety_source}: {_first_line(exc)}"
+                    ) from exc
+            return self._standalone
 
     def _evict_one(self) -> bool:
         if not self._loaded:

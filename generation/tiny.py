@@ -201,6 +201,35 @@ def ensure_tiny_model(data_dir: Path, xl: bool = False) -> Path:
     return target
 
 
+def write_tiny_safety_checker(dir: Path, threshold: float = 0.0) -> Path:
+    """A tiny diffusers StableDiffusionSafetyChecker (random CLIP vision tower) with its
+    CLIPImageProcessor, saved as a folder that `ATELIER_SAFETY_CHECKER` can point at.
+
+    Every concept's threshold is `threshold`: an image is flagged when its cosine similarity to a
+    concept exceeds it, so `-inf` flags every image and `inf` none (what tests need from random weights)."""
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    torch.manual_seed(_SEED)
+    config = CLIPConfig(
+        text_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4,
+                     "intermediate_size": 37, "vocab_size": 100, "bos_token_id": 0, "eos_token_id": 1,
+                     "pad_token_id": 1},
+        vision_config={"hidden_size": 32, "image_size": 32, "patch_size": 4, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "intermediate_size": 37},
+        projection_dim=32,
+    )
+    module = StableDiffusionSafetyChecker(config).eval()
+    with torch.no_grad():
+        module.concept_embeds_weights.fill_(threshold)
+        module.special_care_embeds_weights.fill_(threshold)
+    dir = Path(dir)
+    module.save_pretrained(dir, safe_serialization=True)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(dir)
+    return dir
+
+
 # ---------------------------------------------------------------------------------------------
 # Original (CompVis / A1111) single-file layout, so the `.safetensors` loading path can be tested
 # offline with a checkpoint written from the tiny model: SD1.x, and SDXL with its second text encoder

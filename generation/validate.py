@@ -30,6 +30,7 @@ __all__ = [
     "Limits",
     "RequestDraft",
     "build_request",
+    "max_pixels",
     "parse_flags",
     "size_for",
     "upscale_of",
@@ -335,8 +336,14 @@ def build_request(
     )
 
 
+def max_pixels(family: str, limits: Limits | None = None) -> int:
+    """The most output pixels a model of `family` may be asked for (also the size uploads are cut to)."""
+    limits = limits or Limits()
+    return limits.max_pixels.get(family, FAMILY_BASE.get(family, 512) ** 2 * 4)
+
+
 def _check_pixels(width: int, height: int, family: str, limits: Limits) -> None:
-    cap = limits.max_pixels.get(family, FAMILY_BASE[family] ** 2 * 4)
+    cap = max_pixels(family, limits)
     if width * height > cap:
         raise InvalidRequest(f"{width}x{height} is too large for this model (at most {cap:,} pixels).")
 
@@ -376,11 +383,12 @@ def variation_of(
 def upscale_of(
     parent: RenderRequest, index: int, source: str, limits: Limits | None = None, family: str | None = None
 ) -> RenderRequest:
-    """2x hires fix of image `index` of `parent`: same seed, low-strength img2img at double size."""
+    """2x hires fix of image `index` of `parent`: same seed, low-strength img2img at double size.
+    The bot passes the parent model's `family` (its cap); without it only the largest cap of all holds."""
     seed = _check_index(parent, index)
     width, height = _round8(parent.width * 2), _round8(parent.height * 2)
     limits = limits or Limits()
-    cap = max(limits.max_pixels.values()) if family is None else limits.max_pixels.get(family, 0)
+    cap = max(limits.max_pixels.values()) if family is None else max_pixels(family, limits)
     if width * height > cap:
         raise InvalidRequest("That image is already as large as this model can make it.")
     return replace(

@@ -4,7 +4,7 @@ Privacy: a viewer sees someone else's image only if it was made publicly (the jo
 the same guild; every query names its guild (0 for DMs), so guilds never see each other's images.
 
 Built for 1 M images and members with 100 k of them: no sheet joins jobs (guild, owner, prompt, deleted
-and the job's privacy are copied onto each image row, see migrations 1 and 4), each view pages over
+and the job's privacy are copied onto each image row, see migrations 1 and 5), each view pages over
 its own index, and the total of a sheet ("page 3 of 7") comes from a counter table kept by triggers.
 Sheets are numbered, but a page turn carries a cursor (the id at the edge of the page it came from)
 so the next page is a keyset seek, not an OFFSET walk over every earlier image.
@@ -34,7 +34,7 @@ def _owner_token(guild_id: int | None, user_id: int | None, public: bool = False
 def fts_query(text: str, guild_id: int | None, user_id: int | None, *, public: bool = False) -> str | None:
     """User text -> an FTS5 expression. Words only, each quoted, so no input can inject syntax.
     The last word matches as a prefix ("ligh" finds "lighthouse") for search-as-you-type.
-    user_id=None searches the whole guild; public=True only the user's public images (migration 4)."""
+    user_id=None searches the whole guild; public=True only the user's public images (migration 5)."""
     words = [w.lower() for w in _WORD.findall(text)][:16]
     if not words:
         return None

@@ -12,7 +12,7 @@ from storage.errors import SchemaTooNew
 
 
 def _owner(row: str) -> str:
-    """The FTS owner tokens of an image row (`new`, `old` or a table name), as SQL (migration 4 on)."""
+    """The FTS owner tokens of an image row (`new`, `old` or a table name), as SQL (migration 5 on)."""
     return (f"'g' || {row}.guild_id || ' o' || {row}.guild_id || 'x' || {row}.user_id || CASE"
             f" WHEN {row}.private = 0 THEN ' p' || {row}.guild_id || 'x' || {row}.user_id ELSE '' END")
 
@@ -159,7 +159,15 @@ MIGRATIONS: list[str] = [
     INSERT INTO favourites (user_id, image_id, created_at)
         SELECT user_id, id, created_at FROM images WHERE favourite = 1;
     """,
-    # 4: galleries at scale without a join. A sheet of another member's images needs the job's privacy:
+    # 4: when an image was deleted, so its file is kept for a grace period (undo, moderation review) and
+    # then collected; images deleted before this migration start their grace period now. And a member's
+    # recent refusals, counted for the refusal cooldown.
+    """
+    ALTER TABLE images ADD COLUMN deleted_at REAL;
+    UPDATE images SET deleted_at = (julianday('now') - 2440587.5) * 86400.0 WHERE deleted = 1;
+    CREATE INDEX audit_actor ON audit_log(actor_id, action, created_at);
+    """,
+    # 5: galleries at scale without a join. A sheet of another member's images needs the job's privacy:
     # it is copied onto the image (jobs.complete writes it, a guard refuses a mismatch, a trigger follows
     # later changes of jobs.private) and covered by a partial index for the public view. The search
     # index gains a token per owner's *public* images, so counting another member's matches never

@@ -36,3 +36,12 @@ def tiny_engine(tiny_registry: Any) -> Any:
     engine = Engine(tiny_registry)
     engine.warm_up()
     return engine
+
+
+@pytest.fixture
+def hold(tiny_engine: Any) -> Iterator[Any]:
+    """The shared engine's step gate (generation.engine.StepGate): a test closes it to keep a job
+    rendering for as long as it needs; it is open again after every test, whatever happened."""
+    gate = tiny_engine.step_gate
+    yield gate
+    gate.open()

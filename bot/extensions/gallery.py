@@ -27,13 +27,13 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
+from bot.access import gallery_scope, load_job, require_owner_or_moderator, viewer_of
 from bot.buttons import JobButton, register_action
-from bot.extensions.imagine import is_moderator, load_job
 from bot.jobflow import bot_of
 from bot.policy import channel_is_age_restricted
 from bot.presenter import fit_upload, short_prompt
 from bot.reply import reply
-from generation.errors import NotAllowed, NotFound
+from generation.errors import NotFound
 from generation.request import Kind
 from generation.sheets import sheet_png
 from storage.gallery import ExportRow, GalleryFilter, GalleryStore
@@ -74,8 +74,13 @@ def views_of(interaction: discord.Interaction[Any]) -> GalleryStore:
 
 def gallery_filter(interaction: discord.Interaction[Any], owner_id: int, favourites: bool,
                    search: str) -> GalleryFilter:
+    """What the viewer may browse of `owner_id`'s gallery here (bot.access.gallery_scope); another
+    user's gallery in a DM does not exist for them (a crafted paging custom_id included)."""
+    public_only = gallery_scope(viewer_of(interaction), owner_id)
+    if public_only is None:
+        raise NotFound("No images to show here.")
     return GalleryFilter(guild_id=interaction.guild_id, owner_id=owner_id,
-                         public_only=owner_id != interaction.user.id, favourites=favourites,
+                         public_only=public_only, favourites=favourites,
                          search=search[:MAX_SEARCH], viewer_id=interaction.user.id)
 
 
@@ -232,7 +237,7 @@ async def open_image(interaction: discord.Interaction[Any], image_id: int) -> No
     row = await views_of(interaction).visible(image_id, interaction.guild_id, interaction.user.id)
     if row is None:
         raise NotFound("That image is not available.")
-    job = await services.db.jobs.get(row.job_id)
+    job = await load_job(interaction, row.job_id)  # the one visibility rule (DM images: owner only)
     kind = Kind(job.kind) if job is not None and job.kind in Kind._value2member_map_ else Kind.TXT2IMG
     limit = bot_of(interaction).delivery.upload_limit(interaction.guild_id)
 
@@ -276,8 +281,7 @@ async def on_favourite(interaction: discord.Interaction[Any], job_id: int, index
 async def on_remove(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
     """🗑 in the gallery: the owner or a moderator removes the image from galleries."""
     job = await load_job(interaction, job_id)
-    if interaction.user.id != job.user_id and not is_moderator(interaction):
-        raise NotAllowed("Only the image's owner or a moderator can delete it.")
+    require_owner_or_moderator(interaction, job, "delete it", thing="image")
     services = bot_of(interaction).services
     if index is None:
         removed = await services.db.images.set_deleted_for_job(job_id)

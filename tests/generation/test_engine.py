@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import gc
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from generation.engine import StepGate
 from generation.errors import RenderCancelled
 from generation.request import Kind, RenderRequest
 from generation.validate import upscale_of, variation_of
@@ -93,6 +97,32 @@ def test_previews_come_from_x0_for_other_samplers(tiny_engine: Any, sampler: str
     assert previews and previews[-1].size == (8, 8)
     # A real projection of the latent, not the flat placeholder.
     assert np.asarray(previews[-1]).std() > 0
+
+
+def test_the_step_gate_holds_a_render_until_opened_and_a_stop_still_ends_it(
+        tiny_engine: Any, hold: Any, tmp_path: Path) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        hold.close()
+        steps: list[int] = []
+        held = pool.submit(tiny_engine.render, [_req((5,))], on_progress=lambda s, t, p: steps.append(s))
+        assert hold.holding.wait(60)
+        assert steps == [1] and not held.done()  # waiting after its first step
+        hold.open()
+        [[image]] = held.result(60)
+        assert _maxdiff(image, tiny_engine.render([_req((5,))])[0][0]) == 0  # the hold changes no pixel
+
+        hold.close()
+        stop = threading.Event()
+        stopped = pool.submit(tiny_engine.render, [_req((5,))], should_stop=stop.is_set)
+        assert hold.holding.wait(60)
+        stop.set()
+        with pytest.raises(RenderCancelled):
+            stopped.result(60)
+    # A bot process is held through a file (ATELIER_TEST_HOLD_FILE): closed while it exists.
+    gate = StepGate(str(tmp_path / "hold"))
+    assert gate.hold(lambda: True) is False
+    (tmp_path / "hold").touch()
+    assert gate.hold(lambda: True) is True
 
 
 def test_cancel_stops_at_the_next_step(tiny_engine: Any) -> None:

@@ -1,9 +1,6 @@
 from __future__ import annotations
 
-import json
-import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +8,7 @@ import pytest
 from storage import Database, NewImage
 from storage.gallery import GalleryFilter, GalleryStore
 from storage.images import ImageRow
-from storage.migrations import MIGRATIONS
+from tests.storage.old_schema import old_job, old_schema
 
 
 def own(guild_id: int | None, user_id: int, *, favourites: bool = False, search: str = "") -> GalleryFilter:
@@ -154,44 +151,13 @@ async def test_migration_3_carries_existing_stars_over(tmp_path: Path) -> None:
     # A database at the schema before stars per member (version 2, the star only in images.favourite);
     # opening it runs migration 3 (and the later ones): the star is now member 1's favourite.
     path = tmp_path / "old.db"
-    with _old_schema(path, 2) as conn:
-        ids = _old_job(conn, 1, 10, "old favourite", private=False, favourite=[True, False])
+    with old_schema(path, 2) as conn:
+        ids = old_job(conn, 1, 10, "old favourite", private=False, favourite=[True, False])
     db = await Database.open(path)
     try:
         assert await db.images.starred(1, ids) == {ids[0]}
     finally:
         await db.close()
-
-
-@contextmanager
-def _old_schema(path: Path, version: int) -> Iterator[sqlite3.Connection]:
-    """A database file at an earlier schema version, made by the migrations of that time."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        for script in MIGRATIONS[:version]:
-            conn.executescript(script)
-        conn.execute(f"PRAGMA user_version = {version}")
-        yield conn
-    finally:
-        conn.close()
-
-
-def _old_job(conn: sqlite3.Connection, user_id: int, guild_id: int, prompt: str, *, private: bool,
-             favourite: list[bool], deleted: int = -1) -> list[int]:
-    """A finished job with one image per `favourite` flag, written as the code of that schema did."""
-    job = conn.execute(
-        """INSERT INTO jobs (guild_id, user_id, kind, request, batch_key, status, private, created_at)
-           VALUES (?, ?, 'txt2img', ?, 'k', 'done', ?, 0)""",
-        (guild_id, user_id, json.dumps({"prompt": prompt}), int(private))).lastrowid
-    ids = []
-    for i, fav in enumerate(favourite):
-        ids.append(int(conn.execute(
-            """INSERT INTO images (job_id, idx, seed, blob, width, height, created_at, guild_id, user_id,
-                                   prompt, favourite, deleted)
-               VALUES (?, ?, ?, ?, 64, 64, 0, ?, ?, ?, ?, ?)""",
-            (job, i, i, f"{job:032x}{i:032x}.png", guild_id, user_id, prompt, int(fav), int(i == deleted)),
-        ).lastrowid or 0))
-    return ids
 
 
 async def _recount(db: Database) -> dict[tuple[int, int], tuple[int, int]]:
@@ -315,11 +281,11 @@ async def test_sheets_seek_by_cursor_and_fall_back_to_offset(db: Database) -> No
     assert (await store.sheet(own(10, 3), 0)).total == 0
 
 
-async def test_migration_4_copies_privacy_and_counts_existing_images(tmp_path: Path) -> None:
+async def test_migration_5_copies_privacy_and_counts_existing_images(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    with _old_schema(path, 3) as conn:  # privacy lives only on the job
-        public = _old_job(conn, 1, 10, "a public boat", private=False, favourite=[False] * 3, deleted=0)
-        private = _old_job(conn, 1, 10, "a private boat", private=True, favourite=[False] * 2)
+    with old_schema(path, 4) as conn:  # privacy lives only on the job
+        public = old_job(conn, 1, 10, "a public boat", private=False, favourite=[False] * 3, deleted=0)
+        private = old_job(conn, 1, 10, "a private boat", private=True, favourite=[False] * 2)
         for image_id in (*public, private[0]):
             conn.execute("INSERT INTO favourites (user_id, image_id, created_at) VALUES (2, ?, 0)",
                          (image_id,))
