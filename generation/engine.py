@@ -22,6 +22,7 @@ from generation.errors import RenderCancelled, RenderError
 from generation.families import Family, family_of
 from generation.models import VAE_TILE_PIXELS, ModelRegistry, fit_vae, is_oom
 from generation.previews import latent_to_preview, placeholder, x0_estimate
+from generation.prompts import call_arguments, chunk_count
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
 
@@ -156,6 +157,11 @@ class Engine:
             prepared = self._prepare_sources(requests, sources) if img2img else None
             family = family_of(spec.family)
             groups = self._groups(requests, slots, family)
+            # Prompts of different lengths (in 77-token chunks) go in separate calls: padding the shorter
+            # with empty chunks to share a call would change its pixels from its solo render.
+            lengths = [chunk_count(pipe, r.prompt, r.negative) for r in requests]
+            groups = [[s for s in g if lengths[s.request] == n] for g in groups
+                      for n in sorted({lengths[s.request] for s in g})]
             if self.max_images_per_call:
                 size = max(1, self.max_images_per_call)
                 groups = [g[i : i + size] for g in groups for i in range(0, len(g), size)]
@@ -337,15 +343,12 @@ class _Run:
         negatives = [self.requests[s.request].negative for s in chunk]
         generators = [torch.Generator("cpu").manual_seed(s.seed) for s in chunk]
         call: dict[str, Any] = {
-            "prompt": prompts,
             "num_inference_steps": first.steps,
             "guidance_scale": first.guidance,
             "generator": generators,
             "callback_on_step_end": on_step_end,
             "output_type": "pil",
         }
-        if self.family.negative:
-            call["negative_prompt"] = negatives if any(negatives) else None
         if self.family.t5:
             # T5 reads up to this many tokens (its default would cut Flux-dev at 512 and pad schnell to it).
             call["max_sequence_length"] = self.family.max_prompt_tokens
@@ -365,6 +368,11 @@ class _Run:
             call["height"] = first.height
         refiner_scheduler = None
         try:
+            # Prompts go in as embeddings: chunked past 77 tokens and weighted (generation/prompts.py). A
+            # clip_skip in the call must reach that encoding: the pipeline ignores it beside embeddings.
+            clip_skip = call.pop("clip_skip", None)
+            prompt_args = call_arguments(pipe, prompts, negatives, clip_skip=clip_skip)
+            call.update(prompt_args)
             with torch.inference_mode():
                 if self.refiner is None:
                     result = pipe(**call)
@@ -375,7 +383,10 @@ class _Run:
                     phase["offset"] = int(getattr(pipe, "_num_timesteps", 0))
                     refiner_scheduler = fresh_scheduler(self.refiner, self.refiner_config)
                     fit_vae(self.refiner, first.width, first.height, len(chunk), self.engine.vae_tile_pixels)
-                    refine = {k: v for k, v in call.items() if k not in ("width", "height", "output_type")}
+                    skip = {*prompt_args, "width", "height", "output_type"}
+                    refine = {k: v for k, v in call.items() if k not in skip}
+                    # The refiner's own encoder (OpenCLIP-G only) encodes the prompts again.
+                    refine.update(call_arguments(self.refiner, prompts, negatives, clip_skip=clip_skip))
                     refine["generator"] = [torch.Generator("cpu").manual_seed(s.seed) for s in chunk]
                     result = self.refiner(**refine, image=latents, denoising_start=self.refine_at)
         finally:
