@@ -248,3 +248,21 @@ def test_built_in_tiny_sources_of_each_family(family_dirs: dict[str, Path], tiny
     assert registry.spec("2").family == "sd2"
     image = Engine(registry).render([replace(_req("flux-schnell"), model="s")])[0][0]
     assert image.size == (64, 96)
+
+
+def test_flux_previews_unpack_latents_as_the_pipeline_packs_them() -> None:
+    import torch
+    from diffusers import FluxPipeline
+
+    from generation.previews import latent_to_preview, unpack_latent
+
+    flux = FAMILIES["flux-dev"]
+    latent = torch.randn(1, 16, 12, 8)  # a 64x96 image
+    packed = FluxPipeline._pack_latents(latent, 1, 16, 12, 8)[0]
+    assert torch.equal(unpack_latent(packed, flux, 64, 96), latent[0])
+    preview = latent_to_preview(packed, flux, 64, 96)
+    # Projected with Flux's own 16x3 factors and bias (ComfyUI's), pixel for pixel.
+    weight = torch.tensor(flux.rgb_factors)
+    rgb = torch.einsum("chw,cr->hwr", latent[0], weight) + torch.tensor(flux.rgb_bias)
+    expected = ((rgb.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).numpy()
+    assert np.array_equal(np.asarray(preview), expected)
