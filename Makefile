@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo generate test lint clean
+.PHONY: setup demo generate test lint gpu-check clean
 
 # The CPU torch wheel goes in first (it lies on disk here), so the range in pyproject.toml is
 # already satisfied and pip never downloads a CUDA build. GPU users install their own torch.
@@ -30,6 +30,11 @@ lint: $(STAMP)
 
 test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+# On the GPU the bot will use: dtypes, VAE tiling, a forced out-of-memory, batched vs solo, steps/s
+# (tiny models, a few minutes). On CPU it runs what applies and lists what needs CUDA.
+gpu-check: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/gpu_check.py
 
 clean:
 	rm -rf $(VENV) data out

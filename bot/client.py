@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import logsafe
 from bot.buttons import JobButton
 from bot.delivery import Delivery
 from bot.errors import report_error
@@ -26,10 +27,15 @@ EXTENSIONS = (
 
 class AtelierBot(commands.Bot):
     def __init__(self, services: Services, **options: Any) -> None:
+        logsafe.install()  # before the first request: discord.py logs token URLs at DEBUG
         # No privileged intents: slash commands and buttons arrive as interactions.
         intents = discord.Intents.none()
         intents.guilds = True
         options.setdefault("chunk_guilds_at_startup", False)
+        # Every command is offered in servers only, unless the operator turned DMs on (Discord then
+        # offers them in the bot's DM too; group DMs never). /admin stays guild-only either way.
+        options.setdefault("allowed_contexts", app_commands.AppCommandContext(
+            guild=True, dm_channel=services.settings.allow_dms, private_channel=False))
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents,

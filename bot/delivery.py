@@ -212,13 +212,17 @@ class Delivery:
             finally:
                 self._deliver_lock.pop(job_id, None)
 
-    async def final_message(self, job: JobRow, *, upload_limit: int | None = None) -> presenter.Shown:
+    async def final_message(self, job: JobRow, *, upload_limit: int | None = None,
+                            age_restricted: bool | None = None) -> presenter.Shown:
+        """The job's final state as a message. `age_restricted` says where it will be shown (/job answers
+        in any channel); by default, the job's own channel."""
         request = RenderRequest.from_json(job.request)
         if job.status == "done":
             services = self.bot.services
             rows = await services.db.images.for_job(job.id)
-            channel = self.bot.get_channel(job.channel_id) if job.channel_id else None
-            age_restricted = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
+            if age_restricted is None:
+                channel = self.bot.get_channel(job.channel_id) if job.channel_id else None
+                age_restricted = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
             how = await nsfw_presentation(services, job.guild_id, age_restricted, request,
                                           any(row.nsfw for row in rows))
             if how == "block":

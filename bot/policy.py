@@ -31,8 +31,15 @@ NSFW_TERMS = (
     "nsfw", "nude", "nudes", "nudity", "naked", "porn", "porno", "pornographic", "sex", "sexy", "explicit",
     "topless", "bottomless", "hentai", "xxx", "lewd", "erotic", "erotica", "genitals", "nipples",
     "lingerie", "fetish", "bdsm", "boobs", "breasts", "penis", "vagina", "orgasm", "r18", "r 18",
+    "undress", "undressed", "undressing",  # the matcher reads plurals, not verb endings
 )
 _NSFW_FILTER = WordFilter(NSFW_TERMS)
+
+# A member whose prompts are refused this often within the window waits out a cooldown before the next
+# request. Counted from the audit log's "prompt.rejected" entries, so a restart forgets nothing.
+REFUSALS_BEFORE_COOLDOWN = 5
+REFUSAL_WINDOW_S = 10 * 60
+REFUSAL_COOLDOWN_S = 5 * 60
 
 # Keys of a guild's settings object (storage keeps them as JSON; /admin writes them).
 LIMIT_KEYS = ("max_queued", "max_steps", "max_size", "max_count", "cooldown_s")
@@ -115,7 +122,24 @@ async def reject_prompt(services: Services, interaction: discord.Interaction[Any
         {"prompt": request.prompt[:500], "reason": reason, "channel": interaction.channel_id},
     )
     log.info("rejected prompt of user %s in guild %s: %s", interaction.user.id, interaction.guild_id, reason)
+    count, _ = await services.db.audit.count_recent(interaction.guild_id, interaction.user.id,
+                                                    "prompt.rejected", time.time() - REFUSAL_WINDOW_S)
+    if count >= REFUSALS_BEFORE_COOLDOWN:  # this refusal starts (or restarts) a cooldown
+        await services.db.audit.record(
+            interaction.guild_id, interaction.user.id, "prompt.cooldown", f"user:{interaction.user.id}",
+            {"refusals": count, "window_s": REFUSAL_WINDOW_S, "cooldown_s": REFUSAL_COOLDOWN_S})
+        message += (f" That is {count} refusals in {REFUSAL_WINDOW_S // 60} minutes: please wait "
+                    f"{REFUSAL_COOLDOWN_S // 60} minutes before your next request.")
     return PromptRejected(message)
+
+
+async def refusal_cooldown(services: Services, guild_id: int | None, user_id: int) -> float:
+    """Seconds left of the cooldown that repeated refusals earned (0 when none)."""
+    count, newest = await services.db.audit.count_recent(guild_id, user_id, "prompt.rejected",
+                                                         time.time() - REFUSAL_WINDOW_S)
+    if count < REFUSALS_BEFORE_COOLDOWN or newest is None:
+        return 0.0
+    return max(0.0, newest + REFUSAL_COOLDOWN_S - time.time())
 
 
 async def check_request(services: Services, interaction: discord.Interaction[Any],
@@ -126,7 +150,8 @@ async def check_request(services: Services, interaction: discord.Interaction[Any
     personal = await services.db.users.get(user_id)
     private = bool(personal.get("private", False))
     guild_id = interaction.guild_id
-    if guild_id is None:  # DMs: no guild rules, the global queue cap only
+    if guild_id is None:
+        await check_dm_request(services, interaction, request)
         return Rules(max_queued_per_user=services.settings.queue_max_per_user, private=private)
     config = await guild_config(services, guild_id)
 
@@ -139,9 +164,13 @@ async def check_request(services: Services, interaction: discord.Interaction[Any
         allowed = " ".join(f"<#{c}>" for c in config.allowed_channels[:10])
         hint = f" Try {allowed}." if allowed and interaction.channel_id not in config.denied_channels else ""
         raise NotAllowed(f"Atelier is not available in this channel.{hint}")
+    wait = await refusal_cooldown(services, guild_id, user_id)
+    if wait > 0:
+        raise LimitReached(f"Too many of your prompts were refused just now: try again in "
+                           f"{max(1, round(wait / 60))} min.")
 
     # 2. What: banned words, then the NSFW policy (prompt level; images are checked after rendering).
-    words = WordFilter(await services.db.moderation.banned_words(guild_id))
+    words = WordFilter.cached(await services.db.moderation.banned_words(guild_id))
     hit = words.find(request.prompt)
     if hit is not None:
         raise await reject_prompt(services, interaction, request, f"banned word: {hit}",
@@ -172,22 +201,51 @@ async def check_request(services: Services, interaction: discord.Interaction[Any
 
     # 4. How it queues.
     priorities = [config.role_priority[r] for r in role_ids(interaction) if r in config.role_priority]
+    # A guild may lower the operator's cap, never raise it (a value saved before /admin limits refused
+    # larger ones still obeys it).
+    cap = services.settings.queue_max_per_user
     return Rules(
         priority=max(priorities) if priorities else 1.0,
-        max_queued_per_user=config.max_queued or services.settings.queue_max_per_user,
+        max_queued_per_user=min(config.max_queued or cap, cap),
         private=private,
     )
+
+
+async def check_dm_request(services: Services, interaction: discord.Interaction[Any],
+                           request: RenderRequest) -> None:
+    """The operator's rules for a job asked for in a DM, where no moderators set any: DMs must be
+    enabled (ATELIER_ALLOW_DMS), a member banned in any server the bot is in is banned here too (a DM
+    must not be the way around a ban), and NSFW prompts are refused (NSFW_TERMS is the word list: there
+    is no age-restricted channel in a DM). Flagged images are hidden at delivery (nsfw_presentation)."""
+    if not services.settings.allow_dms:
+        raise NotAllowed("Atelier works inside servers only.")
+    user_id = interaction.user.id
+    for guild in getattr(interaction.client, "guilds", []):
+        if await services.db.moderation.get_ban(guild.id, user_id) is not None:
+            raise NotAllowed("You are banned from making images with this bot.")
+    if is_nsfw_prompt(request.prompt):
+        raise await reject_prompt(services, interaction, request, "nsfw: direct message",
+                                  "NSFW prompts are not allowed in direct messages.")
+
+
+async def channel_open(services: Services, interaction: discord.Interaction[Any]) -> bool:
+    """Whether the bot may post publicly in this channel: not one the moderators denied (or left out of
+    the allowed list). DMs are open: only their owner is there."""
+    if interaction.guild_id is None:
+        return True
+    return (await guild_config(services, interaction.guild_id)).channel_allowed(interaction.channel_id)
 
 
 async def nsfw_presentation(services: Services, guild_id: int | None, channel_age_restricted: bool,
                             request: RenderRequest, flagged: bool) -> Literal["show", "spoiler", "block"]:
     """How a finished image is shown under the guild's NSFW policy. `flagged` is the safety checker's
-    verdict for the image (False when the model has none: then the prompt decides)."""
-    if guild_id is None:
-        return "show"
+    verdict for the image (False when the model has none: then the prompt decides). In a DM the
+    operator's rule applies: NSFW is blocked."""
     nsfw = flagged or is_nsfw_prompt(request.prompt)
     if not nsfw:
         return "show"
+    if guild_id is None:
+        return "block"
     mode = (await guild_config(services, guild_id)).nsfw
     if mode == "allow":
         return "show"

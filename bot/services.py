@@ -4,20 +4,28 @@ Discord-free on purpose, so the demo and tests can open the same services the bo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.settings import Settings
 from generation.engine import Engine
 from generation.models import ModelRegistry
 from generation.scheduler import Scheduler
-from storage.blobs import BlobStore
+from storage.blobs import BlobStore, SweepResult
 from storage.db import Database
 from storage.lock import ProcessLock
 
 log = logging.getLogger(__name__)
+
+# Files no image or job needs any more are removed once they are this old (and deleted images once
+# deleted this long ago): time for Undo and for moderators to review, and no race with a job being made.
+BLOB_GRACE_S = 7 * 24 * 3600
+BLOB_SWEEP_INTERVAL_S = 6 * 3600
+BLOB_SWEEP_FIRST_S = 60.0  # not during start-up
 
 
 class StartupFailed(Exception):
@@ -40,6 +48,7 @@ class Services:
     engine: Engine
     scheduler: Scheduler
     lock: ProcessLock
+    _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @property
     def registry(self) -> ModelRegistry:
@@ -82,8 +91,10 @@ class Services:
             if engine is None:
                 try:
                     registry = ModelRegistry(sources, data_dir, device=settings.device,
-                                             compile=settings.compile, max_loaded=settings.max_loaded_models,
-                                             tiny_nsfw_threshold=settings.tiny_nsfw_threshold)
+                                             dtype=settings.dtype, compile=settings.compile,
+                                             max_loaded=settings.max_loaded_models,
+                                             tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
+                                             safety_checker=settings.safety_checker)
                 except ValueError as exc:
                     raise StartupFailed(str(exc)) from None
                 engine = Engine(registry)
@@ -106,8 +117,32 @@ class Services:
             if isinstance(exc, sqlite3.Error):  # e.g. another process holding the database locked
                 raise StartupFailed(f"the job queue could not be read from {self.db.path}: {exc}") from None
             raise
+        self._sweeper = asyncio.create_task(self._sweep_blobs(), name="atelier-blob-sweep")
+
+    async def collect_blobs(self, grace_s: float = BLOB_GRACE_S) -> SweepResult:
+        """Remove the image files nothing references any more (see BlobStore.sweep)."""
+        cutoff = time.time() - grace_s
+        # The referenced set first, then the files: a blob written after this query is young.
+        referenced = await self.db.images.referenced_blobs(deleted_before=cutoff)
+        result = await asyncio.to_thread(self.blobs.sweep, referenced, cutoff)
+        if result.removed:
+            log.info("blob sweep removed %d files (%d bytes)", result.removed, result.freed_bytes)
+        return result
+
+    async def _sweep_blobs(self) -> None:
+        await asyncio.sleep(BLOB_SWEEP_FIRST_S)
+        while True:
+            try:
+                await self.collect_blobs()
+            except Exception:  # a full disk or a locked database now: try again next time
+                log.exception("blob sweep failed")
+            await asyncio.sleep(BLOB_SWEEP_INTERVAL_S)
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         try:
             await self.scheduler.stop()
         finally:

@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     models: str = Field(default="", validation_alias="ATELIER_MODELS")
     data_dir: Path = Field(default=Path("./data"), validation_alias="ATELIER_DATA_DIR")
     device: Literal["auto", "cuda", "mps", "cpu"] = Field(default="auto", validation_alias="ATELIER_DEVICE")
+    # auto: bf16 on CUDA cards that run it natively (compute capability >= 8.0), else fp16; fp32 on CPU.
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        default="auto", validation_alias="ATELIER_DTYPE"
+    )
     compile: bool = Field(default=False, validation_alias="ATELIER_COMPILE")
     max_loaded_models: int = Field(default=2, ge=1, validation_alias="ATELIER_MAX_LOADED_MODELS")
     # The tiny model's stand-in NSFW checker flags an image when this share of its pixels is skin-toned
@@ -33,6 +37,9 @@ class Settings(BaseSettings):
     tiny_nsfw_threshold: float = Field(
         default=0.4, ge=0.0, le=1.0, validation_alias="ATELIER_TINY_NSFW_THRESHOLD"
     )
+    # A standalone image checker (diffusers' StableDiffusionSafetyChecker: a hub id such as
+    # CompVis/stable-diffusion-safety-checker, or a folder) for every model that has none of its own.
+    safety_checker: str | None = Field(default=None, validation_alias="ATELIER_SAFETY_CHECKER")
     max_batch: int = Field(default=4, ge=1, le=16, validation_alias="ATELIER_MAX_BATCH")
     queue_max_per_user: int = Field(default=5, ge=1, validation_alias="ATELIER_QUEUE_MAX_PER_USER")
     queue_max_total: int = Field(default=200, ge=1, validation_alias="ATELIER_QUEUE_MAX_TOTAL")
@@ -40,6 +47,9 @@ class Settings(BaseSettings):
     discord_api_base: str | None = Field(default=None, validation_alias="ATELIER_DISCORD_API_BASE")
     discord_gateway_url: str | None = Field(default=None, validation_alias="ATELIER_DISCORD_GATEWAY_URL")
     log_level: str = Field(default="INFO", validation_alias="ATELIER_LOG_LEVEL")
+    # Slash commands work inside servers only unless this is on. In DMs a job is seen by its owner only,
+    # and the operator's rules apply (NSFW refused; a ban in any server the bot is in holds).
+    allow_dms: bool = Field(default=False, validation_alias="ATELIER_ALLOW_DMS")
 
     def model_sources(self) -> list[tuple[str, str]]:
         """Configured (name, source) pairs, default first."""

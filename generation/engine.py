@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
+import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,11 +19,12 @@ from typing import Any
 from PIL import Image
 
 from generation.errors import RenderCancelled, RenderError
-from generation.models import ModelRegistry
+from generation.families import Family, family_of
+from generation.models import VAE_TILE_PIXELS, ModelRegistry, fit_vae, is_oom
 from generation.previews import latent_to_preview, placeholder, x0_estimate
+from generation.prompts import call_arguments, chunk_count
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
-from generation.samplers import make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +40,62 @@ class _Slot:
     seed: int
 
 
-def _is_oom(exc: BaseException) -> bool:
-    import torch
+# Test-only: `atelier run` as a subprocess holds its renders while the file at this path exists.
+HOLD_FILE_ENV = "ATELIER_TEST_HOLD_FILE"
 
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+class StepGate:
+    """A deterministic hold for tests that need a job still rendering (GPUs make any "long" render
+    short). While closed, a render waits at the end of its current step; a stop or cancel still ends
+    it. Open unless a test closes it: production pays one flag check per step. In-process tests call
+    close() / open(); a test driving a bot process sets ATELIER_TEST_HOLD_FILE (read once, here)."""
+
+    POLL_S = 0.05
+
+    def __init__(self, hold_file: str | None = None) -> None:
+        self._open = threading.Event()
+        self._open.set()
+        self._hold_file = hold_file
+        self.holding = threading.Event()  # set while a render waits here
+
+    def close(self) -> None:
+        self._open.clear()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def _closed(self) -> bool:
+        return not self._open.is_set() or (self._hold_file is not None and os.path.exists(self._hold_file))
+
+    def hold(self, should_stop: Callable[[], bool] | None) -> bool:
+        """Wait while closed. True when told to stop meanwhile (the caller cancels the render)."""
+        if not self._closed():
+            return False
+        self.holding.set()
+        try:
+            while self._closed():
+                if should_stop is not None and should_stop():
+                    return True
+                time.sleep(self.POLL_S)
+            return False
+        finally:
+            self.holding.clear()
 
 
 class Engine:
-    def __init__(self, registry: ModelRegistry, max_images_per_call: int | None = None) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        max_images_per_call: int | None = None,
+        vae_tile_pixels: int = VAE_TILE_PIXELS,
+    ) -> None:
         self.registry = registry
         # A memory ceiling known in advance (e.g. a small GPU); out-of-memory splits further on its own.
         self.max_images_per_call = max_images_per_call
+        # Images larger than this are decoded in tiles (see fit_vae).
+        self.vae_tile_pixels = vae_tile_pixels
         self._lock = threading.Lock()
+        self.step_gate = StepGate(os.environ.get(HOLD_FILE_ENV) or None)
 
     def safety_checker(self, model: str) -> SafetyChecker | None:
         """The NSFW checker for `model`'s images (loads the model if needed)."""
@@ -102,9 +148,20 @@ class Engine:
         spec = self.registry.spec(first.model)
         with self._lock:
             pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
+            # SDXL's refiner finishes txt2img renders only (a variation or upscale is already refined).
+            refiner = refiner_config = None
+            if not img2img and spec.refiner is not None:
+                refiner = self.registry.img2img(spec.refiner)
+                refiner_config = self.registry.scheduler_config(spec.refiner)
             slots = [_Slot(i, seed) for i, r in enumerate(requests) for seed in r.seeds]
             prepared = self._prepare_sources(requests, sources) if img2img else None
-            groups = self._groups(requests, slots, spec.family)
+            family = family_of(spec.family)
+            groups = self._groups(requests, slots, family)
+            # Prompts of different lengths (in 77-token chunks) go in separate calls: padding the shorter
+            # with empty chunks to share a call would change its pixels from its solo render.
+            lengths = [chunk_count(pipe, r.prompt, r.negative) for r in requests]
+            groups = [[s for s in g if lengths[s.request] == n] for g in groups
+                      for n in sorted({lengths[s.request] for s in g})]
             if self.max_images_per_call:
                 size = max(1, self.max_images_per_call)
                 groups = [g[i : i + size] for g in groups for i in range(0, len(g), size)]
@@ -112,7 +169,10 @@ class Engine:
             run = _Run(
                 engine=self,
                 pipe=pipe,
-                family=spec.family,
+                family=family,
+                refiner=refiner,
+                refiner_config=refiner_config,
+                refine_at=spec.refiner_at,
                 requests=requests,
                 sources=prepared,
                 on_progress=on_progress,
@@ -141,10 +201,10 @@ class Engine:
         return out
 
     @staticmethod
-    def _groups(requests: Sequence[RenderRequest], slots: list[_Slot], family: str) -> list[list[_Slot]]:
+    def _groups(requests: Sequence[RenderRequest], slots: list[_Slot], family: Family) -> list[list[_Slot]]:
         # SDXL zeroes the negative embedding only when no negative prompt is passed at all, so
         # images with and without a negative go in separate calls to match their solo renders.
-        if family != "sdxl":
+        if not family.split_negative:
             return [slots]
         with_neg = [s for s in slots if requests[s.request].negative]
         without = [s for s in slots if not requests[s.request].negative]
@@ -159,9 +219,12 @@ class _Run:
         *,
         engine: Engine,
         pipe: Any,
-        family: str,
+        family: Family,
         requests: Sequence[RenderRequest],
         sources: list[Image.Image] | None,
+        refiner: Any = None,
+        refiner_config: Any = None,
+        refine_at: float = 1.0,
         on_progress: ProgressFn | None,
         should_stop: Callable[[], bool] | None,
         chunks: list[list[_Slot]],
@@ -170,6 +233,10 @@ class _Run:
         self.pipe = pipe
         self.scheduler_config = engine.registry.scheduler_config(requests[0].model)
         self.family = family
+        # The second stage (an SDXL refiner img2img pipeline) and the fraction of the steps the base runs.
+        self.refiner = refiner
+        self.refiner_config = refiner_config
+        self.refine_at = refine_at
         self.requests = requests
         self.sources = sources
         self.on_progress = on_progress
@@ -179,6 +246,8 @@ class _Run:
         self.previews: list[Image.Image] = [placeholder(r.width, r.height) for r in requests]
 
     def execute(self, results: dict[_Slot, Image.Image]) -> None:
+        registry = self.engine.registry
+        evicted = False
         while self.pending:
             chunk = self.pending.pop(0)
             try:
@@ -186,9 +255,20 @@ class _Run:
             except RenderCancelled:
                 raise
             except Exception as exc:
-                if not _is_oom(exc):
+                if not is_oom(exc):
                     raise
-                self.engine.registry._free_memory()
+                # The traceback's frames still hold the failed call's activations: release them, or
+                # the memory cannot come back before the retry.
+                traceback.clear_frames(exc.__traceback__)
+                if not evicted:
+                    # Other resident models are the cheapest memory to win back: drop them and retry the
+                    # same chunk before paying for smaller batches.
+                    evicted = True
+                    if registry.evict_others(self.requests[0].model):
+                        log.warning("out of memory for %d images; unloaded the other models", len(chunk))
+                        self.pending.insert(0, chunk)
+                        continue
+                registry._free_memory()
                 if len(chunk) == 1:
                     r = self.requests[chunk[0].request]
                     raise RenderError(
@@ -213,19 +293,26 @@ class _Run:
 
         first = self.requests[0]
         pipe = self.pipe
-        # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
-        scheduler = make_scheduler(first.sampler, self.scheduler_config)
         captured: dict[str, Any] = {}
-        original_step = scheduler.step
 
-        def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
-            out = original_step(model_output, timestep, sample, *args, **kwargs)
-            if self.on_progress is not None:
-                captured["x0"] = (model_output, timestep, sample, out)
-            return out
+        def fresh_scheduler(target: Any, config: Any) -> Any:
+            # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
+            scheduler = self.family.make_scheduler(first.sampler, config)
+            original_step = scheduler.step
 
-        scheduler.step = step  # type: ignore[method-assign]
-        pipe.scheduler = scheduler
+            def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
+                out = original_step(model_output, timestep, sample, *args, **kwargs)
+                if self.on_progress is not None:
+                    captured["x0"] = (scheduler, model_output, timestep, sample, out)
+                return out
+
+            scheduler.step = step  # type: ignore[method-assign]
+            target.scheduler = scheduler
+            return scheduler
+
+        scheduler = fresh_scheduler(pipe, self.scheduler_config)
+        # Steps the base stage took, when a refiner finishes the render: its steps count on from there.
+        phase = {"offset": 0}
 
         # Index of each request's first image inside this chunk (the one previewed).
         preview_rows: dict[int, int] = {}
@@ -237,27 +324,35 @@ class _Run:
                 raise RenderCancelled()
             if self.on_progress is not None:
                 total_steps = int(getattr(p, "_num_timesteps", 0) or first.steps)
+                if self.refiner is not None:
+                    # Base and refiner share the base's full schedule between them (2 per step for Heun).
+                    total_steps = len(scheduler.timesteps)
                 if "x0" in captured:
-                    model_output, ts, sample, out = captured.pop("x0")
-                    x0 = x0_estimate(scheduler, model_output, ts, sample, out)
+                    sched, model_output, ts, sample, out = captured.pop("x0")
+                    x0 = x0_estimate(sched, model_output, ts, sample, out)
                     for req, row in preview_rows.items():
-                        self.previews[req] = latent_to_preview(x0[row], self.family)
-                done = self.chunks_done * total_steps + step_index + 1
+                        self.previews[req] = latent_to_preview(x0[row], self.family, first.width,
+                                                               first.height)
+                done = self.chunks_done * total_steps + min(phase["offset"] + step_index + 1, total_steps)
                 self.on_progress(done, total_steps * self._total_chunks(), list(self.previews))
+            if self.engine.step_gate.hold(self.should_stop):
+                raise RenderCancelled()
             return kwargs
 
         prompts = [self.requests[s.request].prompt for s in chunk]
         negatives = [self.requests[s.request].negative for s in chunk]
         generators = [torch.Generator("cpu").manual_seed(s.seed) for s in chunk]
         call: dict[str, Any] = {
-            "prompt": prompts,
-            "negative_prompt": negatives if any(negatives) else None,
             "num_inference_steps": first.steps,
             "guidance_scale": first.guidance,
             "generator": generators,
             "callback_on_step_end": on_step_end,
             "output_type": "pil",
         }
+        if self.family.t5:
+            # T5 reads up to this many tokens (its default would cut Flux-dev at 512 and pad schnell to it).
+            call["max_sequence_length"] = self.family.max_prompt_tokens
+        fit_vae(pipe, first.width, first.height, len(chunk), self.engine.vae_tile_pixels)
         if self.sources is not None:
             call["image"] = [self.sources[s.request] for s in chunk]
             call["strength"] = first.strength
@@ -267,17 +362,42 @@ class _Run:
             while int(steps * strength) < 1:
                 steps += 1
             call["num_inference_steps"] = steps
-        else:
+        if self.sources is None or self.family.flow:
+            # SD3 / Flux img2img render at their native size unless told (the source is already resized).
             call["width"] = first.width
             call["height"] = first.height
+        refiner_scheduler = None
         try:
+            # Prompts go in as embeddings: chunked past 77 tokens and weighted (generation/prompts.py). A
+            # clip_skip in the call must reach that encoding: the pipeline ignores it beside embeddings.
+            clip_skip = call.pop("clip_skip", None)
+            prompt_args = call_arguments(pipe, prompts, negatives, clip_skip=clip_skip)
+            call.update(prompt_args)
             with torch.inference_mode():
-                result = pipe(**call)
+                if self.refiner is None:
+                    result = pipe(**call)
+                else:
+                    # Base for the first `refine_at` of the noise schedule, handing over latents (no decode);
+                    # the refiner denoises the rest from there, with fresh generators of the same seeds.
+                    latents = pipe(**{**call, "output_type": "latent"}, denoising_end=self.refine_at).images
+                    phase["offset"] = int(getattr(pipe, "_num_timesteps", 0))
+                    refiner_scheduler = fresh_scheduler(self.refiner, self.refiner_config)
+                    fit_vae(self.refiner, first.width, first.height, len(chunk), self.engine.vae_tile_pixels)
+                    skip = {*prompt_args, "width", "height", "output_type"}
+                    refine = {k: v for k, v in call.items() if k not in skip}
+                    # The refiner's own encoder (OpenCLIP-G only) encodes the prompts again.
+                    refine.update(call_arguments(self.refiner, prompts, negatives, clip_skip=clip_skip))
+                    refine["generator"] = [torch.Generator("cpu").manual_seed(s.seed) for s in chunk]
+                    result = self.refiner(**refine, image=latents, denoising_start=self.refine_at)
         finally:
             # The wrapped step closes over this run (its images, previews, sources) and the scheduler's
             # own bound step: a reference cycle that the pipeline keeps reachable until the next call and
             # that only a full GC pass would then free. Break it so the memory goes back at once
             # (bench/memory.py: resident growth per job fell from ~1 MB to ~0).
             del scheduler.step
+            if refiner_scheduler is not None:
+                del refiner_scheduler.step
+                self.engine.registry.restore_vae_dtype(self.refiner)
             captured.clear()
+            self.engine.registry.restore_vae_dtype(pipe)
         return list(result.images)

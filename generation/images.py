@@ -1,14 +1,18 @@
-"""PNG output carrying its render parameters, and the grid shown for a multi-image job."""
+"""PNG output carrying its render parameters, the grid shown for a multi-image job, and members'
+uploads checked (header first) and bounded before they are decoded."""
 
 from __future__ import annotations
 
 import io
 import json
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from PIL import Image, PngImagePlugin
 
+from generation.errors import InvalidRequest
 from generation.request import RenderRequest
 
 # Our own chunk holds JSON; `parameters` holds the A1111-style text other tools already read.
@@ -92,3 +96,61 @@ def make_grid(images: Sequence[Image.Image]) -> Image.Image:
         tile = image if image.size == (w, h) else image.resize((w, h), Image.Resampling.LANCZOS)
         grid.paste(tile.convert("RGB"), ((i % cols) * w, (i // cols) * h))
     return grid
+
+
+# -- uploads ---------------------------------------------------------------------------------------
+
+# A member's starting image: at most this many pixels, read from the header before anything is decoded.
+# A 20 KiB PNG can claim 13000x13000 (0.5 GB as RGB); 16 MP still takes any phone photo.
+MAX_UPLOAD_PIXELS = 16 * 1024 * 1024
+
+
+class UploadRefused(InvalidRequest):
+    """An upload that is not decoded: unreadable, or larger than we are willing to hold in memory."""
+
+
+def _too_large(what: str, max_pixels: int) -> str:
+    return (f"That image is too large ({what}; at most {max_pixels / 2**20:.0f} megapixels). "
+            "Please send a smaller one.")
+
+
+def fit_pixels(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
+    """`size` scaled down (never up) to at most `max_pixels`, keeping its shape."""
+    width, height = size
+    if width * height <= max_pixels:
+        return width, height
+    scale = math.sqrt(max_pixels / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def decode_upload(data: bytes, fit_to: int, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
+    """An uploaded image as RGB of at most `fit_to` pixels. Its header is checked against `max_pixels`
+    before any pixel is decoded, and PIL's decompression-bomb warning is an error here."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width <= 0 or height <= 0:
+                    raise UploadRefused("That image is empty.")
+                if width * height > max_pixels:
+                    raise UploadRefused(_too_large(f"{width}×{height} pixels", max_pixels))
+                target = fit_pixels(img.size, fit_to)
+                # JPEG decodes straight at a reduced scale: a 12 MP photo never exists in full.
+                img.draft("RGB", target)
+                img.load()
+                rgb = img.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UploadRefused(_too_large("too many pixels to open", max_pixels)) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
+        raise UploadRefused("That attachment is not an image I can read.") from exc
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.Resampling.LANCZOS)
+    return rgb
+
+
+def encode_upload(image: Image.Image) -> bytes:
+    """PNG bytes of a decoded upload; only its pixels are kept (not the uploader's metadata)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=4)
+    return buf.getvalue()

@@ -1,8 +1,9 @@
 """Configured models: what each one is (ModelSpec) and its loaded pipelines (ModelRegistry).
 
 Sources: a hub id, a local diffusers folder, a single `.safetensors` checkpoint (needs a local
-config folder for its family when offline), or `tiny` / `tiny-xl` (built offline, images are
-noise). Defaults may be overridden per model with a query string, e.g.
+config folder for its family when offline), or `tiny` / `tiny-xl` / `tiny-<family>` (built offline,
+images are noise). The family (generation/families.py) is read from the folder's model_index.json.
+Defaults may be overridden per model with a query string, e.g.
 `turbo=stabilityai/sdxl-turbo?steps=4&cfg=0&sampler=euler_a` for turbo / LCM models.
 """
 
@@ -12,30 +13,38 @@ import gc
 import json
 import logging
 import threading
+import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl
 
 from generation.errors import InvalidRequest, RenderError
-from generation.safety import SafetyChecker, detach_checker
+from generation.families import FAMILIES, family_of
+from generation.safety import SafetyChecker, detach_checker, load_standalone_checker
 from generation.samplers import normalize_sampler
 from generation.tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
 
-Family = Literal["sd15", "sdxl"]
 
-# Hub repos whose config folders describe each family, for single-file checkpoints.
-FAMILY_CONFIG_REPOS: dict[str, str] = {
-    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-}
+class _EmptyFp32ListFilter(logging.Filter):
+    """diffusers warns "modules ... should be kept in float32: []" on every dtype cast of a model, even
+    when the list is empty (it tests `[] is not None`). Drop only that empty form: a non-empty list, or
+    any other warning about a cast, still reaches the log (a blanket mute once hid an fp32 regression)."""
 
-_FAMILY_DEFAULTS: dict[str, tuple[int, float, str]] = {
-    "sd15": (25, 7.0, "dpmpp_2m_karras"),
-    "sdxl": (30, 6.0, "dpmpp_2m_karras"),
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []." not in record.getMessage()
+
+
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ListFilter())
+
+# The built-in tiny models (generation/tiny.py) by source name, and their families.
+TINY_SOURCES: dict[str, str] = {
+    "tiny": "sd15",
+    "tiny-xl": "sdxl",
+    **{f"tiny-{name}": name for name in FAMILIES if name not in ("sd15", "sdxl")},
 }
 
 
@@ -43,14 +52,18 @@ _FAMILY_DEFAULTS: dict[str, tuple[int, float, str]] = {
 class ModelSpec:
     name: str
     source: str
-    family: Family
+    family: str  # a key of generation.families.FAMILIES
     default_steps: int
     default_guidance: float
     default_sampler: str
+    # `?refiner=name`: a configured SDXL refiner that finishes this model's txt2img renders, taking over
+    # at `refiner_at` of the noise schedule (the base's denoising_end, the refiner's denoising_start).
+    refiner: str | None = None
+    refiner_at: float = 0.8
 
     @property
     def is_tiny(self) -> bool:
-        return self.source in ("tiny", "tiny-xl")
+        return self.source in TINY_SOURCES
 
 
 @dataclass
@@ -78,15 +91,63 @@ def pick_device(device: str = "auto") -> str:
     return "cpu"
 
 
-def pick_dtype(device: str) -> Any:
+# The dtypes ATELIER_DTYPE may name; `auto` picks per device (pick_dtype).
+DTYPE_NAMES = ("auto", "float16", "bfloat16", "float32")
+
+# One decoded image above this many pixels is decoded in tiles, and a batch above it one image at a
+# time: an SD / SDXL VAE decodes 1024² untiled in a few GB, but a 2048² upscale needs over 10 GB.
+VAE_TILE_PIXELS = 2 * 1024 * 1024
+
+
+def pick_dtype(device: str, requested: str = "auto", capability: tuple[int, int] | None = None) -> Any:
+    """The dtype to load models in: `requested` unless it is `auto`, else the device's best.
+
+    `capability` is the CUDA compute capability (asked of the card when None).
+    """
     import torch
 
-    if device == "cuda":
-        # bf16 avoids fp16 overflow where the card has it; SD/SDXL VAEs upcast themselves anyway.
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if requested not in DTYPE_NAMES:
+        raise ValueError(f"unknown dtype {requested!r}: use one of {', '.join(DTYPE_NAMES)}")
+    if requested != "auto":
+        return getattr(torch, requested)
+    if device.startswith("cuda"):
+        # bf16 has fp32's range (no fp16 overflow, no VAE upcast), but only Ampere (8.0) and later run it
+        # natively: `torch.cuda.is_bf16_supported()` also says yes on T4 / V100 / 20xx, which emulate it
+        # slowly. Those get fp16, with the SDXL VAE upcast for decoding (undone in Engine even on OOM).
+        major, minor = capability if capability is not None else torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if (major, minor) >= (8, 0) else torch.float16
     if device == "mps":
         return torch.float16
     return torch.float32
+
+
+_OOM_MARKERS = ("out of memory", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for running out of device memory, including cuDNN / cuBLAS failing to allocate a workspace
+    (those surface as a plain RuntimeError, not torch.OutOfMemoryError)."""
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _OOM_MARKERS)
+
+
+def fit_vae(pipe: Any, width: int, height: int, count: int, tile_pixels: int = VAE_TILE_PIXELS) -> None:
+    """Turn VAE tiling / slicing on for a large decode and off otherwise (the VAE is shared by every
+    pipeline of the model, so each call sets both ways). `pipe.enable_vae_tiling()` is gone in
+    diffusers 0.40+; the VAE's own switches are the lasting API."""
+    vae = pipe.vae
+    if width * height > tile_pixels:
+        vae.enable_tiling()
+    else:
+        vae.disable_tiling()
+    if width * height * count > tile_pixels:
+        vae.enable_slicing()
+    else:
+        vae.disable_slicing()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -101,7 +162,7 @@ def _split_overrides(source: str) -> tuple[str, dict[str, str]]:
     return base, dict(parse_qsl(query))
 
 
-def _single_file_family(path: Path) -> Family:
+def _single_file_family(path: Path) -> str:
     from safetensors import safe_open
 
     try:
@@ -111,30 +172,91 @@ def _single_file_family(path: Path) -> Family:
         raise ValueError(f"{path} is not a readable .safetensors checkpoint: {_first_line(exc)}") from exc
     if any(k.startswith("conditioner.embedders.1") for k in keys):
         return "sdxl"
+    if any(k.startswith("cond_stage_model.model.") for k in keys):
+        return "sd2"  # OpenCLIP-H text encoder in OpenCLIP's own layout
+    if any(".joint_blocks." in k or k.startswith("joint_blocks.") for k in keys):
+        return "sd3"
+    if any(".double_blocks." in k or k.startswith("double_blocks.") for k in keys):
+        return "flux-dev" if any("guidance_in." in k for k in keys) else "flux-schnell"
     return "sd15"
 
 
-def detect_family(source: str) -> Family:
-    if source == "tiny-xl":
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _folder_family(path: Path) -> str:
+    """The family of a diffusers folder, from model_index.json and the component configs that tell
+    apart the families sharing one pipeline class."""
+    cls = _json(path / "model_index.json").get("_class_name", "")
+    if "Flux" in cls:
+        # dev embeds the guidance number; schnell has no input for it.
+        guided = _json(path / "transformer" / "config.json").get("guidance_embeds", False)
+        return "flux-dev" if guided else "flux-schnell"
+    if "StableDiffusion3" in cls:
+        return "sd3"
+    if "XL" in cls:
         return "sdxl"
-    if source == "tiny":
-        return "sd15"
+    # SD 1.x and 2.x share StableDiffusionPipeline: 2.x has OpenCLIP-H, whose MLP is plain GELU where
+    # OpenAI's CLIP-L uses quick GELU (and its UNet projects linearly).
+    text = _json(path / "text_encoder" / "config.json")
+    unet = _json(path / "unet" / "config.json")
+    if text.get("hidden_act") == "gelu" or unet.get("use_linear_projection"):
+        return "sd2"
+    return "sd15"
+
+
+def _hub_family(source: str) -> str:
+    """A guess from a hub id's name (its model_index.json is only read when it is loaded)."""
+    lowered = source.lower()
+    if "flux" in lowered:
+        return "flux-schnell" if "schnell" in lowered else "flux-dev"
+    if "stable-diffusion-3" in lowered or "sd3" in lowered:
+        return "sd3"
+    if "xl" in lowered:
+        return "sdxl"
+    if "stable-diffusion-2" in lowered or "sd2" in lowered:
+        return "sd2"
+    return "sd15"
+
+
+def _ships_checker(spec: ModelSpec) -> bool:
+    """Whether a model will bring an image checker when loaded (True when that cannot be told before
+    loading: loading then checks again). SDXL has no checker in diffusers; a single-file checkpoint
+    holds none; the tiny models have the skin-tone stand-in."""
+    if spec.is_tiny:
+        return True
+    if spec.family not in ("sd15", "sd2") or Path(spec.source).suffix in (".safetensors", ".ckpt"):
+        return False
+    index = Path(spec.source) / "model_index.json"
+    if not index.is_file():
+        return True  # a hub id: its model_index.json is read when it is loaded
+    entry = json.loads(index.read_text()).get("safety_checker")
+    return isinstance(entry, list) and all(entry)
+
+
+def detect_family(source: str) -> str:
+    if source in TINY_SOURCES:
+        return TINY_SOURCES[source]
     path = Path(source)
     if path.is_dir() and (path / "model_index.json").exists():
-        cls = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
-        return "sdxl" if "XL" in cls else "sd15"
+        return _folder_family(path)
     if path.suffix in (".safetensors", ".ckpt") and path.is_file():
         return _single_file_family(path)
-    return "sdxl" if "xl" in source.lower() else "sd15"
+    return _hub_family(source)
 
 
 def make_spec(name: str, source: str) -> ModelSpec:
     base, overrides = _split_overrides(source)
     family = detect_family(base)
-    steps, guidance, sampler = _FAMILY_DEFAULTS[family]
+    fam = family_of(family)
+    steps, guidance, sampler = fam.default_steps, fam.default_guidance, fam.default_sampler
     lowered = base.lower()
-    if base in ("tiny", "tiny-xl"):
-        steps, guidance, sampler = 8, 7.0, "euler"
+    if base in TINY_SOURCES:
+        steps, sampler = min(8, steps), "euler"
+        guidance = 7.0 if fam.guidance == "cfg" else guidance
+    elif fam.flow:
+        pass  # turbo / LCM names below are SD distillations; flow models keep their family's defaults
     elif "turbo" in lowered:
         steps, guidance, sampler = 4, 0.0, "euler_a"
     elif "lcm" in lowered:
@@ -149,9 +271,15 @@ def make_spec(name: str, source: str) -> ModelSpec:
             if canonical is None:
                 raise ValueError(f"unknown sampler {overrides['sampler']!r}")
             sampler = canonical
+        if fam.sampler_error(sampler):
+            raise ValueError(fam.sampler_error(sampler))
+        refiner_at = float(overrides.get("refiner_at", 0.8))
+        if not 0.0 < refiner_at < 1.0:
+            raise ValueError("refiner_at must be between 0 and 1, like 0.8")
     except ValueError as exc:
         raise ValueError(f"model {name!r}: bad default in {source!r}: {exc}") from exc
-    return ModelSpec(name, base, family, steps, guidance, sampler)
+    refiner = overrides.get("refiner") or None
+    return ModelSpec(name, base, family, steps, guidance, sampler, refiner, refiner_at)
 
 
 class ModelRegistry:
@@ -162,15 +290,17 @@ class ModelRegistry:
         sources: list[tuple[str, str]],
         data_dir: Path,
         device: str = "auto",
+        dtype: str = "auto",
         compile: bool = False,
         max_loaded: int = 2,
         tiny_nsfw_threshold: float = 0.4,
+        safety_checker: str | None = None,
     ) -> None:
         if not sources:
             raise ValueError("at least one model must be configured")
         self.data_dir = Path(data_dir)
         self.device = pick_device(device)
-        self.dtype = pick_dtype(self.device)
+        self.dtype = pick_dtype(self.device, dtype)
         self.compile = compile
         self.max_loaded = max(1, max_loaded)
         self.tiny_nsfw_threshold = tiny_nsfw_threshold
@@ -179,6 +309,16 @@ class ModelRegistry:
             if name in self._specs:
                 raise ValueError(f"model name {name!r} is configured twice")
             self._specs[name] = make_spec(name, source)
+        for spec in self._specs.values():
+            if spec.refiner is None:
+                continue
+            refiner = self._specs.get(spec.refiner)
+            if refiner is None or refiner.name == spec.name:
+                raise ValueError(
+                    f"model {spec.name!r}: refiner {spec.refiner!r} is not another configured model"
+                )
+            if spec.family != "sdxl" or refiner.family != "sdxl":
+                raise ValueError(f"model {spec.name!r}: a refiner works on SDXL models only")
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self._lock = threading.RLock()
         for spec in self._specs.values():
@@ -187,8 +327,9 @@ class ModelRegistry:
                     "MODEL %r IS THE BUILT-IN TINY %s MODEL: images will be noise. "
                     "Set ATELIER_MODEL to a real checkpoint for real pictures.",
                     spec.name,
-                    "SDXL" if spec.family == "sdxl" else "SD1.x",
+                    family_of(spec.family).label,
                 )
+        self._init_safety(safety_checker)
 
     # -- what is configured -------------------------------------------------------------------
 
@@ -210,11 +351,26 @@ class ModelRegistry:
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
 
+    def resident_pipeline(self, name: str) -> Any | None:
+        """The txt2img pipeline of `name` if it is loaded, else None: never loads, never waits for the
+        registry's lock (safe from the event loop while a worker thread loads or renders)."""
+        entry = self._loaded.get(self.spec(name).name)
+        return None if entry is None else entry.pipe
+
     # -- loaded pipelines -----------------------------------------------------------------------
 
     def pipeline(self, name: str) -> Any:
         """The loaded txt2img pipeline for `name` (loading it, and evicting the LRU one, if needed)."""
-        return self._entry(name).pipe
+        entry = self._entry(name)
+        if entry.pipe is entry.img2img:
+            raise RenderError(f"Model `{self.spec(name).name}` is a refiner: it only finishes another "
+                              "model's images (`?refiner=` on that model).")
+        return entry.pipe
+
+    def _is_refiner(self, spec: ModelSpec) -> bool:
+        # A refiner is an img2img pipeline (model_index.json says StableDiffusionXLImg2ImgPipeline), which
+        # AutoPipelineForText2Image would turn into a base pipeline without its aesthetic-score conditioning.
+        return any(s.refiner == spec.name for s in self._specs.values()) or "refiner" in spec.source.lower()
 
     def safety_checker(self, name: str) -> SafetyChecker | None:
         """The NSFW checker of model `name` (its own, the tiny stand-in, or None)."""
@@ -225,22 +381,13 @@ class ModelRegistry:
         with self._lock:
             entry = self._entry(name)
             if entry.img2img is None:
-                from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+                from diffusers import AutoPipelineForImage2Image
 
-                cls = (
-                    StableDiffusionXLImg2ImgPipeline
-                    if self.spec(name).family == "sdxl"
-                    else StableDiffusionImg2ImgPipeline
-                )
-                # from_pipe re-casts the shared modules and warns about fp32 modules even when there
-                # are none ("[]"); keep that out of the bot's log.
-                noisy = logging.getLogger("diffusers.models.modeling_utils")
-                level = noisy.level
-                noisy.setLevel(logging.ERROR)
-                try:
-                    entry.img2img = cls.from_pipe(entry.pipe)
-                finally:
-                    noisy.setLevel(level)
+                # The img2img class of the loaded one (SD, SDXL, SD3, Flux), sharing its modules.
+                # from_pipe casts the shared modules to `torch_dtype`, float32 when it is not given
+                # (diffusers >= 0.33): without it every render of this model after the first U / V would
+                # run in fp32, at twice the memory and half the speed.
+                entry.img2img = AutoPipelineForImage2Image.from_pipe(entry.pipe, **self._dtype_kwargs())
                 entry.img2img.set_progress_bar_config(disable=True)
             return entry.img2img
 
@@ -254,6 +401,26 @@ class ModelRegistry:
             was_cold = not entry.warmed
             entry.warmed = True
             return was_cold
+
+    def restore_vae_dtype(self, pipe: Any) -> None:
+        """Put the VAE back in the loaded dtype. The SDXL pipelines upcast it to fp32 for the decode /
+        encode in fp16 and cast it back only when that succeeds: after an out-of-memory it would stay
+        fp32, and every later render of the model would fail on a dtype mismatch."""
+        if pipe.vae.dtype != self.dtype:
+            log.info("VAE left in %s by an interrupted render; back to %s", pipe.vae.dtype, self.dtype)
+            pipe.vae.to(dtype=self.dtype)
+
+    def evict_others(self, keep: str) -> list[str]:
+        """Unload every model except `keep` (to free device memory after an out-of-memory)."""
+        keep = self.spec(keep).name
+        with self._lock:
+            others = [name for name in self._loaded if name != keep]
+            for name in others:
+                log.info("unloading model %r: out of memory while rendering %r", name, keep)
+                del self._loaded[name]
+        if others:
+            self._free_memory()
+        return others
 
     def unload(self, name: str) -> None:
         with self._lock:
@@ -272,10 +439,55 @@ class ModelRegistry:
             while len(self._loaded) >= self.max_loaded:
                 self._evict_one()
             pipe = self._load_with_room(spec)
-            safety = detach_checker(pipe, tiny=spec.is_tiny, tiny_threshold=self.tiny_nsfw_threshold)
+            safety = detach_checker(pipe, tiny=spec.is_tiny, tiny_threshold=self.tiny_nsfw_threshold,
+                                    standalone=self._standalone_checker())
+            if safety is None:
+                self._warn_unchecked(spec)
             entry = _Loaded(pipe, scheduler_config=pipe.scheduler.config, safety=safety)
+            if self._is_refiner(spec):
+                entry.img2img = pipe
             self._loaded[spec.name] = entry
             return entry
+
+    # -- image safety checks ----------------------------------------------------------------------
+
+    def _init_safety(self, source: str | None) -> None:
+        """Remember the standalone checker's source and say at start which models will have no image
+        check at all (the prompt word list is then their only defence)."""
+        self.safety_source = source or None
+        self._standalone: SafetyChecker | None = None
+        self._warned_unchecked: set[str] = set()
+        if self.safety_source is None:
+            for spec in self._specs.values():
+                if not _ships_checker(spec):
+                    self._warn_unchecked(spec)
+
+    def _warn_unchecked(self, spec: ModelSpec) -> None:
+        # Once per model: at start when its files say so, else when loading shows it.
+        if spec.name in self._warned_unchecked:
+            return
+        self._warned_unchecked.add(spec.name)
+        log.warning(
+            "model %r has no image safety checker: only the prompt word list keeps NSFW images out. "
+            "Set ATELIER_SAFETY_CHECKER (e.g. CompVis/stable-diffusion-safety-checker) to check its images.",
+            spec.name,
+        )
+
+    def _standalone_checker(self) -> SafetyChecker | None:
+        """The ATELIER_SAFETY_CHECKER checker, loaded once with the first model and shared by all."""
+        if self.safety_source is None:
+            return None
+        with self._lock:
+            if self._standalone is None:
+                log.info("loading the safety checker from %s on %s", self.safety_source, self.device)
+                try:
+                    self._standalone = load_standalone_checker(self.safety_source, device=self.device,
+                                                               dtype=self.dtype)
+                except (OSError, ValueError, RuntimeError) as exc:
+                    raise RenderError(
+                        f"Could not load the safety checker from {self.safety_source}: {_first_line(exc)}"
+                    ) from exc
+            return self._standalone
 
     def _evict_one(self) -> bool:
         if not self._loaded:
@@ -294,18 +506,19 @@ class ModelRegistry:
 
     def _load_with_room(self, spec: ModelSpec) -> Any:
         # When memory is short, drop least recently used pipelines one by one and retry.
-        import torch
-
         while True:
             try:
                 return self._load(spec)
-            except torch.OutOfMemoryError as exc:
-                self._free_memory()
-                if not self._evict_one():
-                    raise RenderError(f"Model `{spec.name}` does not fit in memory.") from exc
             except RenderError:
                 raise
             except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                if is_oom(exc):
+                    # The traceback's frames hold the half-loaded weights: drop them before freeing.
+                    traceback.clear_frames(exc.__traceback__)
+                    self._free_memory()
+                    if not self._evict_one():
+                        raise RenderError(f"Model `{spec.name}` does not fit in memory.") from exc
+                    continue
                 # A wrong path, a hub id while offline, a damaged file: say which model and why.
                 log.debug("loading model %r from %s failed", spec.name, spec.source, exc_info=True)
                 raise RenderError(
@@ -313,30 +526,37 @@ class ModelRegistry:
                 ) from exc
 
     def _load(self, spec: ModelSpec) -> Any:
+        import diffusers
         import diffusers.utils.logging as diffusers_logging
+        import torch
         import transformers.utils.logging as transformers_logging
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
         # Loading bars would flood the bot's log on every swap.
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
 
-        cls: Any = StableDiffusionXLPipeline if spec.family == "sdxl" else StableDiffusionPipeline
-        import torch
+        # Folders and hub ids name their pipeline class in model_index.json; a single file does not.
+        fam = family_of(spec.family)
+        cls: Any = AutoPipelineForImage2Image if self._is_refiner(spec) else AutoPipelineForText2Image
 
-        # fp32 is the default; passing it anyway only triggers diffusers' torch_dtype deprecation notice.
-        kwargs: dict[str, Any] = {} if self.dtype == torch.float32 else {"torch_dtype": self.dtype}
+        kwargs = self._dtype_kwargs()
         log.info("loading model %r from %s on %s (%s)", spec.name, spec.source, self.device, self.dtype)
         if spec.is_tiny:
-            folder = ensure_tiny_model(self.data_dir, xl=spec.family == "sdxl")
+            folder = ensure_tiny_model(self.data_dir, family=spec.family)
             pipe = cls.from_pretrained(folder, local_files_only=True, **kwargs)
         else:
             path = Path(spec.source)
             if path.suffix in (".safetensors", ".ckpt"):
                 if not path.is_file():
                     raise RenderError(f"Checkpoint file {path} not found.")
+                if fam.config_repo is None:
+                    raise RenderError(
+                        f"Model `{spec.name}`: single-file {fam.label} checkpoints are not supported; "
+                        "use its diffusers folder or hub id."
+                    )
                 config = self._single_file_config(path, spec.family)
-                pipe = cls.from_single_file(
+                pipe = getattr(diffusers, fam.pipeline).from_single_file(
                     str(path), config=config, local_files_only=Path(config).is_dir(), **kwargs
                 )
             elif path.is_dir():
@@ -345,16 +565,24 @@ class ModelRegistry:
                 pipe = cls.from_pretrained(spec.source, **kwargs)
         pipe.set_progress_bar_config(disable=True)
         pipe = pipe.to(self.device)
-        # diffusers uses torch SDPA attention by default on torch 2; memory-saving slicing only on GPU.
-        if self.device != "cpu" and hasattr(pipe, "enable_vae_tiling"):
-            pipe.enable_vae_tiling()
+        if self.dtype == torch.bfloat16 and getattr(pipe.vae.config, "force_upcast", False):
+            # bf16 has fp32's range, so the SDXL VAE does not overflow: no fp32 copy for each encode.
+            pipe.vae.register_to_config(force_upcast=False)
+        # VAE tiling / slicing are switched per render by size (fit_vae).
         if self.compile:
             import torch
 
             pipe.unet = torch.compile(pipe.unet)
         return pipe
 
-    def _single_file_config(self, path: Path, family: Family) -> str:
+    def _dtype_kwargs(self) -> dict[str, Any]:
+        import torch
+
+        # fp32 is diffusers' default (from_pretrained and from_pipe alike); passing it anyway only triggers
+        # the torch_dtype deprecation notice. (`dtype=` is the new name, unknown to older diffusers.)
+        return {} if self.dtype == torch.float32 else {"torch_dtype": self.dtype}
+
+    def _single_file_config(self, path: Path, family: str) -> str:
         # Offline, from_single_file needs a diffusers folder describing the family's layout.
         for candidate in (
             path.with_suffix(""),
@@ -363,4 +591,6 @@ class ModelRegistry:
         ):
             if (candidate / "model_index.json").exists():
                 return str(candidate)
-        return FAMILY_CONFIG_REPOS[family]
+        repo = family_of(family).config_repo
+        assert repo is not None  # checked by the caller
+        return repo

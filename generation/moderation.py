@@ -14,6 +14,17 @@ phrase matches when its words appear as whole, consecutive words in any view:
 
 Matching whole words in every view keeps the word-boundary rule: "class", "assets" and "a.s.s.e.t.s"
 do not contain the word "ass" in any view.
+
+Each word is also read as the banned word it stretches or inflects (`WordFilter.base`):
+- a plural: "nazis" -> nazi, "asses" -> ass ("es" only after s, x, z, ch, sh: "hoes" is not "ho"+es);
+- a letter held longer: "asss", "sexxx", "nnnaked" -> the banned word, when the longer run is the last
+  one or at least three letters long ("good" is not a stretched "god": English doubles letters, it
+  rarely triples them).
+- two or three neighbours split by spaces alone: "na zi", "nak ed", "top less" -> nazi, naked, topless,
+  when every piece has two letters or more and none is a function word ("a pen is here" is not "penis";
+  "Mary's ex" is not "sex"; "top, less" has a comma).
+Verb endings are not stripped ("ed", "ing"): "double-breasted" and "a cocked hat" are innocent, so a
+list wanting "undressed" names it.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["WordFilter", "Words", "fold", "normalise_phrase", "views"]
+__all__ = ["FUNCTION_WORDS", "WordFilter", "Words", "fold", "normalise_phrase", "views"]
 
 # Letters from other scripts that render like Latin ones (after casefolding), plus a few symbols that
 # NFKC keeps. Unicode's confusables list is far larger; these are the ones people actually type.
@@ -85,6 +96,8 @@ def _tokens(text: str) -> list[_Token]:
 
 
 def _deleet(word: str) -> str:
+    if word.isalpha():  # the common case, and no digits to read
+        return word
     return word.translate(_LEET_DIGITS) if any(ch.isalpha() for ch in word) else word
 
 
@@ -120,27 +133,100 @@ def _joins(gap: str, left: str, right: str, spaced: bool) -> bool:
     return len(gap) <= 3  # "b.a.d", "b--a--d", "rock'n'roll"
 
 
-def views(text: str) -> list[list[str]]:
-    """The word sequences a banned word is looked for in (see the module docstring)."""
+def _variants(text: str) -> list[tuple[str, list[_Token]]]:
+    """The folded text, and (if it differs) the same with symbol look-alikes read as letters, tokenised."""
     folded = fold(text)
     with_symbols = "".join(_LEET_SYMBOLS.get(ch, ch) for ch in folded)
+    return [(v, _tokens(v)) for v in ((folded, with_symbols) if with_symbols != folded else (folded,))]
+
+
+def views(text: str) -> list[list[str]]:
+    """The word sequences a banned word is looked for in (see the module docstring)."""
+    return _views(_variants(text))
+
+
+def _views(variants: list[tuple[str, list[_Token]]]) -> list[list[str]]:
     out: list[list[str]] = []
-    for variant in (folded, with_symbols) if with_symbols != folded else (folded,):
-        tokens = _tokens(variant)
+    for variant, tokens in variants:
         plain = [t.text for t in tokens]
         joined = [_joined(variant, tokens), _joined(variant, tokens, articles=True),
                   _joined(variant, tokens, spaced=False)]
         for words in (plain, *joined):
-            out.append([_deleet(w) for w in words])
-            if any(w != _deleet(w) for w in words):
+            read = [_deleet(w) for w in words]
+            out.append(read)
+            if read != words:
                 out.append(words)  # "4k" is also just "4k"
     return out
 
 
+# Function words: never a piece of a word split by spaces ("pen is", "an al", "or gasm" stay apart).
+FUNCTION_WORDS = frozenset(
+    "a an the is are was were be been am of in on at to by as or and if so no not nor for with from into "
+    "onto off up out over it its he she we me my us our you your his her him they them their this that "
+    "these those all any but do does did has had have go goes can will my oh".split()
+)
+
+
+def _split_joins(variants: list[tuple[str, list[_Token]]]) -> set[str]:
+    """Two or three neighbouring words separated by spaces only, put together ("na zi" -> nazi)."""
+    out: set[str] = set()
+    for variant, tokens in variants:
+        pieces = [_deleet(t.text) for t in tokens]
+        usable = [len(p) >= 2 and p.isalpha() and p not in FUNCTION_WORDS for p in pieces]
+        for i in range(len(tokens) - 1):
+            joined = pieces[i]
+            for j in range(i + 1, min(i + 3, len(tokens))):
+                gap = variant[tokens[j - 1].end:tokens[j].start]
+                if not (usable[j - 1] and usable[j] and gap.isspace()):
+                    break
+                joined += pieces[j]
+                out.add(joined)
+    return out
+
+
+def _runs(word: str) -> list[tuple[str, int]]:
+    """"nazzi" -> [(n, 1), (a, 1), (z, 2), (i, 1)]."""
+    runs: list[tuple[str, int]] = []
+    for ch in word:
+        if runs and runs[-1][0] == ch:
+            runs[-1] = (ch, runs[-1][1] + 1)
+        else:
+            runs.append((ch, 1))
+    return runs
+
+
+def _skeleton(word: str) -> str:
+    return "".join(ch for ch, _ in _runs(word))
+
+
+def _stretches(word: str, banned: str) -> bool:
+    """`word` is `banned` with letters held longer: only the last run, or any run to three or more."""
+    have, want = _runs(word), _runs(banned)
+    if [c for c, _ in have] != [c for c, _ in want]:
+        return False
+    last = len(have) - 1
+    return all(n == m or (n > m and (i == last or n >= 3))
+               for i, ((_, n), (_, m)) in enumerate(zip(have, want, strict=True)))
+
+
+def _singulars(word: str) -> list[str]:
+    """The word itself and what it is the plural of, if it looks like one."""
+    out = [word]
+    if word.endswith("es") and word[:-2].endswith(("s", "x", "z", "ch", "sh")):
+        out.append(word[:-2])
+    if word.endswith("s") and not word.endswith("ss") and len(word) > 3:
+        out.append(word[:-1])
+    return out
+
+
 def normalise_phrase(phrase: str) -> tuple[str, ...]:
-    """A banned word or phrase as the words it must match ("Bad  Wörd" -> ("bad", "word"))."""
+    """A banned word or phrase as the words it must match ("Bad  Wörd" -> ("bad", "word")).
+
+    Symbols read as letters ("a$$" -> ass) but digits stay digits: a moderator's "r18" means r18 (read
+    as leetspeak it would be "rib"). A prompt's leetspeak is read in its own view, so "s3x" still hits
+    "sex"."""
     folded = "".join(_LEET_SYMBOLS.get(ch, ch) for ch in fold(phrase))
-    return tuple(_deleet(t.text) for t in _tokens(folded))
+    return tuple(t.text for t in _tokens(folded))
 
 
 @dataclass(frozen=True)
@@ -151,6 +237,10 @@ class Words:
     words: tuple[str, ...]
 
 
+# Bound on the per-filter memo of word -> base (the NSFW filter lives as long as the bot).
+_MEMO_MAX = 50_000
+
+
 class WordFilter:
     """Banned words and phrases of one guild. `find(text)` returns the first entry `text` hits."""
 
@@ -158,21 +248,63 @@ class WordFilter:
         self.entries = [Words(e, normalise_phrase(e)) for e in entries]
         self.entries = [e for e in self.entries if e.words]
         self._longest = max((len(e.words) for e in self.entries), default=0)
+        # Every word a banned entry is made of, and each phrase written as one word ("badword").
+        vocabulary = {w for e in self.entries for w in e.words} | {"".join(e.words) for e in self.entries}
+        self._by_skeleton: dict[str, list[str]] = {}
+        for word in sorted(vocabulary):
+            self._by_skeleton.setdefault(_skeleton(word), []).append(word)
+        self._memo: dict[str, str] = {}
+        # Each entry by the word sequence it matches, and by its words written as one: a prompt's
+        # words are looked up here, instead of every entry being tried against every prompt.
+        self._by_words: dict[tuple[str, ...], int] = {}
+        self._by_joined: dict[str, int] = {}
+        for index, entry in reversed(list(enumerate(self.entries))):  # the first listed entry wins
+            self._by_words[entry.words] = index
+            self._by_joined["".join(entry.words)] = index
+
+    @staticmethod
+    @lru_cache(maxsize=256)
+    def _shared(entries: tuple[str, ...]) -> WordFilter:
+        return WordFilter(entries)
+
+    @classmethod
+    def cached(cls, entries: Iterable[str]) -> WordFilter:
+        """The filter for this list, built once: folding 300 entries costs ~5 ms, more than matching,
+        and a guild's list changes far less often than prompts arrive."""
+        return cls._shared(tuple(entries))
 
     def __bool__(self) -> bool:
         return bool(self.entries)
+
+    def base(self, word: str) -> str:
+        """The banned word `word` is a plural or a stretched spelling of ("nazis", "asss"), else `word`."""
+        found = self._memo.get(word)
+        if found is None:
+            found = word
+            for singular in _singulars(word):
+                match = next((b for b in self._by_skeleton.get(_skeleton(singular), ())
+                              if _stretches(singular, b)), None)
+                if match is not None:
+                    found = match
+                    break
+            if len(self._memo) >= _MEMO_MAX:
+                self._memo.clear()
+            self._memo[word] = found
+        return found
 
     def find(self, text: str) -> str | None:
         if not self.entries or not text:
             return None
         grams: set[tuple[str, ...]] = set()
         singles: set[str] = set()
-        for words in views(text):
+        variants = _variants(text)
+        for words in _views(variants):
+            words = [self.base(w) for w in words]
             singles.update(words)
             for n in range(1, self._longest + 1):
                 grams.update(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
-        for entry in self.entries:
-            # A phrase also matches written as one word ("badword" for "bad word").
-            if entry.words in grams or "".join(entry.words) in singles:
-                return entry.entry
-        return None
+        singles.update(self.base(w) for w in _split_joins(variants))
+        # A phrase also matches written as one word ("badword" for "bad word").
+        hits = [self._by_words[g] for g in grams if g in self._by_words]
+        hits += [self._by_joined[w] for w in singles if w in self._by_joined]
+        return self.entries[min(hits)].entry if hits else None

@@ -221,7 +221,7 @@ class RestApi:
             msg.interaction_id = interaction.id
             msg.interaction_meta = {
                 "id": str(interaction.id), "type": interaction.type, "user": interaction.user.payload(),
-                "authorizing_integration_owners": {"0": str(interaction.channel.guild_id)},
+                "authorizing_integration_owners": interaction.channel.integration_owners(),
             }
             if msg.ephemeral:
                 msg.visible_to = interaction.user.id

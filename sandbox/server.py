@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import mimetypes
 import secrets
 import time
@@ -23,7 +24,11 @@ from sandbox.interactions import (
     RecordedCall,
 )
 from sandbox.world import (
+    CONTEXT_BOT_DM,
+    CONTEXT_GUILD,
     DEFAULT_EVERYONE,
+    DM,
+    INTENT_DIRECT_MESSAGES,
     INTENT_GUILD_MESSAGES,
     INTENT_MESSAGE_CONTENT,
     MANAGE_GUILD,
@@ -78,6 +83,7 @@ class Sandbox:
         self.users: dict[str, User] = {}
         self._users_by_id: dict[int, User] = {self.bot_user.id: self.bot_user}
         self._channels: dict[int, Channel] = {}
+        self._dms: dict[int, Channel] = {}  # user id -> their DM channel with the bot
         self._messages: dict[int, Message] = {}
         self._channel_log: dict[int, list[int]] = {}
         self.attachments: dict[int, Attachment] = {}
@@ -176,10 +182,24 @@ class Sandbox:
         self._schedule_dispatch("CHANNEL_CREATE", channel.payload)
         return channel
 
+    def dm_channel(self, user: User) -> Channel:
+        """The DM channel between `user` and the bot (made on first use, as opening a DM does).
+        Interactions there carry `user` instead of `member` and no guild; only global commands whose
+        `contexts` include the bot's DM are offered."""
+        channel = self._dms.get(user.id)
+        if channel is None:
+            channel = Channel(id=self.snowflakes.next(), guild_id=None, name=f"dm-{user.name}", type=DM,
+                              recipient=user)
+            self._dms[user.id] = channel
+            self._channels[channel.id] = channel
+            self._channel_log[channel.id] = []
+        return channel
+
     def delete_channel(self, channel: Channel) -> None:
         """As a moderator deleting a channel: its messages go with it (Discord sends no MESSAGE_DELETE
         for them), and later calls about it get 404 Unknown Channel / Unknown Message."""
-        self.guilds[channel.guild_id].channels.pop(channel.id, None)
+        if channel.guild_id is not None:
+            self.guilds[channel.guild_id].channels.pop(channel.id, None)
         self._channels.pop(channel.id, None)
         for message_id in self._channel_log.get(channel.id, []):
             message = self.message(message_id)
@@ -218,6 +238,8 @@ class Sandbox:
         return self._channels.get(channel_id)
 
     def permissions(self, user: User, channel: Channel) -> int:
+        if channel.guild_id is None:
+            return DEFAULT_EVERYONE  # a DM has no roles: the plain permissions of a private channel
         return self.guilds[channel.guild_id].permissions_of(user.id)
 
     def _schedule_dispatch(self, event: str, build: Callable[[], dict[str, Any]]) -> None:
@@ -299,7 +321,8 @@ class Sandbox:
         bot_id = self.bot_user.id
 
         def shape(session: GatewaySession, data: dict[str, Any]) -> dict[str, Any] | None:
-            if not session.intents & INTENT_GUILD_MESSAGES:
+            intent = INTENT_DIRECT_MESSAGES if message.guild_id is None else INTENT_GUILD_MESSAGES
+            if not session.intents & intent:
                 return None
             if session.intents & INTENT_MESSAGE_CONTENT or message.author_id == bot_id:
                 return data
@@ -327,46 +350,62 @@ class Sandbox:
         return list(self.guild_commands.get(guild.id, []))
 
     def _find_command(self, name: str, channel: Channel, ctype: int = 1) -> dict[str, Any]:
-        for cmd in self.guild_commands.get(channel.guild_id, []) + self.global_commands:
+        """The command as Discord would offer it in `channel`. In a DM only global commands exist,
+        and only those whose `contexts` include the bot's DM (null contexts: every context); a client
+        never shows the others, so asking for one is a test's mistake."""
+        scoped = [] if channel.guild_id is None else self.guild_commands.get(channel.guild_id, [])
+        for cmd in scoped + self.global_commands:
             if cmd["name"] == name and cmd.get("type", 1) == ctype:
+                contexts = cmd.get("contexts")
+                context = CONTEXT_BOT_DM if channel.guild_id is None else CONTEXT_GUILD
+                if cmd in self.global_commands and contexts is not None and context not in contexts:
+                    where = "in DMs" if channel.guild_id is None else "in servers"
+                    raise SandboxError(f"command {name!r} is not offered {where} (contexts {contexts})")
                 return cmd
-        raise SandboxError(f"command {name!r} (type {ctype}) was not synced")
+        where = " as a global command (DMs have no guild commands)" if channel.guild_id is None else ""
+        raise SandboxError(f"command {name!r} (type {ctype}) was not synced{where}")
 
     def _base_payload(self, itype: int, user: User, channel: Channel, data: dict[str, Any] | None,
                       message: Message | None = None) -> Interaction:
-        guild = self.guilds[channel.guild_id]
-        member = guild.members.get(user.id)
-        if member is None:
-            raise SandboxError(f"{user.name} is not a member of {guild.name}")
         iid = self.snowflakes.next()
         token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(48)
-        ch_payload = channel.payload() | {"permissions": str(self.permissions(user, channel))}
         payload: dict[str, Any] = {
             "id": str(iid),
             "application_id": str(self.application_id),
             "type": itype,
             "token": token,
             "version": 1,
-            "guild_id": str(guild.id),
-            "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
-            "guild_locale": "en-US",
             "channel_id": str(channel.id),
-            "channel": ch_payload,
-            "member": member.payload(permissions=guild.permissions_of(user.id)),
             "locale": "en-US",
-            "app_permissions": str(guild.permissions_of(self.bot_user.id)),
+            "app_permissions": str(self.permissions(self.bot_user, channel)),
             "entitlements": [],
-            "authorizing_integration_owners": {"0": str(guild.id)},
-            "context": 0,
+            "authorizing_integration_owners": channel.integration_owners(),
             "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
         }
+        if channel.guild_id is None:
+            # The bot's DM: `user`, not `member`; no guild_id; context 1 (BOT_DM).
+            if channel.recipient is None or channel.recipient.id != user.id:
+                raise SandboxError(f"{user.name} is not in DM channel {channel.name}")
+            payload |= {"channel": channel.payload(), "user": user.payload(), "context": CONTEXT_BOT_DM}
+        else:
+            guild = self.guilds[channel.guild_id]
+            member = guild.members.get(user.id)
+            if member is None:
+                raise SandboxError(f"{user.name} is not a member of {guild.name}")
+            payload |= {
+                "guild_id": str(guild.id),
+                "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
+                "guild_locale": "en-US",
+                "channel": channel.payload() | {"permissions": str(self.permissions(user, channel))},
+                "member": member.payload(permissions=guild.permissions_of(user.id)),
+                "context": CONTEXT_GUILD,
+            }
         if data is not None:
             payload["data"] = data
         if message is not None:
             payload["message"] = self.message_payload(message)
-        inter = Interaction(id=iid, token=token, type=itype, user=user, channel=channel,
-                            payload=payload, message=message)
-        return inter
+        return Interaction(id=iid, token=token, type=itype, user=user, channel=channel,
+                           payload=payload, message=message)
 
     async def _send_interaction(self, inter: Interaction) -> Interaction:
         self.interactions[inter.id] = inter
@@ -416,11 +455,11 @@ class Sandbox:
         elif otype == OPT_BOOLEAN:
             entry["value"] = bool(value)
         elif otype in (OPT_USER, OPT_MENTIONABLE) and isinstance(value, User):
-            guild = self.guilds[channel.guild_id]
+            guild = self.guilds.get(channel.guild_id) if channel.guild_id is not None else None
             entry["value"] = str(value.id)
             resolved.setdefault("users", {})[str(value.id)] = value.payload()
-            member = guild.members.get(value.id)
-            if member is not None:
+            member = guild.members.get(value.id) if guild is not None else None  # no members in a DM
+            if guild is not None and member is not None:
                 resolved.setdefault("members", {})[str(value.id)] = member.payload(
                     with_user=False, permissions=guild.permissions_of(value.id))
         elif otype == OPT_CHANNEL and isinstance(value, Channel):
@@ -492,6 +531,20 @@ class Sandbox:
         if button["disabled"]:
             raise SandboxError(f"button {custom_id!r} is disabled")
         return await self._component(user, message, {"custom_id": custom_id, "component_type": 2})
+
+    async def click_crafted(self, user: User, message: Message, custom_id: str) -> Interaction:
+        """Click a button with any `custom_id` on `message`, as if it were there: a message posted before
+        a rule changed, or one a modified client claims. The button is added to the interaction's copy
+        of the message only (discord.py ignores a custom_id its message does not carry); the stored
+        message is unchanged. A custom_id is data from the client: the bot must check what it names."""
+        if message.deleted:
+            raise SandboxError(f"message {message.id} was deleted")
+        row = {"type": 1, "components": [{"type": 2, "style": 2, "label": "crafted", "custom_id": custom_id}]}
+        claimed = dataclasses.replace(message, components=[*message.components, row])
+        channel = self._channels[message.channel_id]
+        inter = self._base_payload(MESSAGE_COMPONENT, user, channel,
+                                   {"custom_id": custom_id, "component_type": 2}, message=claimed)
+        return await self._send_interaction(inter)
 
     async def select(self, user: User, message: Message, custom_id: str, values: list[str]) -> Interaction:
         comp = _find_component(message.components, custom_id)

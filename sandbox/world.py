@@ -50,6 +50,7 @@ FLAG_LOADING = 1 << 7
 
 # Intents the sandbox honours when dispatching.
 INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_DIRECT_MESSAGES = 1 << 12
 INTENT_MESSAGE_CONTENT = 1 << 15
 
 
@@ -143,16 +144,43 @@ class Member:
         return data
 
 
+# Channel types and interaction contexts (Discord's documented values).
+GUILD_TEXT = 0
+DM = 1
+CONTEXT_GUILD = 0
+CONTEXT_BOT_DM = 1
+CONTEXT_PRIVATE_CHANNEL = 2
+
+
 @dataclass
 class Channel:
     id: int
-    guild_id: int
+    guild_id: int | None  # None: a DM channel between `recipient` and the bot
     name: str
     nsfw: bool = False
     position: int = 0
-    type: int = 0  # GUILD_TEXT
+    type: int = GUILD_TEXT
+    recipient: User | None = None
+
+    @property
+    def is_dm(self) -> bool:
+        return self.guild_id is None
+
+    def integration_owners(self) -> dict[str, str]:
+        """`authorizing_integration_owners` of an interaction here: the guild of a guild install, or "0"
+        in the bot's own DM (Discord's documented value)."""
+        return {"0": str(self.guild_id or 0)}
 
     def payload(self) -> dict[str, Any]:
+        if self.guild_id is None:
+            # A DM channel as Discord sends it: no guild, no name, its recipient.
+            return {
+                "id": str(self.id),
+                "type": self.type,
+                "last_message_id": None,
+                "flags": 0,
+                "recipients": [self.recipient.payload()] if self.recipient is not None else [],
+            }
         return {
             "id": str(self.id),
             "type": self.type,

@@ -46,6 +46,16 @@ class AuditStore:
         assert row_id is not None
         return row_id
 
+    async def count_recent(self, guild_id: int | None, actor_id: int, action: str,
+                           since: float) -> tuple[int, float | None]:
+        """How many `action` entries `actor_id` has in the guild since `since`, and when the newest was."""
+        row = await self._db.fetchone(
+            """SELECT count(*), max(created_at) FROM audit_log
+               WHERE actor_id = ? AND action = ? AND created_at > ? AND guild_id IS ?""",
+            (actor_id, action, since, guild_id),
+        )
+        return (0, None) if row is None else (int(row[0]), row[1])
+
     async def list(
         self, guild_id: int | None, *, limit: int = 25, before_id: int | None = None
     ) -> list[AuditEntry]:

@@ -12,6 +12,8 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Iterator, Set
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -36,6 +38,25 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+@dataclass(frozen=True)
+class SweepResult:
+    removed: int = 0
+    freed_bytes: int = 0
+    kept: int = 0
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes used by the files under `root` (the data dir: database, images, thumbnails, models)."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:  # removed while we walked
+                pass
+    return total
+
+
 class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
@@ -47,7 +68,11 @@ class BlobStore:
         key = hashlib.sha256(data).hexdigest() + suffix
         path = self.path(key)
         # Same bytes, same key: an existing file is already right (a re-run job writes nothing new).
-        if not path.exists():
+        # It is touched instead, so a sweep running now sees it as young and leaves it to the job
+        # about to reference it.
+        try:
+            os.utime(path)
+        except FileNotFoundError:
             _atomic_write(path, data)
         return key
 
@@ -102,3 +127,43 @@ class BlobStore:
         data = buf.getvalue()
         _atomic_write(thumb, data)
         return data
+
+    # -- garbage collection ----------------------------------------------------------------------
+
+    def _files(self) -> Iterator[Path]:
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                yield Path(dirpath) / name
+
+    def sweep(self, referenced: Set[str], older_than: float) -> SweepResult:
+        """Remove blobs not in `referenced` whose file is older than `older_than` (a timestamp), the
+        thumbnails of blobs that are gone, and temp files a crash left behind. A younger file is never
+        removed: it may belong to a job being created right now (put() refreshes the time of a blob it
+        finds already there). Ask the database for `referenced` before calling this."""
+        stems = {key.split(".")[0] for key in referenced}
+        removed = freed = kept = 0
+        for path in self._files():
+            name = path.name
+            if name.startswith(".tmp-"):
+                orphan = True
+            elif path.relative_to(self.root).parts[0] == "thumbs":
+                orphan = path.stem not in stems  # made again on demand if it was needed after all
+            elif _KEY.match(name):
+                orphan = name not in referenced
+            else:
+                continue  # not ours: leave it alone
+            if not orphan:
+                kept += 1
+                continue
+            try:
+                # Checked last, right before the unlink, to keep the window with put() small.
+                stat = path.stat()
+                if stat.st_mtime >= older_than:
+                    kept += 1
+                    continue
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed += 1
+            freed += stat.st_size
+        return SweepResult(removed, freed, kept)

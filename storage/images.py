@@ -136,19 +136,36 @@ class ImageStore:
     async def set_deleted(self, image_id: int, deleted: bool = True) -> bool:
         """Soft delete: the row leaves galleries and search; the blob may still be shared."""
         count, _ = await self._db.write(
-            "UPDATE images SET deleted = ? WHERE id = ? AND deleted != ?",
-            (int(deleted), image_id, int(deleted)),
+            "UPDATE images SET deleted = ?, deleted_at = ? WHERE id = ? AND deleted != ?",
+            (int(deleted), time.time() if deleted else None, image_id, int(deleted)),
         )
         return count == 1
 
     async def set_deleted_for_job(self, job_id: int, deleted: bool = True) -> int:
         """(Un)delete every image of a job; returns how many changed."""
         count, _ = await self._db.write(
-            "UPDATE images SET deleted = ? WHERE job_id = ? AND deleted != ?",
-            (int(deleted), job_id, int(deleted)),
+            "UPDATE images SET deleted = ?, deleted_at = ? WHERE job_id = ? AND deleted != ?",
+            (int(deleted), time.time() if deleted else None, job_id, int(deleted)),
         )
         return count
 
     async def delete_job_images(self, job_id: int) -> int:
         """Soft-delete every image of a job (same as set_deleted_for_job(job_id, True))."""
         return await self.set_deleted_for_job(job_id, True)
+
+    async def referenced_blobs(self, deleted_before: float) -> set[str]:
+        """Every blob key the database still needs: images not deleted (or deleted after
+        `deleted_before`, still in their grace period), the grids of jobs that show such an image, and
+        every job's source image (a queued job's upload is referenced by its request alone)."""
+        rows = await self._db.fetchall(
+            """SELECT blob FROM images WHERE deleted = 0 OR deleted_at IS NULL OR deleted_at > ?
+               UNION
+               SELECT j.grid_blob FROM jobs j WHERE j.grid_blob IS NOT NULL AND EXISTS (
+                   SELECT 1 FROM images i WHERE i.job_id = j.id
+                   AND (i.deleted = 0 OR i.deleted_at IS NULL OR i.deleted_at > ?))
+               UNION
+               SELECT json_extract(request, '$.source') FROM jobs
+               WHERE json_extract(request, '$.source') IS NOT NULL""",
+            (deleted_before, deleted_before),
+        )
+        return {str(r[0]) for r in rows}

@@ -13,14 +13,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.extensions.imagine import is_moderator
+from bot.access import is_moderator, load_job
 from bot.jobflow import bot_of
 from bot.policy import NSFW_MODES, GuildConfig, guild_config
 from bot.presenter import short_prompt
 from bot.reply import reply
 from generation.charts import ChartData, merge_days, stats_chart_png
-from generation.errors import InvalidRequest, NotFound
+from generation.errors import InvalidRequest
 from generation.moderation import normalise_phrase
+from storage.blobs import disk_usage
 
 AUDIT_SHOWN = 15
 NSFW_LABELS = {
@@ -49,7 +50,8 @@ def describe_limits(config: GuildConfig, default_queued: int) -> str:
 
     roles = ", ".join(f"<@&{r}> ×{p:g}" for r, p in config.role_priority.items()) or "none"
     return "\n".join([
-        f"• queued jobs per member: {config.max_queued or default_queued}",
+        # A value saved before larger ones were refused still obeys the operator's cap (policy.py).
+        f"• queued jobs per member: {min(config.max_queued or default_queued, default_queued)}",
         f"• steps: {show(config.max_steps)}",
         f"• size: {show(config.max_size, ' px per side')}",
         f"• images per job: {show(config.max_count)}",
@@ -59,7 +61,8 @@ def describe_limits(config: GuildConfig, default_queued: int) -> str:
 
 
 @app_commands.default_permissions(manage_guild=True)
-@app_commands.guild_only()
+# Explicitly not in DMs: guild_only alone would inherit the tree's DM default when DMs are allowed.
+@app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
 class Admin(commands.GroupCog, group_name="admin", group_description="Moderator tools"):
     words = app_commands.Group(name="words", description="Banned words and phrases")
     channels = app_commands.Group(name="channels", description="Where the bot may be used")
@@ -127,6 +130,11 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
         services = bot_of(interaction).services
         if (role is None) != (priority is None):
             raise InvalidRequest("Give both `role` and `priority` to set a role's priority.")
+        cap = services.settings.queue_max_per_user
+        if max_queued is not None and max_queued > cap:
+            # A guild may lower the operator's limit, never raise it.
+            raise InvalidRequest(f"`max_queued` can be at most {cap} here: the bot's operator set that "
+                                 "limit for every server. Nothing was changed.")
         if reset:
             await services.db.guilds.reset(guild_id, ["max_queued", "max_steps", "max_size", "max_count",
                                                       "cooldown_s", "role_priority"])
@@ -256,9 +264,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
     async def queue_cancel(self, interaction: discord.Interaction[Any],
                            job: app_commands.Range[int, 1]) -> None:
         services = bot_of(interaction).services
-        row = await services.db.jobs.get(job)
-        if row is None or row.guild_id != interaction.guild_id:
-            raise NotFound(f"Job {job} does not exist here.")
+        row = await load_job(interaction, job, moderating=True)
         cancelled = await services.scheduler.cancel(job)
         await audit(interaction, "queue.cancel", f"job:{job}", {"owner": row.user_id, "cancelled": cancelled})
         await reply(interaction, f"Job {job} cancelled." if cancelled else f"Job {job} already finished.",
@@ -292,8 +298,10 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
             f"Atelier - last {days} days", day_list, job_counts, image_counts, headline, names))
         await audit(interaction, "stats", None, {"days": days})
         tops = ", ".join(f"<@{uid}> {n}" for uid, n in top) or "nobody yet"
+        size = await asyncio.to_thread(disk_usage, bot_of(interaction).services.settings.data_dir)
         await interaction.followup.send(
-            f"**Last {days} days:** {headline}\nTop users: {tops}", ephemeral=True,
+            f"**Last {days} days:** {headline}\nTop users: {tops}\nData on disk: {size / 2**20:,.1f} MB",
+            ephemeral=True,
             file=discord.File(io.BytesIO(png), filename="atelier_stats.png"))
 
     def _name(self, interaction: discord.Interaction[Any], user_id: int) -> str:

@@ -11,12 +11,12 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import can_see, viewer_of
+from bot.attachments import start_from_upload
 from bot.errors import report_error
-from bot.extensions.user_settings import personal_draft
-from bot.jobflow import bot_of, start_job
-from generation.errors import InvalidRequest, NotFound
-from generation.request import Kind
-from generation.validate import IMG2IMG_STRENGTH, RequestDraft, build_request
+from bot.jobflow import bot_of
+from generation.errors import InvalidRequest
+from generation.validate import IMG2IMG_STRENGTH, RequestDraft
 
 MENU_NAME = "Imagine from this image"
 _JOB_REF = re.compile(r"job `(\d{1,19})`")
@@ -50,14 +50,8 @@ class ImagineFromImage(discord.ui.Modal, title="Imagine from this image"):
             strength = float(raw) if raw else None
         except ValueError:
             raise InvalidRequest(f"Strength must be a number like 0.6, not `{raw[:10]}`.") from None
-        imagine = bot_of(interaction).get_cog("Imagine")
-        if imagine is None:
-            raise NotFound("Image jobs are not available right now.")
-        key, size = await imagine.store_attachment(self.attachment)  # type: ignore[attr-defined]
-        draft = RequestDraft(prompt=self.prompt.value, kind=Kind.IMG2IMG, source=key, strength=strength)
-        draft = await personal_draft(interaction, draft)
-        request = build_request(draft, bot_of(interaction).services.registry, source_size=size)
-        await start_job(interaction, request)
+        await start_from_upload(interaction, RequestDraft(prompt=self.prompt.value, strength=strength),
+                                self.attachment)
 
     async def on_error(self, interaction: discord.Interaction[Any], error: Exception,  # type: ignore[override]
                        item: Any = None) -> None:
@@ -70,7 +64,9 @@ async def prompt_of(interaction: discord.Interaction[Any], message: discord.Mess
     match = _JOB_REF.search(message.content or "")
     if me is not None and message.author.id == me.id and match:
         job = await bot_of(interaction).services.db.jobs.get(int(match.group(1)))
-        if job is not None and job.guild_id == interaction.guild_id:
+        # The prompt of a job the member may not see (private, another server's, a DM's) is not theirs
+        # to prefill: the message text stands in for it.
+        if job is not None and can_see(job, viewer_of(interaction)):
             return str(job.request.get("prompt", ""))
     return message.content or ""
 

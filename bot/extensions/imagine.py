@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import io
 import logging
 import random
 from typing import Any
@@ -12,15 +10,16 @@ from typing import Any
 import discord
 from discord import app_commands
 from discord.ext import commands
-from PIL import Image, UnidentifiedImageError
 
 from bot import presenter
+from bot.access import load_job, require_owner_or_moderator
+from bot.attachments import start_from_upload
 from bot.buttons import register_action
 from bot.errors import report_error
 from bot.extensions.user_settings import personal_draft
 from bot.jobflow import bot_of, start_job
 from bot.reply import reply
-from generation.errors import InvalidRequest, NotAllowed, NotFound
+from generation.errors import InvalidRequest, NotFound
 from generation.request import Kind, RenderRequest
 from generation.validate import (
     ASPECTS,
@@ -33,7 +32,6 @@ from generation.validate import (
 
 log = logging.getLogger(__name__)
 
-MAX_SOURCE_BYTES = 10 * 1024 * 1024
 DEFAULT_GRID = 4
 SEED_MAX = 2**32 - 1
 
@@ -68,15 +66,14 @@ class Imagine(commands.Cog):
         services = bot_of(interaction).services
         draft = RequestDraft(prompt=prompt, negative=negative, aspect=aspect, seed=seed, steps=steps,
                              guidance=guidance, sampler=sampler, model=model, count=count, strength=strength)
-        source_size = None
         if image is not None:
-            key, source_size = await self.store_attachment(image)
-            draft = dataclasses.replace(draft, kind=Kind.IMG2IMG, source=key)
+            await start_from_upload(interaction, draft, image)
+            return
         draft = await personal_draft(interaction, draft)
         if draft.count is None and draft.kind == Kind.TXT2IMG:
             # Like Midjourney: a 2x2 grid unless the member (options, flags, /settings) chose otherwise.
             draft = dataclasses.replace(draft, count=DEFAULT_GRID)
-        request = build_request(draft, services.registry, source_size=source_size)
+        request = build_request(draft, services.registry)
         await start_job(interaction, request)
 
     @imagine.autocomplete("model")
@@ -86,44 +83,8 @@ class Imagine(commands.Cog):
         current = current.lower()
         return [app_commands.Choice(name=n, value=n) for n in names if current in n.lower()][:25]
 
-    async def store_attachment(self, attachment: discord.Attachment) -> tuple[str, tuple[int, int]]:
-        """Download, check and store a user's starting image; returns its blob key and size."""
-        if attachment.size > MAX_SOURCE_BYTES:
-            raise InvalidRequest("That image is too large (10 MB at most).")
-        if attachment.content_type and not attachment.content_type.startswith("image/"):
-            raise InvalidRequest("The attachment must be an image (PNG, JPEG or WebP).")
-        data = await attachment.read()
-        return await asyncio.to_thread(self._store_image, data)
-
-    def _store_image(self, data: bytes) -> tuple[str, tuple[int, int]]:
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                img.load()
-                rgb = img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InvalidRequest("That attachment is not an image I can read.") from exc
-        buf = io.BytesIO()
-        rgb.save(buf, format="PNG")
-        key = bot_of_services(self.bot).blobs.put(buf.getvalue())
-        return key, rgb.size
-
-
-def bot_of_services(bot: commands.Bot) -> Any:
-    return bot.services  # type: ignore[attr-defined]
-
 
 # -- buttons -------------------------------------------------------------------------------------
-
-async def load_job(interaction: discord.Interaction[Any], job_id: int) -> Any:
-    services = bot_of(interaction).services
-    job = await services.db.jobs.get(job_id)
-    if job is None or (job.guild_id is not None and job.guild_id != interaction.guild_id):
-        raise NotFound(f"Job {job_id} does not exist here.")
-    if job.private and job.user_id != interaction.user.id:
-        # Private results stay private: to anyone else the job does not exist.
-        raise NotFound(f"Job {job_id} does not exist here.")
-    return job
-
 
 async def source_of(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> tuple[Any, str]:
     job = await load_job(interaction, job_id)
@@ -138,7 +99,10 @@ async def source_of(interaction: discord.Interaction[Any], job_id: int, index: i
 
 async def on_upscale(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
     job, blob = await source_of(interaction, job_id, index)
-    request = upscale_of(RenderRequest.from_json(job.request), index or 0, source=blob)
+    parent = RenderRequest.from_json(job.request)
+    # The cap is the parent model's own: Upscale → Vary → Upscale must not ask SD1.5 for 2048².
+    family = bot_of(interaction).services.registry.spec(parent.model).family
+    request = upscale_of(parent, index or 0, source=blob, family=family)
     await start_job(interaction, request, parent_job_id=job_id, parent_index=index or 0)
 
 
@@ -214,16 +178,9 @@ async def on_info(interaction: discord.Interaction[Any], job_id: int, index: int
     await reply(interaction, embed=embed, ephemeral=True)
 
 
-def is_moderator(interaction: discord.Interaction[Any]) -> bool:
-    # Checked by the bot itself from the permissions Discord computed for this member here.
-    perms = interaction.permissions
-    return bool(interaction.guild_id) and (perms.manage_guild or perms.administrator)
-
-
 async def on_delete(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
     job = await load_job(interaction, job_id)
-    if interaction.user.id != job.user_id and not is_moderator(interaction):
-        raise NotAllowed("Only the job's owner or a moderator can delete it.")
+    require_owner_or_moderator(interaction, job, "delete it")
     services = bot_of(interaction).services
     await services.db.images.delete_job_images(job_id)
     if interaction.user.id != job.user_id:

@@ -10,11 +10,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import presenter
+from bot.access import can_see, load_job, require_owner_or_moderator, viewer_of
 from bot.buttons import JobButton, register_action
-from bot.extensions.imagine import is_moderator, load_job
 from bot.jobflow import bot_of
+from bot.policy import channel_is_age_restricted, channel_open
 from bot.reply import reply
-from generation.errors import NotAllowed
 from generation.request import RenderRequest
 
 MAX_LISTED = 10
@@ -38,18 +38,26 @@ class Jobs(commands.Cog):
                 text = f"{presenter.headline(request, job.user_id)} ({job.status})"
             await reply(interaction, text, ephemeral=True)
             return
-        shown = await bot.delivery.final_message(job)
-        # A private job is only ever shown to its owner, ephemerally.
+        # Shown as this channel allows, not as the job's own channel did: an image that was plain in an
+        # age-restricted channel is spoilered or hidden here under the guild's NSFW policy.
+        shown = await bot.delivery.final_message(job, age_restricted=channel_is_age_restricted(interaction))
+        # A private job is only ever shown to its owner, ephemerally; so is anything asked for in a
+        # channel the moderators closed to the bot.
+        ephemeral = job.private or not await channel_open(bot.services, interaction)
         await interaction.response.send_message(shown.content, files=shown.discord_files(),
                                                 view=shown.view or discord.utils.MISSING,
-                                                ephemeral=job.private)
+                                                ephemeral=ephemeral)
 
     @app_commands.command(name="queue", description="Your queued and running jobs")
     async def queue(self, interaction: discord.Interaction[Any]) -> None:
-        scheduler = bot_of(interaction).services.scheduler
-        mine = [e for e in scheduler.snapshot() if e.user_id == interaction.user.id]
+        services = bot_of(interaction).services
+        viewer = viewer_of(interaction)
+        # Only the jobs that exist here (this server's, or the DM's): their cancel buttons go through
+        # the same rule, and other servers' prompts stay out of this one.
+        mine = [e for e in services.scheduler.snapshot()
+                if e.user_id == viewer.user_id and can_see(e, viewer)]
         if not mine:
-            await reply(interaction, "You have no queued or running jobs.", ephemeral=True)
+            await reply(interaction, "You have no queued or running jobs here.", ephemeral=True)
             return
         lines = []
         view = discord.ui.View(timeout=None)
@@ -72,8 +80,7 @@ class Jobs(commands.Cog):
 
 async def on_cancel(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
     job = await load_job(interaction, job_id)
-    if interaction.user.id != job.user_id and not is_moderator(interaction):
-        raise NotAllowed("Only the job's owner or a moderator can cancel it.")
+    require_owner_or_moderator(interaction, job, "cancel it")
     cancelled = await bot_of(interaction).services.scheduler.cancel(job_id)
     text = f"Job {job_id} cancelled." if cancelled else f"Job {job_id} already finished."
     await reply(interaction, text, ephemeral=True)

@@ -19,21 +19,25 @@ def result_message(sandbox: Sandbox, channel: Any, needle: str = "job `") -> Any
     return None
 
 
-async def test_imagine_queues_renders_and_delivers_a_grid(sandbox: Sandbox, bot: App) -> None:
+async def test_imagine_queues_renders_and_delivers_a_grid(sandbox: Sandbox, bot: App, hold: Any) -> None:
     alice, general = sandbox.users["alice"], sandbox.channel("general")
+    hold.close()  # the render waits after its first step until its progress is on screen
     interaction = await sandbox.slash(alice, general, "imagine",
-                                      {"prompt": "a lighthouse at dusk --seed 7 --steps 40", "count": 4})
+                                      {"prompt": "a lighthouse at dusk --seed 7 --steps 4", "count": 4})
     assert await interaction.wait_ack() == 4  # answered at once with a message
     first = interaction.original
     assert first is not None and not first.ephemeral
     initial = first.history[0]["content"] if first.history else first.content
     assert "queued — position 1" in initial
+    # Progress with a preview: the edit after the 1.5 s edit interval shows the held first step.
+    await sandbox.wait_for(lambda: "rendering" in first.content and "%" in first.content
+                           and first.attachments, timeout=60)
+    hold.open()
 
     message = await sandbox.wait_for(lambda: result_message(sandbox, general), timeout=120)
     assert message.id == interaction.original.id  # the same message turned into the result
     assert "lighthouse" in message.content and "seed 7" in message.content
-    # The message went through "queued" then "rendering" with a progress bar and a preview (40 steps
-    # last ~3 s here, past the 1.5 s edit interval).
+    # The message went through "queued" then "rendering" with a progress bar and a preview.
     contents = [snap.get("content", "") for snap in message.history]
     assert any("queued" in c for c in contents)
     assert any("rendering" in c and "%" in c for c in contents)

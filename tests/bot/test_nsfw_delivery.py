@@ -1,11 +1,15 @@
 """The NSFW policy applied to delivered results, through the sandbox: spoilered under `spoiler`, shown
-plainly in an age-restricted channel, and a private job stays invisible to others in /job."""
+plainly in an age-restricted channel, and a private job stays invisible to others in /job. Images are
+judged by the model's checker, or by the standalone ATELIER_SAFETY_CHECKER for models without one."""
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 from bot.app import App
+from generation.tiny import write_tiny_safety_checker
 from sandbox import Sandbox
 from tests.bot.helpers import imagine, job_id_of
 from tests.bot.test_admin import admin
@@ -82,3 +86,31 @@ async def imagine_text(sandbox: Sandbox, user: Any, channel: Any, prompt: str) -
     message = await sandbox.wait_for(hidden, timeout=120)
     assert not message.attachments and "NSFW" in message.content
     return job_id_of(message)
+
+
+async def test_sdxl_images_are_judged_by_the_standalone_checker(sandbox: Sandbox, start_bot: Any,
+                                                                tmp_path: Path) -> None:
+    # SDXL pipelines carry no checker of their own: ATELIER_SAFETY_CHECKER's (here one that flags every
+    # image) judges the pixels of an innocent prompt, and the guild's policy decides what members see.
+    checker = write_tiny_safety_checker(tmp_path / "checker", -math.inf)
+    app = await start_bot(own_engine=True, ATELIER_MODEL="tiny-xl", ATELIER_SAFETY_CHECKER=str(checker))
+    mod, alice, general = sandbox.users["mod"], sandbox.users["alice"], sandbox.channel("general")
+    hidden_id = await imagine_text(sandbox, alice, general, "a calm lake --steps 1 --n 1")
+    assert app.services is not None
+    [row] = await app.services.db.images.for_job(hidden_id)
+    assert row.nsfw
+    await admin(sandbox, mod, general, "nsfw", {"mode": "spoiler"})
+    spoiled = await imagine(sandbox, alice, general, "a calm lake --steps 1 --n 1")
+    assert spoiled.attachments[0].filename.startswith("SPOILER_")
+
+
+async def test_sdxl_images_the_standalone_checker_passes_are_shown(sandbox: Sandbox, start_bot: Any,
+                                                                   tmp_path: Path) -> None:
+    checker = write_tiny_safety_checker(tmp_path / "checker", math.inf)
+    app = await start_bot(own_engine=True, ATELIER_MODEL="tiny-xl", ATELIER_SAFETY_CHECKER=str(checker))
+    shown = await imagine(sandbox, sandbox.users["alice"], sandbox.channel("general"),
+                          "a calm lake --steps 1 --n 1")
+    assert shown.attachments and not shown.attachments[0].filename.startswith("SPOILER_")
+    assert app.services is not None
+    [row] = await app.services.db.images.for_job(job_id_of(shown))
+    assert not row.nsfw

@@ -10,7 +10,7 @@ from PIL import Image
 
 from bot.app import App
 from sandbox import Sandbox
-from tests.bot.helpers import click_for_result, job_id_of, labels, results, shows_rendering
+from tests.bot.helpers import click_for_result, job_id_of, labels, results
 
 
 async def test_results_survive_a_flaky_discord(sandbox: Sandbox, bot: App) -> None:
@@ -118,21 +118,22 @@ async def test_a_result_over_the_upload_limit_still_arrives(sandbox: Sandbox, bo
 
 
 async def test_gateway_drops_and_a_forced_reidentify_mid_render_lose_nothing(sandbox: Sandbox,
-                                                                              bot: App) -> None:
+                                                                              bot: App, hold: Any) -> None:
     """The gateway socket drops while a job renders, then Discord invalidates the session: the running
     job's result still arrives, and a button clicked after the bot is back works."""
     alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
-    # Long enough (~6 s here) that the socket drops while the job renders, not after.
+    hold.close()  # the job stays mid-render until the socket has dropped
     interaction = await sandbox.slash(alice, general, "imagine",
-                                      {"prompt": "a storm at sea --steps 80 --n 4"})
+                                      {"prompt": "a storm at sea --steps 3 --n 4"})
     await interaction.wait_ack()
-    await sandbox.wait_for(lambda: shows_rendering(interaction), timeout=60)
+    assert await asyncio.to_thread(hold.holding.wait, 60)
     assert bot.services is not None
     [job] = await bot.services.db.jobs.list_for_user(alice.id, limit=1)
     assert job.status == "running"
     identifies = sandbox.gateway.identifies
     await sandbox.drop_gateway()
     await sandbox.invalidate_session(resumable=False)
+    hold.open()
     [result] = await sandbox.wait_for(lambda: results(sandbox, general) or None, timeout=120)
     assert "a storm at sea" in result.content and len(result.attachments) == 1
     await sandbox.wait_for(lambda: sandbox.gateway.identifies > identifies, timeout=30)

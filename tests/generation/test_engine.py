@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import gc
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from generation.engine import StepGate
 from generation.errors import RenderCancelled
 from generation.request import Kind, RenderRequest
 from generation.validate import upscale_of, variation_of
@@ -93,6 +97,32 @@ def test_previews_come_from_x0_for_other_samplers(tiny_engine: Any, sampler: str
     assert previews and previews[-1].size == (8, 8)
     # A real projection of the latent, not the flat placeholder.
     assert np.asarray(previews[-1]).std() > 0
+
+
+def test_the_step_gate_holds_a_render_until_opened_and_a_stop_still_ends_it(
+        tiny_engine: Any, hold: Any, tmp_path: Path) -> None:
+    with ThreadPoolExecutor(1) as pool:
+        hold.close()
+        steps: list[int] = []
+        held = pool.submit(tiny_engine.render, [_req((5,))], on_progress=lambda s, t, p: steps.append(s))
+        assert hold.holding.wait(60)
+        assert steps == [1] and not held.done()  # waiting after its first step
+        hold.open()
+        [[image]] = held.result(60)
+        assert _maxdiff(image, tiny_engine.render([_req((5,))])[0][0]) == 0  # the hold changes no pixel
+
+        hold.close()
+        stop = threading.Event()
+        stopped = pool.submit(tiny_engine.render, [_req((5,))], should_stop=stop.is_set)
+        assert hold.holding.wait(60)
+        stop.set()
+        with pytest.raises(RenderCancelled):
+            stopped.result(60)
+    # A bot process is held through a file (ATELIER_TEST_HOLD_FILE): closed while it exists.
+    gate = StepGate(str(tmp_path / "hold"))
+    assert gate.hold(lambda: True) is False
+    (tmp_path / "hold").touch()
+    assert gate.hold(lambda: True) is True
 
 
 def test_cancel_stops_at_the_next_step(tiny_engine: Any) -> None:
@@ -194,3 +224,84 @@ def test_renders_leave_nothing_for_the_cycle_collector(tiny_engine: Any) -> None
     finally:
         gc.enable()
     assert unreachable < 10, unreachable
+
+
+@pytest.mark.parametrize(
+    ("error", "oom"),
+    [
+        (RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"), True),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+        (ValueError("out of memory"), False),
+    ],
+)
+def test_device_allocation_failures_count_as_out_of_memory(error: Exception, oom: bool) -> None:
+    import torch
+
+    from generation.models import is_oom
+
+    assert is_oom(error) is oom
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory"))
+
+
+def test_cublas_alloc_failure_unloads_the_other_model_then_splits(
+    tiny_data_dir: Any, tiny_engine: Any
+) -> None:
+    """cuBLAS / cuDNN report a failed workspace allocation as a plain RuntimeError; it is an out-of-memory
+    all the same. The other resident model goes first, then the batch is split; images stay the same."""
+    from generation.engine import Engine
+    from generation.models import ModelRegistry
+
+    registry = ModelRegistry([("tiny", "tiny"), ("other", "tiny-xl")], tiny_data_dir, device="cpu")
+    registry.pipeline("other")
+    unet = registry.pipeline("tiny").unet
+    calls: list[tuple[int, bool]] = []  # (images in the UNet call, other model still loaded)
+
+    def small_gpu(module: Any, args: Any) -> None:
+        images = args[0].shape[0] // 2  # classifier-free guidance doubles the batch
+        calls.append((images, registry.is_loaded("other")))
+        if images > 2:
+            raise RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")
+
+    hook = unet.register_forward_pre_hook(small_gpu)
+    try:
+        four = Engine(registry).render([_req((60, 61, 62, 63))])[0]
+    finally:
+        hook.remove()
+    # Four images with the other model loaded, again after unloading it, then halves of two.
+    assert calls[:2] == [(4, True), (4, False)]
+    assert set(calls[2:]) == {(2, False)}
+    assert not registry.is_loaded("other") and registry.is_loaded("tiny")
+    for seed, image in zip((60, 61, 62, 63), four, strict=True):
+        assert _maxdiff(image, tiny_engine.render([_req((seed,))])[0][0]) <= 1
+
+
+def test_an_out_of_memory_error_lets_go_of_the_failed_calls_memory(tiny_data_dir: Any) -> None:
+    """The error a failed render raises carries the out-of-memory as its cause, and that traceback's
+    frames held every activation of the failed call (here: one tensor made inside the UNet) for as long
+    as the error lived (logged, retried after). They are cleared before the retry or the refusal."""
+    import weakref
+
+    import torch
+
+    from generation.engine import Engine
+    from generation.errors import RenderError
+    from generation.models import ModelRegistry
+
+    registry = ModelRegistry([("tiny", "tiny")], tiny_data_dir, device="cpu")
+    refs: list[weakref.ref[torch.Tensor]] = []
+
+    def full(module: Any, args: Any) -> None:
+        activations = args[0] * 2  # what the failed call had allocated
+        refs.append(weakref.ref(activations))
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    hook = registry.pipeline("tiny").unet.register_forward_pre_hook(full)
+    try:
+        with pytest.raises(RenderError, match="Out of GPU memory") as caught:
+            Engine(registry).render([_req((70,))])
+    finally:
+        hook.remove()
+    assert isinstance(caught.value.__cause__, torch.OutOfMemoryError)
+    assert refs and [ref() for ref in refs] == [None] * len(refs)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +26,37 @@ ops_strategy = st.lists(st.one_of(submit_op, submit_op, take_op), max_size=80)
 
 
 def _drive(
-    ops: list[tuple[str, int, str, int]], max_images: int
-) -> tuple[list[list[Ticket]], dict[int, int]]:
-    """Run the ops, then drain. Returns the batches and, for each job submitted while its user had
-    nothing else queued, the index of the batch that was current at its arrival."""
+    ops: list[tuple[str, int, str, int]], max_images: int, weights: Sequence[float] = (1.0,) * 5
+) -> tuple[list[list[Ticket]], dict[int, int], list[tuple[set[int], set[int]]]]:
+    """Run the ops, then drain. Returns the batches; for each job submitted while its user had
+    nothing else queued, the index of the batch that was current at its arrival; and for each batch,
+    the users with a job queued just before it was taken and just after."""
     fair = FairQueue()
     batches: list[list[Ticket]] = []
     lonely: dict[int, int] = {}
+    queued: list[tuple[set[int], set[int]]] = []
+
+    def take() -> list[Ticket]:
+        before = {u for u in range(len(weights)) if fair.count_for(u)}
+        batch = fair.take(max_images)
+        if batch:
+            batches.append(batch)
+            queued.append((before, {u for u in range(len(weights)) if fair.count_for(u)}))
+        return batch
+
     next_id = 1
     for op, user, key, images in ops:
         if op == "submit":
             if fair.count_for(user) == 0:
                 lonely[next_id] = len(batches)
-            fair.add(Ticket(next_id, user, key, images))
+            fair.add(Ticket(next_id, user, key, images, weights[user]))
             next_id += 1
         else:
-            batch = fair.take(max_images)
-            if batch:
-                batches.append(batch)
-    while batch := fair.take(max_images):
-        batches.append(batch)
+            take()
+    while take():
+        pass
     assert len(fair) == 0
-    return batches, lonely
+    return batches, lonely, queued
 
 
 # A user served this round who submits again must wait for the next round, even as a companion.
@@ -64,7 +76,7 @@ REJOIN = [
 def test_a_lonely_job_waits_behind_at_most_one_job_of_each_other_user(
     ops: list[tuple[str, int, str, int]], max_images: int
 ) -> None:
-    batches, lonely = _drive(ops, max_images)
+    batches, lonely, _ = _drive(ops, max_images)
     batch_of = {t.job_id: i for i, batch in enumerate(batches) for t in batch}
     owner = {t.job_id: t.user_id for batch in batches for t in batch}
     for job_id, arrived in lonely.items():
@@ -77,12 +89,48 @@ def test_a_lonely_job_waits_behind_at_most_one_job_of_each_other_user(
         assert all(n <= 1 for n in ahead.values()), (job_id, ahead)
 
 
+# Per-user weights, as role priorities give them (MIN_WEIGHT 0.1 up to well above 1).
+weights_strategy = st.lists(st.sampled_from([0.1, 0.25, 0.5, 1.0, 1.0, 1.0, 1.5, 2.0, 3.0]), min_size=5,
+                            max_size=5)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(ops=ops_strategy, max_images=st.integers(0, 6), weights=weights_strategy)
+@example(ops=[("submit", u, "ab"[u % 2], 1) for u in (0, 0, 0, 1, 1, 2, 3, 3, 4)], max_images=2,
+         weights=[0.25, 3.0, 1.0, 1.5, 1.0])
+def test_no_member_is_starved_whatever_the_weights(
+    ops: list[tuple[str, int, str, int]], max_images: int, weights: list[float]
+) -> None:
+    """Starvation bound, for members with one job or several queued: from the moment a member u
+    (weight w_u) waits, on arrival or with jobs left after being served, until their next job starts,
+    each other member v starts at most ceil(w_v * R) jobs, R = ceil(1 / w_u) being the rounds u may
+    need to earn a turn; so at most the sum of those over the members active meanwhile dispatches go
+    by (with weights 1: one job each, at most active members - 1 dispatches). Batching only merges
+    dispatches, so it cannot make this worse."""
+    batches, lonely, queued = _drive(ops, max_images, weights)
+    batch_of = {t.job_id: i for i, batch in enumerate(batches) for t in batch}
+    owner = {t.job_id: t.user_id for batch in batches for t in batch}
+    # (member, first batch they waited through, the batch that served them)
+    waits = [(owner[job_id], arrived, batch_of[job_id]) for job_id, arrived in lonely.items()]
+    for u in range(len(weights)):
+        served = [i for i, batch in enumerate(batches) if any(t.user_id == u for t in batch)]
+        waits += [(u, b1 + 1, b2) for b1, b2 in pairwise(served) if u in queued[b1][1]]
+    for u, start, end in waits:
+        rounds = math.ceil(1 / weights[u])
+        active = set().union(*(queued[b][0] for b in range(start, end + 1))) - {u}
+        passed = Counter(t.user_id for batch in batches[start:end] for t in batch if t.user_id != u)
+        assert set(passed) <= active
+        for v in active:
+            assert passed[v] <= math.ceil(weights[v] * rounds), (u, v, passed, weights)
+        assert end - start <= sum(math.ceil(weights[v] * rounds) for v in active), (u, start, end, weights)
+
+
 @settings(max_examples=300, deadline=None)
 @given(ops=ops_strategy, max_images=st.integers(0, 8))
 def test_batches_are_well_formed_and_every_job_runs_once_in_user_order(
     ops: list[tuple[str, int, str, int]], max_images: int
 ) -> None:
-    batches, _ = _drive(ops, max_images)
+    batches, _, _ = _drive(ops, max_images)
     submitted = sum(1 for op in ops if op[0] == "submit")
     taken = [t for batch in batches for t in batch]
     assert sorted(t.job_id for t in taken) == list(range(1, submitted + 1))

@@ -17,6 +17,7 @@ from generation.validate import (
     Limits,
     RequestDraft,
     build_request,
+    max_pixels,
     parse_flags,
     size_for,
     upscale_of,
@@ -217,6 +218,16 @@ def test_upscale_of_doubles_size_and_keeps_the_image_seed() -> None:
         upscale_of(up, 0, "blob2", family="sd15")
     with pytest.raises(InvalidRequest, match="no image 5"):
         upscale_of(_parent(), 4, "blob")
+
+
+def test_upscale_of_a_variation_of_an_upscale_meets_the_family_cap() -> None:
+    # Vary keeps the upscaled size, so a second Upscale is refused for SD1.5 but fine for SDXL.
+    varied = variation_of(upscale_of(_parent(), 0, "blob", family="sd15"), 0, strong=False, source="b2")
+    assert varied.width * varied.height <= max_pixels("sd15")
+    with pytest.raises(InvalidRequest, match="already as large"):
+        upscale_of(varied, 0, "b3", family="sd15")
+    assert upscale_of(varied, 0, "b3", family="sdxl").width == 2 * varied.width
+    assert max_pixels("sd15") < max_pixels("sdxl")
 
 
 def test_request_json_round_trip(tiny_registry: Any) -> None:

@@ -146,6 +146,11 @@ class SandboxBot(discord.Client):
             names = ["tiny", "sd15", "sdxl", "turbo"]
             return [app_commands.Choice(name=n, value=n) for n in names if current in n]
 
+        @tree.command(description="Servers only")
+        @app_commands.allowed_contexts(guilds=True, dms=False, private_channels=False)
+        async def serveronly(interaction: discord.Interaction) -> None:
+            await interaction.response.send_message("in a server")
+
         @tree.context_menu(name="Quote")
         async def quote(interaction: discord.Interaction, message: discord.Message) -> None:
             await interaction.response.send_message(f"> {message.content}")

@@ -346,3 +346,29 @@ async def test_files_over_the_upload_limit_are_refused_and_change_nothing(sandbo
     assert stored is not None and stored.content == "small"
     assert [a.filename for a in stored.attachments] == ["small.bin"]
     assert [m.id for m in sandbox.messages(general)] == before
+
+
+async def test_dm_interactions_carry_user_and_no_guild(sandbox: Sandbox, bot: SandboxBot) -> None:
+    # DMs have global commands only: sync them once, as a bot does without a dev guild.
+    await bot.tree.sync()
+    alice = sandbox.users["alice"]
+    dm = sandbox.dm_channel(alice)
+    assert sandbox.dm_channel(alice) is dm  # one DM channel per user
+    inter = await sandbox.slash(alice, dm, "whoami")
+    await inter.wait_ack()
+    payload = inter.payload
+    assert "member" not in payload and "guild_id" not in payload and payload["user"]["id"] == str(alice.id)
+    assert payload["channel"]["type"] == 1 and payload["context"] == 1
+    assert payload["authorizing_integration_owners"] == {"0": "0"}
+    assert inter.original is not None and inter.original.guild_id is None
+    assert inter.original.content.startswith("alice manage_guild=False")
+    assert sandbox.messages(dm, viewer=alice) == [inter.original]
+    # A command whose contexts exclude DMs is not offered there, and guild commands never are.
+    with pytest.raises(SandboxError, match="not offered in DMs"):
+        await sandbox.slash(alice, dm, "serveronly")
+    with pytest.raises(SandboxError, match="is not in DM channel"):
+        await sandbox.slash(sandbox.users["bob"], dm, "whoami")
+    # The same command still works in a server.
+    shown = await sandbox.slash(alice, sandbox.channel("art"), "serveronly")
+    await shown.wait_ack()
+    assert shown.original is not None and shown.original.content == "in a server"

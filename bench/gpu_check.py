@@ -1,0 +1,278 @@
+"""Device check: what only a real GPU can show about dtypes, VAE tiling and out-of-memory, on the tiny
+models (a few minutes at most). Run it on the card the bot will use:
+
+    .venv/bin/python bench/gpu_check.py            (or: make gpu-check)
+    .venv/bin/python bench/gpu_check.py --device cpu --dtype bfloat16
+
+Each line is `[ok]`, `[FAIL]`, `[info]` (a figure) or `[needs CUDA]` (what this device cannot show).
+On CUDA: dtypes before and after img2img; the tiling flag during a 2048² upscale; an out-of-memory forced
+with `torch.cuda.set_per_process_memory_fraction` during an SDXL upscale, then a normal render; batched vs
+solo pixel difference; steps/s with and without previews. On CPU the same checks run where they apply
+(reduced dtypes, a small tiling ceiling, the out-of-memory raised from a hook inside the real VAE); the
+exit status is 1 if any check failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, bench/ would be first on sys.path and its siblings (bench/queue.py) would shadow
+# standard modules; put the repository root there instead.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from typing import Any  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from generation.engine import Engine  # noqa: E402
+from generation.errors import RenderError  # noqa: E402
+from generation.models import VAE_TILE_PIXELS, ModelRegistry, pick_device  # noqa: E402
+from generation.request import RenderRequest  # noqa: E402
+from generation.validate import upscale_of  # noqa: E402
+
+MODELS = [("tiny", "tiny"), ("tiny-xl", "tiny-xl")]
+failures: list[str] = []
+
+
+def report(status: str, text: str) -> None:
+    if status == "FAIL":
+        failures.append(text)
+    print(f"[{status}] {text}", flush=True)
+
+
+def check(ok: bool, text: str) -> None:
+    report("ok" if ok else "FAIL", text)
+
+
+def _req(model: str, size: int, seeds: tuple[int, ...] = (1,), steps: int = 4) -> RenderRequest:
+    return RenderRequest(
+        prompt="a lighthouse at dusk",
+        model=model,
+        width=size,
+        height=size,
+        steps=steps,
+        guidance=7.0,
+        sampler="euler",
+        seeds=seeds,
+    )
+
+
+def _dtypes(pipe: Any) -> dict[str, str]:
+    return {
+        name: str(module.dtype).removeprefix("torch.")
+        for name, module in pipe.components.items()
+        if isinstance(module, torch.nn.Module)
+    }
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+@contextmanager
+def _oom_hook(module: torch.nn.Module) -> Iterator[None]:
+    """Raise the GPU's out-of-memory from inside `module` (what a full card does, without one)."""
+
+    def raise_oom(mod: Any, args: Any) -> None:
+        raise torch.OutOfMemoryError("CUDA out of memory (forced by gpu_check)")
+
+    handle = module.register_forward_pre_hook(raise_oom)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def _memory_cap(device: str) -> Iterator[None]:
+    """Let the caching allocator hold only what it holds now plus 8 MB: the next big call runs out."""
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.set_per_process_memory_fraction(
+        min(1.0, (torch.cuda.memory_reserved(device) + 8 * 2**20) / total), device
+    )
+    try:
+        yield
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        torch.cuda.empty_cache()
+
+
+def check_dtypes(registry: ModelRegistry, engine: Engine) -> None:
+    for model in ("tiny", "tiny-xl"):
+        parent = _req(model, 64)
+        image = engine.render([parent])[0][0]
+        before = _dtypes(registry.pipeline(model))
+        engine.render([upscale_of(parent, 0, source="s")], [image])
+        after = _dtypes(registry.pipeline(model))
+        img2img = registry.img2img(model)
+        shared = all(
+            [p.data_ptr() for p in module.parameters()]
+            == [p.data_ptr() for p in getattr(img2img, name).parameters()]
+            for name, module in registry.pipeline(model).components.items()
+            if isinstance(module, torch.nn.Module)
+        )
+        want = str(registry.dtype).removeprefix("torch.")
+        check(
+            set(before.values()) == set(after.values()) == {want} and shared,
+            f"dtypes {model}: before img2img {before}; after {after}; weights shared: {shared}",
+        )
+
+
+def check_tiling(registry: ModelRegistry, cuda: bool) -> None:
+    # On CUDA the real ceiling and a real 2048² upscale; on CPU that takes minutes, so a small ceiling.
+    size, ceiling = (2048, VAE_TILE_PIXELS) if cuda else (128, 96 * 96)
+    engine = Engine(registry, vae_tile_pixels=ceiling)
+    vae = registry.pipeline("tiny").vae
+    seen: list[bool] = []
+    handle = vae.decoder.register_forward_pre_hook(lambda module, args: seen.append(vae.use_tiling))
+    try:
+        parent = _req("tiny", size // 2)
+        source = engine.render([parent])[0][0]
+        seen.clear()
+        start = time.perf_counter()
+        big = engine.render([upscale_of(parent, 0, source="s")], [source])[0][0]
+        took = time.perf_counter() - start
+        tiles, tiled = len(seen), bool(seen) and all(seen)
+        seen.clear()
+        engine.render([_req("tiny", 64)])
+        small_untiled = seen == [False]
+    finally:
+        handle.remove()
+    pixels = np.asarray(big)
+    check(
+        tiled and small_untiled and big.size == (size, size) and pixels.std() > 0,
+        f"VAE tiling: {size}² upscale decoded in {tiles} tiles, use_tiling on: {tiled} (ceiling "
+        f"{ceiling} px), {took:.1f} s; a 64² render untiled: {small_untiled}",
+    )
+    if not cuda:
+        report("needs CUDA", f"the real ceiling ({VAE_TILE_PIXELS} px) on a real 2048² upscale")
+
+
+def check_oom(registry: ModelRegistry, device: str, cuda: bool) -> None:
+    """An out-of-memory during an SDXL upscale (inside the VAE's fp32 upcast in fp16), then a normal
+    render of the same model: it must work and the VAE must be back in the loaded dtype."""
+    engine = Engine(registry)
+    parent = _req("tiny-xl", 512 if cuda else 64)
+    source = engine.render([parent])[0][0]
+    up = upscale_of(parent, 0, source="s")
+    vae = registry.pipeline("tiny-xl").vae
+    label = str(registry.dtype).removeprefix("torch.")
+    if cuda:
+        how = "set_per_process_memory_fraction"
+        cap = _memory_cap(device)
+    else:
+        how = "a hook raising OutOfMemoryError in the VAE encoder"
+        cap = _oom_hook(vae.encoder)
+    raised = ""
+    with cap:
+        try:
+            engine.render([up], [source])
+        except RenderError as exc:
+            raised = str(exc)
+    after_dtype = vae.dtype
+    try:
+        image = engine.render([up], [source])[0][0]
+        normal = engine.render([_req("tiny-xl", 64, seeds=(2,))])[0][0]
+        works = image.size == (up.width, up.height) and normal.size == (64, 64)
+    except Exception as exc:
+        works = False
+        raised += f"; then: {exc}"
+    check(
+        bool(raised) and works and after_dtype == registry.dtype,
+        f"forced OOM ({how}) during a tiny-xl upscale in {label}: "
+        f"{'refused: ' + raised[:60] if raised else 'NO OOM HAPPENED'}; VAE dtype after: "
+        f"{str(after_dtype).removeprefix('torch.')}; next upscale and render work: {works}",
+    )
+
+
+def check_batched_vs_solo(engine: Engine, device: str) -> None:
+    size = 512 if device.startswith("cuda") else 128
+    seeds = (10, 11, 12, 13)
+    label = str(engine.registry.dtype).removeprefix("torch.")
+    for model in ("tiny", "tiny-xl"):
+        batched = engine.render([_req(model, size, seeds)])[0]
+        solo = [engine.render([_req(model, size, (s,))])[0][0] for s in seeds]
+        diffs = [
+            np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
+            for a, b in zip(batched, solo, strict=True)
+        ]
+        report(
+            "info",
+            f"batched vs solo, {model} {len(seeds)}x{size}² in {label}: max pixel difference "
+            f"{max(int(d.max()) for d in diffs)}, mean {np.mean([d.mean() for d in diffs]):.3f} (of 255)",
+        )
+
+
+def check_speed(engine: Engine, device: str) -> None:
+    steps = 20
+    req = _req("tiny", 512, (1, 2, 3, 4), steps=steps)
+
+    def timed(progress: Callable[[int, int, list[Image.Image]], None] | None) -> float:
+        best = float("inf")
+        for _ in range(3):
+            _sync(device)
+            start = time.perf_counter()
+            engine.render([req], on_progress=progress)
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    engine.render([req])
+    plain = timed(None)
+    previews = timed(lambda step, total, images: None)
+    report(
+        "info",
+        f"4x512², {steps} steps: {steps / plain:.1f} steps/s without previews, {steps / previews:.1f} "
+        f"with previews ({previews / plain:.2f}x the time)",
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default=None, help="default: auto on CUDA, bfloat16 elsewhere")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where the tiny models go (temp dir)")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    cuda = device.startswith("cuda")
+    dtype = args.dtype or ("auto" if cuda else "bfloat16")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = args.data_dir or Path(tmp)
+        registry = ModelRegistry(MODELS, data_dir, device=device, dtype=dtype)
+        where = torch.cuda.get_device_name(device) if cuda else f"{os.cpu_count()} CPU cores"
+        capability = f", compute capability {torch.cuda.get_device_capability(device)}" if cuda else ""
+        print(f"{where}{capability}; torch {torch.__version__}; dtype {registry.dtype} ({dtype})")
+        engine = Engine(registry)
+        check_dtypes(registry, engine)
+        check_tiling(registry, cuda)
+        check_oom(registry, device, cuda)
+        if registry.dtype != torch.float16:
+            # fp16 is where SDXL upcasts its VAE to fp32 for decoding: check that path as well.
+            check_oom(ModelRegistry(MODELS, data_dir, device=device, dtype="float16"), device, cuda)
+        check_batched_vs_solo(engine, device)
+        if cuda:
+            check_speed(engine, device)
+        else:
+            report("needs CUDA", "a real out-of-memory (set_per_process_memory_fraction), not a raised one")
+            report("needs CUDA", "batched vs solo on GPU kernels (CPU figures above)")
+            report("needs CUDA", "steps/s with and without previews (previews sync the device each step)")
+    print(f"{time.perf_counter() - start:.0f} s; {len(failures)} check(s) failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
