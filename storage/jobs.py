@@ -10,7 +10,7 @@ from typing import Any, Final, Literal
 
 import aiosqlite
 
-from storage.db import Connection
+from storage.connection import Connection
 from storage.errors import StorageError
 from storage.images import ImageRow, NewImage, image_from_row
 

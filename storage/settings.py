@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from storage.db import Connection
+from storage.connection import Connection
 
 
 class _JsonSettingsStore:
