@@ -40,7 +40,6 @@ REFS_WAIT_S = 10.0
 SWEEP_INTERVAL_S = 15.0
 UPLOAD_TOO_LARGE = 40005  # Discord's JSON error code for a file over the upload limit
 MIN_UPLOAD_BYTES = 16 * 1024  # below this, a refusal is not about size: give up and let the sweep retry
-FINAL_STATUSES = ("done", "failed", "cancelled")
 
 
 class Delivery:
@@ -161,7 +160,7 @@ class Delivery:
     async def _update(self, job_id: int, event: JobEvent) -> None:
         """Show a non-final state (queued position, rendering progress with a preview)."""
         job = await self.bot.services.db.jobs.get(job_id)
-        if job is None or job.status in FINAL_STATUSES or job.message_id is None:
+        if job is None or job.finished or job.message_id is None:
             return
         if job.interaction_token is not None and not token_alive(job.token_expires_at):
             return  # progress after token expiry is not worth a channel message
@@ -191,7 +190,7 @@ class Delivery:
             try:
                 db = self.bot.services.db
                 job = await db.jobs.get(job_id)
-                if job is None or job.status not in FINAL_STATUSES or job.delivered_at is not None:
+                if job is None or not job.finished or job.delivered_at is not None:
                     return
                 shown = await self.final_message(job)
                 while True:
@@ -288,7 +287,7 @@ class Delivery:
                         job.id, job.channel_id, exc.status, exc.text)
             return
         # From now on this channel message is the job's message: a redelivery edits it, never reposts.
-        await self.bot.services.db.jobs.set_discord_refs(
+        await self.bot.services.db.jobs.set_message_refs(
             job.id, interaction_token=None, token_expires_at=None, message_id=message.id,
             channel_id=job.channel_id,
         )
