@@ -31,9 +31,6 @@ from storage.retry import DEFAULT_DELAYS, retry_async
 
 log = logging.getLogger(__name__)
 
-# The guild-settings key that marks a guild's queue as paused by its moderators.
-PAUSED_KEY = "queue_paused"
-
 
 @dataclass(frozen=True)
 class JobOwner:
@@ -143,7 +140,7 @@ class Scheduler:
             self._emit(JobFailed(job_id, (row.error if row else None) or "failed"))
         self._fair = FairQueue()
         self._jobs.clear()
-        self._paused_guilds = set(await self.db.guilds.ids_where(PAUSED_KEY))
+        self._paused_guilds = set(await self.db.pauses.paused_guilds())
         for row in await self.db.jobs.list_active():
             if row.status == "queued":
                 self._track(
@@ -185,13 +182,13 @@ class Scheduler:
         """The running batch finishes; nothing new starts until resume().
 
         With a guild, only that guild's jobs are held (a moderator's pause must not stop other
-        servers); that pause is stored in the guild's settings, so it survives a restart."""
+        servers); that pause is stored (storage's PauseStore), so it survives a restart."""
         if guild_id is None:
             self._paused = True
             return
         if guild_id in self._paused_guilds:
             return
-        await self.db.guilds.update(guild_id, {PAUSED_KEY: True})
+        await self.db.pauses.pause(guild_id)
         self._paused_guilds.add(guild_id)
         for job in self._jobs.values():
             if job.owner.guild_id == guild_id:
@@ -203,7 +200,7 @@ class Scheduler:
         if guild_id is None:
             self._paused = False
         elif guild_id in self._paused_guilds:
-            await self.db.guilds.update(guild_id, {PAUSED_KEY: None})
+            await self.db.pauses.resume(guild_id)
             self._paused_guilds.discard(guild_id)
             # FairQueue wants each user's jobs oldest first: put the owners' jobs back in id order.
             held = [j for j in self._jobs.values()

@@ -15,6 +15,7 @@ from storage.images import ImageStore
 from storage.jobs import JobStore
 from storage.migrations import migrate
 from storage.moderation import ModerationStore
+from storage.pauses import PauseStore
 from storage.settings import GuildSettingsStore, UserSettingsStore
 from storage.stats import StatsStore
 
@@ -44,6 +45,7 @@ class Database:
         self.guilds = GuildSettingsStore(self.connection, "guild_settings", "guild_id")
         self.users = UserSettingsStore(self.connection, "user_settings", "user_id")
         self.moderation = ModerationStore(self.connection)
+        self.pauses = PauseStore(self.connection)
         self.audit = AuditStore(self.connection)
         self.stats = StatsStore(self.connection)
 

@@ -198,7 +198,8 @@ async def test_a_guild_pause_holds_only_that_guild_survives_a_restart_and_keeps_
     assert shown[free].position == 1  # held jobs do not stand in the way
     await first.stop()
 
-    # A new process: the pause is read back from the guild's settings.
+    # A new process: the pause is read back from storage; the guild's settings (the bot's) stay untouched.
+    assert (await env.db.guilds.get(10)) == {} and await env.db.pauses.paused_guilds() == [10]
     second = env.scheduler()
     events = second.subscribe()
     await second.start()
@@ -213,7 +214,7 @@ async def test_a_guild_pause_holds_only_that_guild_survives_a_restart_and_keeps_
     order: list[int] = []
     events = second.subscribe()
     await second.resume(guild_id=10)
-    assert not second.paused_in(10) and (await env.db.guilds.get(10)) == {}
+    assert not second.paused_in(10) and await env.db.pauses.paused_guilds() == []
 
     def started(event: JobEvent) -> bool:
         if isinstance(event, JobStarted):
