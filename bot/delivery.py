@@ -25,7 +25,6 @@ from bot.policy import nsfw_presentation
 from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
 from generation.images import make_grid
 from generation.request import RenderRequest
-from generation.scheduler import queued_event
 from storage.blobs import BlobStore
 from storage.errors import CorruptBlob
 
@@ -84,25 +83,15 @@ class Delivery:
                 log.exception("routing event %r failed", event)
 
     def _route(self, event: JobEvent) -> None:
+        # Position changes arrive as JobQueued events from the scheduler; they are throttled per message
+        # like progress.
         job_id = event.job_id
-        if isinstance(event, JobStarted | JobDone | JobFailed | JobCancelled):
-            # Jobs behind this one moved up: refresh their "position N" text (throttled per message).
-            self._refresh_positions()
         queue = self._queues.get(job_id)
         if queue is None:
             queue = self._queues[job_id] = asyncio.Queue()
             self._workers[job_id] = asyncio.create_task(self._job_worker(job_id, queue),
                                                         name=f"atelier-job-{job_id}")
         queue.put_nowait(event)
-
-    def _refresh_positions(self) -> None:
-        for entry in self.bot.services.scheduler.snapshot():
-            if getattr(entry, "status", "queued") != "queued":
-                continue
-            if self._shown_position.get(entry.job_id) not in (None, (entry.position, entry.paused)):
-                queue = self._queues.get(entry.job_id)
-                if queue is not None:
-                    queue.put_nowait(queued_event(entry))
 
     async def _job_worker(self, job_id: int, queue: asyncio.Queue[JobEvent | None]) -> None:
         """Edits one job's message in event order. Progress is throttled with a trailing edge: an update

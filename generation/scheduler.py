@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any, Literal
 
 from generation.errors import QueueFull
-from generation.events import EventStream, JobCancelled, JobEvent, JobFailed, JobQueued
+from generation.events import EventStream, JobCancelled, JobDone, JobEvent, JobFailed, JobQueued, JobStarted
 from generation.fair_queue import FairQueue, Ticket
 from generation.request import RenderRequest
 from generation.worker import BatchJob, RenderBackend, Worker
@@ -56,10 +56,6 @@ class QueueEntry:
     # Queued in a guild whose moderators paused the queue: it keeps its place in the table but is
     # out of the fair order until they resume.
     paused: bool = False
-
-
-def queued_event(entry: QueueEntry) -> JobQueued:
-    return JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused)
 
 
 @dataclass
@@ -123,6 +119,8 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._seconds_per_image: dict[str, float] = {}
         self._order: list[Ticket] | None = None
+        # (position, paused) last announced per queued job: a JobQueued goes out only when it changes.
+        self._announced: dict[int, tuple[int, bool]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -156,7 +154,7 @@ class Scheduler:
                 self._learn(key, secs)
         self._task = asyncio.create_task(self._loop(), name="atelier-scheduler")
         for entry in self.snapshot():
-            self._emit(queued_event(entry))
+            self._emit_queued(entry)
 
     async def stop(self) -> None:
         """Stop taking jobs. A running render is interrupted at its next step and its jobs go back
@@ -226,7 +224,7 @@ class Scheduler:
         """Tell watchers of the guild's queued jobs where they stand now."""
         for entry in self.snapshot():
             if entry.guild_id == guild_id and entry.status == "queued":
-                self._emit(queued_event(entry))
+                self._emit_queued(entry)
 
     # -- submitting and cancelling --------------------------------------------------------------
 
@@ -273,7 +271,7 @@ class Scheduler:
         self._wake.set()
         entry = self.entry(row.id)
         if entry is not None:
-            self._emit(queued_event(entry))
+            self._emit_queued(entry)
         return row.id
 
     async def cancel(self, job_id: int) -> bool:
@@ -321,6 +319,22 @@ class Scheduler:
         for key in (event.job_id, None):
             for stream in list(self._subscribers.get(key, ())):
                 stream.push(event)
+        if isinstance(event, JobStarted | JobDone | JobFailed | JobCancelled):
+            # A job left the queue: the jobs behind it moved up.
+            self._announce_moves()
+
+    def _emit_queued(self, entry: QueueEntry) -> None:
+        self._announced[entry.job_id] = (entry.position, entry.paused)
+        self._emit(JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused))
+
+    def _announce_moves(self) -> None:
+        """The one source of position updates: a JobQueued for each announced queued job whose position
+        (or held state) changed since it was last announced."""
+        queued = [e for e in self.snapshot() if e.status == "queued"]
+        self._announced = {e.job_id: shown for e in queued if (shown := self._announced.get(e.job_id))}
+        for entry in queued:
+            if self._announced.get(entry.job_id) not in (None, (entry.position, entry.paused)):
+                self._emit_queued(entry)
 
     def position(self, job_id: int) -> tuple[int, float] | None:
         """(1-based position, seconds until it should be done); (0, eta) while it renders;
@@ -449,7 +463,7 @@ class Scheduler:
                 self._refile({self._jobs[i].owner.user_id for i in kept})
                 for entry in self.snapshot():  # their messages said "rendering": back to "queued"
                     if entry.job_id in kept:
-                        self._emit(queued_event(entry))
+                        self._emit_queued(entry)
                 self._wake.set()
 
     async def _keep_unfinished(self, jobs: list[_Job]) -> set[int]:

@@ -242,6 +242,25 @@ async def test_a_guild_resume_under_a_global_pause_puts_its_jobs_back(env: Env) 
     assert isinstance((await all_final(events, {held}))[held], JobDone)
 
 
+async def test_jobs_that_move_up_are_told_their_new_position_and_no_one_else(env: Env) -> None:
+    """The scheduler is the one source of position updates: when a job leaves the queue, each queued
+    job whose position changed gets a JobQueued with its new position; the others get nothing."""
+    scheduler = env.scheduler()
+    await scheduler.pause()  # not started: nothing leaves the queue by rendering
+    a = await scheduler.submit(request(1), JobOwner(1))
+    b = await scheduler.submit(request(2), JobOwner(2))
+    c = await scheduler.submit(request(3), JobOwner(3))
+    d = await scheduler.submit(request(4), JobOwner(1))  # user 1's second job: last
+    events = scheduler.subscribe()
+    assert await scheduler.cancel(c)
+    events.close()
+    seen = [e async for e in events]
+    assert [type(e) for e in seen] == [JobCancelled, JobQueued]
+    moved = seen[1]
+    assert isinstance(moved, JobQueued) and (moved.job_id, moved.position) == (d, 3)
+    assert [e.job_id for e in scheduler.snapshot()] == [a, b, d]
+
+
 async def test_caps_give_clear_errors(env: Env) -> None:
     scheduler = env.scheduler(max_queued_per_user=2, max_queued_total=4)
     await scheduler.pause()  # not started: nothing leaves the queue
