@@ -134,8 +134,7 @@ class Scheduler:
         self._stopping = False
         _, failed = await self.db.jobs.recover(lease_owner=self.lease_owner, max_attempts=self.MAX_ATTEMPTS)
         for job_id in failed:
-            row = await self.db.jobs.get(job_id)
-            self._emit(JobFailed(job_id, (row.error if row else None) or "failed"))
+            self._emit(JobFailed(job_id))
         self._fair = FairQueue()
         self._jobs.clear()
         self._paused_guilds = set(await self.db.pauses.paused_guilds())

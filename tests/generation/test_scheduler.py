@@ -119,7 +119,8 @@ async def test_a_job_renders_with_events_for_every_subscriber(env: Env) -> None:
         assert isinstance(events[-1], JobDone)
     done = events[-1]
     assert isinstance(done, JobDone)
-    assert [(im.index, im.seed, im.width, im.height) for im in done.images] == [
+    stored = await env.db.images.for_job(job_id)
+    assert [(im.index, im.seed, im.width, im.height) for im in stored] == [
         (0, 7, 64, 64),
         (1, 8, 64, 64),
     ]
@@ -127,7 +128,7 @@ async def test_a_job_renders_with_events_for_every_subscriber(env: Env) -> None:
     first = await until(everything, lambda e: isinstance(e, JobQueued))
     assert first[-1] == JobQueued(job_id, 1, first[-1].eta_s)  # type: ignore[union-attr]
 
-    for image in done.images:
+    for image in stored:
         data = env.blobs.read(image.blob)
         assert read_png_params(data)["seed"] == image.seed
         with Image.open(io.BytesIO(data)) as png:
@@ -136,7 +137,6 @@ async def test_a_job_renders_with_events_for_every_subscriber(env: Env) -> None:
     job = await env.db.jobs.get(job_id)
     assert job is not None and job.status == "done" and job.attempts == 1 and job.render_seconds is not None
     assert [j.id for j in await env.db.jobs.list_undelivered()] == [job_id]
-    assert [r.id for r in await env.db.images.for_job(job_id)] == [im.id for im in done.images]
     assert scheduler.position(job_id) is None
 
 
@@ -343,11 +343,11 @@ async def test_render_errors_fail_the_job_and_never_the_worker(env: Env) -> None
     )
     good = await scheduler.submit(request(3), JobOwner(3))
     finals = await all_final(events, {bad_model, gone, good})
-    assert isinstance(finals[bad_model], JobFailed) and finals[bad_model].reason  # type: ignore[union-attr]
-    assert finals[gone] == JobFailed(gone, SOURCE_GONE)
+    assert finals[bad_model] == JobFailed(bad_model) and finals[gone] == JobFailed(gone)
     assert isinstance(finals[good], JobDone)
     job = await env.db.jobs.get(bad_model)
-    assert job is not None and job.status == "failed" and job.error == finals[bad_model].reason  # type: ignore[union-attr]
+    assert job is not None and job.status == "failed" and job.error
+    assert (await env.db.jobs.get(gone)).error == SOURCE_GONE  # type: ignore[union-attr]
 
 
 class PoisonEngine:
@@ -378,13 +378,15 @@ async def test_one_bad_request_in_a_batch_fails_alone(env: Env) -> None:
     last = await scheduler.submit(request(3), JobOwner(3))
     await scheduler.resume()
     finals = await all_final(events, {first, bad, last})
-    assert finals[bad] == JobFailed(bad, UNEXPECTED)
+    assert finals[bad] == JobFailed(bad)
+    assert (await env.db.jobs.get(bad)).error == UNEXPECTED  # type: ignore[union-attr]
     for job_id, seed in ((first, 1), (last, 3)):
-        done = finals[job_id]
-        assert isinstance(done, JobDone) and [i.seed for i in done.images] == [seed]
+        assert isinstance(finals[job_id], JobDone)
+        assert [i.seed for i in await env.db.images.for_job(job_id)] == [seed]
     # The survivors' pixels are those of a solo render of the same request.
     solo = env.engine.render([request(1)])[0][0]
-    stored = Image.open(env.blobs.path(finals[first].images[0].blob)).convert("RGB")  # type: ignore[union-attr]
+    first_blob = (await env.db.images.for_job(first))[0].blob
+    stored = Image.open(env.blobs.path(first_blob)).convert("RGB")
     assert np.array_equal(np.asarray(stored), np.asarray(solo.convert("RGB")))
     assert (await env.db.jobs.get(bad)).attempts == 1  # type: ignore[union-attr]
 
@@ -396,7 +398,7 @@ async def test_variation_and_upscale_start_from_the_stored_image(env: Env) -> No
     parent = await scheduler.submit(request(1), JobOwner(1))
     done = (await all_final(events, {parent}))[parent]
     assert isinstance(done, JobDone)
-    source = done.images[0].blob
+    source = (await env.db.images.for_job(parent))[0].blob
     vary = await scheduler.submit(
         request(9, kind=Kind.VARIATION, source=source, strength=0.6),
         JobOwner(1),
@@ -411,7 +413,8 @@ async def test_variation_and_upscale_start_from_the_stored_image(env: Env) -> No
     )
     finals = await all_final(events, {vary, up})
     assert isinstance(finals[vary], JobDone) and isinstance(finals[up], JobDone)
-    assert (finals[up].images[0].width, finals[up].images[0].height) == (128, 128)  # type: ignore[union-attr]
+    upscaled = (await env.db.images.for_job(up))[0]
+    assert (upscaled.width, upscaled.height) == (128, 128)
     child = await env.db.jobs.get(vary)
     assert child is not None and (child.parent_job_id, child.parent_index, child.kind) == (
         parent,
@@ -436,7 +439,8 @@ async def test_start_recovers_abandoned_jobs_and_fails_after_three_attempts(env:
     events = second.subscribe()
     await second.start()
     finals = await all_final(events, {tired, fresh})
-    assert isinstance(finals[tired], JobFailed) and "3 times" in finals[tired].reason  # type: ignore[union-attr]
+    assert isinstance(finals[tired], JobFailed)
+    assert "3 times" in ((await env.db.jobs.get(tired)).error or "")  # type: ignore[union-attr]
     assert isinstance(finals[fresh], JobDone)
     job = await env.db.jobs.get(fresh)
     assert job is not None and job.attempts == 2
