@@ -6,6 +6,7 @@ thread-safe, and torch must never run on the event loop).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -214,6 +215,7 @@ class _Run:
         self.engine = engine
         self.pipe = pipe
         self.scheduler_config = engine.registry.scheduler_config(requests[0].model)
+        self.spec = engine.registry.spec(requests[0].model)
         self.family = family
         self.requests = requests
         self.sources = sources
@@ -272,7 +274,8 @@ class _Run:
         first = self.requests[0]
         pipe = self.pipe
         # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
-        scheduler = make_scheduler(first.sampler, self.scheduler_config)
+        scheduler = make_scheduler(first.sampler, self.scheduler_config, self.spec.scheduler_options,
+                                   seeds=[s.seed for s in chunk])
         captured: dict[str, Any] = {}
         original_step = scheduler.step
 
@@ -317,6 +320,8 @@ class _Run:
             "generator": generators,
             "callback_on_step_end": on_step_end,
             "output_type": "pil",
+            # Per-model settings (clip_skip, guidance_rescale): the model name in the batch key covers them.
+            **self.spec.call_options(inspect.signature(pipe.__call__).parameters),
         }
         fit_vae(pipe, first.width, first.height, len(chunk), self.engine.vae_tile_pixels)
         if self.sources is not None:

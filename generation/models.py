@@ -2,8 +2,9 @@
 
 Sources: a hub id, a local diffusers folder, a single `.safetensors` checkpoint (needs a local
 config folder for its family when offline), or `tiny` / `tiny-xl` (built offline, images are
-noise). Defaults may be overridden per model with a query string, e.g.
-`turbo=stabilityai/sdxl-turbo?steps=4&cfg=0&sampler=euler_a` for turbo / LCM models.
+noise). Defaults and settings may be given per model with a query string, e.g.
+`turbo=stabilityai/sdxl-turbo?steps=4&cfg=0&sampler=euler_a` for turbo / LCM models; every key is in
+MODEL_OPTIONS. Well-known names (lightning, turbo, hyper, dmd2, lcm, v-pred) get fitting defaults.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
+import re
+import tempfile
 import threading
 import traceback
 from collections import OrderedDict
@@ -19,9 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
-from generation.errors import InvalidRequest, RenderError
+from generation.errors import ConfigError, InvalidRequest, RenderError
 from generation.safety import SafetyChecker, detach_checker, load_standalone_checker
-from generation.samplers import normalize_sampler
+from generation.samplers import SAMPLERS, normalize_sampler, sampler_label, supports_zero_snr
 from generation.tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
@@ -60,10 +64,43 @@ class ModelSpec:
     default_steps: int
     default_guidance: float
     default_sampler: str
+    # Per-model settings (`source?key=value`, see MODEL_OPTIONS); None keeps the model's own.
+    spacing: str | None = None  # scheduler timestep_spacing: "trailing" for few-step distilled models
+    prediction: str | None = None  # scheduler prediction_type: "epsilon" | "v_prediction"
+    zero_snr: bool = False  # rescale the noise schedule to zero terminal SNR (v-prediction models)
+    guidance_rescale: float = 0.0  # the pipeline call's guidance_rescale (fights over-exposure with zero SNR)
+    clip_skip: int | None = None  # as A1111 / model cards count it: 1 = last CLIP layer, 2 = penultimate
+    vae: str | None = None  # a separate VAE: .safetensors file, diffusers folder or hub id
+    size: int | None = None  # native square side; None = the family's
 
     @property
     def is_tiny(self) -> bool:
         return self.source in ("tiny", "tiny-xl")
+
+    @property
+    def scheduler_options(self) -> dict[str, Any]:
+        """Scheduler config keys this model sets over every sampler's (see samplers.scheduler_options)."""
+        options: dict[str, Any] = {}
+        if self.spacing is not None:
+            options["timestep_spacing"] = self.spacing
+        if self.prediction is not None:
+            options["prediction_type"] = self.prediction
+        if self.zero_snr:
+            options["rescale_betas_zero_snr"] = True
+        return options
+
+    def call_options(self, accepted: Any) -> dict[str, Any]:
+        """Pipeline call arguments this model sets, among the `accepted` parameter names (SD1.x img2img has
+        no guidance_rescale)."""
+        options: dict[str, Any] = {}
+        # diffusers counts layers skipped beyond its default: SD1.x / SD2 use the last layer (card's 1), SDXL
+        # already the penultimate (card's 2).
+        skip = None if self.clip_skip is None else self.clip_skip - (2 if self.family == "sdxl" else 1)
+        if skip:
+            options["clip_skip"] = skip
+        if self.guidance_rescale:
+            options["guidance_rescale"] = self.guidance_rescale
+        return {k: v for k, v in options.items() if k in accepted}
 
 
 @dataclass
@@ -155,11 +192,41 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
+# What `source?key=value&...` may set, and what each takes.
+MODEL_OPTIONS: dict[str, str] = {
+    "steps": "default steps, a whole number from 1 to 1000",
+    "cfg": "default guidance, a number from 0 to 100",
+    "guidance": "default guidance, a number from 0 to 100",
+    "sampler": "default sampler, e.g. dpmpp_2m_karras",
+    "spacing": "timestep spacing: trailing, leading or linspace",
+    "prediction": "v or epsilon",
+    "zsnr": "zero-terminal-SNR schedule, 1 or 0 (on with prediction=v)",
+    "cfg_rescale": "guidance rescale, 0 to 1 (0.7 with prediction=v)",
+    "clip_skip": "CLIP skip as model cards count it, 1 to 12 (2 = penultimate layer)",
+    "vae": "a VAE .safetensors file, diffusers folder or hub id",
+    "size": "native square side in pixels, a multiple of 8 from 64 to 4096",
+}
+_SPACINGS = ("trailing", "leading", "linspace")
+_PREDICTIONS = {"v": "v_prediction", "v_prediction": "v_prediction", "eps": "epsilon", "epsilon": "epsilon"}
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+          "off": False}
+
+
 def _split_overrides(source: str) -> tuple[str, dict[str, str]]:
     if "?" not in source:
         return source, {}
     base, _, query = source.partition("?")
-    return base, dict(parse_qsl(query))
+    pairs = parse_qsl(query, keep_blank_values=True)
+    overrides: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in MODEL_OPTIONS:
+            raise ValueError(f"unknown option {key!r} (known: {', '.join(MODEL_OPTIONS)})")
+        if key in overrides:
+            raise ValueError(f"option {key!r} is given twice")
+        if not value.strip():
+            raise ValueError(f"option {key!r} needs a value ({MODEL_OPTIONS[key]})")
+        overrides[key] = value.strip()
+    return base, overrides
 
 
 def _single_file_family(path: Path) -> Family:
@@ -201,30 +268,118 @@ def detect_family(source: str) -> Family:
     return "sdxl" if "xl" in source.lower() else "sd15"
 
 
-def make_spec(name: str, source: str) -> ModelSpec:
-    base, overrides = _split_overrides(source)
-    family = detect_family(base)
+def _steps_in_name(name: str) -> int | None:
+    # Distilled checkpoints say their step count: "sdxl_lightning_4step", "Hyper-SDXL-8steps".
+    match = re.search(r"(\d{1,2})[-_ ]?steps?\b", name)
+    return int(match.group(1)) if match else None
+
+
+def _name_defaults(lowered: str, family: Family) -> tuple[int, float, str, dict[str, Any]]:
+    """Defaults for well-known kinds of checkpoint, told by name (every one overridable by an option)."""
     steps, guidance, sampler = _FAMILY_DEFAULTS[family]
-    lowered = base.lower()
-    if base in ("tiny", "tiny-xl"):
-        steps, guidance, sampler = 8, 7.0, "euler"
+    settings: dict[str, Any] = {}
+    named_steps = _steps_in_name(lowered)
+    if lowered in ("tiny", "tiny-xl"):
+        return 8, 7.0, "euler", settings
+    # Few-step distilled models were trained on the last timesteps: trailing spacing reaches t=999.
+    if "lightning" in lowered:
+        steps, guidance, sampler = named_steps or 4, 0.0, "euler"
+        settings["spacing"] = "trailing"
+    elif re.search(r"hyper[-_ ]?sd", lowered):  # Hyper-SD / Hyper-SDXL, not "hyperrealistic"
+        steps, guidance, sampler = named_steps or 8, 0.0, "ddim"
+        settings["spacing"] = "trailing"
+    elif "dmd2" in lowered:
+        steps, guidance, sampler = named_steps or 4, 0.0, "lcm"
+        settings["spacing"] = "trailing"
     elif "turbo" in lowered:
-        steps, guidance, sampler = 4, 0.0, "euler_a"
+        steps, guidance, sampler = named_steps or 4, 0.0, "euler_a"
+        settings["spacing"] = "trailing"
+        if re.search(r"sdxl[-_]?turbo", lowered):
+            settings["size"] = 512  # SDXL-Turbo itself was trained at 512² (merges named "...XL Turbo" not)
     elif "lcm" in lowered:
         steps, guidance, sampler = 6, 1.5, "lcm"
+    if re.search(r"v[-_]?pred", lowered) or "768-v" in lowered:
+        settings["prediction"] = "v_prediction"
+        if "768-v" in lowered:
+            settings["size"] = 768  # SD 2.x 768-v
+    return steps, guidance, sampler, settings
+
+
+def _number(overrides: dict[str, str], key: str, kind: type[int] | type[float], low: float,
+            high: float) -> Any:
+    raw = overrides[key]
     try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{key}={raw!r}: {MODEL_OPTIONS[key]}")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    value = _BOOLS.get(raw.lower())
+    if value is None:
+        raise ValueError(f"zsnr={raw!r}: {MODEL_OPTIONS['zsnr']}")
+    return value
+
+
+def _check_vae(raw: str) -> str:
+    path = Path(raw).expanduser()
+    local = path.suffix in (".safetensors", ".ckpt", ".pt") or raw.startswith(("/", ".", "~"))
+    if local and not path.exists():
+        raise ValueError(f"vae {raw!r} not found")
+    return str(path) if local else raw
+
+
+def make_spec(name: str, source: str) -> ModelSpec:
+    """The ModelSpec for `name=source`. Raises ConfigError naming the bad option or value."""
+    try:
+        base, overrides = _split_overrides(source)
+        family = detect_family(base)
+        steps, guidance, sampler, settings = _name_defaults(base.lower(), family)
         if "steps" in overrides:
-            steps = int(overrides["steps"])
-        if "cfg" in overrides or "guidance" in overrides:
-            guidance = float(overrides.get("cfg", overrides.get("guidance", guidance)))
+            steps = _number(overrides, "steps", int, 1, 1000)
+        for key in ("guidance", "cfg"):
+            if key in overrides:
+                guidance = _number(overrides, key, float, 0.0, 100.0)
         if "sampler" in overrides:
             canonical = normalize_sampler(overrides["sampler"])
             if canonical is None:
-                raise ValueError(f"unknown sampler {overrides['sampler']!r}")
+                raise ValueError(f"unknown sampler {overrides['sampler']!r} (known: {', '.join(SAMPLERS)})")
             sampler = canonical
+        if "spacing" in overrides:
+            if overrides["spacing"] not in _SPACINGS:
+                raise ValueError(f"spacing={overrides['spacing']!r}: {MODEL_OPTIONS['spacing']}")
+            settings["spacing"] = overrides["spacing"]
+        if "prediction" in overrides:
+            prediction = _PREDICTIONS.get(overrides["prediction"].lower())
+            if prediction is None:
+                raise ValueError(f"prediction={overrides['prediction']!r}: {MODEL_OPTIONS['prediction']}")
+            settings["prediction"] = prediction
+        # v-prediction checkpoints of today (NoobAI V-Pred, SD 2.x 768-v) want the zero-terminal-SNR
+        # schedule and guidance rescale ~0.7 (Lin et al., "Common Diffusion Noise Schedules are Flawed").
+        v_pred = settings.get("prediction") == "v_prediction"
+        zero_snr = _bool(overrides["zsnr"]) if "zsnr" in overrides else v_pred
+        rescale = _number(overrides, "cfg_rescale", float, 0.0, 1.0) if "cfg_rescale" in overrides else (
+            0.7 if v_pred else 0.0)
+        clip_skip = _number(overrides, "clip_skip", int, 1, 12) if "clip_skip" in overrides else None
+        if "size" in overrides:
+            settings["size"] = _number(overrides, "size", int, 64, 4096)
+            if settings["size"] % 8:
+                raise ValueError(f"size={settings['size']}: {MODEL_OPTIONS['size']}")
+        vae = _check_vae(overrides["vae"]) if "vae" in overrides else None
+        if zero_snr and not supports_zero_snr(sampler):
+            raise ValueError(
+                f"sampler {sampler_label(sampler)!r} cannot run the zero-terminal-SNR schedule of a "
+                "v-prediction model: choose another sampler or set zsnr=0"
+            )
     except ValueError as exc:
-        raise ValueError(f"model {name!r}: bad default in {source!r}: {exc}") from exc
-    return ModelSpec(name, base, family, steps, guidance, sampler)
+        # int("x") / float("x") name the value but not the option: the source says which.
+        raise ConfigError(f"model {name!r}: bad option in {source!r}: {exc}") from exc
+    return ModelSpec(name, base, family, steps, guidance, sampler, spacing=settings.get("spacing"),
+                     prediction=settings.get("prediction"), zero_snr=zero_snr, guidance_rescale=rescale,
+                     clip_skip=clip_skip, vae=vae, size=settings.get("size"))
 
 
 class ModelRegistry:
@@ -477,6 +632,8 @@ class ModelRegistry:
                 pipe = cls.from_pretrained(path, local_files_only=True, **kwargs)
             else:
                 pipe = cls.from_pretrained(spec.source, **kwargs)
+        if spec.vae is not None:
+            pipe.vae = self._load_vae(spec.vae, pipe.vae, kwargs)
         pipe.set_progress_bar_config(disable=True)
         pipe = pipe.to(self.device)
         if self.dtype == torch.bfloat16 and getattr(pipe.vae.config, "force_upcast", False):
@@ -488,6 +645,25 @@ class ModelRegistry:
 
             pipe.unet = torch.compile(pipe.unet)
         return pipe
+
+    @staticmethod
+    def _load_vae(source: str, own: Any, dtype_kwargs: dict[str, Any]) -> Any:
+        """A replacement VAE (e.g. the fp16-fix SDXL VAE, vae-ft-mse for SD1.5) in the pipeline's dtype."""
+        from diffusers import AutoencoderKL
+
+        path = Path(source)
+        if path.suffix in (".safetensors", ".ckpt", ".pt"):
+            # A bare VAE file carries no config, and offline there is none to fetch: it has the architecture
+            # of the model's own VAE (it decodes the same latents), so that config describes it.
+            with tempfile.TemporaryDirectory() as config:
+                own.save_config(config)
+                return AutoencoderKL.from_single_file(str(path), config=config, local_files_only=True,
+                                                      **dtype_kwargs)
+        if path.is_dir():
+            # A VAE folder, or a whole pipeline folder whose VAE is wanted.
+            sub = {} if (path / "config.json").is_file() else {"subfolder": "vae"}
+            return AutoencoderKL.from_pretrained(path, local_files_only=True, **sub, **dtype_kwargs)
+        return AutoencoderKL.from_pretrained(source, **dtype_kwargs)
 
     def _dtype_kwargs(self) -> dict[str, Any]:
         import torch

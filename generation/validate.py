@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from generation.errors import InvalidRequest
 from generation.request import Kind, RenderRequest
-from generation.samplers import SAMPLER_NAMES, normalize_sampler
+from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
 
 if TYPE_CHECKING:
     from generation.models import ModelRegistry
@@ -192,22 +192,23 @@ def _floor8(value: float) -> int:
     return max(8, int(value // 8) * 8)
 
 
-def size_for(aspect: str, family: str) -> tuple[int, int]:
-    """Width and height (multiples of 8) for `aspect` at about the family's native area."""
+def size_for(aspect: str, family: str, native: int | None = None) -> tuple[int, int]:
+    """Width and height (multiples of 8) for `aspect` at about the native area: the model's own `native`
+    square side (its `size=` option) or else the family's."""
     w, h = (int(x) for x in _normalize_aspect(aspect).split(":"))
-    base = FAMILY_BASE[family]
+    base = native or FAMILY_BASE[family]
     ratio = w / h
     return _floor8(base * math.sqrt(ratio)), _floor8(base / math.sqrt(ratio))
 
 
-def _fit_source(source_size: tuple[int, int], family: str) -> tuple[int, int]:
+def _fit_source(source_size: tuple[int, int], family: str, native: int | None = None) -> tuple[int, int]:
     sw, sh = source_size
     if sw <= 0 or sh <= 0:
         raise InvalidRequest("The source image is empty.")
     ratio = sw / sh
     if max(ratio, 1 / ratio) > MAX_RATIO:
         raise InvalidRequest("The source image is too stretched; keep it within 3:1 and 1:3.")
-    base = FAMILY_BASE[family]
+    base = native or FAMILY_BASE[family]
     return _floor8(base * math.sqrt(ratio)), _floor8(base / math.sqrt(ratio))
 
 
@@ -276,7 +277,13 @@ def build_request(
     sampler = spec.default_sampler if sampler_raw in (None, "") else normalize_sampler(str(sampler_raw))
     if sampler is None:
         raise InvalidRequest(
-            f"Unknown sampler `{_clip(str(sampler_raw))}`. Choose one of: {', '.join(SAMPLER_NAMES)}."
+            f"Unknown sampler `{_clip(str(sampler_raw))}`. Choose one of: "
+            f"{', '.join(sampler_label(s) for s in SAMPLER_NAMES)}."
+        )
+    if spec.zero_snr and not supports_zero_snr(sampler):
+        raise InvalidRequest(
+            f"{sampler_label(sampler)} does not work with model `{spec.name}` (a v-prediction model). "
+            f"Try {sampler_label(spec.default_sampler)}."
         )
 
     # 4. Count and seeds.
@@ -292,7 +299,7 @@ def build_request(
     # 5. Size, source and strength.
     strength: float | None = None
     if draft.kind == Kind.TXT2IMG:
-        width, height = size_for(opts["aspect"] or "1:1", spec.family)
+        width, height = size_for(opts["aspect"] or "1:1", spec.family, spec.size)
         if draft.strength is not None:
             raise InvalidRequest("Strength only applies when you give an image.")
     else:
@@ -303,9 +310,9 @@ def build_request(
         if draft.kind == Kind.UPSCALE:
             width, height = _round8(source_size[0] * 2), _round8(source_size[1] * 2)
         elif opts["aspect"]:
-            width, height = size_for(opts["aspect"], spec.family)
+            width, height = size_for(opts["aspect"], spec.family, spec.size)
         else:
-            width, height = _fit_source(source_size, spec.family)
+            width, height = _fit_source(source_size, spec.family, spec.size)
         default_strength = {
             Kind.UPSCALE: UPSCALE_STRENGTH,
             Kind.VARIATION: SUBTLE_STRENGTH,
