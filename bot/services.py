@@ -59,18 +59,29 @@ class Services:
         db = await Database.open(data_dir / "atelier.db")
         blobs = BlobStore(data_dir / "images")
         if engine is None:
-            registry = ModelRegistry(settings.model_sources(), data_dir, device=settings.device,
-                                     dtype=settings.dtype, compile=settings.compile,
-                                     max_loaded=settings.max_loaded_models,
-                                     tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
-                                     safety_checker=settings.safety_checker)
-            engine = Engine(registry)
-            # The first user should not pay for loading and warming the default model.
-            await asyncio.to_thread(engine.warm_up)
+            try:
+                engine = await cls._engine(settings)
+            except BaseException:
+                # aiosqlite's thread would keep the process alive: a bad model option or a model that does
+                # not load must end `atelier run` with its message.
+                await db.close()
+                raise
         scheduler = Scheduler(db, engine, blobs, max_batch=settings.max_batch,
                               max_queued_per_user=settings.queue_max_per_user,
                               max_queued_total=settings.queue_max_total)
         return cls(settings, db, blobs, engine, scheduler, lock)
+
+    @staticmethod
+    async def _engine(settings: Settings) -> Engine:
+        registry = ModelRegistry(settings.model_sources(), settings.data_dir, device=settings.device,
+                                 dtype=settings.dtype, compile=settings.compile,
+                                 max_loaded=settings.max_loaded_models,
+                                 tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
+                                 safety_checker=settings.safety_checker)
+        engine = Engine(registry)
+        # The first user should not pay for loading and warming the default model.
+        await asyncio.to_thread(engine.warm_up)
+        return engine
 
     async def start(self) -> None:
         await self.scheduler.start()

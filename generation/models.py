@@ -17,6 +17,7 @@ import re
 import tempfile
 import threading
 import traceback
+import types
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,15 @@ def _split_overrides(source: str) -> tuple[str, dict[str, str]]:
             raise ValueError(f"option {key!r} needs a value ({MODEL_OPTIONS[key]})")
         overrides[key] = value.strip()
     return base, overrides
+
+
+def _restore_text_model_path(pipe: Any) -> None:
+    """diffusers' SD pipelines apply `clip_skip` through `text_encoder.text_model.final_layer_norm`, a path
+    transformers 5 removed (CLIPTextModel now holds `final_layer_norm` itself): the call raised
+    AttributeError. Point the old path at the layer (a plain attribute, not a second registered module)."""
+    encoder = getattr(pipe, "text_encoder", None)
+    if encoder is not None and not hasattr(encoder, "text_model") and hasattr(encoder, "final_layer_norm"):
+        encoder.text_model = types.SimpleNamespace(final_layer_norm=encoder.final_layer_norm)
 
 
 def _single_file_family(path: Path) -> Family:
@@ -634,6 +644,8 @@ class ModelRegistry:
                 pipe = cls.from_pretrained(spec.source, **kwargs)
         if spec.vae is not None:
             pipe.vae = self._load_vae(spec.vae, pipe.vae, kwargs)
+        if spec.clip_skip is not None:
+            _restore_text_model_path(pipe)
         pipe.set_progress_bar_config(disable=True)
         pipe = pipe.to(self.device)
         if self.dtype == torch.bfloat16 and getattr(pipe.vae.config, "force_upcast", False):
