@@ -187,6 +187,16 @@ def test_v_prediction_sets_zero_snr_and_guidance_rescale(options: Engine) -> Non
     # guidance_rescale (0.7 by default with v) reaches the pipeline call.
     assert not np.array_equal(vpred, _pixels(options, "vpred-no-rescale"))
     assert options.registry.spec("vpred").guidance_rescale == 0.7
+    # SD1.x img2img takes no guidance_rescale: a variation of that model still renders.
+    from PIL import Image
+
+    from generation.request import Kind
+
+    variation = RenderRequest(prompt="a lighthouse", model="vpred", width=64, height=64, steps=3,
+                              guidance=7.0, sampler="euler", seeds=(6,), kind=Kind.VARIATION, source="x",
+                              strength=0.6)
+    [[image]] = options.render([variation], sources=[Image.fromarray(vpred.astype(np.uint8))])
+    assert np.asarray(image).std() > 1.0
 
 
 def test_clip_skip_counts_like_model_cards(options: Engine) -> None:
