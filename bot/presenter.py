@@ -129,6 +129,11 @@ def blocked(job_id: int, request: RenderRequest, user_id: int) -> Shown:
                  "NSFW images in this channel)")
 
 
+def missing(job_id: int, request: RenderRequest, user_id: int) -> Shown:
+    return Shown(f"{headline(request, user_id)} · job `{job_id}` (the image file of this job is missing "
+                 "or damaged on the server; run the prompt again to get a new one)")
+
+
 def failed(request: RenderRequest, user_id: int, reason: str) -> Shown:
     return Shown(f"{headline(request, user_id)} (failed: {reason})")
 

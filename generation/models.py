@@ -245,8 +245,11 @@ def _restore_text_model_path(pipe: Any) -> None:
 def _single_file_family(path: Path) -> str:
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        keys = f.keys()
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = f.keys()
+    except Exception as exc:  # SafetensorError derives from Exception only
+        raise ValueError(f"{path} is not a readable .safetensors checkpoint: {_first_line(exc)}") from exc
     if any(k.startswith("conditioner.embedders.1") for k in keys):
         return "sdxl"
     if any(k.startswith("cond_stage_model.model.") for k in keys):
