@@ -39,6 +39,10 @@ class NotFound(AtelierError):
     """A job or image the user asked for does not exist (or is not theirs to see)."""
 
 
+class ConfigError(AtelierError):
+    """A setting that cannot work on this machine; raised at start, before any work is taken."""
+
+
 class RenderError(AtelierError):
     """The engine could not render a job (e.g. out of memory even for a single image)."""
 
