@@ -534,11 +534,10 @@ class ModelRegistry:
         return cls.from_pretrained(source, **kwargs)
 
     def _dtype_kwargs(self) -> dict[str, Any]:
-        import torch
-
-        # fp32 is diffusers' default (from_pretrained and from_pipe alike); passing it anyway only triggers
-        # the torch_dtype deprecation notice. (`dtype=` is the new name, unknown to older diffusers.)
-        return {} if self.dtype == torch.float32 else {"torch_dtype": self.dtype}
+        # Always, fp32 included: without it transformers 5 loads a text encoder in the dtype its config.json
+        # names, float16 in any folder saved from an fp16 pipeline, and an fp32 render then fails on the
+        # mismatch. (`dtype=` is the new name, unknown to older diffusers; the old one only adds a notice.)
+        return {"torch_dtype": self.dtype}
 
     def _single_file_config(self, path: Path, family: Family) -> str:
         # Offline, from_single_file needs a diffusers folder describing the family's layout.

@@ -165,9 +165,14 @@ def variant_folders(tiny_data_dir: Path, tmp_path_factory: pytest.TempPathFactor
     pipe = StableDiffusionPipeline.from_pretrained(both, local_files_only=True, torch_dtype=torch.float16)
     with torch.no_grad():
         pipe.unet.conv_out.bias.fill_(0.5)
-    pipe.save_pretrained(both, variant="fp16")
-    assert list(both.glob("unet/*.fp16.safetensors"))
-    return {"plain": plain, "with-fp16": both}
+    saved = root / "saved-fp16"
+    pipe.save_pretrained(saved, variant="fp16")
+    # As on the hub: the fp16 weight files beside the full ones, one set of configs (saving in fp16 also
+    # writes float16 into the configs; see the test below for a folder like that).
+    for file in saved.glob("*/*.fp16.*"):
+        shutil.copy(file, both / file.parent.name / file.name)
+    assert list(both.glob("unet/*.fp16.safetensors")) and list(both.glob("text_encoder/*.fp16.*"))
+    return {"plain": plain, "with-fp16": both, "saved-fp16": saved}
 
 
 @pytest.mark.parametrize(("folder", "dtype", "bias"), [
@@ -187,6 +192,26 @@ def test_half_precision_loads_the_fp16_files_when_there_are_some(
         assert not torch.allclose(loaded, torch.full_like(loaded, 0.5))
     else:
         assert torch.allclose(loaded, torch.full_like(loaded, bias))
+    image = Engine(registry).render([RenderRequest(
+        prompt="a lighthouse", model="m", width=64, height=64, steps=2, guidance=5.0, sampler="euler",
+        seeds=(1,),
+    )])[0][0]
+    assert image.size == (64, 64)
+
+
+def test_a_model_saved_in_fp16_still_loads_in_full_precision(
+    variant_folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A folder saved from an fp16 pipeline says float16 in its text encoder's config.json, and
+    transformers 5 loads in the config's dtype unless told otherwise: on a CPU (float32) the first render
+    then failed with "mat1 and mat2 must have the same dtype"."""
+    folder = tmp_path / "saved"
+    shutil.copytree(variant_folders["saved-fp16"], folder)
+    for file in folder.glob("*/*.fp16.*"):  # the full weight files under the same configs
+        file.rename(file.with_name(file.name.replace(".fp16", "")))
+    registry = ModelRegistry([("m", str(folder))], tmp_path, device="cpu", dtype="float32")
+    pipe = registry.pipeline("m")
+    assert {pipe.unet.dtype, pipe.text_encoder.dtype, pipe.vae.dtype} == {torch.float32}
     image = Engine(registry).render([RenderRequest(
         prompt="a lighthouse", model="m", width=64, height=64, steps=2, guidance=5.0, sampler="euler",
         seeds=(1,),
