@@ -22,21 +22,9 @@ from generation.scheduler import JobOwner, Scheduler
 from generation.tiny import ensure_tiny_model
 from generation.validate import ASPECTS, size_for
 from storage import BlobStore, Database
+from tests.generation.test_scheduler import request
 
 WAIT_S = 120  # a hang guard only, never a timing assertion
-
-
-def _req(steps: int = 2, seeds: tuple[int, ...] = (1,), size: int = 64) -> RenderRequest:
-    return RenderRequest(
-        prompt="a lighthouse at dusk",
-        model="tiny",
-        width=size,
-        height=size,
-        steps=steps,
-        guidance=5.0,
-        sampler="euler",
-        seeds=seeds,
-    )
 
 
 # -- previews at the rate Discord shows them ----------------------------------------------------------
@@ -65,7 +53,7 @@ async def _progress_of_one_job(db: Database, root: Path, engine: Engine, steps: 
     await scheduler.start()
     try:
         await scheduler.pause()  # the job's stream exists before it runs
-        job_id = await scheduler.submit(_req(steps=steps, seeds=(4, 5)), JobOwner(1, 10, 20))
+        job_id = await scheduler.submit(request(4, steps=steps, n=2), JobOwner(1, 10, 20))
         stream = scheduler.subscribe(job_id)
         await scheduler.resume()
         async with asyncio.timeout(WAIT_S):
@@ -192,10 +180,7 @@ def test_half_precision_loads_the_fp16_files_when_there_are_some(
         assert not torch.allclose(loaded, torch.full_like(loaded, 0.5))
     else:
         assert torch.allclose(loaded, torch.full_like(loaded, bias))
-    image = Engine(registry).render([RenderRequest(
-        prompt="a lighthouse", model="m", width=64, height=64, steps=2, guidance=5.0, sampler="euler",
-        seeds=(1,),
-    )])[0][0]
+    image = Engine(registry).render([request(model="m")])[0][0]
     assert image.size == (64, 64)
 
 
@@ -212,10 +197,7 @@ def test_a_model_saved_in_fp16_still_loads_in_full_precision(
     registry = ModelRegistry([("m", str(folder))], tmp_path, device="cpu", dtype="float32")
     pipe = registry.pipeline("m")
     assert {pipe.unet.dtype, pipe.text_encoder.dtype, pipe.vae.dtype} == {torch.float32}
-    image = Engine(registry).render([RenderRequest(
-        prompt="a lighthouse", model="m", width=64, height=64, steps=2, guidance=5.0, sampler="euler",
-        seeds=(1,),
-    )])[0][0]
+    image = Engine(registry).render([request(model="m")])[0][0]
     assert image.size == (64, 64)
 
 
