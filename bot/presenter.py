@@ -49,6 +49,11 @@ def headline(request: RenderRequest, user_id: int) -> str:
     return f"**{short_prompt(request.prompt)}**{what} — <@{user_id}>"
 
 
+def notes_line(request: RenderRequest) -> str:
+    """The request's notes (e.g. "the prompt was cut after 180 words") as a small last line, or ""."""
+    return f"\n-# ⚠️ {'; '.join(request.notes)}" if request.notes else ""
+
+
 def format_eta(seconds: float) -> str:
     if seconds < 60:
         return f"about {max(1, round(seconds))} s"
@@ -73,7 +78,7 @@ def queued(request: RenderRequest, user_id: int, where: QueuePlace | None) -> Sh
         status = "queued — the queue is paused by this server's moderators"
     else:
         status = f"queued — position {where.position}, {format_eta(where.eta_s)}"
-    return Shown(f"{headline(request, user_id)} ({status})")
+    return Shown(f"{headline(request, user_id)} ({status}){notes_line(request)}")
 
 
 def progress_bar(step: int, total: int) -> str:
@@ -85,7 +90,8 @@ def progress_bar(step: int, total: int) -> str:
 def rendering(request: RenderRequest, user_id: int, step: int, total: int,
               preview_png: bytes | None) -> Shown:
     files = [("preview.png", preview_png)] if preview_png else []
-    return Shown(f"{headline(request, user_id)} (rendering)\n{progress_bar(step, total)}", files)
+    bar = progress_bar(step, total)
+    return Shown(f"{headline(request, user_id)} (rendering)\n{bar}{notes_line(request)}", files)
 
 
 def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
@@ -111,7 +117,7 @@ def result(job_id: int, request: RenderRequest, user_id: int, image: bytes, coun
     name = f"{'SPOILER_' if spoiler else ''}atelier_{job_id}.{ext}"
     note = "" if ext == "png" else " · JPEG: the PNG is over this server's upload limit"
     return Shown(
-        f"{headline(request, user_id)} · job `{job_id}` · seed {request.seeds[0]}{note}",
+        f"{headline(request, user_id)} · job `{job_id}` · seed {request.seeds[0]}{note}{notes_line(request)}",
         [(name, image)],
         result_view(job_id, count, request.kind),
     )

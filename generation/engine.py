@@ -22,6 +22,7 @@ from PIL import Image
 from generation.errors import InvalidRequest, RenderCancelled, RenderError
 from generation.models import VAE_TILE_PIXELS, ModelRegistry, ModelSpec, fit_vae, is_oom
 from generation.previews import PreviewThrottle, latent_to_preview, placeholder, x0_estimate
+from generation.prompts import call_arguments, chunk_count
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
 from generation.samplers import make_scheduler
@@ -176,6 +177,11 @@ class Engine:
             slots = [_Slot(i, seed) for i, r in enumerate(requests) for seed in r.seeds]
             prepared = self._prepare_sources(requests, sources) if img2img else None
             groups = self._groups(requests, slots, spec.family)
+            # Prompts of different lengths (in 77-token chunks) go in separate calls: padding the shorter
+            # with empty chunks to share a call would change its pixels from its solo render.
+            lengths = [chunk_count(pipe, r.prompt, r.negative) for r in requests]
+            groups = [[s for s in g if lengths[s.request] == n] for g in groups
+                      for n in sorted({lengths[s.request] for s in g})]
             if self.max_images_per_call:
                 size = max(1, self.max_images_per_call)
                 groups = [g[i : i + size] for g in groups for i in range(0, len(g), size)]
@@ -378,8 +384,6 @@ class _Run:
         negatives = [self.requests[s.request].negative for s in chunk]
         generators = [torch.Generator("cpu").manual_seed(s.seed) for s in chunk]
         call: dict[str, Any] = {
-            "prompt": prompts,
-            "negative_prompt": negatives if any(negatives) else None,
             "num_inference_steps": first.steps,
             "guidance_scale": first.guidance,
             "generator": generators,
@@ -400,6 +404,9 @@ class _Run:
             call["width"] = first.width
             call["height"] = first.height
         try:
+            # Prompts go in as embeddings: chunked past 77 tokens and weighted (generation/prompts.py). A
+            # clip_skip in the call must reach that encoding: the pipeline ignores it beside embeddings.
+            call.update(call_arguments(pipe, prompts, negatives, clip_skip=call.pop("clip_skip", None)))
             with torch.inference_mode():
                 result = pipe(**call)
         finally:

@@ -310,6 +310,12 @@ class ModelRegistry:
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
 
+    def resident_pipeline(self, name: str) -> Any | None:
+        """The txt2img pipeline of `name` if it is loaded, else None: never loads, never waits for the
+        registry's lock (safe from the event loop while a worker thread loads or renders)."""
+        entry = self._loaded.get(self.spec(name).name)
+        return None if entry is None else entry.pipe
+
     # -- loaded pipelines -----------------------------------------------------------------------
 
     def pipeline(self, name: str) -> Any:

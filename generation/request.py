@@ -33,6 +33,9 @@ class RenderRequest:
     source: str | None = None
     strength: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Short notes for the member about their request as it will be rendered (e.g. words of a long prompt
+    # the model cannot read); decided when the request is built, shown with every message of the job.
+    notes: tuple[str, ...] = ()
 
     @property
     def count(self) -> int:
@@ -56,6 +59,7 @@ class RenderRequest:
         data = asdict(self)
         data["kind"] = str(self.kind)
         data["seeds"] = list(self.seeds)
+        data["notes"] = list(self.notes)
         return data
 
     @classmethod
@@ -64,5 +68,6 @@ class RenderRequest:
         data["kind"] = Kind(data.get("kind", Kind.TXT2IMG))
         data["seeds"] = tuple(int(s) for s in data["seeds"])
         data["guidance"] = float(data["guidance"])
+        data["notes"] = tuple(str(n) for n in data.get("notes", ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

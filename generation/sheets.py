@@ -13,6 +13,7 @@ CELL = 256
 GAP = 6
 BACKGROUND = (30, 31, 34)  # Discord's dark theme, so the sheet sits quietly in the chat
 EMPTY = (43, 45, 49)
+PLACEHOLDER = (96, 44, 52)  # a cell whose image file is missing or damaged: plainly not a picture
 BADGE = (0, 0, 0, 170)
 TEXT = (255, 255, 255)
 
@@ -43,10 +44,21 @@ def _badge(draw: ImageDraw.ImageDraw, x: int, y: int, label: str, size: int) -> 
     draw.text((x + pad - left, y + pad - top), label, font=face, fill=TEXT)
 
 
-def contact_sheet(images: Sequence[Image.Image], *, columns: int = 3, rows: int = 3, cell: int = CELL,
-                  first_number: int = 1) -> Image.Image:
+def _placeholder(draw: ImageDraw.ImageDraw, x: int, y: int, cell: int) -> None:
+    """A flat cell with a short note along its bottom edge (the centre stays the plain colour)."""
+    draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=PLACEHOLDER)
+    face = font(max(10, cell // 14))
+    label = "image unavailable"
+    left, top, right, bottom = draw.textbbox((0, 0), label, font=face)
+    draw.text((x + (cell - (right - left)) // 2 - left, y + cell - (bottom - top) - cell // 12 - top), label,
+              font=face, fill=TEXT)
+
+
+def contact_sheet(images: Sequence[Image.Image | None], *, columns: int = 3, rows: int = 3,
+                  cell: int = CELL, first_number: int = 1) -> Image.Image:
     """Up to columns x rows thumbnails in reading order, each with its number (first_number, +1, ...)
-    in a badge at its top-left corner. Missing cells on a short last page stay empty."""
+    in a badge at its top-left corner. None stands for an image that cannot be shown: its cell is a
+    PLACEHOLDER, numbered like the rest. Missing cells on a short last page stay empty."""
     if columns < 1 or rows < 1:
         raise ValueError("a sheet needs at least one row and one column")
     if len(images) > columns * rows:
@@ -60,7 +72,11 @@ def contact_sheet(images: Sequence[Image.Image], *, columns: int = 3, rows: int 
         x = GAP + (slot % columns) * (cell + GAP)
         y = GAP + (slot // columns) * (cell + GAP)
         if slot < len(images):
-            sheet.paste(_fit(images[slot], cell), (x, y))
+            image = images[slot]
+            if image is None:
+                _placeholder(draw, x, y, cell)
+            else:
+                sheet.paste(_fit(image, cell), (x, y))
             _badge(draw, x + GAP, y + GAP, str(first_number + slot), badge_size)
         else:
             draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=EMPTY)
@@ -74,7 +90,7 @@ def cell_box(slot: int, *, columns: int = 3, cell: int = CELL) -> tuple[int, int
     return x, y, x + cell, y + cell
 
 
-def sheet_png(images: Sequence[Image.Image], **layout: int) -> bytes:
+def sheet_png(images: Sequence[Image.Image | None], **layout: int) -> bytes:
     buf = io.BytesIO()
     contact_sheet(images, **layout).save(buf, format="PNG", optimize=False, compress_level=3)
     return buf.getvalue()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from generation.errors import InvalidRequest
+from generation.prompts import cut_notes, tokenizer_for_notes
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler
 
@@ -320,6 +321,12 @@ def build_request(
         strength = float(strength)
     _check_pixels(width, height, spec.family, limits)
 
+    # 6. Words the model cannot read are dropped; the member is told (known only where the model is
+    # loaded in this process: counting needs its tokenizer).
+    pipe = registry.resident_pipeline(spec.name)
+    tokenizer = None if pipe is None else tokenizer_for_notes(pipe)
+    notes = () if tokenizer is None else cut_notes(tokenizer, prompt, negative)
+
     return RenderRequest(
         prompt=prompt,
         model=spec.name,
@@ -333,6 +340,7 @@ def build_request(
         negative=negative,
         source=draft.source if draft.kind != Kind.TXT2IMG else None,
         strength=strength,
+        notes=notes,
     )
 
 

@@ -286,7 +286,7 @@ class JobStore:
         now = time.time()
         async with self._db.transaction() as conn:
             async with conn.execute(
-                "SELECT status, guild_id, user_id, request FROM jobs WHERE id = ?", (job_id,)
+                "SELECT status, guild_id, user_id, request, private FROM jobs WHERE id = ?", (job_id,)
             ) as cur:
                 job = await cur.fetchone()
             if job is None:
@@ -296,8 +296,8 @@ class JobStore:
                 prompt = str(json.loads(job["request"]).get("prompt", ""))
                 await conn.executemany(
                     """INSERT OR IGNORE INTO images (job_id, idx, seed, blob, width, height, nsfw, created_at,
-                           guild_id, user_id, prompt)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                           guild_id, user_id, prompt, private)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     [
                         (
                             job_id,
@@ -311,6 +311,7 @@ class JobStore:
                             job["guild_id"] or 0,
                             job["user_id"],
                             prompt,
+                            int(job["private"] != 0),
                         )
                         for im in images
                     ],

@@ -10,6 +10,13 @@ import sqlite3
 
 from storage.errors import SchemaTooNew
 
+
+def _owner(row: str) -> str:
+    """The FTS owner tokens of an image row (`new`, `old` or a table name), as SQL (migration 5 on)."""
+    return (f"'g' || {row}.guild_id || ' o' || {row}.guild_id || 'x' || {row}.user_id || CASE"
+            f" WHEN {row}.private = 0 THEN ' p' || {row}.guild_id || 'x' || {row}.user_id ELSE '' END")
+
+
 # Append only. Never edit a migration that has shipped: write the next one.
 MIGRATIONS: list[str] = [
     # 1: the whole first schema.
@@ -159,6 +166,108 @@ MIGRATIONS: list[str] = [
     ALTER TABLE images ADD COLUMN deleted_at REAL;
     UPDATE images SET deleted_at = (julianday('now') - 2440587.5) * 86400.0 WHERE deleted = 1;
     CREATE INDEX audit_actor ON audit_log(actor_id, action, created_at);
+    """,
+    # 5: galleries at scale without a join. A sheet of another member's images needs the job's privacy:
+    # it is copied onto the image (jobs.complete writes it, a guard refuses a mismatch, a trigger follows
+    # later changes of jobs.private) and covered by a partial index for the public view. The search
+    # index gains a token per owner's *public* images, so counting another member's matches never
+    # reads the table (a common word of a 70 k-image member: 12 ms instead of 90). A per-owner counter
+    # table kept by triggers makes "page 3 of N" O(1) instead of a count over up to 100 k entries.
+    # Each star carries a copy of its image's guild, owner, privacy and deletion, so a member's
+    # favourites page and count read one index, never an image row per star.
+    f"""
+    DROP TRIGGER images_fts_insert;
+    DROP TRIGGER images_fts_hide;
+    DROP TRIGGER images_fts_unhide;
+    DROP TRIGGER images_fts_remove;
+    ALTER TABLE images ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+    UPDATE images SET private = 1 WHERE job_id IN (SELECT id FROM jobs WHERE private != 0);
+    CREATE INDEX images_public ON images(guild_id, user_id, id) WHERE deleted = 0 AND private = 0;
+
+    CREATE TRIGGER images_private_guard BEFORE INSERT ON images
+        WHEN new.private != coalesce((SELECT private != 0 FROM jobs WHERE id = new.job_id), 0) BEGIN
+        SELECT RAISE(ABORT, 'images.private must be its job''s private');
+    END;
+    CREATE TRIGGER jobs_private_to_images AFTER UPDATE OF private ON jobs
+        WHEN (old.private != 0) != (new.private != 0) BEGIN
+        UPDATE images SET private = (new.private != 0) WHERE job_id = new.id;
+    END;
+
+    -- Owner tokens: g<guild>, o<guild>x<user>, and p<guild>x<user> while the image is public.
+    INSERT INTO images_fts(images_fts) VALUES ('delete-all');
+    INSERT INTO images_fts(rowid, prompt, owner) SELECT id, prompt, {_owner("images")} FROM images
+        WHERE deleted = 0;
+    CREATE TRIGGER images_fts_insert AFTER INSERT ON images WHEN new.deleted = 0 BEGIN
+        INSERT INTO images_fts(rowid, prompt, owner) VALUES (new.id, new.prompt, {_owner("new")});
+    END;
+    CREATE TRIGGER images_fts_hide AFTER UPDATE OF deleted ON images
+        WHEN old.deleted = 0 AND new.deleted = 1 BEGIN
+        INSERT INTO images_fts(images_fts, rowid, prompt, owner)
+            VALUES ('delete', old.id, old.prompt, {_owner("old")});
+    END;
+    CREATE TRIGGER images_fts_unhide AFTER UPDATE OF deleted ON images
+        WHEN old.deleted = 1 AND new.deleted = 0 BEGIN
+        INSERT INTO images_fts(rowid, prompt, owner) VALUES (new.id, new.prompt, {_owner("new")});
+    END;
+    CREATE TRIGGER images_fts_privacy AFTER UPDATE OF private ON images
+        WHEN old.deleted = 0 AND new.deleted = 0 AND old.private != new.private BEGIN
+        INSERT INTO images_fts(images_fts, rowid, prompt, owner)
+            VALUES ('delete', old.id, old.prompt, {_owner("old")});
+        INSERT INTO images_fts(rowid, prompt, owner) VALUES (new.id, new.prompt, {_owner("new")});
+    END;
+    CREATE TRIGGER images_fts_remove AFTER DELETE ON images WHEN old.deleted = 0 BEGIN
+        INSERT INTO images_fts(images_fts, rowid, prompt, owner)
+            VALUES ('delete', old.id, old.prompt, {_owner("old")});
+    END;
+
+    ALTER TABLE favourites ADD COLUMN guild_id INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE favourites ADD COLUMN owner_id INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE favourites ADD COLUMN private INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE favourites ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+    UPDATE favourites SET (guild_id, owner_id, private, deleted) =
+        (SELECT guild_id, user_id, private, deleted FROM images WHERE images.id = favourites.image_id);
+    CREATE INDEX favourites_shown ON favourites(user_id, guild_id, image_id, owner_id, private)
+        WHERE deleted = 0;
+    CREATE TRIGGER favourites_copy AFTER INSERT ON favourites BEGIN
+        UPDATE favourites SET (guild_id, owner_id, private, deleted) =
+            (SELECT guild_id, user_id, private, deleted FROM images WHERE images.id = new.image_id)
+            WHERE user_id = new.user_id AND image_id = new.image_id;
+    END;
+    CREATE TRIGGER images_to_favourites AFTER UPDATE OF deleted, private ON images
+        WHEN old.deleted != new.deleted OR old.private != new.private BEGIN
+        UPDATE favourites SET private = new.private, deleted = new.deleted WHERE image_id = new.id;
+    END;
+
+    -- visible: the owner's own sheet (not deleted); public: what other members see (also not private).
+    CREATE TABLE gallery_counts (
+        guild_id INTEGER NOT NULL,
+        user_id  INTEGER NOT NULL,
+        visible  INTEGER NOT NULL DEFAULT 0,
+        public   INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (guild_id, user_id)
+    ) WITHOUT ROWID;
+    INSERT INTO gallery_counts (guild_id, user_id, visible, public)
+        SELECT guild_id, user_id, sum(deleted = 0), sum(deleted = 0 AND private = 0)
+        FROM images GROUP BY guild_id, user_id;
+    CREATE TRIGGER images_counts_insert AFTER INSERT ON images BEGIN
+        INSERT INTO gallery_counts (guild_id, user_id, visible, public)
+            VALUES (new.guild_id, new.user_id, new.deleted = 0, new.deleted = 0 AND new.private = 0)
+            ON CONFLICT (guild_id, user_id) DO UPDATE
+            SET visible = visible + excluded.visible, public = public + excluded.public;
+    END;
+    CREATE TRIGGER images_counts_update AFTER UPDATE OF deleted, private ON images
+        WHEN old.deleted != new.deleted OR old.private != new.private BEGIN
+        UPDATE gallery_counts
+            SET visible = visible - (old.deleted = 0) + (new.deleted = 0),
+                public = public - (old.deleted = 0 AND old.private = 0)
+                         + (new.deleted = 0 AND new.private = 0)
+            WHERE guild_id = new.guild_id AND user_id = new.user_id;
+    END;
+    CREATE TRIGGER images_counts_delete AFTER DELETE ON images BEGIN
+        UPDATE gallery_counts
+            SET visible = visible - (old.deleted = 0), public = public - (old.deleted = 0 AND old.private = 0)
+            WHERE guild_id = old.guild_id AND user_id = old.user_id;
+    END;
     """,
 ]
 

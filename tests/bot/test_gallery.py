@@ -15,7 +15,7 @@ from PIL import Image
 
 from bot.app import App
 from generation.request import RenderRequest
-from generation.sheets import cell_box
+from generation.sheets import PLACEHOLDER, cell_box, contact_sheet
 from sandbox import Sandbox
 from storage.images import NewImage
 from tests.bot.helpers import button, imagine, job_id_of
@@ -45,13 +45,19 @@ async def seed(app: App, user: Any, guild_id: int, prompts: list[str], *, privat
     return ids
 
 
-async def open_gallery(sandbox: Sandbox, viewer: Any, channel: Any, **options: Any) -> Any:
-    interaction = await sandbox.slash(viewer, channel, "gallery", options)
+async def deferred_reply(sandbox: Sandbox, member: Any, channel: Any, command: str, /,
+                         **options: Any) -> Any:
+    """The ephemeral answer to a command that defers first (/gallery, /export)."""
+    interaction = await sandbox.slash(member, channel, command, options)
     await interaction.wait_ack()
     await sandbox.wait_for(lambda: interaction.followups, timeout=30)
-    page = interaction.followups[0]
-    assert page.ephemeral
-    return page
+    message = interaction.followups[0]
+    assert message.ephemeral
+    return message
+
+
+async def open_gallery(sandbox: Sandbox, viewer: Any, channel: Any, **options: Any) -> Any:
+    return await deferred_reply(sandbox, viewer, channel, "gallery", **options)
 
 
 def select_values(message: Any) -> list[int]:
@@ -196,19 +202,81 @@ async def test_export_holds_exactly_the_users_own_rows(sandbox: Sandbox, bot: Ap
     await seed(bot, bob, sandbox.guild.id, ["bob one"], start=3)
     await seed(bot, alice, sandbox.add_guild("Other").id, ["alice elsewhere"], start=4)
 
-    interaction = await sandbox.slash(alice, general, "export", {})
-    await interaction.wait_ack()
-    message = interaction.original
-    assert message is not None and message.ephemeral
+    message = await export(sandbox, alice, general)
+    assert "Capped" not in message.content
     rows = list(csv.DictReader(io.StringIO(message.attachments[0].data.decode())))
     assert [r["prompt"] for r in rows] == ["alice one", "alice two", "alice three"]
     assert [int(r["seed"]) for r in rows] == [1000, 1001, 1002]
     assert {"job_id", "seed", "prompt", "negative", "model", "steps", "guidance", "sampler"} <= set(rows[0])
 
-    interaction = await sandbox.slash(bob, general, "export", {"format": "json"})
-    await interaction.wait_ack()
-    data = json.loads(interaction.original.attachments[0].data)
+    data = json.loads((await export(sandbox, bob, general, format="json")).attachments[0].data)
     assert [(r["prompt"], r["seed"]) for r in data] == [("bob one", 1003)]
+    nothing = await export(sandbox, sandbox.users["mod"], general)
+    assert "no images here" in nothing.content and not nothing.attachments
+
+
+async def export(sandbox: Sandbox, user: Any, channel: Any, **options: Any) -> Any:
+    return await deferred_reply(sandbox, user, channel, "export", **options)
+
+
+async def test_export_is_capped_at_the_newest_rows_and_says_so(sandbox: Sandbox, bot: App,
+                                                               monkeypatch: Any) -> None:
+    import bot.extensions.gallery as gallery
+    import storage.gallery
+
+    assert bot.services is not None
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    await seed(bot, alice, sandbox.guild.id, [f"prompt {i}" for i in range(10)])
+    monkeypatch.setattr(gallery, "EXPORT_MAX_ROWS", 4)
+    monkeypatch.setattr(storage.gallery, "EXPORT_CHUNK", 3)  # rows arrive over several chunks
+    for format in ("csv", "json"):
+        message = await export(sandbox, alice, general, format=format)
+        assert "4 images" in message.content and "Capped" in message.content, message.content
+        data = message.attachments[0].data
+        rows = json.loads(data) if format == "json" else list(csv.DictReader(io.StringIO(data.decode())))
+        assert [r["prompt"] for r in rows] == ["prompt 6", "prompt 7", "prompt 8", "prompt 9"]
+    # The byte cap (the server's upload limit) keeps the newest rows that fit, whole.
+    monkeypatch.setattr(gallery, "EXPORT_MAX_ROWS", 100)
+    full, count, capped = await gallery.build_export(bot.services.db.gallery, sandbox.guild.id, alice.id,
+                                                     "json", max_bytes=10**6)
+    assert (count, capped) == (10, False)
+    small, count, capped = await gallery.build_export(bot.services.db.gallery, sandbox.guild.id, alice.id,
+                                                      "json", max_bytes=len(full) // 2)
+    assert capped and 0 < count < 10 and len(small) <= len(full) // 2
+    assert [r["prompt"] for r in json.loads(small)] == [f"prompt {i}" for i in range(10 - count, 10)]
+
+
+async def test_missing_or_damaged_image_files_show_as_placeholders(sandbox: Sandbox, bot: App) -> None:
+    assert bot.services is not None
+    db, blobs = bot.services.db, bot.services.blobs
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    ids = await seed(bot, alice, sandbox.guild.id, [f"picture {i}" for i in range(9)])
+    newest_first = ids[::-1]
+    damaged, missing = newest_first[2], newest_first[6]
+    for image_id, damage in ((damaged, b"\x89PNG\r\n\x1a\n this is not an image"), (missing, None)):
+        row = await db.images.get(image_id)
+        assert row is not None
+        if damage is None:
+            blobs.path(row.blob).unlink()
+        else:
+            blobs.path(row.blob).write_bytes(damage)
+
+    page = await open_gallery(sandbox, alice, general)
+    assert "9 images" in page.content and select_values(page) == newest_first
+    image = sheet(page)
+    assert image.size == contact_sheet([None] * 9).size  # a whole 3x3 sheet
+    for slot in range(9):
+        expected = PLACEHOLDER if slot in (2, 6) else colour(8 - slot)
+        assert close(cell_colour(image, slot), expected), slot
+
+    for image_id in (damaged, missing):
+        opened = await sandbox.select(alice, page, select_id(page), [str(image_id)])
+        await opened.wait_ack()
+        assert opened.original.ephemeral and not opened.original.attachments
+        assert "missing or damaged" in opened.original.content
+    fine = await sandbox.select(alice, page, select_id(page), [str(newest_first[0])])
+    await fine.wait_ack()
+    assert fine.original.attachments
 
 
 async def test_star_on_a_result_and_imagine_from_this_image(sandbox: Sandbox, bot: App) -> None:

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from storage import BlobStore, Database, NewImage
+from tests.storage.old_schema import old_job, old_schema
 
 
 def _png(color: tuple[int, int, int], size: tuple[int, int] = (300, 200)) -> bytes:
@@ -140,20 +141,11 @@ def test_put_of_bytes_already_stored_makes_the_file_young_again(tmp_path: Path) 
 
 
 async def test_migration_4_starts_the_grace_period_of_images_deleted_before_it(tmp_path: Path) -> None:
-    import sqlite3
-
     path = tmp_path / "old.db"
-    async with await Database.open(path) as db:
-        job = await db.jobs.create(user_id=1, kind="txt2img", request={"prompt": "p", "seeds": [1, 2]},
-                                   batch_key="k")
-        await db.jobs.complete(job.id, [NewImage(0, 1, "a" * 64 + ".png", 8, 8),
-                                        NewImage(1, 2, "b" * 64 + ".png", 8, 8)])
-    conn = sqlite3.connect(path, isolation_level=None)  # back to version 3, one image deleted then
-    conn.execute("ALTER TABLE images DROP COLUMN deleted_at")
-    conn.execute("DROP INDEX audit_actor")
-    conn.execute("UPDATE images SET deleted = 1 WHERE idx = 0")
-    conn.execute("PRAGMA user_version = 3")
-    conn.close()
+    with old_schema(path, 3) as conn:  # version 3: one image deleted, with no time of deletion
+        a, b = old_job(conn, 1, 0, "p", private=False, favourite=[False, False], deleted=0)
+        conn.execute("UPDATE images SET blob = ? WHERE id = ?", ("a" * 64 + ".png", a))
+        conn.execute("UPDATE images SET blob = ? WHERE id = ?", ("b" * 64 + ".png", b))
     async with await Database.open(path) as db:
         # Just deleted, as far as the sweep knows: kept for the grace period, then collectable.
         assert "a" * 64 + ".png" in await db.images.referenced_blobs(deleted_before=time.time() - DAY)
