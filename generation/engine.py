@@ -22,7 +22,7 @@ from PIL import Image
 from generation.errors import InvalidRequest, RenderCancelled, RenderError
 from generation.models import VAE_TILE_PIXELS, ModelRegistry, ModelSpec, fit_vae, is_oom
 from generation.previews import PreviewThrottle, latent_to_preview, placeholder, x0_estimate
-from generation.prompts import call_arguments, chunk_count
+from generation.prompts import MAX_CHUNKS, call_arguments, chunk_count
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
 from generation.samplers import make_scheduler
@@ -229,9 +229,10 @@ class Engine:
         return [g for g in (without, with_neg) if g]
 
 
-def _warm_request(spec: ModelSpec, width: int = 64, height: int = 64, images: int = 1) -> RenderRequest:
+def _warm_request(spec: ModelSpec, width: int = 64, height: int = 64, images: int = 1,
+                  chunks: int = 1) -> RenderRequest:
     return RenderRequest(
-        prompt="warm up",
+        prompt=" BREAK ".join(["warm up"] * chunks),  # BREAK starts a new 75-token chunk
         model=spec.name,
         width=width,
         height=height,
@@ -244,9 +245,10 @@ def _warm_request(spec: ModelSpec, width: int = 64, height: int = 64, images: in
 
 def warm_up_plan(spec: ModelSpec, max_batch: int, per_call: int | None = None) -> list[RenderRequest]:
     """One-step renders at every UNet input shape the model's jobs will use: each aspect's size with each
-    number of images a call may hold, and the 2x upscale of each aspect (one image). Uploads for img2img
-    keep their own aspect: those shapes cannot be listed, and rely on torch.compile's dynamic shapes,
-    which the varied sizes here turn on."""
+    number of images a call may hold, the 2x upscale of each aspect (one image), and prompts of two and
+    three 75-token chunks (longer text embeddings). Uploads for img2img keep their own aspect: those
+    shapes cannot be listed, and rely on torch.compile's dynamic shapes, which the varied sizes here
+    turn on."""
     # The scheduler fills a call up to max_batch images, but a job's own images always run together, so
     # one job of the largest count goes past a smaller max_batch; `per_call` is the engine's own ceiling.
     max_images = max(max_batch, Limits().max_count)
@@ -260,7 +262,9 @@ def warm_up_plan(spec: ModelSpec, max_batch: int, per_call: int | None = None) -
         with contextlib.suppress(InvalidRequest):  # a size this model cannot upscale is never asked for
             upscales.append(upscale_of(_warm_request(spec, width, height), 0, source="warm-up",
                                        family=spec.family))
-    return plan + upscales
+    width, height = size_for(ASPECTS[0], spec.family)
+    long_prompts = [_warm_request(spec, width, height, chunks=n) for n in range(2, MAX_CHUNKS + 1)]
+    return plan + upscales + long_prompts
 
 
 class _Run:

@@ -80,20 +80,27 @@ async def test_previews_are_made_at_most_once_per_interval_while_progress_goes_e
 # -- warm-up before any work, at the sizes jobs use ----------------------------------------------------
 
 
+UnetInput = tuple[str, tuple[int, ...], int]  # model, latents' shape, text embeddings' length
+
+
 @pytest.fixture
-def unet_inputs(tiny_data_dir: Path) -> Iterator[tuple[ModelRegistry, list[tuple[str, tuple[int, ...]]]]]:
+def unet_inputs(tiny_data_dir: Path) -> Iterator[tuple[ModelRegistry, list[UnetInput]]]:
     """A cold registry of two tiny models of which one stays loaded, and the shape of every latent batch
     its UNets see."""
     registry = ModelRegistry([("a", "tiny"), ("b", "tiny")], tiny_data_dir, device="cpu", max_loaded=1)
-    seen: list[tuple[str, tuple[int, ...]]] = []
-    unet = registry.pipeline("a").unet
-    handle = unet.register_forward_pre_hook(lambda module, args: seen.append(("a", tuple(args[0].shape))))
+    seen: list[UnetInput] = []
+
+    def record(module: Any, args: Any, kwargs: Any) -> None:
+        # The latents' shape and the text embeddings' length (77 tokens per prompt chunk).
+        seen.append(("a", tuple(args[0].shape), kwargs["encoder_hidden_states"].shape[1]))
+
+    handle = registry.pipeline("a").unet.register_forward_pre_hook(record, with_kwargs=True)
     yield registry, seen
     handle.remove()
 
 
 def _shapes(plan: list[RenderRequest]) -> set[tuple[str, int, int, int]]:
-    return {(r.kind.value, r.width, r.height, r.count) for r in plan}
+    return {(r.kind.value, r.width, r.height, r.count) for r in plan if "BREAK" not in r.prompt}
 
 
 def test_the_warm_up_plan_covers_every_aspect_and_batch_size_a_call_can_hold(tiny_registry: Any) -> None:
@@ -117,9 +124,13 @@ def test_warm_up_renders_the_plan_for_each_model_that_stays_loaded(unet_inputs: 
     engine = Engine(registry, max_images_per_call=1)  # one image per call keeps this CPU test short
     engine.warm_up(max_batch=1, every_size=True)
 
-    # What the UNet saw: each aspect's latents (doubled by guidance) and each aspect's 2x upscale.
-    want = {("a", (2, 4, h // 8, w // 8)) for w, h in (size_for(aspect, "sd15") for aspect in ASPECTS)}
-    want |= {("a", (2, 4, h // 4, w // 4)) for w, h in (size_for(aspect, "sd15") for aspect in ASPECTS)}
+    # What the UNet saw: each aspect's latents (doubled by guidance) and each aspect's 2x upscale, with a
+    # one-chunk prompt; then prompts of two and three chunks.
+    sizes = [size_for(aspect, "sd15") for aspect in ASPECTS]
+    want = {("a", (2, 4, h // 8, w // 8), 77) for w, h in sizes}
+    want |= {("a", (2, 4, h // 4, w // 4), 77) for w, h in sizes}
+    w, h = sizes[0]
+    want |= {("a", (2, 4, h // 8, w // 8), 77 * chunks) for chunks in (2, 3)}
     assert set(seen) == want and len(seen) == len(want)
     # A second model would push the first out (max_loaded=1): it is not loaded, let alone warmed.
     assert not registry.is_loaded("b")
@@ -133,7 +144,7 @@ def test_warm_up_renders_the_plan_for_each_model_that_stays_loaded(unet_inputs: 
 def test_without_compile_the_warm_up_is_one_small_render(unet_inputs: Any) -> None:
     registry, seen = unet_inputs
     Engine(registry).warm_up(max_batch=4)
-    assert seen == [("a", (2, 4, 8, 8))]
+    assert seen == [("a", (2, 4, 8, 8), 77)]
 
 
 # -- fp16 weight variants ------------------------------------------------------------------------------
