@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=int, default=None)
     gen.add_argument("--guidance", type=float, default=None)
     gen.add_argument("--sampler", default=None)
-    gen.add_argument("--model", default=None)
+    gen.add_argument("--model", default=None, help="a configured model's name, or a model folder / file")
     gen.add_argument("--strength", type=float, default=None)
     gen.add_argument("--variation-of", default=None, metavar="FILE")
     gen.add_argument("--strong", action="store_true", help="strong variation (default subtle)")
@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tiny = sub.add_parser("tiny-model", help="write the tiny offline model to DIR")
     tiny.add_argument("dir")
-    tiny.add_argument("--xl", action="store_true", help="the SDXL-shaped tiny model")
+    tiny.add_argument("--family", default=None,
+                      choices=["sd15", "sd2", "sdxl", "sd3", "flux", "flux-schnell", "flux-dev"],
+                      help="which model family (default sd15; flux is flux-dev)")
+    tiny.add_argument("--xl", action="store_true", help="the SDXL-shaped tiny model (as --family sdxl)")
     return parser
 
 

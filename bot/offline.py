@@ -53,6 +53,11 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
         sources_cfg = settings.model_sources()
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
+    model = args.model
+    if model and model not in {name for name, _ in sources_cfg} and Path(model).exists():
+        # `--model DIR` (or a .safetensors file): render with that model, whatever ATELIER_MODEL says.
+        model = Path(model.rstrip("/")).stem or "model"
+        sources_cfg = [(model, args.model), *((n, s) for n, s in sources_cfg if n != model)]
     try:
         registry = ModelRegistry(
             sources_cfg,
@@ -73,7 +78,7 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
         steps=args.steps,
         guidance=args.guidance,
         sampler=args.sampler,
-        model=args.model,
+        model=model,
         count=args.count,
         strength=args.strength,
     )
@@ -91,7 +96,7 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
                 steps=args.steps if args.steps is not None else params.get("steps"),
                 guidance=args.guidance if args.guidance is not None else params.get("guidance"),
                 sampler=args.sampler or params.get("sampler"),
-                model=args.model or (params.get("model") if params.get("model") in known else None),
+                model=model or (params.get("model") if params.get("model") in known else None),
                 seed=args.seed if args.seed is not None else params.get("seed"),
             ),
             registry,
@@ -142,6 +147,9 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
 def write_tiny_model(args: argparse.Namespace) -> int:
     from generation.tiny import write_tiny_model as write
 
-    target = write(Path(args.dir), xl=bool(getattr(args, "xl", False)))
+    family = getattr(args, "family", None)
+    if family is not None and getattr(args, "xl", False) and family != "sdxl":
+        raise InvalidRequest("--xl means --family sdxl: give only one of them.")
+    target = write(Path(args.dir), xl=bool(getattr(args, "xl", False)), family=family)
     print(target)
     return 0

@@ -20,12 +20,12 @@ from typing import Any
 from PIL import Image
 
 from generation.errors import InvalidRequest, RenderCancelled, RenderError
+from generation.families import Family, family_of
 from generation.models import VAE_TILE_PIXELS, ModelRegistry, ModelSpec, fit_vae, is_oom
 from generation.previews import PreviewThrottle, latent_to_preview, placeholder, x0_estimate
 from generation.prompts import MAX_CHUNKS, call_arguments, chunk_count
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
-from generation.samplers import make_scheduler
 from generation.validate import ASPECTS, Limits, size_for, upscale_of
 
 log = logging.getLogger(__name__)
@@ -174,9 +174,15 @@ class Engine:
         spec = self.registry.spec(first.model)
         with self._lock:
             pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
+            # SDXL's refiner finishes txt2img renders only (a variation or upscale is already refined).
+            refiner = refiner_config = None
+            if not img2img and spec.refiner is not None:
+                refiner = self.registry.img2img(spec.refiner)
+                refiner_config = self.registry.scheduler_config(spec.refiner)
             slots = [_Slot(i, seed) for i, r in enumerate(requests) for seed in r.seeds]
             prepared = self._prepare_sources(requests, sources) if img2img else None
-            groups = self._groups(requests, slots, spec.family)
+            family = family_of(spec.family)
+            groups = self._groups(requests, slots, family)
             # Prompts of different lengths (in 77-token chunks) go in separate calls: padding the shorter
             # with empty chunks to share a call would change its pixels from its solo render.
             lengths = [chunk_count(pipe, r.prompt, r.negative) for r in requests]
@@ -189,7 +195,10 @@ class Engine:
             run = _Run(
                 engine=self,
                 pipe=pipe,
-                family=spec.family,
+                family=family,
+                refiner=refiner,
+                refiner_config=refiner_config,
+                refine_at=spec.refiner_at,
                 requests=requests,
                 sources=prepared,
                 on_progress=on_progress,
@@ -219,10 +228,10 @@ class Engine:
         return out
 
     @staticmethod
-    def _groups(requests: Sequence[RenderRequest], slots: list[_Slot], family: str) -> list[list[_Slot]]:
+    def _groups(requests: Sequence[RenderRequest], slots: list[_Slot], family: Family) -> list[list[_Slot]]:
         # SDXL zeroes the negative embedding only when no negative prompt is passed at all, so
         # images with and without a negative go in separate calls to match their solo renders.
-        if family != "sdxl":
+        if not family.split_negative:
             return [slots]
         with_neg = [s for s in slots if requests[s.request].negative]
         without = [s for s in slots if not requests[s.request].negative]
@@ -262,6 +271,8 @@ def warm_up_plan(spec: ModelSpec, max_batch: int, per_call: int | None = None) -
         with contextlib.suppress(InvalidRequest):  # a size this model cannot upscale is never asked for
             upscales.append(upscale_of(_warm_request(spec, width, height), 0, source="warm-up",
                                        family=spec.family))
+    if family_of(spec.family).t5:
+        return plan + upscales  # T5 embeddings are padded to one length whatever the prompt
     width, height = size_for(ASPECTS[0], spec.family)
     long_prompts = [_warm_request(spec, width, height, chunks=n) for n in range(2, MAX_CHUNKS + 1)]
     return plan + upscales + long_prompts
@@ -275,9 +286,12 @@ class _Run:
         *,
         engine: Engine,
         pipe: Any,
-        family: str,
+        family: Family,
         requests: Sequence[RenderRequest],
         sources: list[Image.Image] | None,
+        refiner: Any = None,
+        refiner_config: Any = None,
+        refine_at: float = 1.0,
         on_progress: ProgressFn | None,
         should_stop: Callable[[], bool] | None,
         chunks: list[list[_Slot]],
@@ -287,6 +301,10 @@ class _Run:
         self.pipe = pipe
         self.scheduler_config = engine.registry.scheduler_config(requests[0].model)
         self.family = family
+        # The second stage (an SDXL refiner img2img pipeline) and the fraction of the steps the base runs.
+        self.refiner = refiner
+        self.refiner_config = refiner_config
+        self.refine_at = refine_at
         self.requests = requests
         self.sources = sources
         self.on_progress = on_progress
@@ -345,19 +363,26 @@ class _Run:
 
         first = self.requests[0]
         pipe = self.pipe
-        # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
-        scheduler = make_scheduler(first.sampler, self.scheduler_config)
         captured: dict[str, Any] = {}
-        original_step = scheduler.step
 
-        def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
-            out = original_step(model_output, timestep, sample, *args, **kwargs)
-            if self.on_progress is not None:
-                captured["x0"] = (model_output, timestep, sample, out)
-            return out
+        def fresh_scheduler(target: Any, config: Any) -> Any:
+            # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
+            scheduler = self.family.make_scheduler(first.sampler, config)
+            original_step = scheduler.step
 
-        scheduler.step = step  # type: ignore[method-assign]
-        pipe.scheduler = scheduler
+            def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
+                out = original_step(model_output, timestep, sample, *args, **kwargs)
+                if self.on_progress is not None:
+                    captured["x0"] = (scheduler, model_output, timestep, sample, out)
+                return out
+
+            scheduler.step = step  # type: ignore[method-assign]
+            target.scheduler = scheduler
+            return scheduler
+
+        scheduler = fresh_scheduler(pipe, self.scheduler_config)
+        # Steps the base stage took, when a refiner finishes the render: its steps count on from there.
+        phase = {"offset": 0}
 
         # Index of each request's first image inside this chunk (the one previewed).
         preview_rows: dict[int, int] = {}
@@ -371,14 +396,19 @@ class _Run:
                 raise RenderCancelled()
             if self.on_progress is not None:
                 total_steps = int(getattr(p, "_num_timesteps", 0) or first.steps)
+                if self.refiner is not None:
+                    # Base and refiner share the base's full schedule between them (2 per step for Heun).
+                    total_steps = len(scheduler.timesteps)
+                index = phase["offset"] + step_index
                 # Steps between previews report progress with the last preview again: no device sync.
-                if "x0" in captured and throttle.due(step_index, total_steps):
-                    model_output, ts, sample, out = captured["x0"]
-                    x0 = x0_estimate(scheduler, model_output, ts, sample, out)
+                if "x0" in captured and throttle.due(index, total_steps):
+                    sched, model_output, ts, sample, out = captured["x0"]
+                    x0 = x0_estimate(sched, model_output, ts, sample, out)
                     for req, row in preview_rows.items():
-                        self.previews[req] = latent_to_preview(x0[row], self.family)
+                        self.previews[req] = latent_to_preview(x0[row], self.family, first.width,
+                                                               first.height)
                 captured.clear()
-                done = self.chunks_done * total_steps + step_index + 1
+                done = self.chunks_done * total_steps + min(index + 1, total_steps)
                 self.on_progress(done, total_steps * self._total_chunks(), list(self.previews))
             if self.engine.step_gate.hold(self.should_stop):
                 raise RenderCancelled()
@@ -394,6 +424,9 @@ class _Run:
             "callback_on_step_end": on_step_end,
             "output_type": "pil" if self.decode else "latent",
         }
+        if self.family.t5:
+            # T5 reads up to this many tokens (its default would cut Flux-dev at 512 and pad schnell to it).
+            call["max_sequence_length"] = self.family.max_prompt_tokens
         fit_vae(pipe, first.width, first.height, len(chunk), self.engine.vae_tile_pixels)
         if self.sources is not None:
             call["image"] = [self.sources[s.request] for s in chunk]
@@ -404,21 +437,42 @@ class _Run:
             while int(steps * strength) < 1:
                 steps += 1
             call["num_inference_steps"] = steps
-        else:
+        if self.sources is None or self.family.flow:
+            # SD3 / Flux img2img render at their native size unless told (the source is already resized).
             call["width"] = first.width
             call["height"] = first.height
+        refiner_scheduler = None
         try:
             # Prompts go in as embeddings: chunked past 77 tokens and weighted (generation/prompts.py). A
             # clip_skip in the call must reach that encoding: the pipeline ignores it beside embeddings.
-            call.update(call_arguments(pipe, prompts, negatives, clip_skip=call.pop("clip_skip", None)))
+            clip_skip = call.pop("clip_skip", None)
+            prompt_args = call_arguments(pipe, prompts, negatives, clip_skip=clip_skip)
+            call.update(prompt_args)
             with torch.inference_mode():
-                result = pipe(**call)
+                if self.refiner is None:
+                    result = pipe(**call)
+                else:
+                    # Base for the first `refine_at` of the noise schedule, handing over latents (no decode);
+                    # the refiner denoises the rest from there, with fresh generators of the same seeds.
+                    latents = pipe(**{**call, "output_type": "latent"}, denoising_end=self.refine_at).images
+                    phase["offset"] = int(getattr(pipe, "_num_timesteps", 0))
+                    refiner_scheduler = fresh_scheduler(self.refiner, self.refiner_config)
+                    fit_vae(self.refiner, first.width, first.height, len(chunk), self.engine.vae_tile_pixels)
+                    skip = {*prompt_args, "width", "height", "output_type"}
+                    refine = {k: v for k, v in call.items() if k not in skip}
+                    # The refiner's own encoder (OpenCLIP-G only) encodes the prompts again.
+                    refine.update(call_arguments(self.refiner, prompts, negatives, clip_skip=clip_skip))
+                    refine["generator"] = [torch.Generator("cpu").manual_seed(s.seed) for s in chunk]
+                    result = self.refiner(**refine, image=latents, denoising_start=self.refine_at)
         finally:
             # The wrapped step closes over this run (its images, previews, sources) and the scheduler's
             # own bound step: a reference cycle that the pipeline keeps reachable until the next call and
             # that only a full GC pass would then free. Break it so the memory goes back at once
             # (bench/memory.py: resident growth per job fell from ~1 MB to ~0).
             del scheduler.step
+            if refiner_scheduler is not None:
+                del refiner_scheduler.step
+                self.engine.registry.restore_vae_dtype(self.refiner)
             captured.clear()
             self.engine.registry.restore_vae_dtype(pipe)
         return list(result.images) if self.decode else []

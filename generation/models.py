@@ -1,8 +1,9 @@
 """Configured models: what each one is (ModelSpec) and its loaded pipelines (ModelRegistry).
 
 Sources: a hub id, a local diffusers folder, a single `.safetensors` checkpoint (needs a local
-config folder for its family when offline), or `tiny` / `tiny-xl` (built offline, images are
-noise). Defaults may be overridden per model with a query string, e.g.
+config folder for its family when offline), or `tiny` / `tiny-xl` / `tiny-<family>` (built offline,
+images are noise). The family (generation/families.py) is read from the folder's model_index.json.
+Defaults may be overridden per model with a query string, e.g.
 `turbo=stabilityai/sdxl-turbo?steps=4&cfg=0&sampler=euler_a` for turbo / LCM models.
 """
 
@@ -16,10 +17,11 @@ import traceback
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl
 
 from generation.errors import ConfigError, InvalidRequest, RenderError
+from generation.families import FAMILIES, family_of
 from generation.safety import SafetyChecker, detach_checker, load_standalone_checker
 from generation.samplers import normalize_sampler
 from generation.tiny import ensure_tiny_model
@@ -38,17 +40,11 @@ class _EmptyFp32ListFilter(logging.Filter):
 
 logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ListFilter())
 
-Family = Literal["sd15", "sdxl"]
-
-# Hub repos whose config folders describe each family, for single-file checkpoints.
-FAMILY_CONFIG_REPOS: dict[str, str] = {
-    "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-}
-
-_FAMILY_DEFAULTS: dict[str, tuple[int, float, str]] = {
-    "sd15": (25, 7.0, "dpmpp_2m_karras"),
-    "sdxl": (30, 6.0, "dpmpp_2m_karras"),
+# The built-in tiny models (generation/tiny.py) by source name, and their families.
+TINY_SOURCES: dict[str, str] = {
+    "tiny": "sd15",
+    "tiny-xl": "sdxl",
+    **{f"tiny-{name}": name for name in FAMILIES if name not in ("sd15", "sdxl")},
 }
 
 
@@ -56,14 +52,18 @@ _FAMILY_DEFAULTS: dict[str, tuple[int, float, str]] = {
 class ModelSpec:
     name: str
     source: str
-    family: Family
+    family: str  # a key of generation.families.FAMILIES
     default_steps: int
     default_guidance: float
     default_sampler: str
+    # `?refiner=name`: a configured SDXL refiner that finishes this model's txt2img renders, taking over
+    # at `refiner_at` of the noise schedule (the base's denoising_end, the refiner's denoising_start).
+    refiner: str | None = None
+    refiner_at: float = 0.8
 
     @property
     def is_tiny(self) -> bool:
-        return self.source in ("tiny", "tiny-xl")
+        return self.source in TINY_SOURCES
 
 
 @dataclass
@@ -184,13 +184,58 @@ def _split_overrides(source: str) -> tuple[str, dict[str, str]]:
     return base, dict(parse_qsl(query))
 
 
-def _single_file_family(path: Path) -> Family:
+def _single_file_family(path: Path) -> str:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         keys = f.keys()
     if any(k.startswith("conditioner.embedders.1") for k in keys):
         return "sdxl"
+    if any(k.startswith("cond_stage_model.model.") for k in keys):
+        return "sd2"  # OpenCLIP-H text encoder in OpenCLIP's own layout
+    if any(".joint_blocks." in k or k.startswith("joint_blocks.") for k in keys):
+        return "sd3"
+    if any(".double_blocks." in k or k.startswith("double_blocks.") for k in keys):
+        return "flux-dev" if any("guidance_in." in k for k in keys) else "flux-schnell"
+    return "sd15"
+
+
+def _json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _folder_family(path: Path) -> str:
+    """The family of a diffusers folder, from model_index.json and the component configs that tell
+    apart the families sharing one pipeline class."""
+    cls = _json(path / "model_index.json").get("_class_name", "")
+    if "Flux" in cls:
+        # dev embeds the guidance number; schnell has no input for it.
+        guided = _json(path / "transformer" / "config.json").get("guidance_embeds", False)
+        return "flux-dev" if guided else "flux-schnell"
+    if "StableDiffusion3" in cls:
+        return "sd3"
+    if "XL" in cls:
+        return "sdxl"
+    # SD 1.x and 2.x share StableDiffusionPipeline: 2.x has OpenCLIP-H, whose MLP is plain GELU where
+    # OpenAI's CLIP-L uses quick GELU (and its UNet projects linearly).
+    text = _json(path / "text_encoder" / "config.json")
+    unet = _json(path / "unet" / "config.json")
+    if text.get("hidden_act") == "gelu" or unet.get("use_linear_projection"):
+        return "sd2"
+    return "sd15"
+
+
+def _hub_family(source: str) -> str:
+    """A guess from a hub id's name (its model_index.json is only read when it is loaded)."""
+    lowered = source.lower()
+    if "flux" in lowered:
+        return "flux-schnell" if "schnell" in lowered else "flux-dev"
+    if "stable-diffusion-3" in lowered or "sd3" in lowered:
+        return "sd3"
+    if "xl" in lowered:
+        return "sdxl"
+    if "stable-diffusion-2" in lowered or "sd2" in lowered:
+        return "sd2"
     return "sd15"
 
 
@@ -200,7 +245,7 @@ def _ships_checker(spec: ModelSpec) -> bool:
     holds none; the tiny models have the skin-tone stand-in."""
     if spec.is_tiny:
         return True
-    if spec.family == "sdxl" or Path(spec.source).suffix in (".safetensors", ".ckpt"):
+    if spec.family not in ("sd15", "sd2") or Path(spec.source).suffix in (".safetensors", ".ckpt"):
         return False
     index = Path(spec.source) / "model_index.json"
     if not index.is_file():
@@ -209,27 +254,28 @@ def _ships_checker(spec: ModelSpec) -> bool:
     return isinstance(entry, list) and all(entry)
 
 
-def detect_family(source: str) -> Family:
-    if source == "tiny-xl":
-        return "sdxl"
-    if source == "tiny":
-        return "sd15"
+def detect_family(source: str) -> str:
+    if source in TINY_SOURCES:
+        return TINY_SOURCES[source]
     path = Path(source)
     if path.is_dir() and (path / "model_index.json").exists():
-        cls = json.loads((path / "model_index.json").read_text()).get("_class_name", "")
-        return "sdxl" if "XL" in cls else "sd15"
+        return _folder_family(path)
     if path.suffix in (".safetensors", ".ckpt") and path.is_file():
         return _single_file_family(path)
-    return "sdxl" if "xl" in source.lower() else "sd15"
+    return _hub_family(source)
 
 
 def make_spec(name: str, source: str) -> ModelSpec:
     base, overrides = _split_overrides(source)
     family = detect_family(base)
-    steps, guidance, sampler = _FAMILY_DEFAULTS[family]
+    fam = family_of(family)
+    steps, guidance, sampler = fam.default_steps, fam.default_guidance, fam.default_sampler
     lowered = base.lower()
-    if base in ("tiny", "tiny-xl"):
-        steps, guidance, sampler = 8, 7.0, "euler"
+    if base in TINY_SOURCES:
+        steps, sampler = min(8, steps), "euler"
+        guidance = 7.0 if fam.guidance == "cfg" else guidance
+    elif fam.flow:
+        pass  # turbo / LCM names below are SD distillations; flow models keep their family's defaults
     elif "turbo" in lowered:
         steps, guidance, sampler = 4, 0.0, "euler_a"
     elif "lcm" in lowered:
@@ -244,9 +290,15 @@ def make_spec(name: str, source: str) -> ModelSpec:
             if canonical is None:
                 raise ValueError(f"unknown sampler {overrides['sampler']!r}")
             sampler = canonical
+        if fam.sampler_error(sampler):
+            raise ValueError(fam.sampler_error(sampler))
+        refiner_at = float(overrides.get("refiner_at", 0.8))
+        if not 0.0 < refiner_at < 1.0:
+            raise ValueError("refiner_at must be between 0 and 1, like 0.8")
     except ValueError as exc:
         raise ValueError(f"model {name!r}: bad default in {source!r}: {exc}") from exc
-    return ModelSpec(name, base, family, steps, guidance, sampler)
+    refiner = overrides.get("refiner") or None
+    return ModelSpec(name, base, family, steps, guidance, sampler, refiner, refiner_at)
 
 
 class ModelRegistry:
@@ -278,6 +330,16 @@ class ModelRegistry:
             if name in self._specs:
                 raise ValueError(f"model name {name!r} is configured twice")
             self._specs[name] = make_spec(name, source)
+        for spec in self._specs.values():
+            if spec.refiner is None:
+                continue
+            refiner = self._specs.get(spec.refiner)
+            if refiner is None or refiner.name == spec.name:
+                raise ValueError(
+                    f"model {spec.name!r}: refiner {spec.refiner!r} is not another configured model"
+                )
+            if spec.family != "sdxl" or refiner.family != "sdxl":
+                raise ValueError(f"model {spec.name!r}: a refiner works on SDXL models only")
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self._lock = threading.RLock()
         for spec in self._specs.values():
@@ -286,7 +348,7 @@ class ModelRegistry:
                     "MODEL %r IS THE BUILT-IN TINY %s MODEL: images will be noise. "
                     "Set ATELIER_MODEL to a real checkpoint for real pictures.",
                     spec.name,
-                    "SDXL" if spec.family == "sdxl" else "SD1.x",
+                    family_of(spec.family).label,
                 )
         self._init_safety(safety_checker)
 
@@ -320,7 +382,16 @@ class ModelRegistry:
 
     def pipeline(self, name: str) -> Any:
         """The loaded txt2img pipeline for `name` (loading it, and evicting the LRU one, if needed)."""
-        return self._entry(name).pipe
+        entry = self._entry(name)
+        if entry.pipe is entry.img2img:
+            raise RenderError(f"Model `{self.spec(name).name}` is a refiner: it only finishes another "
+                              "model's images (`?refiner=` on that model).")
+        return entry.pipe
+
+    def _is_refiner(self, spec: ModelSpec) -> bool:
+        # A refiner is an img2img pipeline (model_index.json says StableDiffusionXLImg2ImgPipeline), which
+        # AutoPipelineForText2Image would turn into a base pipeline without its aesthetic-score conditioning.
+        return any(s.refiner == spec.name for s in self._specs.values()) or "refiner" in spec.source.lower()
 
     def safety_checker(self, name: str) -> SafetyChecker | None:
         """The NSFW checker of model `name` (its own, the tiny stand-in, or None)."""
@@ -331,17 +402,13 @@ class ModelRegistry:
         with self._lock:
             entry = self._entry(name)
             if entry.img2img is None:
-                from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+                from diffusers import AutoPipelineForImage2Image
 
-                cls = (
-                    StableDiffusionXLImg2ImgPipeline
-                    if self.spec(name).family == "sdxl"
-                    else StableDiffusionImg2ImgPipeline
-                )
+                # The img2img class of the loaded one (SD, SDXL, SD3, Flux), sharing its modules.
                 # from_pipe casts the shared modules to `torch_dtype`, float32 when it is not given
                 # (diffusers >= 0.33): without it every render of this model after the first U / V would
                 # run in fp32, at twice the memory and half the speed.
-                entry.img2img = cls.from_pipe(entry.pipe, **self._dtype_kwargs())
+                entry.img2img = AutoPipelineForImage2Image.from_pipe(entry.pipe, **self._dtype_kwargs())
                 entry.img2img.set_progress_bar_config(disable=True)
             return entry.img2img
 
@@ -398,6 +465,8 @@ class ModelRegistry:
             if safety is None:
                 self._warn_unchecked(spec)
             entry = _Loaded(pipe, scheduler_config=pipe.scheduler.config, safety=safety)
+            if self._is_refiner(spec):
+                entry.img2img = pipe
             self._loaded[spec.name] = entry
             return entry
 
@@ -478,29 +547,37 @@ class ModelRegistry:
                 ) from exc
 
     def _load(self, spec: ModelSpec) -> Any:
+        import diffusers
         import diffusers.utils.logging as diffusers_logging
+        import torch
         import transformers.utils.logging as transformers_logging
-        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
         # Loading bars would flood the bot's log on every swap.
         diffusers_logging.disable_progress_bar()
         transformers_logging.disable_progress_bar()
 
-        cls: Any = StableDiffusionXLPipeline if spec.family == "sdxl" else StableDiffusionPipeline
-        import torch
+        # Folders and hub ids name their pipeline class in model_index.json; a single file does not.
+        fam = family_of(spec.family)
+        cls: Any = AutoPipelineForImage2Image if self._is_refiner(spec) else AutoPipelineForText2Image
 
         kwargs = self._dtype_kwargs()
         log.info("loading model %r from %s on %s (%s)", spec.name, spec.source, self.device, self.dtype)
         if spec.is_tiny:
-            folder = ensure_tiny_model(self.data_dir, xl=spec.family == "sdxl")
+            folder = ensure_tiny_model(self.data_dir, family=spec.family)
             pipe = cls.from_pretrained(folder, local_files_only=True, **kwargs)  # written without variants
         else:
             path = Path(spec.source)
             if path.suffix in (".safetensors", ".ckpt"):
                 if not path.is_file():
                     raise RenderError(f"Checkpoint file {path} not found.")
+                if fam.config_repo is None:
+                    raise RenderError(
+                        f"Model `{spec.name}`: single-file {fam.label} checkpoints are not supported; "
+                        "use its diffusers folder or hub id."
+                    )
                 config = self._single_file_config(path, spec.family)
-                pipe = cls.from_single_file(
+                pipe = getattr(diffusers, fam.pipeline).from_single_file(
                     str(path), config=config, local_files_only=Path(config).is_dir(), **kwargs
                 )
             elif path.is_dir():
@@ -519,9 +596,9 @@ class ModelRegistry:
             pipe.vae.register_to_config(force_upcast=False)
         # VAE tiling / slicing are switched per render by size (fit_vae).
         if self.compile:
-            import torch
-
-            pipe.unet = torch.compile(pipe.unet)
+            # The denoiser runs every step: a UNet (SD1/2/XL) or a transformer (SD3, Flux).
+            name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+            setattr(pipe, name, torch.compile(getattr(pipe, name)))
         return pipe
 
     def _from_pretrained(self, cls: Any, source: str | Path, **kwargs: Any) -> Any:
@@ -545,7 +622,7 @@ class ModelRegistry:
         # mismatch. (`dtype=` is the new name, unknown to older diffusers; the old one only adds a notice.)
         return {"torch_dtype": self.dtype}
 
-    def _single_file_config(self, path: Path, family: Family) -> str:
+    def _single_file_config(self, path: Path, family: str) -> str:
         # Offline, from_single_file needs a diffusers folder describing the family's layout.
         for candidate in (
             path.with_suffix(""),
@@ -554,4 +631,6 @@ class ModelRegistry:
         ):
             if (candidate / "model_index.json").exists():
                 return str(candidate)
-        return FAMILY_CONFIG_REPOS[family]
+        repo = family_of(family).config_repo
+        assert repo is not None  # checked by the caller
+        return repo

@@ -1,7 +1,8 @@
-"""Cheap live previews: the x0 estimate of each step projected to RGB with a 4x3 linear map.
+"""Cheap live previews: the x0 estimate of each step projected to RGB with a linear map.
 
 A VAE decode per step would cost more than the step itself; this costs well under a millisecond.
-The factors are the ones ComfyUI uses (comfy/latent_formats.py) for SD1.x and SDXL latents.
+The factors are the ones ComfyUI uses (comfy/latent_formats.py), per family (generation/families.py):
+4x3 for SD latents, 16x3 for SD3 / Flux.
 """
 
 from __future__ import annotations
@@ -13,36 +14,30 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-LATENT_RGB_FACTORS: dict[str, tuple[tuple[tuple[float, float, float], ...], tuple[float, float, float]]] = {
-    "sd15": (
-        (
-            (0.3512, 0.2297, 0.3227),
-            (0.3250, 0.4974, 0.2350),
-            (-0.2829, 0.1762, 0.2721),
-            (-0.2120, -0.2616, -0.7177),
-        ),
-        (0.0, 0.0, 0.0),
-    ),
-    "sdxl": (
-        (
-            (0.3651, 0.4232, 0.4341),
-            (-0.2533, -0.0042, 0.1068),
-            (0.1076, 0.1111, -0.0362),
-            (-0.3165, -0.2492, -0.2188),
-        ),
-        (0.1084, -0.0175, -0.0011),
-    ),
-}
+from generation.families import Family, family_of
 
 
-def latent_to_preview(latent: Any, family: str) -> Image.Image:
-    """A (4, h, w) latent (torch tensor) as an RGB image at latent resolution (1/8 of the output)."""
+def unpack_latent(latent: Any, family: Family, width: int, height: int) -> Any:
+    """One image's latent as (C, h, w): Flux carries it as (h/2 * w/2, 4C) tokens of 2x2 patches."""
+    if not family.packed:
+        return latent
+    h, w = 2 * (height // 16), 2 * (width // 16)
+    tokens, packed = latent.shape
+    if tokens != (h // 2) * (w // 2):
+        raise ValueError(f"{tokens} latent tokens do not fit a {width}x{height} image")
+    x = latent.view(h // 2, w // 2, packed // 4, 2, 2)
+    return x.permute(2, 0, 3, 1, 4).reshape(packed // 4, h, w)
+
+
+def latent_to_preview(latent: Any, family: Family | str, width: int = 0, height: int = 0) -> Image.Image:
+    """One image's latent (torch tensor, as the denoising loop holds it) as an RGB image at latent
+    resolution (1/8 of the output). `width` / `height` (the output size) are needed for packed latents."""
     import torch
 
-    factors, bias = LATENT_RGB_FACTORS[family]
-    weight = torch.tensor(factors, dtype=torch.float32)
-    x = latent.detach().to("cpu", torch.float32)
-    rgb = torch.einsum("chw,cr->hwr", x, weight) + torch.tensor(bias)
+    fam = family_of(family) if isinstance(family, str) else family
+    x = unpack_latent(latent.detach().to("cpu", torch.float32), fam, width, height)
+    weight = torch.tensor(fam.rgb_factors, dtype=torch.float32)
+    rgb = torch.einsum("chw,cr->hwr", x, weight) + torch.tensor(fam.rgb_bias)
     array = ((rgb.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).numpy()
     return Image.fromarray(np.ascontiguousarray(array), "RGB")
 
@@ -75,12 +70,20 @@ def x0_estimate(scheduler: Any, model_output: Any, timestep: Any, sample: Any, s
     """The denoised estimate behind one scheduler step.
 
     Most schedulers return it as `pred_original_sample`; for the multistep ones that don't
-    (DPM-Solver, UniPC, PNDM) it follows from the alpha schedule and the prediction type.
+    (DPM-Solver, UniPC, PNDM) it follows from the alpha schedule and the prediction type, and for
+    flow matching (SD3, Flux) from sigma and the predicted velocity.
     """
     pred = getattr(step_output, "pred_original_sample", None)
     if pred is not None:
         return pred
     import torch
+
+    if type(scheduler).__name__.startswith("FlowMatch"):
+        # Flow matching predicts the velocity noise - x0 along x_t = (1 - sigma) x0 + sigma noise, and its
+        # timesteps are sigma * num_train_timesteps.
+        t = float(timestep.item() if hasattr(timestep, "item") else timestep)
+        sigma = t / scheduler.config.num_train_timesteps
+        return sample.float() - sigma * model_output.float()
 
     alphas = getattr(scheduler, "alphas_cumprod", None)
     if alphas is None:

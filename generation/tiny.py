@@ -15,7 +15,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Bump when the recipe changes so stale copies under the data dir are rebuilt.
-RECIPE_VERSION = "4"
+RECIPE_VERSION = "5"
 _SEED = 1234
 _MARKER = "atelier-tiny.txt"
 
@@ -44,7 +44,8 @@ def _tokenizer() -> Any:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def _text_config(tokenizer: Any, projection_dim: int | None = None, hidden_size: int = 32) -> Any:
+def _text_config(tokenizer: Any, projection_dim: int | None = None, hidden_size: int = 32,
+                 hidden_act: str = "quick_gelu") -> Any:
     from transformers import CLIPTextConfig
 
     kwargs: dict[str, Any] = {}
@@ -61,28 +62,36 @@ def _text_config(tokenizer: Any, projection_dim: int | None = None, hidden_size:
         num_hidden_layers=2,
         vocab_size=600,
         max_position_embeddings=77,
+        hidden_act=hidden_act,
         **kwargs,
     )
 
 
-def _vae() -> Any:
+def _vae(latent_channels: int = 4, scaling: float = 0.18215, shift: float | None = None) -> Any:
     from diffusers import AutoencoderKL
 
-    # Four blocks like real SD (scale factor 8); with two, a 512² decode takes minutes.
+    # Four blocks like real SD (scale factor 8); with two, a 512² decode takes minutes. The family's
+    # own latent width and scaling / shift, so the pipelines do the same arithmetic as on real weights.
+    flow = shift is not None
     return AutoencoderKL(
         block_out_channels=(8, 8, 16, 16),
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
+        latent_channels=latent_channels,
         norm_num_groups=8,
         layers_per_block=1,
         sample_size=64,
+        scaling_factor=scaling,
+        shift_factor=shift,
+        # SD3 / Flux VAEs have no quant convs.
+        use_quant_conv=not flow,
+        use_post_quant_conv=not flow,
     )
 
 
-def _scheduler() -> Any:
+def _scheduler(prediction_type: str = "epsilon") -> Any:
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler(
@@ -92,45 +101,103 @@ def _scheduler() -> Any:
         num_train_timesteps=1000,
         steps_offset=1,
         timestep_spacing="leading",
+        prediction_type=prediction_type,
     )
 
 
-def build_tiny_pipeline(xl: bool = False) -> Any:
-    """A fresh tiny pipeline with deterministic random weights (not yet saved)."""
+def _t5_tokenizer(max_length: int) -> Any:
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # lazily exported
+
+    # A Unigram model held in memory (no sentencepiece file): T5's special ids first (<pad> 0, </s> 1,
+    # <unk> 2), then every printable ASCII character alone and word-initial ("▁a").
+    chars = [chr(c) for c in range(33, 127)]
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0)]
+    pieces += [(c, -3.0) for c in chars] + [("▁" + c, -2.5) for c in chars]
+    return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=max_length)
+
+
+def _t5_encoder() -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=200, d_model=32, d_ff=37, d_kv=8, num_layers=1, num_heads=4,
+                                   relative_attention_num_buckets=8, relative_attention_max_distance=16))
+
+
+def _flow_scheduler(shift: float, dynamic: bool) -> Any:
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=shift, use_dynamic_shifting=dynamic,
+        base_image_seq_len=256, max_image_seq_len=4096, base_shift=0.5, max_shift=1.15,
+    )
+
+
+def _sd_unet(cross_attention_dim: int, linear_projection: bool = False) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        block_out_channels=(16, 32, 32, 32),
+        layers_per_block=1,
+        sample_size=64,
+        in_channels=4,
+        out_channels=4,
+        # SD's layout (four levels, no attention in the lowest one) so single-file keys map, but
+        # attention only at 1/4 latent size: full-size attention makes a 512² step cost ~1 s.
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=16,
+        use_linear_projection=linear_projection,
+    )
+
+
+# The SDXL refiner is no family of its own (SDXL's latents and limits) but a second-stage img2img model.
+REFINER = "sdxl-refiner"
+
+
+def build_tiny_pipeline(xl: bool = False, family: str | None = None) -> Any:
+    """A fresh tiny pipeline of `family` (`xl`: SDXL; or REFINER) with deterministic random weights."""
     import torch
-    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import StableDiffusionPipeline
+
+    from generation.families import family_of
 
     torch.manual_seed(_SEED)
     tokenizer = _tokenizer()
-    if not xl:
-        unet = UNet2DConditionModel(
-            block_out_channels=(16, 32, 32, 32),
-            layers_per_block=1,
-            sample_size=64,
-            in_channels=4,
-            out_channels=4,
-            # SD's layout (four levels, no attention in the lowest one) so single-file keys map, but
-            # attention only at 1/4 latent size: full-size attention makes a 512² step cost ~1 s.
-            down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-            cross_attention_dim=32,
-            attention_head_dim=8,
-            norm_num_groups=16,
-        )
-        text_encoder = CLIPTextModel(_text_config(tokenizer))
-        return StableDiffusionPipeline(
-            vae=_vae(),
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=_scheduler(),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    # SDXL shape: two text encoders, pooled projection and size conditioning (text_time).
-    unet = UNet2DConditionModel(
+    if family == REFINER:
+        return _tiny_sdxl_refiner(tokenizer)
+    fam = family_of(family or ("sdxl" if xl else "sd15"))
+    if fam.name == "sdxl":
+        return _tiny_sdxl(tokenizer)
+    if fam.name == "sd3":
+        return _tiny_sd3(tokenizer)
+    if fam.flow:
+        return _tiny_flux(tokenizer, dev=fam.guidance == "distilled")
+    from transformers import CLIPTextModel
+
+    sd2 = fam.name == "sd2"
+    # SD 2.x: OpenCLIP-H (plain GELU, where OpenAI's CLIP-L uses quick GELU), linear projections in the
+    # UNet's transformers, and v-prediction as the 768² model.
+    unet = _sd_unet(32, linear_projection=sd2)
+    text_encoder = CLIPTextModel(_text_config(tokenizer, hidden_act="gelu" if sd2 else "quick_gelu"))
+    return StableDiffusionPipeline(
+        vae=_vae(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=_scheduler("v_prediction" if sd2 else "epsilon"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def _sdxl_unet(size_numbers: int, cross_attention_dim: int) -> Any:
+    from diffusers import UNet2DConditionModel
+
+    # SDXL shape: pooled projection (32) and `size_numbers` size-conditioning numbers (text_time).
+    return UNet2DConditionModel(
         block_out_channels=(16, 32, 32),
         layers_per_block=1,
         sample_size=128,
@@ -144,17 +211,24 @@ def build_tiny_pipeline(xl: bool = False) -> Any:
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 1, 1),
-        projection_class_embeddings_input_dim=8 * 6 + 32,
-        # Both encoders' hidden states side by side (32 + 48), as SDXL's 768 + 1280.
-        cross_attention_dim=80,
+        projection_class_embeddings_input_dim=8 * size_numbers + 32,
+        cross_attention_dim=cross_attention_dim,
         norm_num_groups=16,
     )
+
+
+def _tiny_sdxl(tokenizer: Any) -> Any:
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    # Two text encoders, their hidden states side by side (32 + 48) as SDXL's 768 + 1280.
+    unet = _sdxl_unet(size_numbers=6, cross_attention_dim=80)
     text_encoder = CLIPTextModel(_text_config(tokenizer))
     # A different width from the first encoder, as in real SDXL (CLIP-L 768, OpenCLIP bigG 1280):
     # the single-file loader tells the two apart by it.
     text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=32, hidden_size=48))
     return StableDiffusionXLPipeline(
-        vae=_vae(),
+        vae=_vae(scaling=0.13025),
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
         tokenizer=tokenizer,
@@ -165,34 +239,121 @@ def build_tiny_pipeline(xl: bool = False) -> Any:
     )
 
 
-def write_tiny_model(dir: Path, xl: bool = False) -> Path:
-    """Build the tiny model and save it as a diffusers folder at `dir`."""
+def _tiny_sdxl_refiner(tokenizer: Any) -> Any:
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+    from transformers import CLIPTextModelWithProjection
+
+    # As the real refiner: only the second (OpenCLIP) text encoder, and an aesthetic score in place of
+    # the target size among the size conditioning (5 numbers, not 6).
+    unet = _sdxl_unet(size_numbers=5, cross_attention_dim=48)
+    text_encoder_2 = CLIPTextModelWithProjection(_text_config(tokenizer, projection_dim=32, hidden_size=48))
+    return StableDiffusionXLImg2ImgPipeline(
+        vae=_vae(scaling=0.13025),
+        text_encoder=None,
+        text_encoder_2=text_encoder_2,
+        tokenizer=None,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=_scheduler(),
+        requires_aesthetics_score=True,
+        force_zeros_for_empty_prompt=False,
+    )
+
+
+def _tiny_sd3(tokenizer: Any) -> Any:
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    from generation.families import SD3
+
+    # MMDiT over 16-channel latents in 2x2 patches; CLIP-L and CLIP-G pooled side by side (32 + 32), T5
+    # for the token sequence (its width is the joint attention width).
+    transformer = SD3Transformer2DModel(
+        sample_size=64, patch_size=2, in_channels=16, out_channels=16, num_layers=1, attention_head_dim=8,
+        num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32, pooled_projection_dim=64,
+        # Patches up to a 2048² image (256 latents / 2).
+        pos_embed_max_size=128,
+    )
+    clip = _text_config(tokenizer, projection_dim=32, hidden_act="gelu")
+    return StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=_flow_scheduler(shift=3.0, dynamic=False),
+        vae=_vae(SD3.latent_channels, SD3.vae_scaling, SD3.vae_shift),
+        text_encoder=CLIPTextModelWithProjection(clip),
+        tokenizer=tokenizer,
+        text_encoder_2=CLIPTextModelWithProjection(clip),
+        tokenizer_2=_tokenizer(),
+        text_encoder_3=_t5_encoder(),
+        tokenizer_3=_t5_tokenizer(SD3.max_prompt_tokens),
+    )
+
+
+def _tiny_flux(tokenizer: Any, dev: bool) -> Any:
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    from generation.families import FLUX_DEV, FLUX_SCHNELL
+
+    fam = FLUX_DEV if dev else FLUX_SCHNELL
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4 * fam.latent_channels,  # 2x2-packed latents
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,  # T5's width
+        pooled_projection_dim=32,  # CLIP's pooled output
+        axes_dims_rope=(4, 4, 8),
+        # dev embeds the guidance number; schnell has no such input.
+        guidance_embeds=dev,
+    )
+    return FluxPipeline(
+        transformer=transformer,
+        # dev shifts its schedule by image size; schnell runs its few steps unshifted.
+        scheduler=_flow_scheduler(shift=3.0 if dev else 1.0, dynamic=dev),
+        vae=_vae(fam.latent_channels, fam.vae_scaling, fam.vae_shift),
+        text_encoder=CLIPTextModel(_text_config(tokenizer)),
+        tokenizer=tokenizer,
+        text_encoder_2=_t5_encoder(),
+        tokenizer_2=_t5_tokenizer(fam.max_prompt_tokens),
+    )
+
+
+def write_tiny_model(dir: Path, xl: bool = False, family: str | None = None) -> Path:
+    """Build the tiny model of `family` (`xl`: SDXL, default SD1.x) and save it as a diffusers folder."""
+    from generation.families import family_of
+
+    name = family if family == REFINER else family_of(family or ("sdxl" if xl else "sd15")).name
     dir = Path(dir)
     dir.mkdir(parents=True, exist_ok=True)
-    pipe = build_tiny_pipeline(xl=xl)
+    pipe = build_tiny_pipeline(family=name)
     pipe.save_pretrained(dir, safe_serialization=True)
-    (dir / _MARKER).write_text(f"{RECIPE_VERSION}\n{'xl' if xl else 'sd15'}\n")
+    (dir / _MARKER).write_text(f"{RECIPE_VERSION}\n{name}\n")
     return dir
 
 
-def tiny_model_dir(data_dir: Path, xl: bool = False) -> Path:
-    return Path(data_dir) / "models" / ("tiny-xl" if xl else "tiny")
+def tiny_model_dir(data_dir: Path, xl: bool = False, family: str | None = None) -> Path:
+    name = family or ("sdxl" if xl else "sd15")
+    folder = {"sd15": "tiny", "sdxl": "tiny-xl"}.get(name, f"tiny-{name}")
+    return Path(data_dir) / "models" / folder
 
 
-def ensure_tiny_model(data_dir: Path, xl: bool = False) -> Path:
+def ensure_tiny_model(data_dir: Path, xl: bool = False, family: str | None = None) -> Path:
     """The tiny model's folder under the data dir, written once (rebuilt if the recipe changed)."""
-    target = tiny_model_dir(data_dir, xl)
+    name = family or ("sdxl" if xl else "sd15")
+    target = tiny_model_dir(data_dir, family=name)
     marker = target / _MARKER
     if marker.exists() and marker.read_text().splitlines()[:1] == [RECIPE_VERSION]:
         return target
-    log.info("writing the tiny %s model to %s", "SDXL" if xl else "SD1.x", target)
+    log.info("writing the tiny %s model to %s", name, target)
     # Write beside, then swap in, so a crash mid-write never leaves a half model that looks complete.
     tmp = target.with_name(target.name + ".tmp")
     if tmp.exists():
         import shutil
 
         shutil.rmtree(tmp)
-    write_tiny_model(tmp, xl=xl)
+    write_tiny_model(tmp, family=name)
     if target.exists():
         import shutil
 
@@ -350,7 +511,7 @@ def _text_model_key(key: str) -> str:
 
 
 def _open_clip(state: dict[str, Any]) -> dict[str, Any]:
-    """A CLIPTextModelWithProjection's weights in OpenCLIP's layout (SDXL's second encoder)."""
+    """A CLIP text model's weights in OpenCLIP's layout (SD2's encoder, SDXL's second one)."""
     import torch
 
     state = {_text_model_key(k): v for k, v in state.items()}
@@ -359,8 +520,9 @@ def _open_clip(state: dict[str, Any]) -> dict[str, Any]:
         "positional_embedding": state.pop("text_model.embeddings.position_embedding.weight"),
         "ln_final.weight": state.pop("text_model.final_layer_norm.weight"),
         "ln_final.bias": state.pop("text_model.final_layer_norm.bias"),
-        "text_projection": state.pop("text_projection.weight").T,
     }
+    if "text_projection.weight" in state:  # SDXL's pooled projection; SD2 uses the hidden states only
+        out["text_projection"] = state.pop("text_projection.weight").T
     state.pop("text_model.embeddings.position_ids", None)
     layers = sorted({int(k.split(".")[3]) for k in state if k.startswith("text_model.encoder.layers.")})
     for i in layers:
@@ -379,7 +541,7 @@ def _open_clip(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_single_file(model_dir: Path, path: Path) -> Path:
-    """Write a diffusers folder (SD1.x or SDXL) as one original-layout `.safetensors` checkpoint."""
+    """Write a diffusers folder (SD1.x, SD2.x or SDXL) as one original-layout `.safetensors` checkpoint."""
     from diffusers import DiffusionPipeline
     from safetensors.torch import save_file
 
@@ -388,9 +550,14 @@ def write_single_file(model_dir: Path, path: Path) -> Path:
     state.update(_unet_to_ldm(pipe.unet.state_dict(), pipe.unet.config))
     state.update(_vae_to_ldm(pipe.vae.state_dict(), pipe.vae.config))
     xl = getattr(pipe, "text_encoder_2", None) is not None
-    first = "conditioner.embedders.0.transformer." if xl else "cond_stage_model.transformer."
-    for key, value in pipe.text_encoder.state_dict().items():
-        state[first + _text_model_key(key)] = value
+    if not xl and pipe.text_encoder.config.hidden_act == "gelu":
+        # SD2's OpenCLIP-H is stored in OpenCLIP's own layout (the loader tells SD2 apart by it).
+        for key, value in _open_clip(pipe.text_encoder.state_dict()).items():
+            state[f"cond_stage_model.model.{key}"] = value
+    else:
+        first = "conditioner.embedders.0.transformer." if xl else "cond_stage_model.transformer."
+        for key, value in pipe.text_encoder.state_dict().items():
+            state[first + _text_model_key(key)] = value
     if xl:
         for key, value in _open_clip(pipe.text_encoder_2.state_dict()).items():
             state[f"conditioner.embedders.1.model.{key}"] = value

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from generation.errors import InvalidRequest
+from generation.families import FAMILIES, family_of
 from generation.prompts import cut_notes, tokenizer_for_notes
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler
@@ -40,7 +41,7 @@ __all__ = [
 
 ASPECTS: tuple[str, ...] = ("1:1", "3:2", "2:3", "4:3", "3:4", "16:9", "9:16")
 # Side of the square each family was trained around; other aspects keep about the same area.
-FAMILY_BASE: dict[str, int] = {"sd15": 512, "sdxl": 1024}
+FAMILY_BASE: dict[str, int] = {name: f.base for name, f in FAMILIES.items()}
 MAX_SEED = 2**32 - 1
 SUBTLE_STRENGTH = 0.35
 STRONG_STRENGTH = 0.65
@@ -58,7 +59,7 @@ class Limits:
     min_guidance: float = 0.0
     max_guidance: float = 30.0
     # Output pixels per family; 2x upscales of every aspect size still fit.
-    max_pixels: dict[str, int] = field(default_factory=lambda: {"sd15": 1024 * 1024, "sdxl": 2048 * 2048})
+    max_pixels: dict[str, int] = field(default_factory=lambda: {n: f.max_pixels for n, f in FAMILIES.items()})
     max_count: int = 4
     min_strength: float = 0.05
     max_strength: float = 1.0
@@ -184,21 +185,26 @@ def _normalize_aspect(raw: str, flag: str = "aspect") -> str:
     return f"{w // g}:{h // g}"
 
 
-def _round8(value: float) -> int:
-    return max(8, round(value / 8) * 8)
+def _round8(value: float, multiple: int = 8) -> int:
+    return max(multiple, round(value / multiple) * multiple)
 
 
-def _floor8(value: float) -> int:
+def _floor8(value: float, multiple: int = 8) -> int:
     # Down, not nearest: the area never exceeds the family's native square, so 2x upscales fit the cap.
-    return max(8, int(value // 8) * 8)
+    # SD3 / Flux need multiples of 16 (their latents are patched 2x2).
+    return max(multiple, int(value // multiple) * multiple)
+
+
+def _native_area(ratio: float, family: str) -> tuple[int, int]:
+    fam = family_of(family)
+    return (_floor8(fam.base * math.sqrt(ratio), fam.multiple),
+            _floor8(fam.base / math.sqrt(ratio), fam.multiple))
 
 
 def size_for(aspect: str, family: str) -> tuple[int, int]:
-    """Width and height (multiples of 8) for `aspect` at about the family's native area."""
+    """Width and height (multiples of 8, 16 for SD3 / Flux) for `aspect` at about the family's native area."""
     w, h = (int(x) for x in _normalize_aspect(aspect).split(":"))
-    base = FAMILY_BASE[family]
-    ratio = w / h
-    return _floor8(base * math.sqrt(ratio)), _floor8(base / math.sqrt(ratio))
+    return _native_area(w / h, family)
 
 
 def _fit_source(source_size: tuple[int, int], family: str) -> tuple[int, int]:
@@ -208,8 +214,7 @@ def _fit_source(source_size: tuple[int, int], family: str) -> tuple[int, int]:
     ratio = sw / sh
     if max(ratio, 1 / ratio) > MAX_RATIO:
         raise InvalidRequest("The source image is too stretched; keep it within 3:1 and 1:3.")
-    base = FAMILY_BASE[family]
-    return _floor8(base * math.sqrt(ratio)), _floor8(base / math.sqrt(ratio))
+    return _native_area(ratio, family)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,6 +269,9 @@ def build_request(
 
     # 3. Model and its defaults.
     spec = registry.spec(opts["model"])
+    fam = family_of(spec.family)
+    if negative and not fam.negative:
+        raise InvalidRequest(f"{fam.label} models take no negative prompt: remove it (or your default one).")
     steps = spec.default_steps if opts["steps"] is None else opts["steps"]
     guidance = spec.default_guidance if opts["guidance"] is None else opts["guidance"]
     if not isinstance(steps, int) or not 1 <= steps <= limits.max_steps:
@@ -272,13 +280,17 @@ def build_request(
         raise InvalidRequest("Guidance must be a number.")
     if not limits.min_guidance <= guidance <= limits.max_guidance:
         raise InvalidRequest(f"Guidance must be between {limits.min_guidance:g} and {limits.max_guidance:g}.")
+    if fam.guidance == "none":
+        guidance = 0.0  # the model has no input for it (Flux schnell); one value keeps its jobs batchable
 
     sampler_raw = opts["sampler"]
     sampler = spec.default_sampler if sampler_raw in (None, "") else normalize_sampler(str(sampler_raw))
     if sampler is None:
         raise InvalidRequest(
-            f"Unknown sampler `{_clip(str(sampler_raw))}`. Choose one of: {', '.join(SAMPLER_NAMES)}."
+            f"Unknown sampler `{_clip(str(sampler_raw))}`. Choose one of: {', '.join(fam.samplers)}."
         )
+    if fam.sampler_error(sampler):
+        raise InvalidRequest(str(fam.sampler_error(sampler)))
 
     # 4. Count and seeds.
     count = 1 if opts["count"] is None else opts["count"]
@@ -302,7 +314,8 @@ def build_request(
         if source_size is None:
             raise InvalidRequest("The source image could not be read.")
         if draft.kind == Kind.UPSCALE:
-            width, height = _round8(source_size[0] * 2), _round8(source_size[1] * 2)
+            width = _round8(source_size[0] * 2, fam.multiple)
+            height = _round8(source_size[1] * 2, fam.multiple)
         elif opts["aspect"]:
             width, height = size_for(opts["aspect"], spec.family)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,36 @@ def test_a_bad_model_source_is_a_clear_error(
     assert main(["generate", "x", "--steps", "1", "--out", str(cli_env)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "pipeline"),
+    [
+        (["--family", "sd2"], "StableDiffusionPipeline"),
+        (["--family", "sd3"], "StableDiffusion3Pipeline"),
+        (["--family", "flux"], "FluxPipeline"),
+        (["--xl"], "StableDiffusionXLPipeline"),
+    ],
+)
+def test_tiny_model_of_each_family_renders_through_generate_model_dir(
+    cli_env: Path, capsys: pytest.CaptureFixture[str], argv: list[str], pipeline: str
+) -> None:
+    folder = cli_env.parent / "model"
+    assert main(["tiny-model", str(folder), *argv]) == 0
+    assert json.loads((folder / "model_index.json").read_text())["_class_name"] == pipeline
+    capsys.readouterr()
+    assert main(["generate", "a lighthouse", "--model", str(folder), "--seed", "3", "--steps", "2",
+                 "--aspect", "3:2", "--out", str(cli_env)]) == 0
+    [written] = [Path(line) for line in capsys.readouterr().out.split()]
+    params = read_png_params(written.read_bytes())
+    assert (params["model"], params["seed"], params["steps"]) == ("model", 3, 2)
+    with Image.open(written) as image:
+        assert image.size == (params["width"], params["height"])
+
+
+def test_tiny_model_refuses_xl_with_another_family(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["tiny-model", str(tmp_path / "m"), "--xl", "--family", "sd3"]) == 2
+    assert "--xl means --family sdxl" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

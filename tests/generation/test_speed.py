@@ -147,6 +147,15 @@ def test_without_compile_the_warm_up_is_one_small_render(unet_inputs: Any) -> No
     assert seen == [("a", (2, 4, 8, 8), 77)]
 
 
+@pytest.mark.parametrize("source", ["tiny", "tiny-sd3", "tiny-flux-schnell"])
+def test_compile_wraps_the_denoiser_of_every_family(tiny_data_dir: Path, source: str) -> None:
+    # torch.compile is lazy: loading costs nothing more, the first call at each shape compiles.
+    registry = ModelRegistry([("m", source)], tiny_data_dir, device="cpu", compile=True)
+    pipe = registry.pipeline("m")
+    denoiser = pipe.unet if source == "tiny" else pipe.transformer
+    assert isinstance(denoiser, torch._dynamo.eval_frame.OptimizedModule)
+
+
 # -- fp16 weight variants ------------------------------------------------------------------------------
 
 
