@@ -113,7 +113,7 @@ class Engine:
         member does not pay for loading it.
 
         With ATELIER_COMPILE (or `every_size`) each model that stays loaded renders every size and batch
-        its jobs will use (warm_up_plan): a compiled UNet compiles again for each new input shape, and
+        its jobs will use (warm_up_plan): a compiled denoiser compiles again for each new input shape, and
         that takes minutes a member would otherwise wait through, holding the queue."""
         registry = self.registry
         every_size = registry.compile if every_size is None else every_size
@@ -136,12 +136,11 @@ class Engine:
             for request in plan:
                 # An upscale starts from an image of its parent's size; a flat grey one will do.
                 parent = Image.new("RGB", (request.width // 2, request.height // 2), (128, 128, 128))
-                # The UNet is what compiles; a VAE decode at each size would cost as much again.
+                # The denoiser is what compiles; a VAE decode at each size would cost as much again.
                 self.render([request], None if request.kind == Kind.TXT2IMG else [parent],
                             decode=not every_size)
             log.info("model %r is warm (%d sizes and batches, %.0f s)", spec.name, len(plan),
                      time.perf_counter() - started)
-
 
     def render(
         self,
@@ -253,7 +252,7 @@ def _warm_request(spec: ModelSpec, width: int = 64, height: int = 64, images: in
 
 
 def warm_up_plan(spec: ModelSpec, max_batch: int, per_call: int | None = None) -> list[RenderRequest]:
-    """One-step renders at every UNet input shape the model's jobs will use: each aspect's size with each
+    """One-step renders at every denoiser input shape the model's jobs will use: each aspect's size with each
     number of images a call may hold, the 2x upscale of each aspect (one image), and prompts of two and
     three 75-token chunks (longer text embeddings). Uploads for img2img keep their own aspect: those
     shapes cannot be listed, and rely on torch.compile's dynamic shapes, which the varied sizes here
