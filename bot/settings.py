@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         default="auto", validation_alias="ATELIER_DTYPE"
     )
-    # torch.compile the UNet; the bot then renders every size and batch it will serve before taking work.
+    # torch.compile the denoiser; the bot then renders every size and batch it serves before taking work.
     compile: bool = Field(default=False, validation_alias="ATELIER_COMPILE")
     # Small cards: keep weights in host RAM and move them to the GPU per model (`model`, a little slower)
     # or per layer (`sequential`, much slower, fits in ~3 GB). Needs CUDA: refused at start elsewhere.
