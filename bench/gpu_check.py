@@ -275,14 +275,13 @@ class _RecompileCounter(logging.Handler):
     @contextmanager
     def counting(self) -> Iterator[_RecompileCounter]:
         torch._logging.set_logs(recompiles=True)
-        loggers = [logging.getLogger("torch._dynamo.guards.__recompiles"), logging.getLogger("torch._dynamo")]
-        for logger in loggers:
-            logger.addHandler(self)
+        # Both kinds of record reach torch._dynamo (the recompiles artifact logger is a child of it).
+        logger = logging.getLogger("torch._dynamo")
+        logger.addHandler(self)
         try:
             yield self
         finally:
-            for logger in loggers:
-                logger.removeHandler(self)
+            logger.removeHandler(self)
             torch._logging.set_logs()
 
 
