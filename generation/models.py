@@ -98,6 +98,9 @@ DTYPE_NAMES = ("auto", "float16", "bfloat16", "float32")
 # at a time) or per layer (`sequential`: a few hundred MB on the card, several times slower).
 OFFLOAD_MODES = ("none", "model", "sequential")
 
+# Graphs torch.compile may make per function before it gives up compiling new shapes (see _load).
+RECOMPILE_LIMIT = 64
+
 # The half-precision weight files most hub repos publish beside the fp32 ones (`*.fp16.safetensors`):
 # half the download, the disk and the load time of a model that runs in half precision anyway.
 HALF_VARIANT = "fp16"
@@ -596,6 +599,11 @@ class ModelRegistry:
             pipe.vae.register_to_config(force_upcast=False)
         # VAE tiling / slicing are switched per render by size (fit_vae).
         if self.compile:
+            # Each new input shape, and each branch the UNet takes on it (a latent side not divisible by 8,
+            # an img2img latent's strides, a longer prompt), may cost a graph: the warm-up plan made 9 on the
+            # tiny model (bench/gpu_check.py --compile). Past torch's limit (8) dynamo runs further shapes
+            # uncompiled, with no more than a log line.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
             # The denoiser runs every step: a UNet (SD1/2/XL) or a transformer (SD3, Flux).
             name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
             setattr(pipe, name, torch.compile(getattr(pipe, name)))
