@@ -600,7 +600,7 @@ class ModelRegistry:
         # VAE tiling / slicing are switched per render by size (fit_vae).
         if self.compile:
             # Each new input shape, and each branch the UNet takes on it (a latent side not divisible by 8,
-            # an img2img latent's strides, a longer prompt), may cost a graph: the warm-up plan made 9 on the
+            # an img2img latent's strides, a longer prompt), may cost a graph: the warm-up plan made 13 on the
             # tiny model (bench/gpu_check.py --compile). Past torch's limit (8) dynamo runs further shapes
             # uncompiled, with no more than a log line.
             torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
