@@ -9,9 +9,14 @@ import logging
 import signal
 from typing import Any
 
+import aiohttp
+import discord
+import discord.gateway
+import discord.http
+
 from bot.client import AtelierBot
 from bot.endpoint import point_at
-from bot.services import Services
+from bot.services import Services, StartupFailed
 from bot.settings import Settings
 from generation.engine import Engine
 
@@ -30,12 +35,42 @@ class App:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Open the services and log in. On any failure everything opened so far is closed again (the
+        data dir lock released, the database thread ended) and a StartupFailed says why in one line."""
         point_at(self.settings.discord_api_base, self.settings.discord_gateway_url)
-        self.services = await Services.open(self.settings, engine=self._engine)
-        await self.services.start()
-        self.bot = AtelierBot(self.services, **self._client_options)
-        await self.bot.login(self.settings.token())
+        services = await Services.open(self.settings, engine=self._engine)
+        await services.start()  # closes the services itself if the scheduler cannot start
+        self.services = services
+        try:
+            self.bot = AtelierBot(services, **self._client_options)
+            await self.bot.login(self.settings.token())
+            await self._reach_gateway()
+        except Exception as exc:
+            await self.stop()
+            failure = discord_failure(exc)
+            if failure is None:
+                raise
+            raise failure from None
+        except BaseException:
+            await self.stop()
+            raise
         self._task = asyncio.create_task(self.bot.connect(reconnect=True), name="atelier-gateway")
+
+    async def _reach_gateway(self) -> None:
+        """Open and close one socket to the gateway before discord.py's connect loop takes over.
+
+        That loop retries forever, and on a first connection that fails it logs a traceback and dies on
+        an AttributeError (it has no session to resume yet); an unreachable gateway at start must
+        instead end the process with one line. No IDENTIFY is sent, so this costs no session start."""
+        assert self.bot is not None
+        gateway = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+        try:
+            async with asyncio.timeout(30):
+                ws = await self.bot.http.ws_connect(str(gateway))
+                await ws.close()
+        except (OSError, aiohttp.ClientError, TimeoutError) as exc:
+            reason = exc or "timed out"
+            raise StartupFailed(f"cannot reach the Discord gateway at {gateway}: {reason}") from None
 
     async def wait_ready(self, timeout: float = 30) -> None:  # noqa: ASYNC109
         assert self.bot is not None
@@ -63,7 +98,25 @@ class App:
         return self._task
 
 
+def discord_failure(exc: BaseException) -> StartupFailed | None:
+    """One line for the operator when Discord refuses or cannot be reached; None for anything else."""
+    if isinstance(exc, discord.LoginFailure):
+        return StartupFailed(f"Discord rejected the bot token (check DISCORD_TOKEN): {exc}")
+    if isinstance(exc, discord.PrivilegedIntentsRequired):
+        return StartupFailed(str(exc))
+    if isinstance(exc, discord.ConnectionClosed):
+        return StartupFailed(f"Discord closed the gateway connection (code {exc.code}): {exc.reason or exc}")
+    if isinstance(exc, discord.HTTPException):
+        return StartupFailed(f"Discord refused a start-up call: {exc.status} {exc.text or exc}")
+    if isinstance(exc, OSError | aiohttp.ClientError | TimeoutError):
+        reason = exc or type(exc).__name__
+        return StartupFailed(f"cannot reach Discord at {discord.http.Route.BASE}: {reason}")
+    return None
+
+
 def run_bot(settings: Settings) -> int:
+    """Serve until SIGINT / SIGTERM (exit 0). A start that fails, or a gateway connection that ends on
+    its own, raises StartupFailed: the process must exit non-zero so its supervisor restarts it."""
     settings.token()  # fail fast, with a clear message, before loading a model
 
     async def main() -> None:
@@ -74,10 +127,21 @@ def run_bot(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         await app.start()
         waiter = asyncio.create_task(stop.wait())
-        assert app.gateway_task is not None
-        await asyncio.wait({waiter, app.gateway_task}, return_when=asyncio.FIRST_COMPLETED)
+        gateway = app.gateway_task
+        assert gateway is not None
+        await asyncio.wait({waiter, gateway}, return_when=asyncio.FIRST_COMPLETED)
         log.info("shutting down")
+        waiter.cancel()
         await app.stop()
+        if stop.is_set() or not gateway.done() or gateway.cancelled():
+            return
+        exc = gateway.exception()
+        if exc is None:
+            raise StartupFailed("the Discord gateway connection ended")
+        failure = discord_failure(exc)
+        if failure is None:
+            raise exc
+        raise failure from None
 
     asyncio.run(main())
     return 0

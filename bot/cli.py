@@ -60,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from bot.services import StartupFailed
     from generation.errors import AtelierError
     from storage.errors import StorageError
 
@@ -83,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AtelierError as exc:
         print(f"error: {exc.user_message}", file=sys.stderr)
         return 2
-    except StorageError as exc:  # a data dir in use, a database newer than this code
+    except (StorageError, StartupFailed) as exc:  # a data dir in use or unusable, Discord refusing us
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

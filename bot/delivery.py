@@ -26,6 +26,8 @@ from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobPro
 from generation.images import make_grid
 from generation.request import RenderRequest
 from generation.scheduler import queued_event
+from storage.blobs import BlobStore
+from storage.errors import CorruptBlob
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
@@ -225,7 +227,13 @@ class Delivery:
                                           any(row.nsfw for row in rows))
             if how == "block":
                 return presenter.blocked(job.id, request, job.user_id)
-            png = await self.result_png(job.id)
+            try:
+                png = await self.result_png(job.id)
+            except ImageFileMissing as exc:
+                # No retry can bring the file back: say so, and the delivery settles instead of failing
+                # again at every sweep.
+                log.warning("job %s cannot be shown: %s", job.id, exc)
+                return presenter.missing(job.id, request, job.user_id)
             limit = upload_limit if upload_limit is not None else self.upload_limit(job.guild_id)
             image, ext = await asyncio.to_thread(presenter.fit_upload, png, limit)
             return presenter.result(job.id, request, job.user_id, image, request.count,
@@ -240,13 +248,20 @@ class Delivery:
         return guild.filesize_limit if guild is not None else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
 
     async def result_png(self, job_id: int) -> bytes:
+        """The job's grid (or single image), checked against its content address. A grid that is gone or
+        damaged is rebuilt from the images; raises ImageFileMissing when an image itself is."""
         services = self.bot.services
         job = await services.db.jobs.get(job_id)
         if job is not None and job.grid_blob is not None:
-            return await asyncio.to_thread(services.blobs.read, job.grid_blob)
+            try:
+                return await asyncio.to_thread(_read_image, services.blobs, job.grid_blob)
+            except ImageFileMissing as exc:
+                log.warning("job %s: %s; rebuilding the grid from its images", job_id, exc)
         # Jobs finished before grids were stored, or single images: build from the images.
         rows = sorted(await services.db.images.for_job(job_id), key=lambda r: r.index)
-        datas = [await asyncio.to_thread(services.blobs.read, row.blob) for row in rows]
+        if not rows:
+            raise ImageFileMissing(f"job {job_id} has no stored images")
+        datas = [await asyncio.to_thread(_read_image, services.blobs, row.blob) for row in rows]
         if len(datas) == 1:
             return datas[0]
         return await asyncio.to_thread(_grid_png, datas)
@@ -318,6 +333,19 @@ class Delivery:
                 await self.deliver(job.id)
             except Exception:
                 log.exception("delivering job %s failed; will retry", job.id)
+
+
+class ImageFileMissing(Exception):
+    """A result's image file is gone from the data dir or no longer matches its content address."""
+
+
+def _read_image(blobs: BlobStore, key: str) -> bytes:
+    try:
+        return blobs.read_verified(key)
+    except KeyError:
+        raise ImageFileMissing(f"image file {key} is missing") from None
+    except CorruptBlob:
+        raise ImageFileMissing(f"image file {key} is damaged") from None
 
 
 def _grid_png(datas: list[bytes]) -> bytes:

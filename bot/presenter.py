@@ -12,6 +12,7 @@ from PIL import Image
 
 from bot.buttons import JobButton
 from generation.request import Kind, RenderRequest
+from generation.samplers import sampler_label
 
 PROMPT_CHARS = 300
 BAR_CELLS = 12
@@ -128,6 +129,11 @@ def blocked(job_id: int, request: RenderRequest, user_id: int) -> Shown:
                  "NSFW images in this channel)")
 
 
+def missing(job_id: int, request: RenderRequest, user_id: int) -> Shown:
+    return Shown(f"{headline(request, user_id)} · job `{job_id}` (the image file of this job is missing "
+                 "or damaged on the server; run the prompt again to get a new one)")
+
+
 def failed(request: RenderRequest, user_id: int, reason: str) -> Shown:
     return Shown(f"{headline(request, user_id)} (failed: {reason})")
 
@@ -174,7 +180,7 @@ def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = 
     embed.add_field(name="Size", value=f"{request.width}×{request.height}")
     embed.add_field(name="Steps", value=str(request.steps))
     embed.add_field(name="Guidance", value=f"{request.guidance:g}")
-    embed.add_field(name="Sampler", value=request.sampler)
+    embed.add_field(name="Sampler", value=sampler_label(request.sampler))
     if request.strength is not None:
         embed.add_field(name="Strength", value=f"{request.strength:g}")
     embed.add_field(name="Kind", value=str(request.kind))

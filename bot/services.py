@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bot.settings import Settings
 from generation.engine import Engine
@@ -24,6 +26,18 @@ log = logging.getLogger(__name__)
 BLOB_GRACE_S = 7 * 24 * 3600
 BLOB_SWEEP_INTERVAL_S = 6 * 3600
 BLOB_SWEEP_FIRST_S = 60.0  # not during start-up
+
+
+class StartupFailed(Exception):
+    """The bot cannot start in this environment (bad settings, unusable data dir, model, Discord).
+
+    Its message is one line for the operator; `atelier run` prints it and exits non-zero, so systemd or
+    Docker see the failure instead of a process that hangs."""
+
+
+def _unusable(data_dir: Path, exc: BaseException) -> StartupFailed:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return StartupFailed(f"the data dir {data_dir} is not usable: {reason}")
 
 
 @dataclass
@@ -43,38 +57,67 @@ class Services:
     @classmethod
     async def open(cls, settings: Settings, *, engine: Engine | None = None) -> Services:
         data_dir = settings.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
-        # Before anything touches the jobs: a second bot on this data dir would steal running jobs.
-        lock = ProcessLock(data_dir / "atelier.lock")
-        lock.acquire()
         try:
-            return await cls._open(settings, lock, engine)
+            sources = settings.model_sources()
+        except ValueError as exc:
+            raise StartupFailed(str(exc)) from None
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            # Before anything touches the jobs: a second bot on this data dir would steal running jobs.
+            lock = ProcessLock(data_dir / "atelier.lock")
+            lock.acquire()
+        except OSError as exc:
+            raise _unusable(data_dir, exc) from None
+        try:
+            return await cls._open(settings, sources, lock, engine)
         except BaseException:
             lock.release()
             raise
 
     @classmethod
-    async def _open(cls, settings: Settings, lock: ProcessLock, engine: Engine | None) -> Services:
+    async def _open(cls, settings: Settings, sources: list[tuple[str, str]], lock: ProcessLock,
+                    engine: Engine | None) -> Services:
         data_dir = settings.data_dir
-        db = await Database.open(data_dir / "atelier.db")
-        blobs = BlobStore(data_dir / "images")
-        if engine is None:
-            registry = ModelRegistry(settings.model_sources(), data_dir, device=settings.device,
-                                     dtype=settings.dtype, compile=settings.compile,
-                                     max_loaded=settings.max_loaded_models,
-                                     tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
-                                     safety_checker=settings.safety_checker, offload=settings.offload)
-            engine = Engine(registry, preview_interval_s=settings.preview_interval)
-        # Before the scheduler and the gateway exist, so no job waits on loading or compiling a model (a
-        # no-op for an engine already warm).
-        await asyncio.to_thread(engine.warm_up, max_batch=settings.max_batch)
-        scheduler = Scheduler(db, engine, blobs, max_batch=settings.max_batch,
-                              max_queued_per_user=settings.queue_max_per_user,
-                              max_queued_total=settings.queue_max_total)
+        try:
+            db = await Database.open(data_dir / "atelier.db")
+        except (OSError, sqlite3.Error) as exc:
+            raise _unusable(data_dir, exc) from None
+        # aiosqlite's thread is not a daemon: a database left open keeps a failed start from ever exiting.
+        try:
+            try:
+                blobs = BlobStore(data_dir / "images")
+            except OSError as exc:
+                raise _unusable(data_dir, exc) from None
+            if engine is None:
+                try:
+                    registry = ModelRegistry(sources, data_dir, device=settings.device,
+                                             dtype=settings.dtype, compile=settings.compile,
+                                             max_loaded=settings.max_loaded_models,
+                                             tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
+                                             safety_checker=settings.safety_checker, offload=settings.offload)
+                except ValueError as exc:
+                    raise StartupFailed(str(exc)) from None
+                engine = Engine(registry, preview_interval_s=settings.preview_interval)
+            # Before the scheduler and the gateway exist, so no job waits on loading or compiling a model
+            # (a no-op for an engine already warm).
+            await asyncio.to_thread(engine.warm_up, max_batch=settings.max_batch)
+            scheduler = Scheduler(db, engine, blobs, max_batch=settings.max_batch,
+                                  max_queued_per_user=settings.queue_max_per_user,
+                                  max_queued_total=settings.queue_max_total)
+        except BaseException:
+            await db.close()
+            raise
         return cls(settings, db, blobs, engine, scheduler, lock)
 
     async def start(self) -> None:
-        await self.scheduler.start()
+        """Start the scheduler; if that fails, everything opened is closed (lock released) before raising."""
+        try:
+            await self.scheduler.start()
+        except BaseException as exc:
+            await self.close()
+            if isinstance(exc, sqlite3.Error):  # e.g. another process holding the database locked
+                raise StartupFailed(f"the job queue could not be read from {self.db.path}: {exc}") from None
+            raise
         self._sweeper = asyncio.create_task(self._sweep_blobs(), name="atelier-blob-sweep")
 
     async def collect_blobs(self, grace_s: float = BLOB_GRACE_S) -> SweepResult:

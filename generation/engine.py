@@ -7,6 +7,7 @@ thread-safe, and torch must never run on the event loop).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -265,14 +266,14 @@ def warm_up_plan(spec: ModelSpec, max_batch: int, per_call: int | None = None) -
     plan: list[RenderRequest] = []
     upscales: list[RenderRequest] = []
     for aspect in ASPECTS:
-        width, height = size_for(aspect, spec.family)
+        width, height = size_for(aspect, spec.family, spec.size)
         plan += [_warm_request(spec, width, height, n) for n in range(1, max_images + 1)]
         with contextlib.suppress(InvalidRequest):  # a size this model cannot upscale is never asked for
             upscales.append(upscale_of(_warm_request(spec, width, height), 0, source="warm-up",
                                        family=spec.family))
     if family_of(spec.family).t5:
         return plan + upscales  # T5 embeddings are padded to one length whatever the prompt
-    width, height = size_for(ASPECTS[0], spec.family)
+    width, height = size_for(ASPECTS[0], spec.family, spec.size)
     long_prompts = [_warm_request(spec, width, height, chunks=n) for n in range(2, MAX_CHUNKS + 1)]
     return plan + upscales + long_prompts
 
@@ -299,6 +300,7 @@ class _Run:
         self.engine = engine
         self.pipe = pipe
         self.scheduler_config = engine.registry.scheduler_config(requests[0].model)
+        self.spec = engine.registry.spec(requests[0].model)
         self.family = family
         # The second stage (an SDXL refiner img2img pipeline) and the fraction of the steps the base runs.
         self.refiner = refiner
@@ -364,9 +366,10 @@ class _Run:
         pipe = self.pipe
         captured: dict[str, Any] = {}
 
-        def fresh_scheduler(target: Any, config: Any) -> Any:
+        def fresh_scheduler(target: Any, config: Any, model_options: dict[str, Any] | None = None) -> Any:
             # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
-            scheduler = self.family.make_scheduler(first.sampler, config)
+            scheduler = self.family.make_scheduler(first.sampler, config, model_options,
+                                                   seeds=[s.seed for s in chunk])
             original_step = scheduler.step
 
             def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
@@ -379,7 +382,7 @@ class _Run:
             target.scheduler = scheduler
             return scheduler
 
-        scheduler = fresh_scheduler(pipe, self.scheduler_config)
+        scheduler = fresh_scheduler(pipe, self.scheduler_config, self.spec.scheduler_options)
         # Steps the base stage took, when a refiner finishes the render: its steps count on from there.
         phase = {"offset": 0}
 
@@ -422,6 +425,8 @@ class _Run:
             "generator": generators,
             "callback_on_step_end": on_step_end,
             "output_type": "pil" if self.decode else "latent",
+            # Per-model settings (clip_skip, guidance_rescale): the model name in the batch key covers them.
+            **self.spec.call_options(inspect.signature(pipe.__call__).parameters),
         }
         if self.family.t5:
             # T5 reads up to this many tokens (its default would cut Flux-dev at 512 and pad schnell to it).

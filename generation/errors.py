@@ -15,6 +15,10 @@ class AtelierError(Exception):
         self.user_message = user_message
 
 
+class ConfigError(AtelierError, ValueError):
+    """The operator's configuration is wrong (e.g. a model source's options): the bot does not start."""
+
+
 class InvalidRequest(AtelierError):
     """Bad options or prompt flags; nothing was queued."""
 
@@ -37,10 +41,6 @@ class NotAllowed(AtelierError):
 
 class NotFound(AtelierError):
     """A job or image the user asked for does not exist (or is not theirs to see)."""
-
-
-class ConfigError(AtelierError):
-    """A setting that cannot work on this machine; raised at start, before any work is taken."""
 
 
 class RenderError(AtelierError):

@@ -34,7 +34,9 @@ import math
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from generation.errors import QueueFull
@@ -44,6 +46,7 @@ from generation.worker import BatchJob, RenderBackend, Worker
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.jobs import CapExceeded
+from storage.retry import DEFAULT_DELAYS, retry_async
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +289,7 @@ class Scheduler:
         max_queued_per_user: int = 5,
         max_queued_total: int = 200,
         lease_seconds: float = 3600.0,
+        storage_retry_delays: Sequence[float] = DEFAULT_DELAYS,
     ) -> None:
         self.db = db
         self.engine = engine
@@ -295,8 +299,10 @@ class Scheduler:
         self.max_queued_per_user = max_queued_per_user
         self.max_queued_total = max_queued_total
         self.lease_owner = uuid.uuid4().hex
+        self.storage_retry_delays = tuple(storage_retry_delays)
         self._worker = Worker(
-            db, engine, blobs, emit=self._emit, lease_owner=self.lease_owner, lease_seconds=lease_seconds
+            db, engine, blobs, emit=self._emit, lease_owner=self.lease_owner, lease_seconds=lease_seconds,
+            storage_retry_delays=self.storage_retry_delays,
         )
         self._fair = FairQueue()
         self._jobs: dict[int, _Job] = {}
@@ -394,17 +400,22 @@ class Scheduler:
             # FairQueue wants each user's jobs oldest first: put the owners' jobs back in id order.
             held = [j for j in self._jobs.values()
                     if j.owner.guild_id == guild_id and j.job_id not in self._running]
-            for user_id in {j.owner.user_id for j in held}:
-                mine = sorted(j.job_id for j in self._jobs.values()
-                              if j.owner.user_id == user_id and j.job_id not in self._running
-                              and j.owner.guild_id not in self._paused_guilds)
-                for job_id in mine:
-                    self._fair.remove(job_id)
-                for job_id in mine:
-                    self._fair.add(self._ticket(self._jobs[job_id]))
-            self._order = None
+            self._refile({j.owner.user_id for j in held})
             self._announce(guild_id)
         self._wake.set()
+
+    def _refile(self, user_ids: set[int]) -> None:
+        """Put these users' tracked, not running, not held jobs (back) in the fair order. FairQueue wants
+        each user's jobs oldest first, so all of a user's jobs go back in id order."""
+        for user_id in user_ids:
+            mine = sorted(j.job_id for j in self._jobs.values()
+                          if j.owner.user_id == user_id and j.job_id not in self._running
+                          and j.owner.guild_id not in self._paused_guilds)
+            for job_id in mine:
+                self._fair.remove(job_id)
+            for job_id in mine:
+                self._fair.add(self._ticket(self._jobs[job_id]))
+        self._order = None
 
     def _announce(self, guild_id: int) -> None:
         """Tell watchers of the guild's queued jobs where they stand now."""
@@ -606,6 +617,7 @@ class Scheduler:
             self._running = [j.job_id for j in jobs]
             self._running_since = time.monotonic()
             self._running_estimate = self._estimate(jobs[0].batch_key, sum(j.images for j in jobs))
+            kept: set[int] = set()
             try:
                 outcome = await self._worker.run(
                     [BatchJob(j.job_id, j.request) for j in jobs],
@@ -615,14 +627,47 @@ class Scheduler:
                 if outcome is not None and outcome.images:
                     self._learn(jobs[0].batch_key, outcome.render_seconds / outcome.images)
             except Exception:
-                # Only storage trouble gets here (render errors fail their jobs inside run()).
-                # The jobs stay running in the table and are recovered at the next start.
+                # Only storage trouble gets here (render errors fail their jobs inside run()), after the
+                # worker's own retries: a database locked for long, a disk full.
                 log.exception("worker failed on jobs %s", self._running)
+                kept = await self._keep_unfinished(jobs)
                 await asyncio.sleep(1.0)
             finally:
                 for job_id in self._running:
-                    self._jobs.pop(job_id, None)
+                    if job_id not in kept:
+                        self._jobs.pop(job_id, None)
                     self._cancel_running.discard(job_id)
                 self._running = []
                 self._running_estimate = 0.0
                 self._order = None
+            if kept:
+                self._refile({self._jobs[i].owner.user_id for i in kept})
+                for entry in self.snapshot():  # their messages said "rendering": back to "queued"
+                    if entry.job_id in kept:
+                        self._emit(queued_event(entry))
+                self._wake.set()
+
+    async def _keep_unfinished(self, jobs: list[_Job]) -> set[int]:
+        """After a storage failure mid-batch: jobs the table still holds as queued (the claim failed) or
+        running (the result could not be recorded) stay in the queue and run again, instead of being
+        stranded until a restart while still counting against their member's cap."""
+        kept: set[int] = set()
+        try:
+            for job in jobs:
+                if job.job_id in self._cancel_running:  # its member cancelled it meanwhile
+                    if await retry_async(partial(self.db.jobs.finish_cancelled, job.job_id),
+                                         f"cancel job {job.job_id}", self.storage_retry_delays):
+                        self._emit(JobCancelled(job.job_id))
+                    continue
+                row = await self.db.jobs.get(job.job_id)  # reads work while another connection writes
+                if row is None or row.finished:
+                    continue
+                if row.status == "running":
+                    # Not the job's fault: the attempt is refunded.
+                    await retry_async(partial(self.db.jobs.requeue, [job.job_id], refund_attempt=True),
+                                      f"requeue job {job.job_id}", self.storage_retry_delays)
+                kept.add(job.job_id)
+        except Exception:
+            log.exception("jobs %s could not be put back in the queue now; the next start recovers them",
+                          [j.job_id for j in jobs if j.job_id not in kept])
+        return kept

@@ -12,10 +12,11 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 from PIL import Image
 
@@ -26,13 +27,22 @@ from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
 from storage.blobs import BlobStore
 from storage.db import Database
+from storage.errors import StorageUnavailable
 from storage.images import NewImage
+from storage.retry import DEFAULT_DELAYS, retry_async, retry_sync
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 UNEXPECTED = "The renderer hit an unexpected error with this job; please try again."
 SOURCE_GONE = "The source image of this job is no longer available."
 BAD_REQUEST = "This job's stored request could not be read."
+
+
+def not_saved(reason: str) -> str:
+    """A member's explanation when storage failed through every retry (the render itself was fine)."""
+    return f"The images could not be saved: {reason}. Please try again later, or tell the server's admins."
 
 
 class RenderBackend(Protocol):
@@ -93,8 +103,11 @@ class Worker:
         emit: Callable[[JobEvent], None],
         lease_owner: str,
         lease_seconds: float,
+        storage_retry_delays: Sequence[float] = DEFAULT_DELAYS,
     ) -> None:
         self._db = db
+        # Waits between attempts of a storage step that hit a locked database or a full disk.
+        self._delays = tuple(storage_retry_delays)
         self._engine = engine
         self._blobs = blobs
         self._emit = emit
@@ -130,12 +143,10 @@ class Worker:
         is_cancelled: Callable[[int], bool],
     ) -> BatchOutcome | None:
         """Run one batch to its end: every job ends done, failed, cancelled or (on stop) queued."""
-        # 1. Claim: queued -> running with a lease; a job cancelled meanwhile is skipped.
-        claimed = set(
-            await self._db.jobs.claim(
-                [j.job_id for j in jobs], lease_owner=self._lease_owner, lease_seconds=self._lease_seconds
-            )
-        )
+        # 1. Claim: queued -> running with a lease; a job cancelled meanwhile is skipped. If storage stays
+        # unavailable the StorageUnavailable reaches the scheduler, which keeps the jobs queued.
+        claimed = set(await self._stored("claim", lambda: self._db.jobs.claim(
+            [j.job_id for j in jobs], lease_owner=self._lease_owner, lease_seconds=self._lease_seconds)))
         live: list[tuple[BatchJob, RenderRequest]] = []
         for job in jobs:
             if job.job_id not in claimed:
@@ -189,6 +200,13 @@ class Worker:
         except RenderCancelled:
             await self._stopped(ids, batch.is_cancelled)
             return None
+        except StorageUnavailable as exc:
+            # The files could not be written (full disk) through every retry. That is no request's fault:
+            # rendering the batch again job by job would only fail the same way, slowly.
+            log.error("jobs %s rendered but could not be stored: %s", ids, exc.reason)
+            for job_id in ids:
+                await self._fail(job_id, not_saved(exc.reason))
+            return None
         except Exception as exc:
             if len(ids) > 1:
                 # Batches mix users: one request's trouble must not fail the others. Each runs alone,
@@ -210,7 +228,8 @@ class Worker:
                 await self._cancelled(job_id)
                 continue
             share = seconds * len(images) / total_images
-            first, rows = await self._db.jobs.complete(job_id, images, render_seconds=share, grid_blob=grid)
+            first, rows = await self._stored(f"complete job {job_id}", partial(
+                self._db.jobs.complete, job_id, images, render_seconds=share, grid_blob=grid))
             if first:
                 self._emit(JobDone(job_id, rows))
         return BatchOutcome(seconds, total_images)
@@ -236,7 +255,8 @@ class Worker:
         for job_id in ids:
             if is_cancelled(job_id):
                 await self._cancelled(job_id)
-        await self._db.jobs.requeue([i for i in ids if not is_cancelled(i)], refund_attempt=True)
+        back = [i for i in ids if not is_cancelled(i)]
+        await self._stored("requeue", lambda: self._db.jobs.requeue(back, refund_attempt=True))
 
     def _render_and_store(
         self,
@@ -272,16 +292,24 @@ class Worker:
         return out, [grid.result() if grid is not None else None for grid in grids], seconds
 
     def _store_png(self, image: Image.Image, params: dict[str, Any]) -> str:
-        return self._blobs.put(encode_png(image, params))
+        return self._put(encode_png(image, params))
 
     def _store_grid(self, images: list[Image.Image], request: RenderRequest) -> str:
         params = {**image_params(request, 0), "seeds": list(request.seeds), "grid": len(images)}
-        return self._blobs.put(encode_png(make_grid(images), params))
+        return self._put(encode_png(make_grid(images), params))
+
+    def _put(self, data: bytes) -> str:
+        # Encoded once; only the write is retried (a full disk may get room when logs rotate).
+        return retry_sync(lambda: self._blobs.put(data), "writing an image file", self._delays)
+
+    async def _stored(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """A job transition, retried through a locked database or a full disk (each is idempotent)."""
+        return await retry_async(op, what, self._delays)
 
     async def _fail(self, job_id: int, reason: str) -> None:
-        if await self._db.jobs.fail(job_id, reason):
+        if await self._stored(f"fail job {job_id}", lambda: self._db.jobs.fail(job_id, reason)):
             self._emit(JobFailed(job_id, reason))
 
     async def _cancelled(self, job_id: int) -> None:
-        if await self._db.jobs.finish_cancelled(job_id):
+        if await self._stored(f"cancel job {job_id}", lambda: self._db.jobs.finish_cancelled(job_id)):
             self._emit(JobCancelled(job_id))

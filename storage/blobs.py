@@ -18,6 +18,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from storage.errors import CorruptBlob
+
 _KEY = re.compile(r"^[0-9a-f]{64}(\.[a-z0-9]{1,8})?$")
 _SUFFIX = re.compile(r"^(\.[a-z0-9]{1,8})?$")
 
@@ -91,6 +93,14 @@ class BlobStore:
             return path.read_bytes()
         except FileNotFoundError:
             raise KeyError(key) from None
+
+    def read_verified(self, key: str) -> bytes:
+        """The bytes only if they still hash to their key: KeyError when the file is gone, CorruptBlob
+        when it was truncated or damaged (so a broken file is never handed on as an image)."""
+        data = self.read(key)
+        if hashlib.sha256(data).hexdigest() != key.split(".", 1)[0]:
+            raise CorruptBlob(key)
+        return data
 
     def open_image(self, key: str) -> Image.Image:
         with Image.open(io.BytesIO(self.read(key))) as im:

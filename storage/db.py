@@ -16,9 +16,9 @@ from storage.migrations import migrate
 BUSY_TIMEOUT_MS = 5000
 
 
-def _prepare(path: Path) -> None:
+def _prepare(path: Path, busy_timeout_ms: int) -> None:
     """Migrations run on a plain connection before aiosqlite takes the file."""
-    conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -44,10 +44,13 @@ class Connection:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self.conn
+                await self.conn.execute("COMMIT")
             except BaseException:
-                await self.conn.execute("ROLLBACK")
+                # Also when COMMIT itself failed (locked, disk full): a transaction left open would turn
+                # every later BEGIN into an error, and the caller's retry could never succeed.
+                if self.conn.in_transaction:
+                    await self.conn.execute("ROLLBACK")
                 raise
-            await self.conn.execute("COMMIT")
 
     async def write(self, sql: str, params: Iterable[Any] = ()) -> tuple[int, int | None]:
         """One statement on its own; returns (rowcount, lastrowid)."""
@@ -90,16 +93,23 @@ class Database:
         self.stats = StatsStore(self.connection)
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
+    async def open(cls, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:
+        """busy_timeout_ms: how long a statement waits for another connection's write lock before it
+        fails with "database is locked" (the job transitions then retry, see storage.retry)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        await asyncio.to_thread(_prepare, path)
-        conn = await aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        conn.row_factory = aiosqlite.Row
-        await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        # WAL + NORMAL is durable across process crashes; only an OS crash can lose the last commits.
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        await asyncio.to_thread(_prepare, path, busy_timeout_ms)
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        try:
+            conn.row_factory = aiosqlite.Row
+            await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            # WAL + NORMAL is durable across process crashes; only an OS crash can lose the last commits.
+            await conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            # aiosqlite's thread is not a daemon: an unclosed connection would keep the process alive.
+            await conn.close()
+            raise
         return cls(path, conn)
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ from bot.jobflow import bot_of, start_job
 from bot.reply import reply
 from generation.errors import InvalidRequest, NotFound
 from generation.request import Kind, RenderRequest
+from generation.samplers import sampler_label
 from generation.validate import (
     ASPECTS,
     SAMPLER_NAMES,
@@ -56,7 +57,8 @@ class Imagine(commands.Cog):
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
-        sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLER_NAMES][:25],
+        # Labels members know ("DPM++ 2M Karras"); the value, stored in the request, is the canonical name.
+        sampler=[app_commands.Choice(name=sampler_label(s), value=s) for s in SAMPLER_NAMES],
     )
     async def imagine(self, interaction: discord.Interaction[Any], prompt: str, negative: str | None = None,
                       aspect: str | None = None, seed: int | None = None, steps: int | None = None,

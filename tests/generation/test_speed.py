@@ -15,7 +15,7 @@ import torch
 from generation.engine import Engine, warm_up_plan
 from generation.errors import ConfigError
 from generation.events import JobProgress
-from generation.models import ModelRegistry
+from generation.models import ModelRegistry, make_spec
 from generation.previews import PreviewThrottle
 from generation.request import RenderRequest
 from generation.scheduler import JobOwner, Scheduler
@@ -117,6 +117,9 @@ def test_the_warm_up_plan_covers_every_aspect_and_batch_size_a_call_can_hold(tin
         assert _shapes(warm_up_plan(spec, 6)) == txt2img(6) | upscales
         assert _shapes(warm_up_plan(spec, 6, per_call=3)) == txt2img(3) | upscales
         assert all(r.steps == 1 and r.model == model for r in warm_up_plan(spec, 1))
+    # A model's own native size (`?size=`) is the one its jobs use.
+    sized = make_spec("s", "tiny?size=256")
+    assert {(w, h) for _, w, h, n in _shapes(warm_up_plan(sized, 1)) if n == 1} >= {(256, 256), (312, 208)}
 
 
 def test_warm_up_renders_the_plan_for_each_model_that_stays_loaded(unet_inputs: Any) -> None:
