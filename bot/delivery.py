@@ -25,7 +25,6 @@ from bot.policy import nsfw_presentation
 from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
 from generation.images import make_grid
 from generation.request import RenderRequest
-from generation.scheduler import queued_event
 from storage.blobs import BlobStore
 from storage.errors import CorruptBlob
 
@@ -40,7 +39,6 @@ REFS_WAIT_S = 10.0
 SWEEP_INTERVAL_S = 15.0
 UPLOAD_TOO_LARGE = 40005  # Discord's JSON error code for a file over the upload limit
 MIN_UPLOAD_BYTES = 16 * 1024  # below this, a refusal is not about size: give up and let the sweep retry
-FINAL_STATUSES = ("done", "failed", "cancelled")
 
 
 class Delivery:
@@ -85,25 +83,15 @@ class Delivery:
                 log.exception("routing event %r failed", event)
 
     def _route(self, event: JobEvent) -> None:
+        # Position changes arrive as JobQueued events from the scheduler; they are throttled per message
+        # like progress.
         job_id = event.job_id
-        if isinstance(event, JobStarted | JobDone | JobFailed | JobCancelled):
-            # Jobs behind this one moved up: refresh their "position N" text (throttled per message).
-            self._refresh_positions()
         queue = self._queues.get(job_id)
         if queue is None:
             queue = self._queues[job_id] = asyncio.Queue()
             self._workers[job_id] = asyncio.create_task(self._job_worker(job_id, queue),
                                                         name=f"atelier-job-{job_id}")
         queue.put_nowait(event)
-
-    def _refresh_positions(self) -> None:
-        for entry in self.bot.services.scheduler.snapshot():
-            if getattr(entry, "status", "queued") != "queued":
-                continue
-            if self._shown_position.get(entry.job_id) not in (None, (entry.position, entry.paused)):
-                queue = self._queues.get(entry.job_id)
-                if queue is not None:
-                    queue.put_nowait(queued_event(entry))
 
     async def _job_worker(self, job_id: int, queue: asyncio.Queue[JobEvent | None]) -> None:
         """Edits one job's message in event order. Progress is throttled with a trailing edge: an update
@@ -161,7 +149,7 @@ class Delivery:
     async def _update(self, job_id: int, event: JobEvent) -> None:
         """Show a non-final state (queued position, rendering progress with a preview)."""
         job = await self.bot.services.db.jobs.get(job_id)
-        if job is None or job.status in FINAL_STATUSES or job.message_id is None:
+        if job is None or job.finished or job.message_id is None:
             return
         if job.interaction_token is not None and not token_alive(job.token_expires_at):
             return  # progress after token expiry is not worth a channel message
@@ -191,7 +179,7 @@ class Delivery:
             try:
                 db = self.bot.services.db
                 job = await db.jobs.get(job_id)
-                if job is None or job.status not in FINAL_STATUSES or job.delivered_at is not None:
+                if job is None or not job.finished or job.delivered_at is not None:
                     return
                 shown = await self.final_message(job)
                 while True:
@@ -288,7 +276,7 @@ class Delivery:
                         job.id, job.channel_id, exc.status, exc.text)
             return
         # From now on this channel message is the job's message: a redelivery edits it, never reposts.
-        await self.bot.services.db.jobs.set_discord_refs(
+        await self.bot.services.db.jobs.set_message_refs(
             job.id, interaction_token=None, token_expires_at=None, message_id=message.id,
             channel_id=job.channel_id,
         )

@@ -55,7 +55,7 @@ async def start_job(interaction: discord.Interaction[Any], request: RenderReques
             message_id = (await interaction.original_response()).id
         # 4. Remember where the message lives: updates go through the interaction token while it lives,
         # then through the channel.
-        await services.db.jobs.set_discord_refs(
+        await services.db.jobs.set_message_refs(
             job_id, interaction_token=interaction.token,
             token_expires_at=created + TOKEN_LIFETIME_S - TOKEN_MARGIN_S,
             message_id=message_id, channel_id=interaction.channel_id,

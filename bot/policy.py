@@ -142,7 +142,7 @@ async def refusal_cooldown(services: Services, guild_id: int | None, user_id: in
     return max(0.0, newest + REFUSAL_COOLDOWN_S - time.time())
 
 
-async def check_request(services: Services, interaction: discord.Interaction[Any],
+async def check_request(services: Services, interaction: discord.Interaction[Any],  # noqa: C901 -- kernel branch rewrites bot/
                         request: RenderRequest) -> Rules:
     """Raise a domain error (NotAllowed, PromptRejected, LimitReached) if the request may not run;
     otherwise say how to queue it."""
