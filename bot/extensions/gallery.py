@@ -29,7 +29,7 @@ from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from bot.access import gallery_scope, load_job, require_owner_or_moderator, viewer_of
 from bot.buttons import JobButton, register_action
-from bot.jobflow import bot_of
+from bot.interaction import AtelierInteraction
 from bot.policy import channel_is_age_restricted
 from bot.presenter import fit_upload, short_prompt
 from bot.reply import reply
@@ -68,11 +68,11 @@ def _b36(n: int) -> str:
             return out
 
 
-def views_of(interaction: discord.Interaction[Any]) -> GalleryStore:
-    return bot_of(interaction).services.db.gallery
+def views_of(interaction: AtelierInteraction) -> GalleryStore:
+    return interaction.client.services.db.gallery
 
 
-def gallery_filter(interaction: discord.Interaction[Any], owner_id: int, favourites: bool,
+def gallery_filter(interaction: AtelierInteraction, owner_id: int, favourites: bool,
                    search: str) -> GalleryFilter:
     """What the viewer may browse of `owner_id`'s gallery here (bot.access.gallery_scope); another
     user's gallery in a DM does not exist for them (a crafted paging custom_id included)."""
@@ -103,7 +103,7 @@ def _sheet(blobs: Any, rows: list[ImageRow], first_number: int, hide_nsfw: bool)
     return sheet_png([_thumbnail(blobs, r, hide_nsfw and r.nsfw) for r in rows], first_number=first_number)
 
 
-async def render_page(interaction: discord.Interaction[Any], f: GalleryFilter, page: int, *,
+async def render_page(interaction: AtelierInteraction, f: GalleryFilter, page: int, *,
                       before: int | None = None, after: int | None = None,
                       ) -> tuple[str, discord.File | None, discord.ui.View | None]:
     """The content, contact sheet and controls of one gallery page (clamped to the last page).
@@ -122,7 +122,7 @@ async def render_page(interaction: discord.Interaction[Any], f: GalleryFilter, p
     if not rows:
         return f"No images{suffix} to show here.", None, None
     first = page * PER_PAGE + 1
-    blobs = bot_of(interaction).services.blobs
+    blobs = interaction.client.services.blobs
     png = await asyncio.to_thread(_sheet, blobs, rows, first, not channel_is_age_restricted(interaction))
     content = (f"**Gallery** — {what}{suffix} · page {page + 1}/{pages} · {total} image"
                f"{'s' if total != 1 else ''}, newest first")
@@ -231,15 +231,15 @@ def image_view(row: ImageRow, kind: Kind) -> discord.ui.View:
     return view
 
 
-async def open_image(interaction: discord.Interaction[Any], image_id: int) -> None:
-    services = bot_of(interaction).services
+async def open_image(interaction: AtelierInteraction, image_id: int) -> None:
+    services = interaction.client.services
     # Checked again here: a select's values come from the client and could name any image.
     row = await views_of(interaction).visible(image_id, interaction.guild_id, interaction.user.id)
     if row is None:
         raise NotFound("That image is not available.")
     job = await load_job(interaction, row.job_id)  # the one visibility rule (DM images: owner only)
     kind = Kind(job.kind) if job is not None and job.kind in Kind._value2member_map_ else Kind.TXT2IMG
-    limit = bot_of(interaction).delivery.upload_limit(interaction.guild_id)
+    limit = interaction.client.delivery.upload_limit(interaction.guild_id)
 
     def readable() -> tuple[bytes, str]:
         data = services.blobs.read(row.blob)
@@ -264,11 +264,11 @@ async def open_image(interaction: discord.Interaction[Any], image_id: int) -> No
 
 # -- ⭐ and 🗑 ------------------------------------------------------------------------------------
 
-async def on_favourite(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+async def on_favourite(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
     """⭐ toggles the clicker's favourite: one image (from the gallery) or the whole job (under a result).
     Anyone who can see the job may star it (load_job hides others' private jobs); stars are per member."""
     await load_job(interaction, job_id)
-    images = bot_of(interaction).services.db.images
+    images = interaction.client.services.db.images
     rows = [r for r in await images.for_job(job_id) if index is None or r.index == index]
     if not rows:
         raise NotFound("That image is gone.")
@@ -278,11 +278,11 @@ async def on_favourite(interaction: discord.Interaction[Any], job_id: int, index
                 ephemeral=True)
 
 
-async def on_remove(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+async def on_remove(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
     """🗑 in the gallery: the owner or a moderator removes the image from galleries."""
     job = await load_job(interaction, job_id)
     require_owner_or_moderator(interaction, job, "delete it", thing="image")
-    services = bot_of(interaction).services
+    services = interaction.client.services
     if index is None:
         removed = await services.db.images.set_deleted_for_job(job_id)
     else:
@@ -308,7 +308,7 @@ class Gallery(commands.Cog):
     @app_commands.command(name="gallery", description="Browse images as contact sheets")
     @app_commands.describe(user="Whose images (default: yours)", search="Words the prompt must contain",
                            favourites="Only favourites")
-    async def gallery(self, interaction: discord.Interaction[Any], user: discord.User | None = None,
+    async def gallery(self, interaction: AtelierInteraction, user: discord.User | None = None,
                       search: app_commands.Range[str, 1, MAX_SEARCH] | None = None,
                       favourites: bool = False) -> None:
         owner = (user or interaction.user).id
@@ -324,10 +324,10 @@ class Gallery(commands.Cog):
 
     @app_commands.command(name="export", description="Your prompts and seeds in this server, as a file")
     @app_commands.describe(format="File format")
-    async def export(self, interaction: discord.Interaction[Any],
+    async def export(self, interaction: AtelierInteraction,
                      format: Literal["csv", "json"] = "csv") -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        limit = bot_of(interaction).delivery.upload_limit(interaction.guild_id)
+        limit = interaction.client.delivery.upload_limit(interaction.guild_id)
         data, count, capped = await build_export(views_of(interaction), interaction.guild_id,
                                                  interaction.user.id, format, max_bytes=limit)
         if count == 0:

@@ -17,7 +17,8 @@ from bot.attachments import start_from_upload
 from bot.buttons import register_action
 from bot.errors import report_error
 from bot.extensions.user_settings import personal_draft
-from bot.jobflow import bot_of, start_job
+from bot.interaction import AtelierInteraction
+from bot.jobflow import start_job
 from bot.reply import reply
 from generation.errors import InvalidRequest, NotFound
 from generation.request import Kind, RenderRequest
@@ -58,12 +59,12 @@ class Imagine(commands.Cog):
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
         sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLER_NAMES][:25],
     )
-    async def imagine(self, interaction: discord.Interaction[Any], prompt: str, negative: str | None = None,
+    async def imagine(self, interaction: AtelierInteraction, prompt: str, negative: str | None = None,
                       aspect: str | None = None, seed: int | None = None, steps: int | None = None,
                       guidance: float | None = None, sampler: str | None = None, model: str | None = None,
                       count: int | None = None, image: discord.Attachment | None = None,
                       strength: float | None = None) -> None:
-        services = bot_of(interaction).services
+        services = interaction.client.services
         draft = RequestDraft(prompt=prompt, negative=negative, aspect=aspect, seed=seed, steps=steps,
                              guidance=guidance, sampler=sampler, model=model, count=count, strength=strength)
         if image is not None:
@@ -77,51 +78,51 @@ class Imagine(commands.Cog):
         await start_job(interaction, request)
 
     @imagine.autocomplete("model")
-    async def model_autocomplete(self, interaction: discord.Interaction[Any],
+    async def model_autocomplete(self, interaction: AtelierInteraction,
                                  current: str) -> list[app_commands.Choice[str]]:
-        names = bot_of(interaction).services.registry.names()
+        names = interaction.client.services.registry.names()
         current = current.lower()
         return [app_commands.Choice(name=n, value=n) for n in names if current in n.lower()][:25]
 
 
 # -- buttons -------------------------------------------------------------------------------------
 
-async def source_of(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> tuple[Any, str]:
+async def source_of(interaction: AtelierInteraction, job_id: int, index: int | None) -> tuple[Any, str]:
     job = await load_job(interaction, job_id)
     if job.status != "done":
         raise InvalidRequest(f"Job {job_id} has no images yet.")
-    rows = {row.index: row for row in await bot_of(interaction).services.db.images.for_job(job_id)}
+    rows = {row.index: row for row in await interaction.client.services.db.images.for_job(job_id)}
     row = rows.get(index or 0)
     if row is None or row.deleted:
         raise NotFound("That image is gone.")
     return job, row.blob
 
 
-async def on_upscale(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+async def on_upscale(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
     job, blob = await source_of(interaction, job_id, index)
     parent = RenderRequest.from_json(job.request)
     # The cap is the parent model's own: Upscale → Vary → Upscale must not ask SD1.5 for 2048².
-    family = bot_of(interaction).services.registry.spec(parent.model).family
+    family = interaction.client.services.registry.spec(parent.model).family
     request = upscale_of(parent, index or 0, source=blob, family=family)
     await start_job(interaction, request, parent_job_id=job_id, parent_index=index or 0)
 
 
-async def _vary(interaction: discord.Interaction[Any], job_id: int, index: int | None, strong: bool) -> None:
+async def _vary(interaction: AtelierInteraction, job_id: int, index: int | None, strong: bool) -> None:
     job, blob = await source_of(interaction, job_id, index)
     request = variation_of(RenderRequest.from_json(job.request), index or 0, strong=strong, source=blob)
     await start_job(interaction, request, parent_job_id=job_id, parent_index=index or 0)
 
 
-async def on_vary(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+async def on_vary(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
     # V1-V4 under a grid make a strong variation, as Midjourney's default "high variation mode" does.
     await _vary(interaction, job_id, index, strong=True)
 
 
-async def on_subtle(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+async def on_subtle(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
     await _vary(interaction, job_id, index, strong=False)
 
 
-async def on_strong(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+async def on_strong(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
     await _vary(interaction, job_id, index, strong=True)
 
 
@@ -130,7 +131,7 @@ def reseeded(request: RenderRequest) -> RenderRequest:
     return dataclasses.replace(request, seeds=tuple(first + i for i in range(request.count)))
 
 
-async def on_reroll(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+async def on_reroll(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
     job = await load_job(interaction, job_id)
     await start_job(interaction, reseeded(RenderRequest.from_json(job.request)), parent_job_id=job_id)
 
@@ -150,7 +151,7 @@ class RemixModal(discord.ui.Modal, title="Remix prompt"):
         self.add_item(self.negative)
 
     async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
-        services = bot_of(interaction).services
+        services = interaction.client.services
         parent = self.request
         # The edited prompt may carry flags again; everything else follows the parent job.
         draft = RequestDraft(prompt=self.prompt.value, negative=self.negative.value or None,
@@ -162,26 +163,26 @@ class RemixModal(discord.ui.Modal, title="Remix prompt"):
         await start_job(interaction, request, parent_job_id=self.job_id)
 
     async def on_error(  # type: ignore[override]  # Modal's own signature has no item argument
-            self, interaction: discord.Interaction[Any], error: Exception, /) -> None:
+            self, interaction: AtelierInteraction, error: Exception, /) -> None:
         await report_error(interaction, error, job_id=self.job_id)
 
 
-async def on_remix(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+async def on_remix(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
     job = await load_job(interaction, job_id)
     await interaction.response.send_modal(RemixModal(job_id, RenderRequest.from_json(job.request)))
 
 
-async def on_info(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+async def on_info(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
     job = await load_job(interaction, job_id)
     embed = presenter.details(job_id, RenderRequest.from_json(job.request),
                               {"By": f"<@{job.user_id}>", "Status": job.status})
     await reply(interaction, embed=embed, ephemeral=True)
 
 
-async def on_delete(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
+async def on_delete(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
     job = await load_job(interaction, job_id)
     require_owner_or_moderator(interaction, job, "delete it")
-    services = bot_of(interaction).services
+    services = interaction.client.services
     await services.db.images.delete_job_images(job_id)
     if interaction.user.id != job.user_id:
         await services.db.audit.record(job.guild_id, interaction.user.id, "delete", f"job:{job_id}",

@@ -7,11 +7,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Literal
 
-import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobflow import bot_of
+from bot.interaction import AtelierInteraction
 from bot.reply import reply
 from generation.errors import AtelierError, InvalidRequest
 from generation.request import Kind
@@ -50,9 +49,9 @@ def apply_personal_defaults(draft: RequestDraft, defaults: dict[str, Any],
     return dataclasses.replace(draft, **values) if values else draft
 
 
-async def personal_draft(interaction: discord.Interaction[Any], draft: RequestDraft) -> RequestDraft:
+async def personal_draft(interaction: AtelierInteraction, draft: RequestDraft) -> RequestDraft:
     """The draft with the interacting member's defaults applied (the one call /imagine makes)."""
-    services = bot_of(interaction).services
+    services = interaction.client.services
     defaults = await services.db.users.get(interaction.user.id)
     return apply_personal_defaults(draft, defaults, services.registry)
 
@@ -80,13 +79,13 @@ class UserSettings(commands.Cog):
         reset="Clear one default, or all of them",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
-    async def settings(self, interaction: discord.Interaction[Any], model: str | None = None,
+    async def settings(self, interaction: AtelierInteraction, model: str | None = None,
                        aspect: str | None = None, steps: app_commands.Range[int, 1, 150] | None = None,
                        guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
                        negative: app_commands.Range[str, 1, 1000] | None = None,
                        count: app_commands.Range[int, 1, 4] | None = None, private: bool | None = None,
                        reset: ResetChoice | None = None) -> None:
-        services = bot_of(interaction).services
+        services = interaction.client.services
         users = services.db.users
         user_id = interaction.user.id
         if reset == "all":
@@ -113,9 +112,9 @@ class UserSettings(commands.Cog):
         await reply(interaction, prefix + describe(current), ephemeral=True)
 
     @settings.autocomplete("model")
-    async def model_autocomplete(self, interaction: discord.Interaction[Any],
+    async def model_autocomplete(self, interaction: AtelierInteraction,
                                  current: str) -> list[app_commands.Choice[str]]:
-        names = bot_of(interaction).services.registry.names()
+        names = interaction.client.services.registry.names()
         return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
 
 
