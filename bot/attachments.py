@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import discord
 
-from bot.extensions.user_settings import personal_draft
+from bot.defaults import personal_draft
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
 from bot.policy import check_request

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 
+from bot.defaults import member_settings
 from generation.errors import LimitReached, NotAllowed, PromptRejected
 from generation.moderation import WordFilter
 from generation.request import RenderRequest
@@ -147,7 +148,7 @@ async def check_request(services: Services, interaction: discord.Interaction[Any
     """Raise a domain error (NotAllowed, PromptRejected, LimitReached) if the request may not run;
     otherwise say how to queue it."""
     user_id = interaction.user.id
-    personal = await services.db.users.get(user_id)
+    personal = await member_settings(interaction)
     private = bool(personal.get("private", False))
     guild_id = interaction.guild_id
     if guild_id is None:

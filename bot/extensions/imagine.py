@@ -15,8 +15,8 @@ from bot import presenter
 from bot.access import load_job, require_owner_or_moderator
 from bot.attachments import start_from_upload
 from bot.buttons import register_action
+from bot.defaults import personal_draft
 from bot.errors import report_error
-from bot.extensions.user_settings import personal_draft
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
 from bot.reply import reply

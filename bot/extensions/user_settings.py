@@ -4,56 +4,21 @@ inline flags always win over these defaults."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Any, Literal
 
 from discord import app_commands
 from discord.ext import commands
 
+from bot.defaults import DEFAULT_KEYS
 from bot.interaction import AtelierInteraction
 from bot.reply import reply
 from generation.errors import AtelierError, InvalidRequest
-from generation.request import Kind
-from generation.validate import ASPECTS, RequestDraft, build_request, parse_flags
+from generation.validate import ASPECTS, RequestDraft, build_request
 
 if TYPE_CHECKING:
-    from generation.models import ModelRegistry
+    pass
 
-DEFAULT_KEYS = ("model", "aspect", "steps", "guidance", "negative", "count")
-KEYS = (*DEFAULT_KEYS, "private")
 ResetChoice = Literal["all", "model", "aspect", "steps", "guidance", "negative", "count", "private"]
-
-
-def apply_personal_defaults(draft: RequestDraft, defaults: dict[str, Any],
-                            registry: ModelRegistry) -> RequestDraft:
-    """Fill the options the member left out with their defaults. Inline flags need no care here (they
-    beat options in build_request) except `--no`, which is added to the negative option: a default
-    negative prompt must not be added to a `--no` the member typed."""
-    values: dict[str, Any] = {}
-    # A default aspect would distort a starting image: img2img keeps the source's shape.
-    keys = ("aspect", "steps", "guidance", "count") if draft.kind == Kind.TXT2IMG else ("steps", "guidance")
-    for key in keys:
-        if getattr(draft, key) is None and defaults.get(key) is not None:
-            values[key] = defaults[key]
-    model = defaults.get("model")
-    # A model the owner has since removed must not break every /imagine of this member.
-    if draft.model is None and model and model in registry.names():
-        values["model"] = model
-    if draft.negative is None and defaults.get("negative"):
-        try:
-            _, flags = parse_flags(draft.prompt)
-        except InvalidRequest:
-            flags = {}  # build_request reports the bad flag
-        if "negative" not in flags:
-            values["negative"] = defaults["negative"]
-    return dataclasses.replace(draft, **values) if values else draft
-
-
-async def personal_draft(interaction: AtelierInteraction, draft: RequestDraft) -> RequestDraft:
-    """The draft with the interacting member's defaults applied (the one call /imagine makes)."""
-    services = interaction.client.services
-    defaults = await services.db.users.get(interaction.user.id)
-    return apply_personal_defaults(draft, defaults, services.registry)
 
 
 def describe(settings: dict[str, Any]) -> str:
