@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from PIL import Image
 
-from bot import presenter
+from bot import buttons, presenter
 from bot.jobflow import token_alive
 from bot.policy import nsfw_presentation
 from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
@@ -236,8 +236,9 @@ class Delivery:
                 return presenter.missing(job.id, request, job.user_id)
             limit = upload_limit if upload_limit is not None else self.upload_limit(job.guild_id)
             image, ext = await asyncio.to_thread(presenter.fit_upload, png, limit)
-            return presenter.result(job.id, request, job.user_id, image, request.count,
-                                    spoiler=how == "spoiler", ext=ext)
+            view = buttons.result_view(job.id, request.count, request.kind)
+            return presenter.result(job.id, request, job.user_id, image, view, spoiler=how == "spoiler",
+                                    ext=ext)
         if job.status == "failed":
             return presenter.failed(request, job.user_id, job.error or "unknown error")
         return presenter.cancelled(request, job.user_id)

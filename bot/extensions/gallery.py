@@ -27,12 +27,11 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
-from bot.access import gallery_scope, load_job, require_owner_or_moderator, viewer_of
-from bot.buttons import JobButton, register_action
+from bot.access import gallery_scope, load_job, viewer_of
+from bot.buttons import image_view
 from bot.interaction import AtelierInteraction
 from bot.policy import channel_is_age_restricted
 from bot.presenter import fit_upload, short_prompt
-from bot.reply import reply
 from generation.errors import NotFound
 from generation.request import Kind
 from generation.sheets import sheet_png
@@ -214,23 +213,6 @@ class GallerySelect(discord.ui.DynamicItem[discord.ui.Select[Any]],
             await report_error(interaction, exc)
 
 
-def image_view(row: ImageRow, kind: Kind) -> discord.ui.View:
-    """One image with the buttons a single result has (upscale, vary, reroll, remix, details, ⭐, 🗑)."""
-    view = discord.ui.View(timeout=None)
-    grey = discord.ButtonStyle.secondary
-    if kind != Kind.UPSCALE:
-        view.add_item(JobButton("up", row.job_id, row.index, label="Upscale",
-                                style=discord.ButtonStyle.primary, row=0))
-    view.add_item(JobButton("subtle", row.job_id, row.index, label="Vary (Subtle)", style=grey, row=0))
-    view.add_item(JobButton("strong", row.job_id, row.index, label="Vary (Strong)", style=grey, row=0))
-    view.add_item(JobButton("reroll", row.job_id, emoji="🔄", style=grey, row=0))
-    view.add_item(JobButton("remix", row.job_id, emoji="🖋", style=grey, row=0))
-    view.add_item(JobButton("info", row.job_id, label="Details", emoji="ℹ️", style=grey, row=1))
-    view.add_item(JobButton("fav", row.job_id, row.index, emoji="⭐", style=grey, row=1))
-    view.add_item(JobButton("rm", row.job_id, row.index, emoji="🗑️", style=discord.ButtonStyle.danger, row=1))
-    return view
-
-
 async def open_image(interaction: AtelierInteraction, image_id: int) -> None:
     services = interaction.client.services
     # Checked again here: a select's values come from the client and could name any image.
@@ -259,44 +241,7 @@ async def open_image(interaction: AtelierInteraction, image_id: int) -> None:
     await interaction.response.send_message(
         content, file=discord.File(io.BytesIO(data), filename=f"atelier_{row.job_id}_{row.index + 1}.{ext}",
                                    spoiler=spoiler),
-        view=image_view(row, kind), ephemeral=True)
-
-
-# -- ⭐ and 🗑 ------------------------------------------------------------------------------------
-
-async def on_favourite(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
-    """⭐ toggles the clicker's favourite: one image (from the gallery) or the whole job (under a result).
-    Anyone who can see the job may star it (load_job hides others' private jobs); stars are per member."""
-    await load_job(interaction, job_id)
-    images = interaction.client.services.db.images
-    rows = [r for r in await images.for_job(job_id) if index is None or r.index == index]
-    if not rows:
-        raise NotFound("That image is gone.")
-    favourite = await images.toggle_favourite(interaction.user.id, [r.id for r in rows])
-    what = f"Image {rows[0].index + 1} of job {job_id}" if index is not None else f"Job {job_id}"
-    await reply(interaction, f"{what} {'added to' if favourite else 'removed from'} your favourites.",
-                ephemeral=True)
-
-
-async def on_remove(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
-    """🗑 in the gallery: the owner or a moderator removes the image from galleries."""
-    job = await load_job(interaction, job_id)
-    require_owner_or_moderator(interaction, job, "delete it", thing="image")
-    services = interaction.client.services
-    if index is None:
-        removed = await services.db.images.set_deleted_for_job(job_id)
-    else:
-        row = await services.db.images.get_by_index(job_id, index)
-        removed = int(row is not None and await services.db.images.set_deleted(row.id))
-    if interaction.user.id != job.user_id:
-        await services.db.audit.record(job.guild_id, interaction.user.id, "image.delete",
-                                       f"job:{job_id}" + ("" if index is None else f":{index}"),
-                                       {"owner": job.user_id})
-    text = "Deleted." if removed else "Already deleted."
-    if interaction.message is not None and not interaction.response.is_done():
-        await interaction.response.edit_message(content=text, attachments=[], view=None)
-    else:
-        await reply(interaction, text, ephemeral=True)
+        view=image_view(row.job_id, kind, row.index), ephemeral=True)
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -389,5 +334,3 @@ async def build_export(store: GalleryStore, guild_id: int | None, user_id: int, 
 async def setup(bot: commands.Bot) -> None:
     await bot.add_cog(Gallery(bot))
     bot.add_dynamic_items(GalleryButton, GallerySelect)
-    register_action("fav", on_favourite)
-    register_action("rm", on_remove)

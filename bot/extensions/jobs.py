@@ -8,8 +8,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import presenter
-from bot.access import can_see, load_job, require_owner_or_moderator, viewer_of
-from bot.buttons import JobButton, register_action
+from bot.access import can_see, load_job, viewer_of
+from bot.buttons import Action, CancelButton
 from bot.interaction import AtelierInteraction
 from bot.policy import channel_is_age_restricted, channel_open
 from bot.reply import reply
@@ -69,21 +69,12 @@ class Jobs(commands.Cog):
             prompt = presenter.short_prompt(str(entry.request.get("prompt", "")))[:80]
             lines.append(f"`{entry.job_id}` **{prompt}** — {state}")
             if len(view.children) < 25:
-                view.add_item(JobButton("cancel", entry.job_id, label=f"Cancel {entry.job_id}",
+                view.add_item(CancelButton(Action.CANCEL, entry.job_id, label=f"Cancel {entry.job_id}",
                                         style=discord.ButtonStyle.danger))
         if len(mine) > MAX_LISTED:
             lines.append(f"… and {len(mine) - MAX_LISTED} more")
         await reply(interaction, "\n".join(lines), ephemeral=True, view=view)
 
 
-async def on_cancel(interaction: AtelierInteraction, job_id: int, index: int | None) -> None:
-    job = await load_job(interaction, job_id)
-    require_owner_or_moderator(interaction, job, "cancel it")
-    cancelled = await interaction.client.services.scheduler.cancel(job_id)
-    text = f"Job {job_id} cancelled." if cancelled else f"Job {job_id} already finished."
-    await reply(interaction, text, ephemeral=True)
-
-
 async def setup(bot: commands.Bot) -> None:
     await bot.add_cog(Jobs(bot))
-    register_action("cancel", on_cancel)
