@@ -19,8 +19,8 @@ from bot.services import Services
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (
-    "bot.extensions.imagine", "bot.extensions.jobs", "bot.extensions.gallery", "bot.extensions.user_settings",
-    "bot.extensions.admin", "bot.extensions.context",
+    "bot.extensions.imagine", "bot.extensions.jobs", "bot.extensions.gallery", "bot.extensions.settings",
+    "bot.extensions.admin", "bot.extensions.imagine_from_image",
 )
 
 
