@@ -11,6 +11,7 @@ import discord
 from PIL import Image
 
 from generation.request import Kind, RenderRequest
+from generation.samplers import sampler_label
 
 PROMPT_CHARS = 300
 BAR_CELLS = 12
@@ -153,7 +154,7 @@ def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = 
     embed.add_field(name="Size", value=f"{request.width}×{request.height}")
     embed.add_field(name="Steps", value=str(request.steps))
     embed.add_field(name="Guidance", value=f"{request.guidance:g}")
-    embed.add_field(name="Sampler", value=request.sampler)
+    embed.add_field(name="Sampler", value=sampler_label(request.sampler))
     if request.strength is not None:
         embed.add_field(name="Strength", value=f"{request.strength:g}")
     embed.add_field(name="Kind", value=str(request.kind))

@@ -6,6 +6,7 @@ thread-safe, and torch must never run on the event loop).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
@@ -232,6 +233,7 @@ class _Run:
         self.engine = engine
         self.pipe = pipe
         self.scheduler_config = engine.registry.scheduler_config(requests[0].model)
+        self.spec = engine.registry.spec(requests[0].model)
         self.family = family
         # The second stage (an SDXL refiner img2img pipeline) and the fraction of the steps the base runs.
         self.refiner = refiner
@@ -295,9 +297,10 @@ class _Run:
         pipe = self.pipe
         captured: dict[str, Any] = {}
 
-        def fresh_scheduler(target: Any, config: Any) -> Any:
+        def fresh_scheduler(target: Any, config: Any, model_options: dict[str, Any] | None = None) -> Any:
             # A fresh scheduler per call: schedulers keep per-run state and the sampler may differ per batch.
-            scheduler = self.family.make_scheduler(first.sampler, config)
+            scheduler = self.family.make_scheduler(first.sampler, config, model_options,
+                                                   seeds=[s.seed for s in chunk])
             original_step = scheduler.step
 
             def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
@@ -310,7 +313,7 @@ class _Run:
             target.scheduler = scheduler
             return scheduler
 
-        scheduler = fresh_scheduler(pipe, self.scheduler_config)
+        scheduler = fresh_scheduler(pipe, self.scheduler_config, self.spec.scheduler_options)
         # Steps the base stage took, when a refiner finishes the render: its steps count on from there.
         phase = {"offset": 0}
 
@@ -348,6 +351,8 @@ class _Run:
             "generator": generators,
             "callback_on_step_end": on_step_end,
             "output_type": "pil",
+            # Per-model settings (clip_skip, guidance_rescale): the model name in the batch key covers them.
+            **self.spec.call_options(inspect.signature(pipe.__call__).parameters),
         }
         if self.family.t5:
             # T5 reads up to this many tokens (its default would cut Flux-dev at 512 and pad schnell to it).

@@ -15,6 +15,10 @@ class AtelierError(Exception):
         self.user_message = user_message
 
 
+class ConfigError(AtelierError, ValueError):
+    """The operator's configuration is wrong (e.g. a model source's options): the bot does not start."""
+
+
 class InvalidRequest(AtelierError):
     """Bad options or prompt flags; nothing was queued."""
 

@@ -7,6 +7,7 @@ branches elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -122,13 +123,15 @@ class Family:
             f"Use {', '.join(f'`{s}`' for s in self.samplers)}."
         )
 
-    def make_scheduler(self, sampler: str, base_config: Any) -> Any:
-        """A fresh scheduler for one render, from the model's own scheduler config."""
+    def make_scheduler(self, sampler: str, base_config: Any, model_options: Mapping[str, Any] | None = None,
+                       seeds: Iterable[int] | None = None) -> Any:
+        """A fresh scheduler for one render, from the model's own scheduler config (plus the model's
+        spacing / prediction options and, for DPM++ SDE, the images' seeds: see samplers.make_scheduler)."""
         if self.flow:
             from diffusers import FlowMatchEulerDiscreteScheduler
 
             return FlowMatchEulerDiscreteScheduler.from_config(base_config)
-        return make_scheduler(sampler, base_config)
+        return make_scheduler(sampler, base_config, model_options, seeds)
 
 
 SD15 = Family(

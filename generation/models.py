@@ -3,8 +3,9 @@
 Sources: a hub id, a local diffusers folder, a single `.safetensors` checkpoint (needs a local
 config folder for its family when offline), or `tiny` / `tiny-xl` / `tiny-<family>` (built offline,
 images are noise). The family (generation/families.py) is read from the folder's model_index.json.
-Defaults may be overridden per model with a query string, e.g.
-`turbo=stabilityai/sdxl-turbo?steps=4&cfg=0&sampler=euler_a` for turbo / LCM models.
+Defaults and settings may be given per model with a query string, e.g.
+`turbo=stabilityai/sdxl-turbo?steps=4&cfg=0&sampler=euler_a` for turbo / LCM models; every key is in
+MODEL_OPTIONS. Well-known names (lightning, turbo, hyper, dmd2, lcm, v-pred) get fitting defaults.
 """
 
 from __future__ import annotations
@@ -12,18 +13,22 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
+import re
+import tempfile
 import threading
 import traceback
+import types
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from generation.errors import InvalidRequest, RenderError
+from generation.errors import ConfigError, InvalidRequest, RenderError
 from generation.families import FAMILIES, family_of
 from generation.safety import SafetyChecker, detach_checker, load_standalone_checker
-from generation.samplers import normalize_sampler
+from generation.samplers import SAMPLERS, normalize_sampler, sampler_label, supports_zero_snr
 from generation.tiny import ensure_tiny_model
 
 log = logging.getLogger(__name__)
@@ -60,10 +65,44 @@ class ModelSpec:
     # at `refiner_at` of the noise schedule (the base's denoising_end, the refiner's denoising_start).
     refiner: str | None = None
     refiner_at: float = 0.8
+    # Per-model settings (`source?key=value`, see MODEL_OPTIONS); None keeps the model's own.
+    spacing: str | None = None  # scheduler timestep_spacing: "trailing" for few-step distilled models
+    prediction: str | None = None  # scheduler prediction_type: "epsilon" | "v_prediction"
+    zero_snr: bool = False  # rescale the noise schedule to zero terminal SNR (v-prediction models)
+    guidance_rescale: float = 0.0  # the pipeline call's guidance_rescale (fights over-exposure with zero SNR)
+    clip_skip: int | None = None  # as A1111 / model cards count it: 1 = last CLIP layer, 2 = penultimate
+    vae: str | None = None  # a separate VAE: .safetensors file, diffusers folder or hub id
+    size: int | None = None  # native square side; None = the family's
 
     @property
     def is_tiny(self) -> bool:
         return self.source in TINY_SOURCES
+
+    @property
+    def scheduler_options(self) -> dict[str, Any]:
+        """Scheduler config keys this model sets over every sampler's (see samplers.scheduler_options)."""
+        options: dict[str, Any] = {}
+        if self.spacing is not None:
+            options["timestep_spacing"] = self.spacing
+        if self.prediction is not None:
+            options["prediction_type"] = self.prediction
+        if self.zero_snr:
+            options["rescale_betas_zero_snr"] = True
+        return options
+
+    def call_options(self, accepted: Any) -> dict[str, Any]:
+        """Pipeline call arguments this model sets, among the `accepted` parameter names (SD1.x img2img has
+        no guidance_rescale)."""
+        options: dict[str, Any] = {}
+        # diffusers counts layers skipped beyond its default: SD1.x / SD2 use the last layer (card's 1), SDXL
+        # and SD3 already the penultimate (card's 2).
+        penultimate = self.family in ("sdxl", "sd3")
+        skip = None if self.clip_skip is None else self.clip_skip - (2 if penultimate else 1)
+        if skip:
+            options["clip_skip"] = skip
+        if self.guidance_rescale:
+            options["guidance_rescale"] = self.guidance_rescale
+        return {k: v for k, v in options.items() if k in accepted}
 
 
 @dataclass
@@ -155,11 +194,52 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
+# What `source?key=value&...` may set, and what each takes.
+MODEL_OPTIONS: dict[str, str] = {
+    "steps": "default steps, a whole number from 1 to 1000",
+    "cfg": "default guidance, a number from 0 to 100",
+    "guidance": "default guidance, a number from 0 to 100",
+    "sampler": "default sampler, e.g. dpmpp_2m_karras",
+    "spacing": "timestep spacing: trailing, leading or linspace",
+    "prediction": "v or epsilon",
+    "zsnr": "zero-terminal-SNR schedule, 1 or 0 (on with prediction=v)",
+    "cfg_rescale": "guidance rescale, 0 to 1 (0.7 with prediction=v)",
+    "clip_skip": "CLIP skip as model cards count it, 1 to 12 (2 = penultimate layer)",
+    "vae": "a VAE .safetensors file, diffusers folder or hub id",
+    "size": "native square side in pixels, a multiple of 8 from 64 to 4096",
+    "refiner": "the name of a configured SDXL refiner that finishes this model's renders",
+    "refiner_at": "where the refiner takes over, between 0 and 1 (default 0.8)",
+}
+_SPACINGS = ("trailing", "leading", "linspace")
+_PREDICTIONS = {"v": "v_prediction", "v_prediction": "v_prediction", "eps": "epsilon", "epsilon": "epsilon"}
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+          "off": False}
+
+
 def _split_overrides(source: str) -> tuple[str, dict[str, str]]:
     if "?" not in source:
         return source, {}
     base, _, query = source.partition("?")
-    return base, dict(parse_qsl(query))
+    pairs = parse_qsl(query, keep_blank_values=True)
+    overrides: dict[str, str] = {}
+    for key, value in pairs:
+        if key not in MODEL_OPTIONS:
+            raise ValueError(f"unknown option {key!r} (known: {', '.join(MODEL_OPTIONS)})")
+        if key in overrides:
+            raise ValueError(f"option {key!r} is given twice")
+        if not value.strip():
+            raise ValueError(f"option {key!r} needs a value ({MODEL_OPTIONS[key]})")
+        overrides[key] = value.strip()
+    return base, overrides
+
+
+def _restore_text_model_path(pipe: Any) -> None:
+    """diffusers' SD pipelines apply `clip_skip` through `text_encoder.text_model.final_layer_norm`, a path
+    transformers 5 removed (CLIPTextModel now holds `final_layer_norm` itself): the call raised
+    AttributeError. Point the old path at the layer (a plain attribute, not a second registered module)."""
+    encoder = getattr(pipe, "text_encoder", None)
+    if encoder is not None and not hasattr(encoder, "text_model") and hasattr(encoder, "final_layer_norm"):
+        encoder.text_model = types.SimpleNamespace(final_layer_norm=encoder.final_layer_norm)
 
 
 def _single_file_family(path: Path) -> str:
@@ -246,40 +326,135 @@ def detect_family(source: str) -> str:
     return _hub_family(source)
 
 
-def make_spec(name: str, source: str) -> ModelSpec:
-    base, overrides = _split_overrides(source)
-    family = detect_family(base)
+def _steps_in_name(name: str) -> int | None:
+    # Distilled checkpoints say their step count: "sdxl_lightning_4step", "Hyper-SDXL-8steps".
+    match = re.search(r"(\d{1,2})[-_ ]?steps?\b", name)
+    return int(match.group(1)) if match else None
+
+
+def _name_defaults(base: str, family: str) -> tuple[int, float, str, dict[str, Any]]:
+    """Defaults for well-known kinds of checkpoint, told by name (every one overridable by an option)."""
     fam = family_of(family)
     steps, guidance, sampler = fam.default_steps, fam.default_guidance, fam.default_sampler
+    settings: dict[str, Any] = {}
     lowered = base.lower()
+    named_steps = _steps_in_name(lowered)
     if base in TINY_SOURCES:
-        steps, sampler = min(8, steps), "euler"
-        guidance = 7.0 if fam.guidance == "cfg" else guidance
-    elif fam.flow:
-        pass  # turbo / LCM names below are SD distillations; flow models keep their family's defaults
+        return min(8, steps), 7.0 if fam.guidance == "cfg" else guidance, "euler", settings
+    if fam.flow:
+        return steps, guidance, sampler, settings  # the names below are SD distillations and SD options
+    # Few-step distilled models were trained on the last timesteps: trailing spacing reaches t=999.
+    if "lightning" in lowered:
+        steps, guidance, sampler = named_steps or 4, 0.0, "euler"
+        settings["spacing"] = "trailing"
+    elif re.search(r"hyper[-_ ]?sd", lowered):  # Hyper-SD / Hyper-SDXL, not "hyperrealistic"
+        steps, guidance, sampler = named_steps or 8, 0.0, "ddim"
+        settings["spacing"] = "trailing"
+    elif "dmd2" in lowered:
+        steps, guidance, sampler = named_steps or 4, 0.0, "lcm"
+        settings["spacing"] = "trailing"
     elif "turbo" in lowered:
-        steps, guidance, sampler = 4, 0.0, "euler_a"
+        steps, guidance, sampler = named_steps or 4, 0.0, "euler_a"
+        settings["spacing"] = "trailing"
+        if re.search(r"sdxl[-_]?turbo", lowered):
+            settings["size"] = 512  # SDXL-Turbo itself was trained at 512² (merges named "...XL Turbo" not)
     elif "lcm" in lowered:
         steps, guidance, sampler = 6, 1.5, "lcm"
+    if re.search(r"v[-_]?pred", lowered) or "768-v" in lowered:
+        settings["prediction"] = "v_prediction"
+        if "768-v" in lowered:
+            settings["size"] = 768  # SD 2.x 768-v
+    return steps, guidance, sampler, settings
+
+
+def _number(overrides: dict[str, str], key: str, kind: type[int] | type[float], low: float,
+            high: float) -> Any:
+    raw = overrides[key]
     try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"{key}={raw!r}: {MODEL_OPTIONS[key]}")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    value = _BOOLS.get(raw.lower())
+    if value is None:
+        raise ValueError(f"zsnr={raw!r}: {MODEL_OPTIONS['zsnr']}")
+    return value
+
+
+def _check_vae(raw: str) -> str:
+    path = Path(raw).expanduser()
+    local = path.suffix in (".safetensors", ".ckpt", ".pt") or raw.startswith(("/", ".", "~"))
+    if local and not path.exists():
+        raise ValueError(f"vae {raw!r} not found")
+    return str(path) if local else raw
+
+
+def make_spec(name: str, source: str) -> ModelSpec:
+    """The ModelSpec for `name=source`. Raises ConfigError naming the bad option or value."""
+    try:
+        base, overrides = _split_overrides(source)
+        family = detect_family(base)
+        fam = family_of(family)
+        steps, guidance, sampler, settings = _name_defaults(base, family)
         if "steps" in overrides:
-            steps = int(overrides["steps"])
-        if "cfg" in overrides or "guidance" in overrides:
-            guidance = float(overrides.get("cfg", overrides.get("guidance", guidance)))
+            steps = _number(overrides, "steps", int, 1, 1000)
+        for key in ("guidance", "cfg"):
+            if key in overrides:
+                guidance = _number(overrides, key, float, 0.0, 100.0)
         if "sampler" in overrides:
             canonical = normalize_sampler(overrides["sampler"])
             if canonical is None:
-                raise ValueError(f"unknown sampler {overrides['sampler']!r}")
+                raise ValueError(f"unknown sampler {overrides['sampler']!r} (known: {', '.join(SAMPLERS)})")
             sampler = canonical
         if fam.sampler_error(sampler):
             raise ValueError(fam.sampler_error(sampler))
-        refiner_at = float(overrides.get("refiner_at", 0.8))
+        if fam.flow and {"spacing", "prediction", "zsnr", "cfg_rescale"} & set(overrides):
+            raise ValueError(f"{fam.label} models sample by flow matching: spacing, prediction, zsnr and "
+                             "cfg_rescale do not apply")
+        refiner_at = 0.8
+        if "refiner_at" in overrides:
+            refiner_at = _number(overrides, "refiner_at", float, -math.inf, math.inf)
         if not 0.0 < refiner_at < 1.0:
             raise ValueError("refiner_at must be between 0 and 1, like 0.8")
+        if "spacing" in overrides:
+            if overrides["spacing"] not in _SPACINGS:
+                raise ValueError(f"spacing={overrides['spacing']!r}: {MODEL_OPTIONS['spacing']}")
+            settings["spacing"] = overrides["spacing"]
+        if "prediction" in overrides:
+            prediction = _PREDICTIONS.get(overrides["prediction"].lower())
+            if prediction is None:
+                raise ValueError(f"prediction={overrides['prediction']!r}: {MODEL_OPTIONS['prediction']}")
+            settings["prediction"] = prediction
+        # v-prediction checkpoints of today (NoobAI V-Pred, SD 2.x 768-v) want the zero-terminal-SNR
+        # schedule and guidance rescale ~0.7 (Lin et al., "Common Diffusion Noise Schedules are Flawed").
+        v_pred = settings.get("prediction") == "v_prediction"
+        zero_snr = _bool(overrides["zsnr"]) if "zsnr" in overrides else v_pred
+        rescale = _number(overrides, "cfg_rescale", float, 0.0, 1.0) if "cfg_rescale" in overrides else (
+            0.7 if v_pred else 0.0)
+        clip_skip = _number(overrides, "clip_skip", int, 1, 12) if "clip_skip" in overrides else None
+        if "size" in overrides:
+            settings["size"] = _number(overrides, "size", int, 64, 4096)
+            if settings["size"] % 8:
+                raise ValueError(f"size={settings['size']}: {MODEL_OPTIONS['size']}")
+        vae = _check_vae(overrides["vae"]) if "vae" in overrides else None
+        if zero_snr and not supports_zero_snr(sampler):
+            raise ValueError(
+                f"sampler {sampler_label(sampler)!r} cannot run the zero-terminal-SNR schedule of a "
+                "v-prediction model: choose another sampler or set zsnr=0"
+            )
     except ValueError as exc:
-        raise ValueError(f"model {name!r}: bad default in {source!r}: {exc}") from exc
+        # int("x") / float("x") name the value but not the option: the source says which.
+        raise ConfigError(f"model {name!r}: bad option in {source!r}: {exc}") from exc
     refiner = overrides.get("refiner") or None
-    return ModelSpec(name, base, family, steps, guidance, sampler, refiner, refiner_at)
+    return ModelSpec(name, base, family, steps, guidance, sampler, refiner, refiner_at,
+                     spacing=settings.get("spacing"),
+                     prediction=settings.get("prediction"), zero_snr=zero_snr, guidance_rescale=rescale,
+                     clip_skip=clip_skip, vae=vae, size=settings.get("size"))
 
 
 class ModelRegistry:
@@ -563,6 +738,10 @@ class ModelRegistry:
                 pipe = cls.from_pretrained(path, local_files_only=True, **kwargs)
             else:
                 pipe = cls.from_pretrained(spec.source, **kwargs)
+        if spec.vae is not None:
+            pipe.vae = self._load_vae(spec.vae, pipe.vae, kwargs)
+        if spec.clip_skip is not None:
+            _restore_text_model_path(pipe)
         pipe.set_progress_bar_config(disable=True)
         pipe = pipe.to(self.device)
         if self.dtype == torch.bfloat16 and getattr(pipe.vae.config, "force_upcast", False):
@@ -574,6 +753,25 @@ class ModelRegistry:
 
             pipe.unet = torch.compile(pipe.unet)
         return pipe
+
+    @staticmethod
+    def _load_vae(source: str, own: Any, dtype_kwargs: dict[str, Any]) -> Any:
+        """A replacement VAE (e.g. the fp16-fix SDXL VAE, vae-ft-mse for SD1.5) in the pipeline's dtype."""
+        from diffusers import AutoencoderKL
+
+        path = Path(source)
+        if path.suffix in (".safetensors", ".ckpt", ".pt"):
+            # A bare VAE file carries no config, and offline there is none to fetch: it has the architecture
+            # of the model's own VAE (it decodes the same latents), so that config describes it.
+            with tempfile.TemporaryDirectory() as config:
+                own.save_config(config)
+                return AutoencoderKL.from_single_file(str(path), config=config, local_files_only=True,
+                                                      **dtype_kwargs)
+        if path.is_dir():
+            # A VAE folder, or a whole pipeline folder whose VAE is wanted.
+            sub = {} if (path / "config.json").is_file() else {"subfolder": "vae"}
+            return AutoencoderKL.from_pretrained(path, local_files_only=True, **sub, **dtype_kwargs)
+        return AutoencoderKL.from_pretrained(source, **dtype_kwargs)
 
     def _dtype_kwargs(self) -> dict[str, Any]:
         import torch

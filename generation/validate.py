@@ -15,7 +15,7 @@ from generation.errors import InvalidRequest
 from generation.families import FAMILIES, family_of
 from generation.prompts import cut_notes, tokenizer_for_notes
 from generation.request import Kind, RenderRequest
-from generation.samplers import SAMPLER_NAMES, normalize_sampler
+from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
 
 if TYPE_CHECKING:
     from generation.models import ModelRegistry
@@ -195,26 +195,29 @@ def _floor8(value: float, multiple: int = 8) -> int:
     return max(multiple, int(value // multiple) * multiple)
 
 
-def _native_area(ratio: float, family: str) -> tuple[int, int]:
+def _native_area(ratio: float, family: str, native: int | None = None) -> tuple[int, int]:
+    # `native`: the model's own square side (its `size=` option), else the family's.
     fam = family_of(family)
-    return (_floor8(fam.base * math.sqrt(ratio), fam.multiple),
-            _floor8(fam.base / math.sqrt(ratio), fam.multiple))
+    base = native or fam.base
+    return (_floor8(base * math.sqrt(ratio), fam.multiple),
+            _floor8(base / math.sqrt(ratio), fam.multiple))
 
 
-def size_for(aspect: str, family: str) -> tuple[int, int]:
-    """Width and height (multiples of 8, 16 for SD3 / Flux) for `aspect` at about the family's native area."""
+def size_for(aspect: str, family: str, native: int | None = None) -> tuple[int, int]:
+    """Width and height (multiples of 8, 16 for SD3 / Flux) for `aspect` at about the native area: the
+    model's own `native` square side or else the family's."""
     w, h = (int(x) for x in _normalize_aspect(aspect).split(":"))
-    return _native_area(w / h, family)
+    return _native_area(w / h, family, native)
 
 
-def _fit_source(source_size: tuple[int, int], family: str) -> tuple[int, int]:
+def _fit_source(source_size: tuple[int, int], family: str, native: int | None = None) -> tuple[int, int]:
     sw, sh = source_size
     if sw <= 0 or sh <= 0:
         raise InvalidRequest("The source image is empty.")
     ratio = sw / sh
     if max(ratio, 1 / ratio) > MAX_RATIO:
         raise InvalidRequest("The source image is too stretched; keep it within 3:1 and 1:3.")
-    return _native_area(ratio, family)
+    return _native_area(ratio, family, native)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,10 +290,16 @@ def build_request(
     sampler = spec.default_sampler if sampler_raw in (None, "") else normalize_sampler(str(sampler_raw))
     if sampler is None:
         raise InvalidRequest(
-            f"Unknown sampler `{_clip(str(sampler_raw))}`. Choose one of: {', '.join(fam.samplers)}."
+            f"Unknown sampler `{_clip(str(sampler_raw))}`. Choose one of: "
+            f"{', '.join(sampler_label(s) for s in fam.samplers)}."
         )
     if fam.sampler_error(sampler):
         raise InvalidRequest(str(fam.sampler_error(sampler)))
+    if spec.zero_snr and not supports_zero_snr(sampler):
+        raise InvalidRequest(
+            f"{sampler_label(sampler)} does not work with model `{spec.name}` (a v-prediction model). "
+            f"Try {sampler_label(spec.default_sampler)}."
+        )
 
     # 4. Count and seeds.
     count = 1 if opts["count"] is None else opts["count"]
@@ -305,7 +314,7 @@ def build_request(
     # 5. Size, source and strength.
     strength: float | None = None
     if draft.kind == Kind.TXT2IMG:
-        width, height = size_for(opts["aspect"] or "1:1", spec.family)
+        width, height = size_for(opts["aspect"] or "1:1", spec.family, spec.size)
         if draft.strength is not None:
             raise InvalidRequest("Strength only applies when you give an image.")
     else:
@@ -317,9 +326,9 @@ def build_request(
             width = _round8(source_size[0] * 2, fam.multiple)
             height = _round8(source_size[1] * 2, fam.multiple)
         elif opts["aspect"]:
-            width, height = size_for(opts["aspect"], spec.family)
+            width, height = size_for(opts["aspect"], spec.family, spec.size)
         else:
-            width, height = _fit_source(source_size, spec.family)
+            width, height = _fit_source(source_size, spec.family, spec.size)
         default_strength = {
             Kind.UPSCALE: UPSCALE_STRENGTH,
             Kind.VARIATION: SUBTLE_STRENGTH,

@@ -15,6 +15,7 @@ from bot.defaults import personal_draft
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
 from generation.request import Kind
+from generation.samplers import sampler_label
 from generation.validate import (
     ASPECTS,
     SAMPLER_NAMES,
@@ -48,7 +49,8 @@ class Imagine(commands.Cog):
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
-        sampler=[app_commands.Choice(name=s, value=s) for s in SAMPLER_NAMES][:25],
+        # Labels members know ("DPM++ 2M Karras"); the value, stored in the request, is the canonical name.
+        sampler=[app_commands.Choice(name=sampler_label(s), value=s) for s in SAMPLER_NAMES],
     )
     async def imagine(self, interaction: AtelierInteraction, prompt: str, negative: str | None = None,
                       aspect: str | None = None, seed: int | None = None, steps: int | None = None,

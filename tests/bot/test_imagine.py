@@ -9,7 +9,7 @@ from PIL import Image
 
 from bot.app import App
 from sandbox import Sandbox
-from tests.bot.helpers import labels
+from tests.bot.helpers import button, imagine, labels
 
 
 def result_message(sandbox: Sandbox, channel: Any, needle: str = "job `") -> Any:
@@ -62,3 +62,23 @@ async def test_bad_flag_gets_an_ephemeral_error_and_queues_nothing(sandbox: Sand
     assert "--steps" in reply.content
     assert bot.services is not None
     assert bot.services.scheduler.snapshot() == []
+
+
+async def test_sampler_choice_shows_the_label_members_know(sandbox: Sandbox, bot: App) -> None:
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    [command] = [c for c in sandbox.commands(sandbox.guild) if c["name"] == "imagine"]
+    [option] = [o for o in command["options"] if o["name"] == "sampler"]
+    choices = {c["name"]: c["value"] for c in option["choices"]}
+    assert {"DPM++ 2M Karras", "DPM++ 2M SDE Karras", "DPM++ SDE Karras", "DPM++ 3M SDE", "Euler a", "UniPC",
+            "LCM"} <= set(choices)
+    assert len(choices) <= 25
+    # The member picks "DPM++ 2M Karras"; Discord sends the choice's value.
+    result = await imagine(sandbox, alice, general, "a harbour --steps 2 --n 1",
+                           sampler=choices["DPM++ 2M Karras"])
+    assert result.attachments
+    details = await sandbox.click(alice, result, button(result, "Details"))
+    await details.wait_ack()
+    shown = details.original
+    assert shown is not None and shown.ephemeral
+    [embed] = shown.embeds
+    assert {"name": "Sampler", "value": "DPM++ 2M Karras", "inline": True} in embed["fields"]

@@ -114,7 +114,7 @@ def test_tiny_model_command(
     [
         ("/no/such/model/folder", "Could not load model"),
         ("/no/such/model.safetensors", "not found"),
-        ("tiny?sampler=warp", "bad default"),
+        ("tiny?sampler=warp", "bad option in 'tiny?sampler=warp': unknown sampler 'warp'"),
     ],
 )
 def test_a_bad_model_source_is_a_clear_error(
