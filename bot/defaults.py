@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from bot.settings_keys import MEMBER, MemberSettings
 from generation.errors import InvalidRequest
 from generation.request import Kind
 from generation.validate import RequestDraft, parse_flags
@@ -15,26 +16,25 @@ if TYPE_CHECKING:
     from bot.interaction import AtelierInteraction
     from generation.models import ModelRegistry
 
-# Defaults that fill a request's options; "private" is a mode, not an option.
-DEFAULT_KEYS = ("model", "aspect", "steps", "guidance", "negative", "count")
 _CACHE_KEY = "atelier.member_settings"
 
 
-async def member_settings(interaction: AtelierInteraction) -> dict[str, Any]:
+async def member_settings(interaction: AtelierInteraction) -> MemberSettings:
     """The member's saved settings, read from storage once per interaction (the draft and the policy
     checks of one click see the same values)."""
     cached = interaction.extras.get(_CACHE_KEY)
-    if cached is None:
-        cached = interaction.extras[_CACHE_KEY] = await interaction.client.services.db.users.get(
-            interaction.user.id)
-    return dict(cached)
+    if not isinstance(cached, MemberSettings):
+        cached = interaction.extras[_CACHE_KEY] = await MEMBER.get(interaction.client.services.db,
+                                                                   interaction.user.id)
+    return cached
 
 
-def apply_personal_defaults(draft: RequestDraft, defaults: dict[str, Any],
+def apply_personal_defaults(draft: RequestDraft, member: MemberSettings,
                             registry: ModelRegistry) -> RequestDraft:
     """Fill the options the member left out with their defaults. Inline flags need no care here (they
     beat options in build_request) except `--no`, which is added to the negative option: a default
     negative prompt must not be added to a `--no` the member typed."""
+    defaults = member.defaults()
     values: dict[str, Any] = {}
     # A default aspect would distort a starting image: img2img keeps the source's shape.
     keys = ("aspect", "steps", "guidance", "count") if draft.kind == Kind.TXT2IMG else ("steps", "guidance")

@@ -15,9 +15,10 @@ from discord.ext import commands
 
 from bot.access import is_moderator, load_job
 from bot.interaction import AtelierInteraction
-from bot.policy import NSFW_MODES, GuildConfig, guild_config
+from bot.policy import guild_config
 from bot.presenter import short_prompt
 from bot.reply import reply
+from bot.settings_keys import GUILD, LIMIT_KEYS, NSFW_MODES, GuildSettings
 from generation.charts import ChartData, merge_days, stats_chart_png
 from generation.errors import InvalidRequest
 from generation.moderation import normalise_phrase
@@ -44,7 +45,7 @@ def guild_id_of(interaction: AtelierInteraction) -> int:
     return interaction.guild_id
 
 
-def describe_limits(config: GuildConfig, default_queued: int) -> str:
+def describe_limits(config: GuildSettings, default_queued: int) -> str:
     def show(value: Any, unit: str = "") -> str:
         return "no limit" if value is None else f"{value}{unit}"
 
@@ -136,20 +137,20 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
             raise InvalidRequest(f"`max_queued` can be at most {cap} here: the bot's operator set that "
                                  "limit for every server. Nothing was changed.")
         if reset:
-            await services.db.guilds.reset(guild_id, ["max_queued", "max_steps", "max_size", "max_count",
-                                                      "cooldown_s", "role_priority"])
+            await GUILD.reset(services.db, guild_id, LIMIT_KEYS)
         changes: dict[str, Any] = {k: v for k, v in {
             "max_queued": max_queued, "max_steps": max_steps, "max_size": max_size,
             "max_count": max_count, "cooldown_s": cooldown}.items() if v is not None}
         if role is not None and priority is not None:
-            current = dict((await services.db.guilds.get(guild_id)).get("role_priority") or {})
+            # Stored as JSON, whose keys are strings.
+            current = {str(r): p for r, p in (await guild_config(services, guild_id)).role_priority.items()}
             if abs(priority - 1.0) < 1e-9:
                 current.pop(str(role.id), None)
             else:
                 current[str(role.id)] = priority
             changes["role_priority"] = current
         if changes:
-            await services.db.guilds.update(guild_id, changes)
+            await GUILD.set(services.db, guild_id, changes)
         if changes or reset:
             await audit(interaction, "limits", None, {**changes, "reset": reset})
         else:
@@ -167,7 +168,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
         allowed = [c for c in config.allowed_channels if c != channel_id]
         denied = [c for c in config.denied_channels if c != channel_id]
         (allowed if allow else denied).append(channel_id)
-        await db.guilds.update(guild_id, {"allowed_channels": allowed, "denied_channels": denied})
+        await GUILD.set(db, guild_id, {"allowed_channels": allowed, "denied_channels": denied})
         await audit(interaction, "channels.allow" if allow else "channels.deny", f"channel:{channel_id}")
         note = (" Only the allowed channels can use the bot now." if allow
                 else " The bot will refuse jobs there.")
@@ -201,7 +202,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
         if mode is not None:
             if mode not in NSFW_MODES:
                 raise InvalidRequest(f"Mode must be one of {', '.join(NSFW_MODES)}.")
-            await services.db.guilds.update(guild_id, {"nsfw": mode})
+            await GUILD.set(services.db, guild_id, {"nsfw": mode})
             await audit(interaction, "nsfw", mode)
         else:
             await audit(interaction, "nsfw.view")

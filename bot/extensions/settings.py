@@ -4,30 +4,27 @@ inline flags always win over these defaults."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, get_args
 
 from discord import app_commands
 from discord.ext import commands
 
-from bot.defaults import DEFAULT_KEYS
 from bot.interaction import AtelierInteraction
 from bot.reply import reply
+from bot.settings_keys import MEMBER, MemberSettings
 from generation.errors import AtelierError, InvalidRequest
 from generation.validate import ASPECTS, RequestDraft, build_request
 
-if TYPE_CHECKING:
-    pass
-
 ResetChoice = Literal["all", "model", "aspect", "steps", "guidance", "negative", "count", "private"]
+# Discord needs the choices spelled out; they must stay the declared keys.
+assert set(get_args(ResetChoice)) == {"all", *MEMBER.keys}, get_args(ResetChoice)
 
 
-def describe(settings: dict[str, Any]) -> str:
+def describe(settings: MemberSettings) -> str:
     lines = ["**Your defaults for /imagine** (options and flags you type always win):"]
-    for key in DEFAULT_KEYS:
-        value = settings.get(key)
+    for key, value in settings.defaults().items():
         lines.append(f"• {key}: {'`' + str(value) + '`' if value is not None else '—'}")
-    private = bool(settings.get("private", False))
-    state = "on (results only you see, kept out of galleries)" if private else "off"
+    state = "on (results only you see, kept out of galleries)" if settings.private else "off"
     lines.append(f"• private mode: {state}")
     return "\n".join(lines)
 
@@ -51,19 +48,18 @@ class UserSettings(commands.Cog):
                        count: app_commands.Range[int, 1, 4] | None = None, private: bool | None = None,
                        reset: ResetChoice | None = None) -> None:
         services = interaction.client.services
-        users = services.db.users
+        db = services.db
         user_id = interaction.user.id
         if reset == "all":
-            await users.reset(user_id)
+            await MEMBER.reset(db, user_id)
         elif reset is not None:
-            await users.reset(user_id, [reset])
+            await MEMBER.reset(db, user_id, [reset])
         given = {"model": model, "aspect": aspect, "steps": steps, "guidance": guidance,
                  "negative": negative, "count": count}
         changes = {k: v for k, v in given.items() if v is not None}
         if changes:
             # Validate the new defaults together with the kept ones, exactly as /imagine would use them.
-            current = await users.get(user_id)
-            merged: dict[str, Any] = {**{k: current.get(k) for k in DEFAULT_KEYS}, **changes}
+            merged: dict[str, Any] = {**(await MEMBER.get(db, user_id)).defaults(), **changes}
             try:
                 build_request(RequestDraft(prompt="settings check", **merged), services.registry)
             except AtelierError as exc:
@@ -72,7 +68,7 @@ class UserSettings(commands.Cog):
                 changes["model"] = services.registry.spec(model).name
         if private is not None:
             changes["private"] = private
-        current = await users.update(user_id, changes) if changes else await users.get(user_id)
+        current = await MEMBER.set(db, user_id, changes) if changes else await MEMBER.get(db, user_id)
         prefix = "Saved. " if changes or reset else ""
         await reply(interaction, prefix + describe(current), ephemeral=True)
 
