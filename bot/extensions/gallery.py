@@ -32,6 +32,7 @@ from bot.buttons import image_view
 from bot.interaction import AtelierInteraction
 from bot.policy import channel_is_age_restricted
 from bot.presenter import fit_upload, short_prompt
+from bot.results import guild_upload_limit
 from generation.errors import NotFound
 from generation.request import Kind
 from generation.sheets import sheet_png
@@ -221,7 +222,7 @@ async def open_image(interaction: AtelierInteraction, image_id: int) -> None:
         raise NotFound("That image is not available.")
     job = await load_job(interaction, row.job_id)  # the one visibility rule (DM images: owner only)
     kind = Kind(job.kind) if job is not None and job.kind in Kind._value2member_map_ else Kind.TXT2IMG
-    limit = interaction.client.delivery.upload_limit(interaction.guild_id)
+    limit = guild_upload_limit(interaction.client, interaction.guild_id)
 
     def readable() -> tuple[bytes, str]:
         data = services.blobs.read(row.blob)
@@ -272,7 +273,7 @@ class Gallery(commands.Cog):
     async def export(self, interaction: AtelierInteraction,
                      format: Literal["csv", "json"] = "csv") -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        limit = interaction.client.delivery.upload_limit(interaction.guild_id)
+        limit = guild_upload_limit(interaction.client, interaction.guild_id)
         data, count, capped = await build_export(views_of(interaction), interaction.guild_id,
                                                  interaction.user.id, format, max_bytes=limit)
         if count == 0:

@@ -7,7 +7,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import presenter
+from bot import presenter, results
 from bot.access import can_see, load_job, viewer_of
 from bot.buttons import Action, CancelButton
 from bot.interaction import AtelierInteraction
@@ -38,7 +38,7 @@ class Jobs(commands.Cog):
             return
         # Shown as this channel allows, not as the job's own channel did: an image that was plain in an
         # age-restricted channel is spoilered or hidden here under the guild's NSFW policy.
-        shown = await bot.delivery.final_message(job, age_restricted=channel_is_age_restricted(interaction))
+        shown = await results.final_message(bot, job, age_restricted=channel_is_age_restricted(interaction))
         # A private job is only ever shown to its owner, ephemerally; so is anything asked for in a
         # channel the moderators closed to the bot.
         ephemeral = job.private or not await channel_open(bot.services, interaction)
