@@ -3,20 +3,13 @@ that refuse an undeclared key and change nothing, and resets that leave other ke
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from bot.settings_keys import DEFAULT_NSFW, GUILD, LIMIT_KEYS, MEMBER, GuildSettings, MemberSettings
 from storage import Database
+from tests.storage import test_settings_moderation_audit_stats as storage_tests
 
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "keys.db")
-    yield database
-    await database.close()
+db = storage_tests.db  # the storage tests' fixture: a fresh real SQLite file
 
 
 async def test_declared_keys_read_typed_with_defaults(db: Database) -> None:
