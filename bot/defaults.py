@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from discord import app_commands
+
 from bot.settings_keys import MEMBER, MemberSettings
 from generation.errors import InvalidRequest
 from generation.request import Kind
@@ -59,3 +61,11 @@ async def personal_draft(interaction: AtelierInteraction, draft: RequestDraft) -
     """The draft with the interacting member's defaults applied (the one call /imagine makes)."""
     return apply_personal_defaults(draft, await member_settings(interaction),
                                    interaction.client.services.registry)
+
+
+async def model_choices(interaction: AtelierInteraction, current: str) -> list[app_commands.Choice[str]]:
+    """The configured models matching what the member typed: autocomplete of `model` in /imagine and
+    /settings."""
+    names = interaction.client.services.registry.names()
+    current = current.lower()
+    return [app_commands.Choice(name=n, value=n) for n in names if current in n.lower()][:25]

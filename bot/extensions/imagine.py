@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.attachments import start_from_upload
-from bot.defaults import personal_draft
+from bot.defaults import model_choices, personal_draft
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
 from generation.request import Kind
@@ -52,6 +52,7 @@ class Imagine(commands.Cog):
         # Labels members know ("DPM++ 2M Karras"); the value, stored in the request, is the canonical name.
         sampler=[app_commands.Choice(name=sampler_label(s), value=s) for s in SAMPLER_NAMES],
     )
+    @app_commands.autocomplete(model=model_choices)
     async def imagine(self, interaction: AtelierInteraction, prompt: str, negative: str | None = None,
                       aspect: str | None = None, seed: int | None = None, steps: int | None = None,
                       guidance: float | None = None, sampler: str | None = None, model: str | None = None,
@@ -69,13 +70,6 @@ class Imagine(commands.Cog):
             draft = dataclasses.replace(draft, count=DEFAULT_GRID)
         request = build_request(draft, services.registry)
         await start_job(interaction, request)
-
-    @imagine.autocomplete("model")
-    async def model_autocomplete(self, interaction: AtelierInteraction,
-                                 current: str) -> list[app_commands.Choice[str]]:
-        names = interaction.client.services.registry.names()
-        current = current.lower()
-        return [app_commands.Choice(name=n, value=n) for n in names if current in n.lower()][:25]
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 from discord import app_commands
 from discord.ext import commands
 
+from bot.defaults import model_choices
 from bot.interaction import AtelierInteraction
 from bot.reply import reply
 from bot.settings_keys import MEMBER, MemberSettings
@@ -41,6 +42,7 @@ class UserSettings(commands.Cog):
         reset="Clear one default, or all of them",
     )
     @app_commands.choices(aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS])
+    @app_commands.autocomplete(model=model_choices)
     async def settings(self, interaction: AtelierInteraction, model: str | None = None,
                        aspect: str | None = None, steps: app_commands.Range[int, 1, 150] | None = None,
                        guidance: app_commands.Range[float, 0.0, 30.0] | None = None,
@@ -71,12 +73,6 @@ class UserSettings(commands.Cog):
         current = await MEMBER.set(db, user_id, changes) if changes else await MEMBER.get(db, user_id)
         prefix = "Saved. " if changes or reset else ""
         await reply(interaction, prefix + describe(current), ephemeral=True)
-
-    @settings.autocomplete("model")
-    async def model_autocomplete(self, interaction: AtelierInteraction,
-                                 current: str) -> list[app_commands.Choice[str]]:
-        names = interaction.client.services.registry.names()
-        return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()][:25]
 
 
 async def setup(bot: commands.Bot) -> None:
