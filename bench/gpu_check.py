@@ -7,9 +7,11 @@ models (a few minutes at most). Run it on the card the bot will use:
 Each line is `[ok]`, `[FAIL]`, `[info]` (a figure) or `[needs CUDA]` (what this device cannot show).
 On CUDA: dtypes before and after img2img; the tiling flag during a 2048² upscale; an out-of-memory forced
 with `torch.cuda.set_per_process_memory_fraction` during an SDXL upscale, then a normal render; batched vs
-solo pixel difference; steps/s with and without previews. On CPU the same checks run where they apply
-(reduced dtypes, a small tiling ceiling, the out-of-memory raised from a hook inside the real VAE); the
-exit status is 1 if any check failed.
+solo pixel difference; steps/s without previews, with them at most once a second and with one every
+step; ATELIER_COMPILE's warm-up (graphs, recompiles, then jobs at planned sizes that must recompile
+nothing); ATELIER_OFFLOAD=model|sequential with their peak memory. On CPU the same checks run where they
+apply (reduced dtypes, a small tiling ceiling, the out-of-memory raised from a hook inside the real VAE;
+compile only with --compile, minutes per shape); the exit status is 1 if any check failed.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 import argparse  # noqa: E402
+import logging  # noqa: E402
 import os  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
+from dataclasses import replace  # noqa: E402
 from typing import Any  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,11 +39,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from generation.engine import Engine  # noqa: E402
+from generation.engine import Engine, warm_up_plan  # noqa: E402
 from generation.errors import RenderError  # noqa: E402
 from generation.models import VAE_TILE_PIXELS, ModelRegistry, pick_device  # noqa: E402
 from generation.request import RenderRequest  # noqa: E402
-from generation.validate import upscale_of  # noqa: E402
+from generation.validate import ASPECTS, size_for, upscale_of  # noqa: E402
 
 MODELS = [("tiny", "tiny"), ("tiny-xl", "tiny-xl")]
 failures: list[str] = []
@@ -216,28 +220,118 @@ def check_batched_vs_solo(engine: Engine, device: str) -> None:
         )
 
 
-def check_speed(engine: Engine, device: str) -> None:
-    steps = 20
-    req = _req("tiny", 512, (1, 2, 3, 4), steps=steps)
+def check_speed(registry: ModelRegistry, device: str) -> None:
+    """Steps/s without previews, with them at the bot's rate (one a second, ATELIER_PREVIEW_INTERVAL) and
+    with one every step (what the bot did before: a device sync per step). Interleaved, best of 5 each."""
+    cuda = device.startswith("cuda")
+    steps, size = (20, 512) if cuda else (12, 128)
+    req = _req("tiny", size, (1, 2, 3, 4), steps=steps)
+    runs = {"none": (1.0, False), "1/s": (1.0, True), "every step": (0.0, True)}
+    best = dict.fromkeys(runs, float("inf"))
+    made = dict.fromkeys(runs, 0)
+    Engine(registry).render([req])
+    for _ in range(5):
+        for name, (interval, with_previews) in runs.items():
+            engine = Engine(registry, preview_interval_s=interval)
+            shown: list[Image.Image] = []  # held, so a new preview is never an old one's recycled id
 
-    def timed(progress: Callable[[int, int, list[Image.Image]], None] | None) -> float:
-        best = float("inf")
-        for _ in range(3):
+            def progress(step: int, total: int, images: list[Image.Image],
+                         shown: list[Image.Image] = shown) -> None:
+                if not shown or images[0] is not shown[-1]:
+                    shown.append(images[0])
+
             _sync(device)
             start = time.perf_counter()
-            engine.render([req], on_progress=progress)
+            engine.render([req], on_progress=progress if with_previews else None)
             _sync(device)
-            best = min(best, time.perf_counter() - start)
-        return best
-
-    engine.render([req])
-    plain = timed(None)
-    previews = timed(lambda step, total, images: None)
+            best[name] = min(best[name], time.perf_counter() - start)
+            made[name] = len(shown)
+    plain = best["none"]
     report(
         "info",
-        f"4x512², {steps} steps: {steps / plain:.1f} steps/s without previews, {steps / previews:.1f} "
-        f"with previews ({previews / plain:.2f}x the time)",
+        f"4x{size}², {steps} steps: {steps / plain:.2f} steps/s without previews; {steps / best['1/s']:.2f} "
+        f"with previews at most 1/s ({made['1/s']} made, {best['1/s'] / plain:.2f}x the time); "
+        f"{steps / best['every step']:.2f} with a preview every step ({made['every step']} made, "
+        f"{best['every step'] / plain:.2f}x)",
     )
+
+
+class _RecompileCounter(logging.Handler):
+    """Counts torch.compile's recompiles (its `recompiles` log artifact) and its give-ups at the recompile
+    limit, after which dynamo runs the UNet uncompiled for new shapes without a word in the bot's log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.recompiles = 0
+        self.limit_hits = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if text.startswith("Recompiling function"):
+            self.recompiles += 1
+        elif "recompile_limit" in text:
+            self.limit_hits += 1
+
+    @contextmanager
+    def counting(self) -> Iterator[_RecompileCounter]:
+        torch._logging.set_logs(recompiles=True)
+        # Both kinds of record reach torch._dynamo (the recompiles artifact logger is a child of it).
+        logger = logging.getLogger("torch._dynamo")
+        logger.addHandler(self)
+        try:
+            yield self
+        finally:
+            logger.removeHandler(self)
+            torch._logging.set_logs()
+
+
+def check_compile(data_dir: Path, device: str, dtype: str, max_batch: int) -> None:
+    """ATELIER_COMPILE: the warm-up plan's compiles and recompiles, then jobs at the planned sizes, which
+    must recompile nothing (a member would wait minutes)."""
+    cuda = device.startswith("cuda")
+    registry = ModelRegistry([("tiny", "tiny")], data_dir, device=device, dtype=dtype, compile=True)
+    # On a CPU every compile of even the tiny UNet takes minutes: one image per call keeps it bearable.
+    engine = Engine(registry, max_images_per_call=None if cuda else 1)
+    counter = _RecompileCounter()
+    graphs = torch._dynamo.utils.counters["stats"]
+    with counter.counting():
+        before = graphs["unique_graphs"]
+        start = time.perf_counter()
+        engine.warm_up(max_batch=max_batch)
+        took = time.perf_counter() - start
+        warm = (counter.recompiles, counter.limit_hits, graphs["unique_graphs"] - before)
+        jobs = [replace(_req("tiny", 64), width=w, height=h, steps=2, seeds=tuple(range(n)))
+                for w, h in (size_for(aspect, "sd15") for aspect in ASPECTS)
+                for n in ((1, 4) if cuda else (1,))]
+        for job in jobs:
+            engine.render([job])
+        after = (counter.recompiles - warm[0], counter.limit_hits - warm[1])
+    plan = len(warm_up_plan(registry.spec("tiny"), max_batch, engine.max_images_per_call))
+    report("info", f"compile warm-up: {plan} sizes and batches in {took:.0f} s, {warm[2]} graphs, "
+                   f"{warm[0]} recompiles, recompile limit hit {warm[1]} times")
+    check(after == (0, 0), f"compile: {len(jobs)} jobs at planned sizes after the warm-up: {after[0]} "
+                           f"recompiles, recompile limit hit {after[1]} times")
+
+
+def check_offload(data_dir: Path, device: str, dtype: str) -> None:
+    """ATELIER_OFFLOAD on a real card: a render, an upscale (img2img from_pipe shares the offloaded modules)
+    and a render again, with the peak device memory of each mode beside the plain one."""
+    for mode in ("none", "model", "sequential"):
+        registry = ModelRegistry([("tiny", "tiny")], data_dir, device=device, dtype=dtype, offload=mode)
+        engine = Engine(registry)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            parent = _req("tiny", 512)
+            image = engine.render([parent])[0][0]
+            big = engine.render([upscale_of(parent, 0, source="s")], [image])[0][0]
+            again = engine.render([parent])[0][0]
+            ok = big.size == (1024, 1024) and np.array_equal(np.asarray(image), np.asarray(again))
+            detail = f"peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB"
+        except Exception as exc:
+            ok, detail = False, f"{type(exc).__name__}: {str(exc)[:80]}"
+        check(ok, f"ATELIER_OFFLOAD={mode}: render, upscale, same render again: {detail}")
+        del engine, registry
 
 
 def main() -> int:
@@ -245,6 +339,9 @@ def main() -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default=None, help="default: auto on CUDA, bfloat16 elsewhere")
     parser.add_argument("--data-dir", type=Path, default=None, help="where the tiny models go (temp dir)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="check ATELIER_COMPILE's warm-up (default: on CUDA only)")
+    parser.add_argument("--max-batch", type=int, default=4, help="ATELIER_MAX_BATCH for the warm-up plan")
     args = parser.parse_args()
     device = pick_device(args.device)
     cuda = device.startswith("cuda")
@@ -264,12 +361,18 @@ def main() -> int:
             # fp16 is where SDXL upcasts its VAE to fp32 for decoding: check that path as well.
             check_oom(ModelRegistry(MODELS, data_dir, device=device, dtype="float16"), device, cuda)
         check_batched_vs_solo(engine, device)
+        check_speed(registry, device)
+        if args.compile if args.compile is not None else cuda:
+            check_compile(data_dir, device, dtype, args.max_batch)
+        else:
+            report("skipped", "compile (minutes per shape on a CPU: pass --compile)")
         if cuda:
-            check_speed(engine, device)
+            check_offload(data_dir, device, dtype)
         else:
             report("needs CUDA", "a real out-of-memory (set_per_process_memory_fraction), not a raised one")
             report("needs CUDA", "batched vs solo on GPU kernels (CPU figures above)")
-            report("needs CUDA", "steps/s with and without previews (previews sync the device each step)")
+            report("needs CUDA", "steps/s on GPU kernels, where a preview's device sync stalls the queue")
+            report("needs CUDA", "ATELIER_OFFLOAD=model|sequential (refused on a CPU at start)")
     print(f"{time.perf_counter() - start:.0f} s; {len(failures)} check(s) failed")
     return 1 if failures else 0
 

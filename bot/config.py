@@ -31,7 +31,16 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
         default="auto", validation_alias="ATELIER_DTYPE"
     )
+    # torch.compile the denoiser; the bot then renders every size and batch it serves before taking work.
     compile: bool = Field(default=False, validation_alias="ATELIER_COMPILE")
+    # Small cards: keep weights in host RAM and move them to the GPU per model (`model`, a little slower)
+    # or per layer (`sequential`, much slower, fits in ~3 GB). Needs CUDA: refused at start elsewhere.
+    offload: Literal["none", "model", "sequential"] = Field(
+        default="none", validation_alias="ATELIER_OFFLOAD"
+    )
+    # Least seconds between two live previews of a render: each one syncs the GPU, and Discord shows about
+    # one edit per 1.5 s anyway. 0 previews every step.
+    preview_interval: float = Field(default=1.0, ge=0.0, validation_alias="ATELIER_PREVIEW_INTERVAL")
     max_loaded_models: int = Field(default=2, ge=1, validation_alias="ATELIER_MAX_LOADED_MODELS")
     # The tiny model's stand-in NSFW checker flags an image when this share of its pixels is skin-toned
     # (real models bring their own checker). 0 flags everything: useful to see the NSFW path offline.

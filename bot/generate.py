@@ -66,6 +66,7 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:
             dtype=settings.dtype,
             compile=settings.compile,
             max_loaded=settings.max_loaded_models,
+            offload=settings.offload,
         )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc

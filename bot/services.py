@@ -94,12 +94,13 @@ class Services:
                                              dtype=settings.dtype, compile=settings.compile,
                                              max_loaded=settings.max_loaded_models,
                                              tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
-                                             safety_checker=settings.safety_checker)
+                                             safety_checker=settings.safety_checker, offload=settings.offload)
                 except ValueError as exc:
                     raise StartupFailed(str(exc)) from None
-                engine = Engine(registry)
-                # The first user should not pay for loading and warming the default model.
-                await asyncio.to_thread(engine.warm_up)
+                engine = Engine(registry, preview_interval_s=settings.preview_interval)
+            # Before the scheduler and the gateway exist, so no job waits on loading or compiling a model
+            # (a no-op for an engine already warm).
+            await asyncio.to_thread(engine.warm_up, max_batch=settings.max_batch)
             scheduler = Scheduler(db, engine, blobs, max_batch=settings.max_batch,
                                   max_queued_per_user=settings.queue_max_per_user,
                                   max_queued_total=settings.queue_max_total)

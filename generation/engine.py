@@ -6,6 +6,7 @@ thread-safe, and torch must never run on the event loop).
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -19,13 +20,14 @@ from typing import Any
 
 from PIL import Image
 
-from generation.errors import RenderCancelled, RenderError
+from generation.errors import InvalidRequest, RenderCancelled, RenderError
 from generation.families import Family, family_of
-from generation.models import VAE_TILE_PIXELS, ModelRegistry, fit_vae, is_oom
-from generation.previews import latent_to_preview, placeholder, x0_estimate
-from generation.prompts import call_arguments, chunk_count
+from generation.models import VAE_TILE_PIXELS, ModelRegistry, ModelSpec, fit_vae, is_oom
+from generation.previews import PreviewThrottle, latent_to_preview, placeholder, x0_estimate
+from generation.prompts import MAX_CHUNKS, call_arguments, chunk_count
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
+from generation.validate import ASPECTS, Limits, size_for, upscale_of
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +91,15 @@ class Engine:
         registry: ModelRegistry,
         max_images_per_call: int | None = None,
         vae_tile_pixels: int = VAE_TILE_PIXELS,
+        preview_interval_s: float = 1.0,
     ) -> None:
         self.registry = registry
         # A memory ceiling known in advance (e.g. a small GPU); out-of-memory splits further on its own.
         self.max_images_per_call = max_images_per_call
         # Images larger than this are decoded in tiles (see fit_vae).
         self.vae_tile_pixels = vae_tile_pixels
+        # Least wall-clock time between two live previews of a render (first and last steps always get one).
+        self.preview_interval_s = preview_interval_s
         self._lock = threading.Lock()
         self.step_gate = StepGate(os.environ.get(HOLD_FILE_ENV) or None)
 
@@ -102,23 +107,41 @@ class Engine:
         """The NSFW checker for `model`'s images (loads the model if needed)."""
         return self.registry.safety_checker(model)
 
-    def warm_up(self, model: str | None = None) -> None:
-        """Load `model` (default one) and run one tiny render so the first user does not pay for it."""
-        spec = self.registry.spec(model)
-        if not self.registry.mark_warm(spec.name):
-            return
-        warm = RenderRequest(
-            prompt="warm up",
-            model=spec.name,
-            width=64,
-            height=64,
-            steps=1,
-            guidance=spec.default_guidance,
-            sampler=spec.default_sampler,
-            seeds=(0,),
-        )
-        self.render([warm])
-        log.info("model %r is warm", spec.name)
+    def warm_up(
+        self, model: str | None = None, *, max_batch: int = 1, every_size: bool | None = None
+    ) -> None:
+        """Before the bot takes work: load `model` (default: the default one) and render once, so the first
+        member does not pay for loading it.
+
+        With ATELIER_COMPILE (or `every_size`) each model that stays loaded renders every size and batch
+        its jobs will use (warm_up_plan): a compiled denoiser compiles again for each new input shape, and
+        that takes minutes a member would otherwise wait through, holding the queue."""
+        registry = self.registry
+        every_size = registry.compile if every_size is None else every_size
+        names = [registry.spec(model).name]
+        if every_size and model is None:
+            names = registry.names()[: registry.max_loaded]
+            if len(registry.names()) > len(names):
+                log.warning(
+                    "models %s are not warmed up: only %d stay loaded (ATELIER_MAX_LOADED_MODELS), so each "
+                    "compiles again, during its first jobs, whenever it is loaded",
+                    ", ".join(registry.names()[len(names):]), registry.max_loaded,
+                )
+        for name in names:
+            if not registry.mark_warm(name):
+                continue
+            spec = registry.spec(name)
+            started = time.perf_counter()
+            plan = (warm_up_plan(spec, max_batch, self.max_images_per_call) if every_size
+                    else [_warm_request(spec)])
+            for request in plan:
+                # An upscale starts from an image of its parent's size; a flat grey one will do.
+                parent = Image.new("RGB", (request.width // 2, request.height // 2), (128, 128, 128))
+                # The denoiser is what compiles; a VAE decode at each size would cost as much again.
+                self.render([request], None if request.kind == Kind.TXT2IMG else [parent],
+                            decode=not every_size)
+            log.info("model %r is warm (%d sizes and batches, %.0f s)", spec.name, len(plan),
+                     time.perf_counter() - started)
 
     def render(
         self,
@@ -127,11 +150,13 @@ class Engine:
         *,
         on_progress: ProgressFn | None = None,
         should_stop: Callable[[], bool] | None = None,
+        decode: bool = True,
     ) -> list[list[Image.Image]]:
         """Render compatible requests in one pipeline call (split only on out-of-memory).
 
         Returns one list of images per request, in seed order. Raises RenderCancelled when
         `should_stop()` turns true at a step boundary, RenderError when even one image does not fit.
+        `decode=False` stops at the latents and returns empty lists (the warm-up's renders).
         """
         if not requests:
             return []
@@ -179,9 +204,10 @@ class Engine:
                 on_progress=on_progress,
                 should_stop=should_stop,
                 chunks=[list(g) for g in groups],
+                decode=decode,
             )
             run.execute(results)
-        return [[results[s] for s in slots if s.request == i] for i in range(len(requests))]
+        return [[results[s] for s in slots if s.request == i and s in results] for i in range(len(requests))]
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -212,6 +238,46 @@ class Engine:
         return [g for g in (without, with_neg) if g]
 
 
+def _warm_request(spec: ModelSpec, width: int = 64, height: int = 64, images: int = 1,
+                  chunks: int = 1) -> RenderRequest:
+    return RenderRequest(
+        prompt=" BREAK ".join(["warm up"] * chunks),  # BREAK starts a new 75-token chunk
+        model=spec.name,
+        width=width,
+        height=height,
+        steps=1,
+        guidance=spec.default_guidance,
+        sampler=spec.default_sampler,
+        seeds=tuple(range(images)),
+    )
+
+
+def warm_up_plan(spec: ModelSpec, max_batch: int, per_call: int | None = None) -> list[RenderRequest]:
+    """One-step renders at every denoiser input shape the model's jobs will use: each aspect's size with each
+    number of images a call may hold, the 2x upscale of each aspect (one image), and prompts of two and
+    three 75-token chunks (longer text embeddings). Uploads for img2img keep their own aspect: those
+    shapes cannot be listed, and rely on torch.compile's dynamic shapes, which the varied sizes here
+    turn on."""
+    # The scheduler fills a call up to max_batch images, but a job's own images always run together, so
+    # one job of the largest count goes past a smaller max_batch; `per_call` is the engine's own ceiling.
+    max_images = max(max_batch, Limits().max_count)
+    if per_call:
+        max_images = min(max_images, per_call)
+    plan: list[RenderRequest] = []
+    upscales: list[RenderRequest] = []
+    for aspect in ASPECTS:
+        width, height = size_for(aspect, spec.family, spec.size)
+        plan += [_warm_request(spec, width, height, n) for n in range(1, max_images + 1)]
+        with contextlib.suppress(InvalidRequest):  # a size this model cannot upscale is never asked for
+            upscales.append(upscale_of(_warm_request(spec, width, height), 0, source="warm-up",
+                                       family=spec.family))
+    if family_of(spec.family).t5:
+        return plan + upscales  # T5 embeddings are padded to one length whatever the prompt
+    width, height = size_for(ASPECTS[0], spec.family, spec.size)
+    long_prompts = [_warm_request(spec, width, height, chunks=n) for n in range(2, MAX_CHUNKS + 1)]
+    return plan + upscales + long_prompts
+
+
 class _Run:
     """State of one render() call: pending chunks, progress accounting, previews."""
 
@@ -229,6 +295,7 @@ class _Run:
         on_progress: ProgressFn | None,
         should_stop: Callable[[], bool] | None,
         chunks: list[list[_Slot]],
+        decode: bool = True,
     ) -> None:
         self.engine = engine
         self.pipe = pipe
@@ -244,6 +311,7 @@ class _Run:
         self.on_progress = on_progress
         self.should_stop = should_stop
         self.pending = chunks
+        self.decode = decode
         self.chunks_done = 0
         self.previews: list[Image.Image] = [placeholder(r.width, r.height) for r in requests]
 
@@ -283,8 +351,9 @@ class _Run:
                 rest = [part for c in self.pending for part in (c[:half], c[half:]) if part] if half else []
                 self.pending = [chunk[:half], chunk[half:], *rest]
                 continue
-            for slot, image in zip(chunk, images, strict=True):
-                results[slot] = image
+            if self.decode:
+                for slot, image in zip(chunk, images, strict=True):
+                    results[slot] = image
             self.chunks_done += 1
 
     def _total_chunks(self) -> int:
@@ -322,6 +391,8 @@ class _Run:
         for row, slot in enumerate(chunk):
             preview_rows.setdefault(slot.request, row)
 
+        throttle = PreviewThrottle(self.engine.preview_interval_s)
+
         def on_step_end(p: Any, step_index: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             if self.should_stop is not None and self.should_stop():
                 raise RenderCancelled()
@@ -330,13 +401,16 @@ class _Run:
                 if self.refiner is not None:
                     # Base and refiner share the base's full schedule between them (2 per step for Heun).
                     total_steps = len(scheduler.timesteps)
-                if "x0" in captured:
-                    sched, model_output, ts, sample, out = captured.pop("x0")
+                index = phase["offset"] + step_index
+                # Steps between previews report progress with the last preview again: no device sync.
+                if "x0" in captured and throttle.due(index, total_steps):
+                    sched, model_output, ts, sample, out = captured["x0"]
                     x0 = x0_estimate(sched, model_output, ts, sample, out)
                     for req, row in preview_rows.items():
                         self.previews[req] = latent_to_preview(x0[row], self.family, first.width,
                                                                first.height)
-                done = self.chunks_done * total_steps + min(phase["offset"] + step_index + 1, total_steps)
+                captured.clear()
+                done = self.chunks_done * total_steps + min(index + 1, total_steps)
                 self.on_progress(done, total_steps * self._total_chunks(), list(self.previews))
             if self.engine.step_gate.hold(self.should_stop):
                 raise RenderCancelled()
@@ -350,7 +424,7 @@ class _Run:
             "guidance_scale": first.guidance,
             "generator": generators,
             "callback_on_step_end": on_step_end,
-            "output_type": "pil",
+            "output_type": "pil" if self.decode else "latent",
             # Per-model settings (clip_skip, guidance_rescale): the model name in the batch key covers them.
             **self.spec.call_options(inspect.signature(pipe.__call__).parameters),
         }
@@ -405,4 +479,4 @@ class _Run:
                 self.engine.registry.restore_vae_dtype(self.refiner)
             captured.clear()
             self.engine.registry.restore_vae_dtype(pipe)
-        return list(result.images)
+        return list(result.images) if self.decode else []

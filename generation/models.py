@@ -133,6 +133,17 @@ def pick_device(device: str = "auto") -> str:
 # The dtypes ATELIER_DTYPE may name; `auto` picks per device (pick_dtype).
 DTYPE_NAMES = ("auto", "float16", "bfloat16", "float32")
 
+# ATELIER_OFFLOAD: weights wait in host RAM and move to the card per model (`model`: one model on the card
+# at a time) or per layer (`sequential`: a few hundred MB on the card, several times slower).
+OFFLOAD_MODES = ("none", "model", "sequential")
+
+# Graphs torch.compile may make per function before it gives up compiling new shapes (see _load).
+RECOMPILE_LIMIT = 64
+
+# The half-precision weight files most hub repos publish beside the fp32 ones (`*.fp16.safetensors`):
+# half the download, the disk and the load time of a model that runs in half precision anyway.
+HALF_VARIANT = "fp16"
+
 # One decoded image above this many pixels is decoded in tiles, and a batch above it one image at a
 # time: an SD / SDXL VAE decodes 1024² untiled in a few GB, but a 2048² upscale needs over 10 GB.
 VAE_TILE_PIXELS = 2 * 1024 * 1024
@@ -187,6 +198,20 @@ def fit_vae(pipe: Any, width: int, height: int, count: int, tile_pixels: int = V
         vae.enable_slicing()
     else:
         vae.disable_slicing()
+
+
+def _check_offload(mode: str, device: str) -> str:
+    """ATELIER_OFFLOAD as given, refused at start where it cannot work: diffusers' offload moves weights
+    between host RAM and a CUDA card (through accelerate); on a CPU it has nothing to save, and silently
+    ignoring it would hide that the card the operator sized it for is not in use."""
+    if mode not in OFFLOAD_MODES:
+        raise ConfigError(f"ATELIER_OFFLOAD={mode!r} is not known: use one of {', '.join(OFFLOAD_MODES)}.")
+    if mode != "none" and not device.startswith("cuda"):
+        raise ConfigError(
+            f"ATELIER_OFFLOAD={mode} needs a CUDA GPU, but models run on {device}: "
+            "unset ATELIER_OFFLOAD (or set it to none), or set ATELIER_DEVICE=cuda on a machine with a GPU."
+        )
+    return mode
 
 
 def _first_line(exc: BaseException) -> str:
@@ -470,6 +495,7 @@ class ModelRegistry:
         max_loaded: int = 2,
         tiny_nsfw_threshold: float = 0.4,
         safety_checker: str | None = None,
+        offload: str = "none",
     ) -> None:
         if not sources:
             raise ValueError("at least one model must be configured")
@@ -477,6 +503,7 @@ class ModelRegistry:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.compile = compile
+        self.offload = _check_offload(offload, self.device)
         self.max_loaded = max(1, max_loaded)
         self.tiny_nsfw_threshold = tiny_nsfw_threshold
         self._specs: dict[str, ModelSpec] = {}
@@ -719,7 +746,7 @@ class ModelRegistry:
         log.info("loading model %r from %s on %s (%s)", spec.name, spec.source, self.device, self.dtype)
         if spec.is_tiny:
             folder = ensure_tiny_model(self.data_dir, family=spec.family)
-            pipe = cls.from_pretrained(folder, local_files_only=True, **kwargs)
+            pipe = cls.from_pretrained(folder, local_files_only=True, **kwargs)  # written without variants
         else:
             path = Path(spec.source)
             if path.suffix in (".safetensors", ".ckpt"):
@@ -735,23 +762,33 @@ class ModelRegistry:
                     str(path), config=config, local_files_only=Path(config).is_dir(), **kwargs
                 )
             elif path.is_dir():
-                pipe = cls.from_pretrained(path, local_files_only=True, **kwargs)
+                pipe = self._from_pretrained(cls, path, local_files_only=True, **kwargs)
             else:
-                pipe = cls.from_pretrained(spec.source, **kwargs)
+                pipe = self._from_pretrained(cls, spec.source, **kwargs)
         if spec.vae is not None:
             pipe.vae = self._load_vae(spec.vae, pipe.vae, kwargs)
         if spec.clip_skip is not None:
             _restore_text_model_path(pipe)
         pipe.set_progress_bar_config(disable=True)
-        pipe = pipe.to(self.device)
+        if self.offload == "model":
+            pipe.enable_model_cpu_offload(device=self.device)
+        elif self.offload == "sequential":
+            pipe.enable_sequential_cpu_offload(device=self.device)
+        else:
+            pipe = pipe.to(self.device)
         if self.dtype == torch.bfloat16 and getattr(pipe.vae.config, "force_upcast", False):
             # bf16 has fp32's range, so the SDXL VAE does not overflow: no fp32 copy for each encode.
             pipe.vae.register_to_config(force_upcast=False)
         # VAE tiling / slicing are switched per render by size (fit_vae).
         if self.compile:
-            import torch
-
-            pipe.unet = torch.compile(pipe.unet)
+            # Each new input shape, and each branch the UNet takes on it (a latent side not divisible by 8,
+            # an img2img latent's strides, a longer prompt), may cost a graph: the warm-up plan made 13 on the
+            # tiny model (bench/gpu_check.py --compile). Past torch's limit (8) dynamo runs further shapes
+            # uncompiled, with no more than a log line.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+            # The denoiser runs every step: a UNet (SD1/2/XL) or a transformer (SD3, Flux).
+            name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
+            setattr(pipe, name, torch.compile(getattr(pipe, name)))
         return pipe
 
     @staticmethod
@@ -773,12 +810,26 @@ class ModelRegistry:
             return AutoencoderKL.from_pretrained(path, local_files_only=True, **sub, **dtype_kwargs)
         return AutoencoderKL.from_pretrained(source, **dtype_kwargs)
 
-    def _dtype_kwargs(self) -> dict[str, Any]:
+    def _from_pretrained(self, cls: Any, source: str | Path, **kwargs: Any) -> Any:
+        """`cls.from_pretrained`, from the fp16 weight files when the model runs in half precision and the
+        source has them (fp16 weights lose nothing that bf16 keeps), else from the full ones."""
         import torch
 
-        # fp32 is diffusers' default (from_pretrained and from_pipe alike); passing it anyway only triggers
-        # the torch_dtype deprecation notice. (`dtype=` is the new name, unknown to older diffusers.)
-        return {} if self.dtype == torch.float32 else {"torch_dtype": self.dtype}
+        if self.dtype in (torch.float16, torch.bfloat16):
+            try:
+                return cls.from_pretrained(source, variant=HALF_VARIANT, **kwargs)
+            except (OSError, ValueError) as exc:
+                # diffusers raises ValueError (a local folder) or an EnvironmentError (the hub) when no
+                # component has the variant; a real trouble (offline, a wrong id) fails again just below.
+                log.info("%s has no %s weights (%s); loading the full ones", source, HALF_VARIANT,
+                         _first_line(exc))
+        return cls.from_pretrained(source, **kwargs)
+
+    def _dtype_kwargs(self) -> dict[str, Any]:
+        # Always, fp32 included: without it transformers 5 loads a text encoder in the dtype its config.json
+        # names, float16 in any folder saved from an fp16 pipeline, and an fp32 render then fails on the
+        # mismatch. (`dtype=` is the new name, unknown to older diffusers; the old one only adds a notice.)
+        return {"torch_dtype": self.dtype}
 
     def _single_file_config(self, path: Path, family: str) -> str:
         # Offline, from_single_file needs a diffusers folder describing the family's layout.

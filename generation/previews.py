@@ -7,6 +7,8 @@ The factors are the ones ComfyUI uses (comfy/latent_formats.py), per family (gen
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,25 @@ def latent_to_preview(latent: Any, family: Family | str, width: int = 0, height:
     rgb = torch.einsum("chw,cr->hwr", x, weight) + torch.tensor(fam.rgb_bias)
     array = ((rgb.clamp(-1, 1) + 1) * 127.5).to(torch.uint8).numpy()
     return Image.fromarray(np.ascontiguousarray(array), "RGB")
+
+
+class PreviewThrottle:
+    """Whether a step should make a preview: at most one per `interval_s` of wall clock, plus the first
+    and last steps of a call. Making one copies the latent to the host, a device sync that stalls the
+    queued GPU work; Discord shows an edit only every ~1.5 s, so a preview per step was mostly wasted."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self._clock = clock
+        self._last: float | None = None
+
+    def due(self, step_index: int, total_steps: int) -> bool:
+        now = self._clock()
+        last_step = step_index + 1 >= total_steps
+        if self._last is not None and not last_step and now - self._last < self.interval_s:
+            return False
+        self._last = now
+        return True
 
 
 def placeholder(width: int, height: int) -> Image.Image:
