@@ -1,6 +1,6 @@
 """/gallery (an ephemeral, paged contact sheet of a member's images: ◀ ▶, a select to open one image with
-its result buttons, prompt search, favourites), /export (your prompts and seeds as a file), and the ⭐
-and per-image 🗑 buttons.
+its result buttons, prompt search, favourites) and /export (your prompts and seeds as a file). The ⭐ and
+🗑 under an opened image are bot/buttons.py's FavouriteButton and DeleteButton.
 
 Privacy: a member sees another member's images only if they were made publicly (not in private mode)
 in the same guild; guilds never see each other's images. Paging state lives in the custom_id (owner,
