@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.settings import Settings
+from bot.config import Settings
 from generation.engine import Engine
 from generation.models import ModelRegistry
 from generation.scheduler import Scheduler

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from bot.settings import Settings
+from bot.config import Settings
 from generation.errors import InvalidRequest
 from generation.request import Kind
 
