@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from generation.errors import InvalidRequest
 from generation.families import FAMILIES, family_of
-from generation.prompts import cut_notes, tokenizer_for_notes
+from generation.prompts import cut_notes, multi_error, tokenizer_for_notes
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
 
@@ -266,6 +266,8 @@ def build_request(  # noqa: C901
         raise InvalidRequest(
             f"The prompt is too long ({len(prompt)} characters, at most {limits.max_prompt_chars})."
         )
+    if (multi := multi_error(prompt)) is not None:
+        raise InvalidRequest(multi)
     if len(negative) > limits.max_negative_chars:
         raise InvalidRequest(
             f"The negative prompt is too long (at most {limits.max_negative_chars} characters)."
