@@ -36,6 +36,11 @@ class RenderRequest:
     # Short notes for the member about their request as it will be rendered (e.g. words of a long prompt
     # the model cannot read); decided when the request is built, shown with every message of the job.
     notes: tuple[str, ...] = ()
+    # Midjourney's style flags (generation/knobs.py): seamless tiles (--tile), FreeU strength (--stylize,
+    # None: off) and the share of the steps after which the render stops early (--stop, percent).
+    tile: bool = False
+    stylize: int | None = None
+    stop: int = 100
 
     @property
     def count(self) -> int:
@@ -53,6 +58,10 @@ class RenderRequest:
             round(self.guidance, 4),
             self.kind == Kind.TXT2IMG,
             None if self.strength is None else round(self.strength, 4),
+            # Each changes the shared modules or the loop of the whole call.
+            self.tile,
+            self.stylize,
+            self.stop,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from generation.errors import InvalidRequest
 from generation.families import FAMILIES, family_of
+from generation.knobs import MAX_STYLIZE
 from generation.prompts import cut_notes, multi_error, tokenizer_for_notes
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
@@ -98,8 +99,17 @@ _FLAG_NAMES: dict[str, str] = {
     "n": "count",
     "sampler": "sampler",
     "model": "model",
+    "q": "quality",
+    "quality": "quality",
+    "stop": "stop",
+    "stylize": "stylize",
+    "s": "stylize",
+    "tile": "tile",
 }
-_FLAG_HELP = "--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME"
+_FLAG_HELP = ("--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME, "
+              "--q .5|1|2, --stop 10-100, --stylize 0-1000, --tile")
+# --q multiplies the steps (Midjourney's quality: more time, more detail).
+QUALITIES = (0.5, 1.0, 2.0)
 
 
 def _int_value(flag: str, raw: str) -> int:
@@ -144,6 +154,10 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
             raise InvalidRequest(f"Unknown flag `--{_clip(flag)}`. Known flags: {_FLAG_HELP}.")
         if key in options:
             raise InvalidRequest(f"Flag `--{flag}` is given twice.")
+        if key == "tile":  # a switch: what follows it is prompt text
+            options[key] = True
+            pieces.append(body)
+            continue
         if not body:
             raise InvalidRequest(f"Flag `--{flag}` needs a value.")
         if key == "negative":
@@ -155,9 +169,9 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
             continue
         raw, _, rest = body.partition(" ")
         pieces.append(rest)
-        if key in ("seed", "steps", "count"):
+        if key in ("seed", "steps", "count", "stop", "stylize"):
             options[key] = _int_value(flag, raw)
-        elif key == "guidance":
+        elif key in ("guidance", "quality"):
             options[key] = _float_value(flag, raw)
         elif key == "aspect":
             options[key] = _normalize_aspect(raw, flag=f"--{flag}")
@@ -346,7 +360,10 @@ def build_request(  # noqa: C901
         strength = float(strength)
     _check_pixels(width, height, spec.family, limits)
 
-    # 6. Words the model cannot read are dropped; the member is told (known only where the model is
+    # 6. Style flags (generation/knobs.py).
+    steps, style = _style_flags(flags, steps, fam, limits)
+
+    # 7. Words the model cannot read are dropped; the member is told (known only where the model is
     # loaded in this process: counting needs its tokenizer).
     pipe = registry.resident_pipeline(spec.name)
     tokenizer = None if pipe is None else tokenizer_for_notes(pipe)
@@ -366,7 +383,34 @@ def build_request(  # noqa: C901
         source=draft.source if draft.kind != Kind.TXT2IMG else None,
         strength=strength,
         notes=notes,
+        **style,
     )
+
+
+def _style_flags(flags: dict[str, Any], steps: int, fam: Any, limits: Limits) -> tuple[int, dict[str, Any]]:
+    """--q (the steps it multiplies), --stop, --stylize and --tile -> (steps, RenderRequest fields)."""
+    style: dict[str, Any] = {}
+    if "quality" in flags:
+        if flags["quality"] not in QUALITIES:
+            raise InvalidRequest("Flag `--q` takes .5, 1 or 2.")
+        steps = max(1, round(steps * flags["quality"]))
+        if steps > limits.max_steps:
+            raise InvalidRequest(f"`--q {flags['quality']:g}` makes {steps} steps; this server allows at "
+                                 f"most {limits.max_steps}.")
+    if "stop" in flags:
+        if not 10 <= flags["stop"] <= 100:
+            raise InvalidRequest("Flag `--stop` takes a share of the steps from 10 to 100.")
+        style["stop"] = flags["stop"]
+    knobs = [f"--{name}" for name in ("stylize", "tile") if name in flags]
+    if knobs and fam.flow:
+        raise InvalidRequest(f"`{knobs[0]}` works with SD 1.x, SD 2.x and SDXL models, not {fam.label}.")
+    if "stylize" in flags:
+        if not 0 <= flags["stylize"] <= MAX_STYLIZE:
+            raise InvalidRequest(f"Flag `--stylize` takes 0 to {MAX_STYLIZE}.")
+        style["stylize"] = flags["stylize"]
+    if "tile" in flags:
+        style["tile"] = True
+    return steps, style
 
 
 def max_pixels(family: str, limits: Limits | None = None) -> int:

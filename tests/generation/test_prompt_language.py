@@ -4,6 +4,7 @@ request or a clear error, never a crash)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from generation.errors import InvalidRequest
+from generation.families import family_of
+from generation.knobs import circular_padding, freeu_factors
 from generation.prompts import MAX_PARTS, MAX_WEIGHT, call_arguments, chunk_count, split_multi
 from generation.request import RenderRequest
 from generation.validate import RequestDraft, build_request
@@ -154,3 +157,119 @@ def test_a_batch_with_multi_prompts_equals_solo_renders(tiny_engine: Any, make: 
     for request, images in zip(requests, batched, strict=True):
         for got, want in zip(images, tiny_engine.render([request])[0], strict=True):
             assert _maxdiff(got, want) <= 1  # CPU batched maths: float rounding only (DESIGN §5)
+
+
+# -- flags: --q, --stop, --stylize, --tile ------------------------------------------------------
+
+
+def test_style_flags_become_request_fields(tiny_registry: Any) -> None:
+    plain = build_request(_draft("a fox --steps 10"), tiny_registry)
+    styled = build_request(_draft("a fox --steps 10 --q 2 --stop 40 --stylize 250 --tile on a hill"),
+                           tiny_registry)
+    assert (styled.prompt, styled.steps, styled.stop, styled.stylize, styled.tile) == (
+        "a fox on a hill", 20, 40, 250, True)
+    assert (plain.steps, plain.stop, plain.stylize, plain.tile) == (10, 100, None, False)
+    assert build_request(_draft("a fox --steps 10 --q .5 --s 0"), tiny_registry).steps == 5
+    assert RenderRequest.from_json(styled.to_json()) == styled
+    # Each changes the call: never batched with a request without it.
+    for change in ({"tile": True}, {"stylize": 100}, {"stop": 50}):
+        assert replace(plain, **change).batch_key != plain.batch_key
+
+
+@pytest.mark.parametrize(
+    ("prompt", "needle"),
+    [
+        ("cat --weird 5", "Unknown flag `--weird`"),
+        ("cat --chaos 5", "Unknown flag `--chaos`"),
+        ("cat --q 3", "`--q` takes .5, 1 or 2"),
+        ("cat --q fast", "`--q` needs a number"),
+        ("cat --steps 50 --q 2", "makes 100 steps"),
+        ("cat --stop 5", "`--stop` takes a share of the steps from 10 to 100"),
+        ("cat --stylize 1001", "`--stylize` takes 0 to 1000"),
+        ("cat --tile --tile", "`--tile` is given twice"),
+    ],
+)
+def test_bad_style_flags_name_the_flag(tiny_registry: Any, prompt: str, needle: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        build_request(_draft(prompt), tiny_registry)
+    assert needle in info.value.user_message
+
+
+def test_the_stylize_curve() -> None:
+    assert freeu_factors(0, "sd15") == (1.0, 1.0, 1.0, 1.0)  # FreeU off: the UNet unchanged
+    assert freeu_factors(1000, "sd15") == pytest.approx((1.5, 1.6, 0.9, 0.2))  # FreeU's published values
+    assert freeu_factors(1000, "sdxl") == pytest.approx((1.3, 1.4, 0.9, 0.2))
+    assert freeu_factors(500, "sd15") == pytest.approx((1.25, 1.3, 0.95, 0.6))
+
+
+def _styled(prompt: str = "a fox", **kw: Any) -> RenderRequest:
+    return _req(prompt, (7,), **{"steps": 4, **kw})
+
+
+def test_stylize_changes_the_pixels_and_is_undone_after(tiny_engine: Any) -> None:
+    plain = _one(tiny_engine, _styled())
+    assert _maxdiff(_one(tiny_engine, _styled(stylize=1000)), plain) > 0
+    assert _maxdiff(_one(tiny_engine, _styled()), plain) == 0  # the shared UNet is restored
+    assert _maxdiff(_one(tiny_engine, _styled(stylize=0)), plain) <= 1  # identity factors (FFT rounding)
+
+
+def _shift_render(pipe: Any, latents: Any) -> np.ndarray:
+    image = pipe("a fox", num_inference_steps=2, guidance_scale=7.0, width=128, height=128, latents=latents,
+                 output_type="np").images[0]
+    return np.asarray(image * 255, dtype=np.float32)
+
+
+def test_tile_makes_the_output_shift_with_the_latent(tiny_registry: Any) -> None:
+    pipe = tiny_registry.pipeline("tiny")
+    latents = torch.randn((1, 4, 16, 16), generator=torch.Generator().manual_seed(3))
+    shifted = torch.roll(latents, 8, dims=-1)  # the tiny UNet's stride: 3 downsamplers, 8 latent pixels
+    with torch.inference_mode():
+        with circular_padding(pipe):
+            a, b = _shift_render(pipe, latents), _shift_render(pipe, shifted)
+        plain_a, plain_b = _shift_render(pipe, latents), _shift_render(pipe, shifted)
+    # Seamless: everything wraps around, so the picture moves with its noise (64 pixels) and its left
+    # and right edges continue each other.
+    assert np.abs(np.roll(a, 64, axis=1) - b).max() <= 2
+    # Without it the borders pad with zeros and the shifted noise makes another picture.
+    assert np.abs(np.roll(plain_a, 64, axis=1) - plain_b).max() > 10
+
+
+def test_tile_through_the_engine_and_undone_after(tiny_engine: Any) -> None:
+    plain = _one(tiny_engine, _styled())
+    assert _maxdiff(_one(tiny_engine, _styled(tile=True)), plain) > 0
+    assert _maxdiff(_one(tiny_engine, _styled()), plain) == 0  # the shared convolutions are restored
+
+
+def test_stop_decodes_the_estimate_of_the_step_it_stops_at(tiny_engine: Any) -> None:
+    full = _one(tiny_engine, _styled(steps=8))
+    assert _maxdiff(_one(tiny_engine, _styled(steps=8, stop=100)), full) == 0
+    early = _one(tiny_engine, _styled(steps=8, stop=50))
+    assert _maxdiff(early, full) > 0
+    # The same call by hand: record the latents before and after the 4th of 8 Euler steps, work out the
+    # step's denoised estimate from them (x0 = x - sigma * (x_next - x) / (sigma_next - sigma)), decode.
+    registry = tiny_engine.registry
+    pipe = registry.pipeline("tiny")
+    scheduler = pipe.scheduler
+    seen: list[Any] = []
+
+    def record(p: Any, step_index: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+        seen.append(kwargs["latents"].clone())
+        return kwargs
+
+    try:
+        pipe.scheduler = family_of("sd15").make_scheduler("euler", registry.scheduler_config("tiny"),
+                                                          registry.spec("tiny").scheduler_options, seeds=[7])
+        with torch.inference_mode():
+            pipe(**call_arguments(pipe, ["a fox"], [""]), num_inference_steps=8, guidance_scale=7.0,
+                 width=64, height=64, generator=[torch.Generator().manual_seed(7)],
+                 callback_on_step_end=record, output_type="latent")
+            sigmas = pipe.scheduler.sigmas
+            x, x_next = seen[2], seen[3]
+            x0 = x - sigmas[3] * (x_next - x) / (sigmas[4] - sigmas[3])
+            decode = [pipe.image_processor.postprocess(
+                pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample, output_type="pil")[0]
+                for latents in (x0, x_next)]
+    finally:
+        pipe.scheduler = scheduler
+    assert _maxdiff(early, decode[0]) <= 1
+    assert _maxdiff(early, decode[1]) > 2  # not the noisy latent
