@@ -471,6 +471,8 @@ class _Run:
             # clip_skip in the call must reach that encoding: the pipeline ignores it beside embeddings.
             clip_skip = call.pop("clip_skip", None)
             prompt_args = call_arguments(pipe, prompts, negatives, clip_skip=clip_skip)
+            prompt_args = knobs.chaos_jitter(prompt_args, [(s.seed, self.requests[s.request].chaos)
+                                                           for s in chunk])
             call.update(prompt_args)
             with torch.inference_mode(), knobs.applied(pipe, first, self.family.name), \
                     knobs.applied(self.refiner, first, self.family.name):

@@ -15,6 +15,9 @@ from typing import Any
 from generation.request import RenderRequest
 
 MAX_STYLIZE = 1000
+MAX_CHAOS = 100
+# --chaos 100 adds per-image noise of this many standard deviations of the prompt embedding.
+CHAOS_SCALE = 0.5
 # FreeU's published values (github.com/ChenyangSi/FreeU) per family: (b1, b2, s1, s2). b scales the
 # backbone features up, s the skip features' low frequencies down.
 _FREEU_FULL: dict[str, tuple[float, float, float, float]] = {
@@ -80,3 +83,28 @@ def _freeu(pipe: Any, factors: tuple[float, float, float, float]) -> Iterator[No
         yield
     finally:
         pipe.disable_freeu()
+
+
+def chaos_jitter(args: dict[str, Any], rows: list[tuple[int, int]]) -> dict[str, Any]:
+    """`--chaos` 0-100: more variety between the images of one job. `rows` holds each image's (seed,
+    chaos). Each image's prompt embedding (and SDXL's pooled one) gets Gaussian noise drawn from its own
+    seed, of chaos / 100 * CHAOS_SCALE times that embedding's standard deviation: the mapping is linear,
+    0 changes nothing (bit for bit), and a reroll with the same seed is the same image, batched or alone.
+    The negative prompt is left as it is."""
+    import torch
+
+    if not any(chaos > 0 for _, chaos in rows) or "prompt_embeds" not in args:
+        return args
+    out = dict(args)
+    for key in ("prompt_embeds", "pooled_prompt_embeds"):
+        embeds = args.get(key)
+        if embeds is None:
+            continue
+        jittered = []
+        for row, (seed, chaos) in zip(embeds, rows, strict=True):
+            if chaos > 0:
+                noise = torch.randn(row.shape, generator=torch.Generator("cpu").manual_seed(seed + 1_000_003))
+                row = row + noise.to(row.device, row.dtype) * row.std() * (chaos / MAX_CHAOS * CHAOS_SCALE)
+            jittered.append(row)
+        out[key] = torch.stack(jittered)
+    return out

@@ -41,6 +41,9 @@ class RenderRequest:
     tile: bool = False
     stylize: int | None = None
     stop: int = 100
+    # --chaos 0-100: per-image noise on the prompt embedding, drawn from each image's seed (knobs.py); rows
+    # are independent, so it does not split batches.
+    chaos: int = 0
 
     @property
     def count(self) -> int:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from generation.errors import InvalidRequest
 from generation.families import FAMILIES, family_of
-from generation.knobs import MAX_STYLIZE
+from generation.knobs import MAX_CHAOS, MAX_STYLIZE
 from generation.prompts import cut_notes, multi_error, tokenizer_for_notes
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
@@ -105,9 +105,11 @@ _FLAG_NAMES: dict[str, str] = {
     "stylize": "stylize",
     "s": "stylize",
     "tile": "tile",
+    "chaos": "chaos",
+    "c": "chaos",
 }
 _FLAG_HELP = ("--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME, "
-              "--q .5|1|2, --stop 10-100, --stylize 0-1000, --tile")
+              "--q .5|1|2, --stop 10-100, --stylize 0-1000, --tile, --chaos 0-100")
 # --q multiplies the steps (Midjourney's quality: more time, more detail).
 QUALITIES = (0.5, 1.0, 2.0)
 
@@ -169,7 +171,7 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
             continue
         raw, _, rest = body.partition(" ")
         pieces.append(rest)
-        if key in ("seed", "steps", "count", "stop", "stylize"):
+        if key in ("seed", "steps", "count", "stop", "stylize", "chaos"):
             options[key] = _int_value(flag, raw)
         elif key in ("guidance", "quality"):
             options[key] = _float_value(flag, raw)
@@ -401,7 +403,7 @@ def _style_flags(flags: dict[str, Any], steps: int, fam: Any, limits: Limits) ->
         if not 10 <= flags["stop"] <= 100:
             raise InvalidRequest("Flag `--stop` takes a share of the steps from 10 to 100.")
         style["stop"] = flags["stop"]
-    knobs = [f"--{name}" for name in ("stylize", "tile") if name in flags]
+    knobs = [f"--{name}" for name in ("stylize", "tile", "chaos") if name in flags]
     if knobs and fam.flow:
         raise InvalidRequest(f"`{knobs[0]}` works with SD 1.x, SD 2.x and SDXL models, not {fam.label}.")
     if "stylize" in flags:
@@ -410,6 +412,10 @@ def _style_flags(flags: dict[str, Any], steps: int, fam: Any, limits: Limits) ->
         style["stylize"] = flags["stylize"]
     if "tile" in flags:
         style["tile"] = True
+    if "chaos" in flags:
+        if not 0 <= flags["chaos"] <= MAX_CHAOS:
+            raise InvalidRequest(f"Flag `--chaos` takes 0 to {MAX_CHAOS}.")
+        style["chaos"] = flags["chaos"]
     return steps, style
 
 

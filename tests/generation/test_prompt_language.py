@@ -16,7 +16,7 @@ from PIL import Image
 
 from generation.errors import InvalidRequest
 from generation.families import family_of
-from generation.knobs import circular_padding, freeu_factors
+from generation.knobs import CHAOS_SCALE, chaos_jitter, circular_padding, freeu_factors
 from generation.prompts import MAX_PARTS, MAX_WEIGHT, call_arguments, chunk_count, split_multi
 from generation.request import RenderRequest
 from generation.validate import RequestDraft, build_request
@@ -164,10 +164,10 @@ def test_a_batch_with_multi_prompts_equals_solo_renders(tiny_engine: Any, make: 
 
 def test_style_flags_become_request_fields(tiny_registry: Any) -> None:
     plain = build_request(_draft("a fox --steps 10"), tiny_registry)
-    styled = build_request(_draft("a fox --steps 10 --q 2 --stop 40 --stylize 250 --tile on a hill"),
-                           tiny_registry)
-    assert (styled.prompt, styled.steps, styled.stop, styled.stylize, styled.tile) == (
-        "a fox on a hill", 20, 40, 250, True)
+    styled = build_request(
+        _draft("a fox --steps 10 --q 2 --stop 40 --stylize 250 --tile on a hill --chaos 30"), tiny_registry)
+    assert (styled.prompt, styled.steps, styled.stop, styled.stylize, styled.tile, styled.chaos) == (
+        "a fox on a hill", 20, 40, 250, True, 30)
     assert (plain.steps, plain.stop, plain.stylize, plain.tile) == (10, 100, None, False)
     assert build_request(_draft("a fox --steps 10 --q .5 --s 0"), tiny_registry).steps == 5
     assert RenderRequest.from_json(styled.to_json()) == styled
@@ -180,7 +180,7 @@ def test_style_flags_become_request_fields(tiny_registry: Any) -> None:
     ("prompt", "needle"),
     [
         ("cat --weird 5", "Unknown flag `--weird`"),
-        ("cat --chaos 5", "Unknown flag `--chaos`"),
+        ("cat --chaos 101", "`--chaos` takes 0 to 100"),
         ("cat --q 3", "`--q` takes .5, 1 or 2"),
         ("cat --q fast", "`--q` needs a number"),
         ("cat --steps 50 --q 2", "makes 100 steps"),
@@ -203,7 +203,7 @@ def test_the_stylize_curve() -> None:
 
 
 def _styled(prompt: str = "a fox", **kw: Any) -> RenderRequest:
-    return _req(prompt, (7,), **{"steps": 4, **kw})
+    return _req(prompt, **{"seeds": (7,), "steps": 4, **kw})
 
 
 def test_stylize_changes_the_pixels_and_is_undone_after(tiny_engine: Any) -> None:
@@ -273,3 +273,27 @@ def test_stop_decodes_the_estimate_of_the_step_it_stops_at(tiny_engine: Any) -> 
         pipe.scheduler = scheduler
     assert _maxdiff(early, decode[0]) <= 1
     assert _maxdiff(early, decode[1]) > 2  # not the noisy latent
+
+
+def test_chaos_spreads_the_images_of_a_job_and_rerolls_the_same(tiny_engine: Any) -> None:
+    seeds = (11, 12, 13, 14)
+    calm = tiny_engine.render([_styled(seeds=seeds)])[0]
+    zero = tiny_engine.render([_styled(seeds=seeds, chaos=0)])[0]
+    assert all(_maxdiff(a, b) == 0 for a, b in zip(zero, calm, strict=True))
+    wild = tiny_engine.render([_styled(seeds=seeds, chaos=100)])[0]
+    assert all(_maxdiff(a, b) > 0 for a, b in zip(wild, calm, strict=True))
+    # Drawn from each image's seed: image 3 alone (a reroll of seed 13) and in a batch beside a calm job.
+    alone = _one(tiny_engine, _styled(seeds=(13,), chaos=100))
+    beside = tiny_engine.render([_styled(seeds=(13,), chaos=100), _styled(seeds=(5,))])[0][0]
+    assert _maxdiff(alone, wild[2]) <= 1 and _maxdiff(beside, wild[2]) <= 1
+
+
+def test_chaos_spreads_the_prompt_embeddings_linearly(tiny_registry: Any) -> None:
+    pipe = tiny_registry.pipeline("tiny")
+    args = call_arguments(pipe, ["a fox"] * 4, [""] * 4)
+    spread = []
+    for chaos in (0, 50, 100):
+        jittered = chaos_jitter(args, [(seed, chaos) for seed in range(4)])["prompt_embeds"]
+        spread.append(float((jittered - args["prompt_embeds"]).std()))
+    assert spread[0] == 0 and spread[2] == pytest.approx(2 * spread[1], rel=0.01)
+    assert spread[2] == pytest.approx(CHAOS_SCALE * float(args["prompt_embeds"][0].std()), rel=0.05)
