@@ -33,6 +33,7 @@ __all__ = [
     "Limits",
     "RequestDraft",
     "build_request",
+    "expand_prompt",
     "max_pixels",
     "parse_flags",
     "size_for",
@@ -181,6 +182,73 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
             options[key] = raw
     clean = " ".join(" ".join(pieces).split())
     return clean, options
+
+
+# ---------------------------------------------------------------------------------------------
+# Permutations and --repeat: one prompt -> several jobs
+# ---------------------------------------------------------------------------------------------
+
+# Before the member's own queue cap (which the bot applies): no prompt expands past this.
+MAX_EXPANSION = 40
+MAX_REPEAT = 40
+MAX_GROUPS = 20
+_REPEAT_RE = re.compile(r"(?:(?<=\s)|^)(?:--|—|–)(?:repeat|r)\b\s*(\S*)", re.I)
+
+
+def expand_prompt(prompt: str) -> list[str]:
+    """Midjourney's permutations and repeats: `{red, blue} bird --ar {1:1, 16:9} --repeat 2` -> the 8
+    prompts of its combinations, in order, each once per repeat (each becomes a job of its own). Groups
+    nest (`{big {red, blue}, small}`: 3 options); a brace without its partner is text. Raises
+    InvalidRequest past MAX_EXPANSION prompts or MAX_GROUPS braces, or for a bad --repeat."""
+    if prompt.count("{") > MAX_GROUPS:
+        # Each group rescans the prompt: bound the work done on the event loop.
+        raise InvalidRequest(f"A prompt holds at most {MAX_GROUPS} {{ }} groups.")
+    repeats = [m.group(1) for m in _REPEAT_RE.finditer(prompt)]
+    if len(repeats) > 1:
+        raise InvalidRequest("Flag `--repeat` is given twice.")
+    repeat = 1
+    if repeats:
+        repeat = _int_value("repeat", repeats[0]) if repeats[0] else 0
+        if not 1 <= repeat <= MAX_REPEAT:
+            raise InvalidRequest(f"Flag `--repeat` takes a whole number from 1 to {MAX_REPEAT}.")
+        prompt = " ".join(_REPEAT_RE.sub(" ", prompt).split())
+    prompts: list[str] = []
+    pending = [prompt]  # in order: the first is expanded next
+    while pending:
+        text = pending.pop(0)
+        group = _first_group(text)
+        if group is None:
+            prompts.append(text)
+        else:
+            start, end = group
+            pending[:0] = [text[:start] + option.strip() + text[end + 1 :]
+                           for option in _top_level_split(text[start + 1 : end])]
+        if (len(prompts) + len(pending)) * repeat > MAX_EXPANSION:
+            raise InvalidRequest(f"That prompt makes more than {MAX_EXPANSION} jobs; use fewer options.")
+    return [" ".join(p.split()) for p in prompts for _ in range(repeat)]
+
+
+def _first_group(text: str) -> tuple[int, int] | None:
+    """(start, end) of the first outermost {...} whose braces pair up, or None."""
+    stack: list[int] = []
+    pairs = []
+    for i, char in enumerate(text):
+        if char == "{":
+            stack.append(i)
+        elif char == "}" and stack:
+            pairs.append((stack.pop(), i))
+    return min(pairs) if pairs else None  # the earliest opening is inside no other pair
+
+
+def _top_level_split(inner: str) -> list[str]:
+    """`big {red, blue}, small` -> ["big {red, blue}", " small"]: commas of nested groups stay."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(inner):
+        depth += (char == "{") - (char == "}")
+        if char == "," and depth == 0:
+            parts.append(inner[start:i])
+            start = i + 1
+    return [*parts, inner[start:]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -483,4 +551,7 @@ def upscale_of(
         source=source,
         strength=UPSCALE_STRENGTH,
         extra={**parent.extra, "parent_index": index},
+        # An upscale finishes the picture it was given: no early stop, no fresh per-image noise.
+        stop=100,
+        chaos=0,
     )

@@ -19,7 +19,14 @@ from generation.families import family_of
 from generation.knobs import CHAOS_SCALE, chaos_jitter, circular_padding, freeu_factors
 from generation.prompts import MAX_PARTS, MAX_WEIGHT, call_arguments, chunk_count, split_multi
 from generation.request import RenderRequest
-from generation.validate import RequestDraft, build_request
+from generation.validate import (
+    MAX_EXPANSION,
+    RequestDraft,
+    build_request,
+    expand_prompt,
+    upscale_of,
+    variation_of,
+)
 
 # -- parsing ------------------------------------------------------------------------------------
 
@@ -171,6 +178,10 @@ def test_style_flags_become_request_fields(tiny_registry: Any) -> None:
     assert (plain.steps, plain.stop, plain.stylize, plain.tile) == (10, 100, None, False)
     assert build_request(_draft("a fox --steps 10 --q .5 --s 0"), tiny_registry).steps == 5
     assert RenderRequest.from_json(styled.to_json()) == styled
+    # Variations keep the style; an upscale keeps tile and stylize but finishes the picture it was given.
+    assert variation_of(styled, 0, strong=False, source="k", seed=1).stop == 40
+    upscaled = upscale_of(styled, 0, "k")
+    assert (upscaled.tile, upscaled.stylize, upscaled.stop, upscaled.chaos) == (True, 250, 100, 0)
     # Each changes the call: never batched with a request without it.
     for change in ({"tile": True}, {"stylize": 100}, {"stop": 50}):
         assert replace(plain, **change).batch_key != plain.batch_key
@@ -297,3 +308,53 @@ def test_chaos_spreads_the_prompt_embeddings_linearly(tiny_registry: Any) -> Non
         spread.append(float((jittered - args["prompt_embeds"]).std()))
     assert spread[0] == 0 and spread[2] == pytest.approx(2 * spread[1], rel=0.01)
     assert spread[2] == pytest.approx(CHAOS_SCALE * float(args["prompt_embeds"][0].std()), rel=0.05)
+
+
+# -- permutations and --repeat --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("a bird", ["a bird"]),
+        ("{red, blue} bird", ["red bird", "blue bird"]),
+        ("{red, blue} bird --ar {1:1, 16:9}",
+              ["red bird --ar 1:1", "red bird --ar 16:9", "blue bird --ar 1:1", "blue bird --ar 16:9"]),
+        ("a {big {red, blue}, small} bird", ["a big red bird", "a big blue bird", "a small bird"]),
+        ("a bird --repeat 3", ["a bird"] * 3),
+        ("{cat, dog} --r 2 --ar 3:2", ["cat --ar 3:2", "cat --ar 3:2", "dog --ar 3:2", "dog --ar 3:2"]),
+        ("a { bird", ["a { bird"]),  # a brace without its partner is text
+        ("a {bird} }", ["a bird }"]),
+    ],
+)
+def test_expand_prompt(prompt: str, expected: list[str]) -> None:
+    assert expand_prompt(prompt) == expected
+
+
+@pytest.mark.parametrize(
+    ("prompt", "needle"),
+    [
+        ("a --repeat 0", "`--repeat` takes a whole number from 1"),
+        ("a --repeat", "`--repeat` takes a whole number from 1"),
+        ("a --repeat x", "`--repeat` needs a whole number"),
+        ("a --repeat 2 --r 3", "`--repeat` is given twice"),
+        ("{a,b,c,d,e,f,g} {a,b,c,d,e,f,g}", "more than 40 jobs"),
+        ("{a,b,c} --repeat 14", "more than 40 jobs"),
+        ("{a}" * 21, "at most 20 { } groups"),
+    ],
+)
+def test_bad_expansions_are_refused_clearly(prompt: str, needle: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        expand_prompt(prompt)
+    assert needle in info.value.user_message
+
+
+@given(prompt_text)
+def test_any_prompt_expands_or_is_refused_clearly(text: str) -> None:
+    try:
+        prompts = expand_prompt(text)
+    except InvalidRequest as error:
+        assert error.user_message
+        return
+    assert 1 <= len(prompts) <= MAX_EXPANSION
+    assert all("--repeat" not in p and ("{" not in p or "}" not in p.split("{", 1)[1]) for p in prompts)
