@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -94,3 +95,50 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     server.start()
     yield server
     server.kill()
+
+
+@dataclass
+class WorkerProcesses:
+    """`atelier worker` subprocesses on the tiny model, one torch thread each; killed at the end."""
+
+    server: NatsServer
+    data_dir: Path
+    logs: Path
+    started: list[subprocess.Popen[bytes]]
+
+    def env(self, prefix: str, url: str | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ATELIER_", "DISCORD_"))}
+        env.update({
+            "ATELIER_BROKER_URL": url or self.server.url(WORKER_USER, WORKER_PASS),
+            "ATELIER_BROKER_PREFIX": prefix,
+            "ATELIER_DATA_DIR": str(self.data_dir),
+            "ATELIER_MODELS": "tiny=tiny,tiny-xl=tiny-xl",
+            "ATELIER_DEVICE": "cpu",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "HF_HUB_OFFLINE": "1",
+        })
+        return env
+
+    def start(self, name: str, prefix: str, *args: str, url: str | None = None,
+              extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(self.logs / f"{prefix}-{name}.log", "ab") as log:  # the child keeps its own copy
+            process = subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", "worker", "--name", name, *args],
+                env={**self.env(prefix, url), **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.started.append(process)
+        return process
+
+    def log_of(self, name: str, prefix: str) -> str:
+        return (self.logs / f"{prefix}-{name}.log").read_text(errors="replace")
+
+
+@pytest.fixture
+def workers(nats_server: NatsServer, tiny_data_dir: Path, tmp_path: Path) -> Iterator[WorkerProcesses]:
+    procs = WorkerProcesses(nats_server, tiny_data_dir, tmp_path, [])
+    yield procs
+    for process in procs.started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
