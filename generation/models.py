@@ -22,7 +22,7 @@ import types
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from generation.errors import ConfigError, InvalidRequest, RenderError
@@ -480,6 +480,17 @@ def make_spec(name: str, source: str) -> ModelSpec:
                      spacing=settings.get("spacing"),
                      prediction=settings.get("prediction"), zero_snr=zero_snr, guidance_rescale=rescale,
                      clip_skip=clip_skip, vae=vae, size=settings.get("size"))
+
+
+class ModelCatalog(Protocol):
+    """The models requests are validated against: a ModelRegistry in-process, or (remote workers) the
+    catalog the workers announce (generation.remote.dispatcher.RemoteModels)."""
+
+    def names(self) -> list[str]: ...
+
+    def spec(self, name: str | None) -> ModelSpec: ...
+
+    def resident_pipeline(self, name: str) -> Any | None: ...
 
 
 class ModelRegistry:

@@ -18,7 +18,7 @@ from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
 
 if TYPE_CHECKING:
-    from generation.models import ModelRegistry
+    from generation.models import ModelCatalog
 
 __all__ = [
     "ASPECTS",
@@ -232,7 +232,7 @@ def _seeds(seed: int, count: int) -> tuple[int, ...]:
 
 def build_request(
     draft: RequestDraft,
-    registry: ModelRegistry,
+    registry: ModelCatalog,
     limits: Limits | None = None,
     source_size: tuple[int, int] | None = None,
 ) -> RenderRequest:

@@ -22,7 +22,7 @@ from PIL import Image
 
 from generation.errors import AtelierError, RenderCancelled
 from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
-from generation.images import encode_png, image_params, make_grid
+from generation.images import encode_grid, encode_png, image_params
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
 from storage.blobs import BlobStore
@@ -91,6 +91,25 @@ class BatchOutcome:
 
     render_seconds: float
     images: int
+
+
+class BatchRunner(Protocol):
+    """What the scheduler hands a fair batch to: this module's Worker (in-process), or the remote backend
+    (generation.remote.dispatcher) when renders happen in `atelier worker` processes."""
+
+    async def run(
+        self,
+        jobs: Sequence[BatchJob],
+        *,
+        should_stop: Callable[[], bool],
+        is_cancelled: Callable[[int], bool],
+    ) -> BatchOutcome | None: ...
+
+    def close(self) -> None: ...
+
+
+# Builds a scheduler's runner from the scheduler's event sink and lease owner.
+RunnerFactory = Callable[[Callable[[JobEvent], None], str], BatchRunner]
 
 
 class Worker:
@@ -295,8 +314,7 @@ class Worker:
         return self._put(encode_png(image, params))
 
     def _store_grid(self, images: list[Image.Image], request: RenderRequest) -> str:
-        params = {**image_params(request, 0), "seeds": list(request.seeds), "grid": len(images)}
-        return self._put(encode_png(make_grid(images), params))
+        return self._put(encode_grid(images, request))
 
     def _put(self, data: bytes) -> str:
         # Encoded once; only the write is retried (a full disk may get room when logs rotate).

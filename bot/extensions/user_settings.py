@@ -18,7 +18,7 @@ from generation.request import Kind
 from generation.validate import ASPECTS, RequestDraft, build_request, parse_flags
 
 if TYPE_CHECKING:
-    from generation.models import ModelRegistry
+    from generation.models import ModelCatalog
 
 DEFAULT_KEYS = ("model", "aspect", "steps", "guidance", "negative", "count")
 KEYS = (*DEFAULT_KEYS, "private")
@@ -26,7 +26,7 @@ ResetChoice = Literal["all", "model", "aspect", "steps", "guidance", "negative",
 
 
 def apply_personal_defaults(draft: RequestDraft, defaults: dict[str, Any],
-                            registry: ModelRegistry) -> RequestDraft:
+                            registry: ModelCatalog) -> RequestDraft:
     """Fill the options the member left out with their defaults. Inline flags need no care here (they
     beat options in build_request) except `--no`, which is added to the negative option: a default
     negative prompt must not be added to a `--no` the member typed."""

@@ -136,9 +136,17 @@ class WorkerProcesses:
 
 @pytest.fixture
 def workers(nats_server: NatsServer, tiny_data_dir: Path, tmp_path: Path) -> Iterator[WorkerProcesses]:
+    from generation.tiny import ensure_tiny_model
+
+    # Written once here: two workers starting together would both write it.
+    ensure_tiny_model(tiny_data_dir, family="sd15")
     procs = WorkerProcesses(nats_server, tiny_data_dir, tmp_path, [])
     yield procs
     for process in procs.started:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+# The sandbox Discord server of the bot tests, for the bot in remote mode.
+from tests.bot.conftest import sandbox  # noqa: E402, F401

@@ -1,0 +1,70 @@
+"""The bot in remote mode (ATELIER_BROKER_URL) through the sandbox: it loads no model, its catalog comes
+from the workers' announcements, and real `atelier worker` subprocesses render what members ask for."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import App
+from sandbox import Sandbox
+from tests.bot.conftest import make_settings
+from tests.bot.helpers import click_for_result, image_of, imagine, job_id_of, labels
+from tests.remote.conftest import BOT_PASS, BOT_USER, NatsServer, WorkerProcesses
+
+PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timing assertion
+
+
+@pytest.fixture
+async def remote_bot(sandbox: Sandbox, nats_server: NatsServer, tmp_path: Path
+                     ) -> AsyncIterator[Callable[..., Any]]:
+    apps: list[App] = []
+
+    async def start(prefix: str) -> App:
+        url = nats_server.url(BOT_USER, BOT_PASS)
+        settings = make_settings(sandbox, tmp_path / "data", ATELIER_BROKER_URL=url,
+                                 ATELIER_BROKER_PREFIX=prefix)
+        app = App(settings, guild_ready_timeout=0.2)
+        apps.append(app)
+        await app.start()
+        await app.wait_ready()
+        return app
+
+    yield start
+    for app in reversed(apps):
+        await app.stop()
+
+
+async def test_imagine_through_two_workers(
+    sandbox: Sandbox, workers: WorkerProcesses, remote_bot: Callable[..., Any]
+) -> None:
+    prefix = f"b{uuid.uuid4().hex[:8]}"
+    workers.start("w1", prefix, "--models", "tiny")
+    workers.start("w2", prefix, "--models", "tiny")
+    app = await remote_bot(prefix)
+    services = app.services
+    assert services is not None and services.engine is None  # no model in the bot
+    await sandbox.wait_for(lambda: services.remote is not None and len(services.remote.workers) == 2,
+                           timeout=PATIENCE_S)
+    assert services.registry.names() == ["tiny"]
+
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    message = await imagine(sandbox, alice, general, "a lighthouse at dusk --seed 7 --steps 3", count=4,
+                            timeout=PATIENCE_S)
+    job = await services.db.jobs.get(job_id_of(message))
+    assert job is not None and job.status == "done" and job.attempts == 1
+    width, height = job.request["width"], job.request["height"]
+    assert image_of(message).size == (2 * width, 2 * height)  # the grid the bot built
+    assert labels(message)[:5] == ["U1", "U2", "U3", "U4", "🔄"]
+    # The stored images are the workers' PNGs, checked and kept by the bot.
+    rows = await services.db.images.for_job(job.id)
+    assert [r.seed for r in rows] == [7, 8, 9, 10]
+    assert all(services.blobs.exists(r.blob) for r in rows)
+
+    # U1: an upscale starts from the bot's stored image, which travels to a worker through the broker.
+    upscaled = await click_for_result(sandbox, alice, general, message, "U1", timeout=PATIENCE_S)
+    assert image_of(upscaled).size == (2 * width, 2 * height)
