@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--slots", type=int, default=2, help="batches held at once (one rendering, one next)")
     worker.add_argument("--max-batch", type=int, default=None, help="images per pipeline call")
     worker.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default ATELIER_DEVICE)")
+    worker.add_argument("--ack-wait", type=float, default=30.0,
+                        help="seconds before a dead worker's batch goes to another (set by the first worker)")
     return parser
 
 

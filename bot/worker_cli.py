@@ -22,6 +22,8 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
         raise InvalidRequest("ATELIER_BROKER_URL is not set: a worker needs the broker to pull jobs from.")
     if args.slots < 1 or (args.max_batch is not None and args.max_batch < 1):
         raise InvalidRequest("--slots and --max-batch must be at least 1.")
+    if not 1 <= args.ack_wait <= 3600:
+        raise InvalidRequest("--ack-wait must be between 1 and 3600 seconds.")
     try:
         sources = settings.model_sources()
         subjects = Subjects(settings.broker_prefix)
@@ -47,7 +49,8 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     max_batch = args.max_batch or settings.max_batch
     engine = Engine(registry, preview_interval_s=settings.preview_interval)
     options = WorkerOptions(name=args.name or f"{socket.gethostname()}-{device}", models=models,
-                            slots=args.slots, max_batch=max_batch, device=registry.device, subjects=subjects)
+                            slots=args.slots, max_batch=max_batch, device=registry.device, subjects=subjects,
+                            ack_wait=args.ack_wait)
     try:
         asyncio.run(serve(settings.broker_url.get_secret_value(), engine, options))
     except BrokerRefused as exc:

@@ -329,7 +329,10 @@ class RemoteRunner:
                     await self._fail(event.job_id, event.reason or BAD_REQUEST)
                 elif event.kind == "cancelled":
                     await self._cancelled(event.job_id)
-                else:  # started
+                else:  # started: a second start means its last worker died with it
+                    if event.attempt > 1:
+                        await self._stored(f"count attempt of job {event.job_id}", partial(
+                            self._db.jobs.count_attempt, event.job_id, event.attempt))
                     await msg.ack()
                     continue
                 open_jobs.discard(event.job_id)

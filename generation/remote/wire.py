@@ -125,6 +125,8 @@ class Event(_Message):
     render_seconds: float = 0.0
     reason: str = ""
     retryable: bool = False
+    # started: which delivery of its batch this is (2 after a worker died with it).
+    attempt: int = Field(default=1, ge=1)
 
 
 class Progress(_Message):

@@ -67,6 +67,9 @@ class WorkerOptions:
     max_batch: int = 4
     device: str = "cpu"
     subjects: Subjects = field(default_factory=Subjects)
+    # How long the broker waits for a silent worker before handing its batch to another (the consumer's
+    # ack-wait; the first worker of a model creates the consumer with it).
+    ack_wait: float = ACK_WAIT_S
 
 
 class RemoteWorker:
@@ -120,7 +123,7 @@ class RemoteWorker:
             subs[model] = await js.pull_subscribe(
                 self._subjects.jobs(model), durable=self._subjects.consumer(model),
                 stream=self._subjects.jobs_stream,
-                config=ConsumerConfig(ack_wait=ACK_WAIT_S, max_deliver=-1),
+                config=ConsumerConfig(ack_wait=self._options.ack_wait, max_deliver=-1),
             )
         beat = asyncio.create_task(self._heartbeat(kv))
         log.info("worker %s serving %s", self._options.name, ", ".join(self._options.models))
@@ -164,7 +167,7 @@ class RemoteWorker:
             return
         keep = asyncio.create_task(self._keep_lease(msg))
         try:
-            await self._render_dispatch(js, dispatch, one_by_one=delivered > 1)
+            await self._render_dispatch(js, dispatch, attempt=delivered)
         finally:
             keep.cancel()
             with contextlib.suppress(BaseException):
@@ -178,11 +181,12 @@ class RemoteWorker:
 
     async def _keep_lease(self, msg: Msg) -> None:
         while True:
-            await asyncio.sleep(ACK_WAIT_S / 3)
+            await asyncio.sleep(self._options.ack_wait / 3)
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    async def _render_dispatch(self, js: JetStreamContext, dispatch: Dispatch, *, one_by_one: bool) -> None:
+    async def _render_dispatch(self, js: JetStreamContext, dispatch: Dispatch, *, attempt: int) -> None:
+        one_by_one = attempt > 1
         self._interrupted = False
         live: list[tuple[DispatchJob, RenderRequest, Image.Image | None]] = []
         for job in dispatch.jobs:
@@ -202,7 +206,7 @@ class RemoteWorker:
                     await self._event(js, dispatch, job.job_id, "failed", reason=SOURCE_GONE)
                     continue
             live.append((job, request, source))
-            await self._event(js, dispatch, job.job_id, "started")
+            await self._event(js, dispatch, job.job_id, "started", attempt=attempt)
         groups = [[item] for item in live] if one_by_one else [live] if live else []
         while groups:
             group = groups.pop(0)
@@ -278,12 +282,12 @@ class RemoteWorker:
 
     async def _event(self, js: JetStreamContext, dispatch: Dispatch, job_id: int, kind: str, *,
                      images: tuple[ImageRef, ...] = (), render_seconds: float = 0.0, reason: str = "",
-                     retryable: bool = False) -> None:
+                     retryable: bool = False, attempt: int = 1) -> None:
         event = Event(kind=kind, job_id=job_id, dispatch_id=dispatch.dispatch_id,  # type: ignore[arg-type]
                       worker=self._options.name, images=images, render_seconds=render_seconds,
-                      reason=reason, retryable=retryable)
+                      reason=reason, retryable=retryable, attempt=attempt)
         # The msg id makes a repeat of the same event (a redelivered batch) a no-op inside the window.
-        msg_id = f"{dispatch.dispatch_id}.{job_id}.{kind}.{self._options.name}"
+        msg_id = f"{dispatch.dispatch_id}.{job_id}.{kind}.{attempt}"
         await js.publish(self._subjects.events(job_id), encode(event), headers={MSG_ID_HEADER: msg_id})
 
 

@@ -3,6 +3,7 @@ from the workers' announcements, and real `atelier worker` subprocesses render w
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -13,7 +14,16 @@ import pytest
 from bot.app import App
 from sandbox import Sandbox
 from tests.bot.conftest import make_settings
-from tests.bot.helpers import click_for_result, image_of, imagine, job_id_of, labels
+from tests.bot.helpers import (
+    click_for_result,
+    image_of,
+    imagine,
+    job_id_of,
+    labels,
+    result_for,
+    results,
+    shows_rendering,
+)
 from tests.remote.conftest import BOT_PASS, BOT_USER, NatsServer, WorkerProcesses
 
 PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timing assertion
@@ -68,3 +78,38 @@ async def test_imagine_through_two_workers(
     # U1: an upscale starts from the bot's stored image, which travels to a worker through the broker.
     upscaled = await click_for_result(sandbox, alice, general, message, "U1", timeout=PATIENCE_S)
     assert image_of(upscaled).size == (2 * width, 2 * height)
+
+
+async def test_a_worker_killed_mid_render_hands_the_job_to_another(
+    sandbox: Sandbox, workers: WorkerProcesses, remote_bot: Callable[..., Any], tmp_path: Path
+) -> None:
+    prefix = f"k{uuid.uuid4().hex[:8]}"
+    hold = tmp_path / "hold"  # while it exists, w1's renders wait at the end of a step
+    w1 = workers.start("w1", prefix, "--models", "tiny", "--ack-wait", "3",
+                       extra_env={"ATELIER_TEST_HOLD_FILE": str(hold)})
+    app = await remote_bot(prefix)
+    services = app.services
+    assert services is not None and services.remote is not None
+    remote = services.remote
+    await sandbox.wait_for(lambda: "w1" in remote.workers, timeout=PATIENCE_S)
+    hold.touch()  # after its warm-up render
+
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    interaction = await sandbox.slash(alice, general, "imagine",
+                                      {"prompt": "a stormy sea --seed 3 --steps 3"})
+    await interaction.wait_ack()
+    # Held on w1 and shown as rendering to the member.
+    await sandbox.wait_for(lambda: shows_rendering(interaction) and remote.workers["w1"].busy,
+                           timeout=PATIENCE_S)
+    job_id = remote.workers["w1"].busy[0]
+
+    w1.send_signal(signal.SIGKILL)
+    w1.wait()
+    workers.start("w2", prefix, "--models", "tiny", "--ack-wait", "3")
+    message = await sandbox.wait_for(lambda: result_for(sandbox, general, job_id), timeout=PATIENCE_S)
+    assert message.id == interaction.original.id
+    job = await services.db.jobs.get(job_id)
+    assert job is not None and job.status == "done" and job.attempts == 2
+    assert len([m for m in results(sandbox, general) if job_id_of(m) == job_id]) == 1  # one final message
+    rows = await services.db.images.for_job(job_id)
+    assert sorted(r.index for r in rows) == list(range(len(job.request["seeds"])))  # stored once
