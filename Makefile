@@ -24,9 +24,11 @@ demo: $(STAMP)
 generate: $(STAMP)
 	$(BIN)/atelier generate "a lighthouse at dusk" --seed 7 --count 4 --aspect 3:2 --out out
 
+# lint-imports: the floors between packages (contracts in pyproject.toml [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

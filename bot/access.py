@@ -15,11 +15,9 @@ exactly as a job that does not exist: same message, nothing revealed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import discord
-
-from bot.jobflow import bot_of
+from bot.interaction import AtelierInteraction
 from generation.errors import NotAllowed, NotFound
 
 if TYPE_CHECKING:
@@ -46,13 +44,13 @@ class Viewer:
     moderator: bool = False
 
 
-def is_moderator(interaction: discord.Interaction[Any]) -> bool:
+def is_moderator(interaction: AtelierInteraction) -> bool:
     # Checked by the bot itself from the permissions Discord computed for this member here.
     perms = interaction.permissions
     return bool(interaction.guild_id) and (perms.manage_guild or perms.administrator)
 
 
-def viewer_of(interaction: discord.Interaction[Any]) -> Viewer:
+def viewer_of(interaction: AtelierInteraction) -> Viewer:
     return Viewer(user_id=interaction.user.id, guild_id=interaction.guild_id,
                   moderator=is_moderator(interaction))
 
@@ -77,13 +75,13 @@ def does_not_exist(job_id: int) -> NotFound:
     return NotFound(f"Job {job_id} does not exist here.")
 
 
-async def load_job(interaction: discord.Interaction[Any], job_id: int, *, moderating: bool = False) -> JobRow:
+async def load_job(interaction: AtelierInteraction, job_id: int, *, moderating: bool = False) -> JobRow:
     """The job if the viewer may see it, else NotFound (the same one as for a missing job).
 
     `moderating`: a moderator's tool (/admin queue cancel) reaches every job of their guild, private
     ones included, and never another guild's or a DM's."""
     viewer = viewer_of(interaction)
-    job = await bot_of(interaction).services.db.jobs.get(job_id)
+    job = await interaction.client.services.db.jobs.get(job_id)
     if job is None:
         raise does_not_exist(job_id)
     visible = can_act_on(job, viewer) if moderating else can_see(job, viewer)
@@ -92,7 +90,7 @@ async def load_job(interaction: discord.Interaction[Any], job_id: int, *, modera
     return job
 
 
-def require_owner_or_moderator(interaction: discord.Interaction[Any], job: JobRow, what: str, *,
+def require_owner_or_moderator(interaction: AtelierInteraction, job: JobRow, what: str, *,
                                thing: str = "job") -> None:
     """Raise NotAllowed unless the viewer owns the job or moderates its guild; `what` names the action
     ("delete it", "cancel it"), `thing` what it is done to."""

@@ -15,9 +15,9 @@ import discord.gateway
 import discord.http
 
 from bot.client import AtelierBot
+from bot.config import Settings
 from bot.endpoint import point_at
 from bot.services import Services, StartupFailed
-from bot.settings import Settings
 from generation.engine import Engine
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 
-from bot.extensions.user_settings import personal_draft
-from bot.jobflow import bot_of, start_job
+from bot.defaults import personal_draft
+from bot.interaction import AtelierInteraction
+from bot.jobflow import start_job
 from bot.policy import check_request
 from generation.errors import InvalidRequest
 from generation.images import decode_upload, encode_upload
@@ -46,10 +47,10 @@ def store_upload(blobs: BlobStore, data: bytes, fit_to: int) -> tuple[str, tuple
     return blobs.put(encode_upload(image)), image.size
 
 
-async def start_from_upload(interaction: discord.Interaction[Any], draft: RequestDraft,
+async def start_from_upload(interaction: AtelierInteraction, draft: RequestDraft,
                             attachment: discord.Attachment) -> int:
     """Check, fetch, store and queue an img2img job from `attachment`; returns the job id."""
-    services = bot_of(interaction).services
+    services = interaction.client.services
     # 1. What Discord tells us about the file.
     if attachment.size > MAX_SOURCE_BYTES:
         raise InvalidRequest(TOO_MANY_BYTES)

@@ -1,40 +1,86 @@
-"""Persistent buttons: custom_id `atelier:<action>:<job_id>[:<index>]`, parsed by a DynamicItem, so a
-button works after a restart and for jobs of any age. The button holds no state: each click reads the
-job from the database. Extensions register what each action does with `register_action`."""
+"""Persistent buttons about one job: custom_id `atelier:<action>:<job_id>[:<index>]`, parsed by a
+DynamicItem, so a button works after a restart and for jobs of any age. A button holds no state: each
+click reads the job from the database.
+
+Every action is an `Action`; each family of actions is one DynamicItem class whose template matches
+only its own actions and whose callback does the work: first the access rule (bot/access.py), then the
+action (discord.py's examples/views/dynamic_counter.py). To follow a click, read its action in the
+custom_id, find it in `Action`, then the class whose `ACTIONS` holds it.
+
+The rows of buttons under a result (grid or single image, from delivery, /job and /gallery) are built
+here too, by `result_view` and `image_view`.
+"""
 
 from __future__ import annotations
 
-import logging
+import dataclasses
+import enum
+import random
 import re
-from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import discord
 
-log = logging.getLogger(__name__)
+from bot import presenter
+from bot.access import load_job, require_owner_or_moderator
+from bot.errors import report_error
+from bot.interaction import AtelierInteraction
+from bot.jobflow import start_job
+from bot.reply import reply
+from generation.errors import InvalidRequest, NotFound
+from generation.request import Kind, RenderRequest
+from generation.validate import RequestDraft, build_request, upscale_of, variation_of
 
-Handler = Callable[[discord.Interaction[Any], int, int | None], Awaitable[None]]
-_ACTIONS: dict[str, Handler] = {}
+SEED_MAX = 2**32 - 1
 
 
-def register_action(action: str, handler: Handler) -> None:
-    _ACTIONS[action] = handler
+class Action(enum.StrEnum):
+    """What a button does; the value is its spelling in custom_ids."""
+
+    UPSCALE = "up"
+    VARY = "vary"  # V1-V4 under a grid: a strong variation, as Midjourney's default
+    SUBTLE = "subtle"
+    STRONG = "strong"
+    REROLL = "reroll"
+    REMIX = "remix"
+    DETAILS = "info"
+    FAVOURITE = "fav"
+    DELETE = "delete"
+    CANCEL = "cancel"
 
 
-def custom_id(action: str, job_id: int, index: int | None = None) -> str:
+# Spellings that buttons on older messages still carry, and the action each means now. The gallery's
+# 🗑 was "rm" before it became the one DELETE.
+OLD_SPELLINGS: dict[str, Action] = {"rm": Action.DELETE}
+
+
+def parse_action(spelling: str) -> Action:
+    return OLD_SPELLINGS.get(spelling) or Action(spelling)
+
+
+def custom_id(action: Action, job_id: int, index: int | None = None) -> str:
     cid = f"atelier:{action}:{job_id}" if index is None else f"atelier:{action}:{job_id}:{index}"
     assert len(cid) <= 100, cid  # Discord's limit; our ids are far below it
     return cid
 
 
-class JobButton(
-    discord.ui.DynamicItem[discord.ui.Button[Any]],
-    template=r"atelier:(?P<action>[a-z]+):(?P<job_id>[0-9]{1,19})(?::(?P<index>[0-9]{1,3}))?",
-):
-    def __init__(self, action: str, job_id: int, index: int | None = None, *, label: str | None = None,
+def _template(actions: tuple[Action, ...]) -> str:
+    spellings = [*(a.value for a in actions), *(old for old, a in OLD_SPELLINGS.items() if a in actions)]
+    return (rf"atelier:(?P<action>{'|'.join(spellings)})"
+            r":(?P<job_id>[0-9]{1,19})(?::(?P<index>[0-9]{1,3}))?")
+
+
+class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_template(tuple(Action))):
+    """What every job button shares: the custom_id and its parsing. Never shown or registered itself
+    (its template matches every action, so a click would run twice): the families below are."""
+
+    ACTIONS: ClassVar[tuple[Action, ...]] = ()
+
+    def __init__(self, action: Action, job_id: int, index: int | None = None, *, label: str | None = None,
                  emoji: str | discord.PartialEmoji | None = None,
                  style: discord.ButtonStyle = discord.ButtonStyle.secondary, row: int | None = None,
                  disabled: bool = False) -> None:
+        assert action in self.ACTIONS, (type(self).__name__, action)
         super().__init__(
             discord.ui.Button(label=label, emoji=emoji, style=style, row=row, disabled=disabled,
                               custom_id=custom_id(action, job_id, index))
@@ -48,18 +94,251 @@ class JobButton(
                              match: re.Match[str], /) -> JobButton:
         assert isinstance(item, discord.ui.Button)
         index = match["index"]
-        return cls(match["action"], int(match["job_id"]), None if index is None else int(index),
+        return cls(parse_action(match["action"]), int(match["job_id"]), None if index is None else int(index),
                    label=item.label, emoji=item.emoji, style=item.style, row=item.row)
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        from bot.errors import report_error
-
-        handler = _ACTIONS.get(self.action)
         try:
-            if handler is None:
-                from generation.errors import NotFound
-
-                raise NotFound("That button is no longer supported.")
-            await handler(interaction, self.job_id, self.index)
+            await self.act(interaction)
         except Exception as exc:
             await report_error(interaction, exc, job_id=self.job_id)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        raise NotImplementedError
+
+
+# -- new jobs from this one --------------------------------------------------------------------------
+
+async def _source_of(interaction: AtelierInteraction, job_id: int, index: int | None) -> tuple[Any, str]:
+    job = await load_job(interaction, job_id)
+    if job.status != "done":
+        raise InvalidRequest(f"Job {job_id} has no images yet.")
+    rows = {row.index: row for row in await interaction.client.services.db.images.for_job(job_id)}
+    row = rows.get(index or 0)
+    if row is None or row.deleted:
+        raise NotFound("That image is gone.")
+    return job, row.blob
+
+
+def reseeded(request: RenderRequest) -> RenderRequest:
+    first = random.randint(0, SEED_MAX - request.count)
+    return dataclasses.replace(request, seeds=tuple(first + i for i in range(request.count)))
+
+
+class RenderButton(JobButton, template=_template((Action.UPSCALE, Action.VARY, Action.SUBTLE, Action.STRONG,
+                                                  Action.REROLL))):
+    """U1-U4 / Upscale, V1-V4 / Vary (Subtle) / Vary (Strong), and 🔄: a new job made from this one, owned
+    by the member who clicked. Anyone who can see the job may click (load_job)."""
+
+    ACTIONS = (Action.UPSCALE, Action.VARY, Action.SUBTLE, Action.STRONG, Action.REROLL)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        job_id, index = self.job_id, self.index
+        if self.action == Action.REROLL:
+            job = await load_job(interaction, job_id)
+            await start_job(interaction, reseeded(RenderRequest.from_json(job.request)), parent_job_id=job_id)
+            return
+        job, blob = await _source_of(interaction, job_id, index)
+        parent = RenderRequest.from_json(job.request)
+        if self.action == Action.UPSCALE:
+            # The cap is the parent model's own: Upscale → Vary → Upscale must not ask SD1.5 for 2048².
+            family = interaction.client.services.registry.spec(parent.model).family
+            request = upscale_of(parent, index or 0, source=blob, family=family)
+        else:
+            request = variation_of(parent, index or 0, strong=self.action != Action.SUBTLE, source=blob)
+        await start_job(interaction, request, parent_job_id=job_id, parent_index=index or 0)
+
+
+class RemixModal(discord.ui.Modal, title="Remix prompt"):
+    def __init__(self, job_id: int, request: RenderRequest) -> None:
+        super().__init__(timeout=15 * 60, custom_id=f"atelier:remixmodal:{job_id}")
+        self.job_id = job_id
+        self.request = request
+        self.prompt: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Prompt", style=discord.TextStyle.paragraph, default=request.prompt[:4000], max_length=4000,
+            custom_id="prompt")
+        self.negative: discord.ui.TextInput[RemixModal] = discord.ui.TextInput(
+            label="Negative prompt", required=False, default=request.negative[:4000] or None,
+            max_length=4000, custom_id="negative")
+        self.add_item(self.prompt)
+        self.add_item(self.negative)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        services = interaction.client.services
+        parent = self.request
+        # The edited prompt may carry flags again; everything else follows the parent job.
+        draft = RequestDraft(prompt=self.prompt.value, negative=self.negative.value or None,
+                             steps=parent.steps, guidance=parent.guidance, sampler=parent.sampler,
+                             model=parent.model, count=parent.count)
+        request = build_request(draft, services.registry)
+        if "--ar" not in self.prompt.value and parent.kind == Kind.TXT2IMG:
+            request = dataclasses.replace(request, width=parent.width, height=parent.height)
+        await start_job(interaction, request, parent_job_id=self.job_id)
+
+    async def on_error(  # type: ignore[override]  # Modal's own signature has no item argument
+            self, interaction: discord.Interaction[Any], error: Exception, /) -> None:
+        await report_error(interaction, error, job_id=self.job_id)
+
+
+class RemixButton(JobButton, template=_template((Action.REMIX,))):
+    """🖋: the job's prompt in a modal; its submission starts the edited job."""
+
+    ACTIONS = (Action.REMIX,)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        job = await load_job(interaction, self.job_id)
+        await interaction.response.send_modal(RemixModal(self.job_id, RenderRequest.from_json(job.request)))
+
+
+# -- about this job ----------------------------------------------------------------------------------
+
+class DetailsButton(JobButton, template=_template((Action.DETAILS,))):
+    """Details: the whole prompt and settings, ephemeral."""
+
+    ACTIONS = (Action.DETAILS,)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        job = await load_job(interaction, self.job_id)
+        embed = presenter.details(self.job_id, RenderRequest.from_json(job.request),
+                                  {"By": f"<@{job.user_id}>", "Status": job.status})
+        await reply(interaction, embed=embed, ephemeral=True)
+
+
+class FavouriteButton(JobButton, template=_template((Action.FAVOURITE,))):
+    """⭐ toggles the clicker's favourite: one image (from the gallery) or the whole job (under a result).
+    Anyone who can see the job may star it (load_job hides others' private jobs); stars are per member
+    and are what `/gallery favourites` lists."""
+
+    ACTIONS = (Action.FAVOURITE,)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        job_id, index = self.job_id, self.index
+        await load_job(interaction, job_id)
+        images = interaction.client.services.db.images
+        rows = [r for r in await images.for_job(job_id) if index is None or r.index == index]
+        if not rows:
+            raise NotFound("That image is gone.")
+        favourite = await images.toggle_favourite(interaction.user.id, [r.id for r in rows])
+        what = f"Image {rows[0].index + 1} of job {job_id}" if index is not None else f"Job {job_id}"
+        await reply(interaction, f"{what} {'added to' if favourite else 'removed from'} your favourites.",
+                    ephemeral=True)
+
+
+class DeleteButton(JobButton, template=_template((Action.DELETE,))):
+    """🗑: the owner or a moderator removes images from galleries. Without an index (under a result) the
+    whole job goes and so does its message; with one (an image opened from the gallery) that image goes
+    and its message says so. A moderator's delete is audited as "image.delete"."""
+
+    ACTIONS = (Action.DELETE,)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        job_id, index = self.job_id, self.index
+        job = await load_job(interaction, job_id)
+        require_owner_or_moderator(interaction, job, "delete it", thing="job" if index is None else "image")
+        images = interaction.client.services.db.images
+        if index is None:
+            removed = await images.set_deleted_for_job(job_id)
+        else:
+            row = await images.get_by_index(job_id, index)
+            removed = int(row is not None and await images.set_deleted(row.id))
+        if interaction.user.id != job.user_id:
+            await interaction.client.services.db.audit.record(
+                job.guild_id, interaction.user.id, "image.delete",
+                f"job:{job_id}" + ("" if index is None else f":{index}"), {"owner": job.user_id})
+        if index is None:
+            if interaction.message is not None:
+                try:
+                    await interaction.message.delete()
+                except discord.NotFound:
+                    pass
+            await reply(interaction, f"Deleted job {job_id}.", ephemeral=True)
+            return
+        text = "Deleted." if removed else "Already deleted."
+        if interaction.message is not None and not interaction.response.is_done():
+            await interaction.response.edit_message(content=text, attachments=[], view=None)
+        else:
+            await reply(interaction, text, ephemeral=True)
+
+
+class CancelButton(JobButton, template=_template((Action.CANCEL,))):
+    """Cancel (in /queue): the owner or a moderator stops a queued or running job."""
+
+    ACTIONS = (Action.CANCEL,)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        job = await load_job(interaction, self.job_id)
+        require_owner_or_moderator(interaction, job, "cancel it")
+        cancelled = await interaction.client.services.scheduler.cancel(self.job_id)
+        text = f"Job {self.job_id} cancelled." if cancelled else f"Job {self.job_id} already finished."
+        await reply(interaction, text, ephemeral=True)
+
+
+_KNOWN = "|".join([*(a.value for a in Action), *OLD_SPELLINGS])
+
+
+class RetiredButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                    template=rf"atelier:(?!(?:{_KNOWN}):)[a-z]+:[0-9]{{1,19}}(?::[0-9]{{1,3}})?"):
+    """A job button whose action no longer exists, on an old message: the member is told so instead of
+    Discord's bare "This interaction failed"."""
+
+    def __init__(self, cid: str) -> None:
+        super().__init__(discord.ui.Button(custom_id=cid))
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> RetiredButton:
+        return cls(match.string)
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await report_error(interaction, NotFound("That button is no longer supported."))
+
+
+# What the client registers: one class per family, templates that never overlap.
+FAMILIES: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
+    RenderButton, RemixButton, DetailsButton, FavouriteButton, DeleteButton, CancelButton, RetiredButton)
+
+
+# -- rows under a result -----------------------------------------------------------------------------
+
+def result_view(job_id: int, count: int, kind: Kind) -> discord.ui.View:
+    """The buttons under a result. Grids: U1-U4, V1-V4, reroll, remix; single images: as image_view.
+    Upscaled results keep the vary buttons but cannot be upscaled again (the size would leave the
+    model's range)."""
+    if count <= 1:
+        return image_view(job_id, kind)
+    view = discord.ui.View(timeout=None)
+    grey = discord.ButtonStyle.secondary
+    for i in range(count):
+        view.add_item(RenderButton(Action.UPSCALE, job_id, i, label=f"U{i + 1}", style=grey, row=0))
+    view.add_item(RenderButton(Action.REROLL, job_id, emoji="🔄", style=grey, row=0))
+    for i in range(count):
+        view.add_item(RenderButton(Action.VARY, job_id, i, label=f"V{i + 1}", style=grey, row=1))
+    view.add_item(RemixButton(Action.REMIX, job_id, emoji="🖋", style=grey, row=1))
+    _add_controls(view, job_id, None, row=2)
+    return view
+
+
+def image_view(job_id: int, kind: Kind, index: int | None = None) -> discord.ui.View:
+    """One image: Upscale (not for an upscale), Vary (Subtle), Vary (Strong), reroll, remix, then Details,
+    ⭐ and 🗑. `index` None: a single-image job's result (⭐ and 🗑 act on the job); a number: that image
+    of its job, opened from the gallery."""
+    view = discord.ui.View(timeout=None)
+    grey = discord.ButtonStyle.secondary
+    at = index or 0
+    if kind != Kind.UPSCALE:
+        view.add_item(RenderButton(Action.UPSCALE, job_id, at, label="Upscale",
+                                   style=discord.ButtonStyle.primary, row=0))
+    view.add_item(RenderButton(Action.SUBTLE, job_id, at, label="Vary (Subtle)", style=grey, row=0))
+    view.add_item(RenderButton(Action.STRONG, job_id, at, label="Vary (Strong)", style=grey, row=0))
+    view.add_item(RenderButton(Action.REROLL, job_id, emoji="🔄", style=grey, row=0))
+    view.add_item(RemixButton(Action.REMIX, job_id, emoji="🖋", style=grey, row=0))
+    _add_controls(view, job_id, index, row=1)
+    return view
+
+
+def _add_controls(view: discord.ui.View, job_id: int, index: int | None, *, row: int) -> None:
+    grey = discord.ButtonStyle.secondary
+    view.add_item(DetailsButton(Action.DETAILS, job_id, label="Details", emoji="ℹ️", style=grey, row=row))
+    view.add_item(FavouriteButton(Action.FAVOURITE, job_id, index, emoji="⭐", style=grey, row=row))
+    view.add_item(DeleteButton(Action.DELETE, job_id, index, emoji="🗑️", style=discord.ButtonStyle.danger,
+                               row=row))

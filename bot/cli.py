@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bot.settings import Settings
+    from bot.config import Settings
 
     settings = Settings()
     logging.basicConfig(
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_bot(settings)
         if args.command == "generate":
-            from bot.offline import generate
+            from bot.generate import generate
 
             return generate(settings, args)
         if args.command == "demo":
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return demo(settings, args)
         if args.command == "tiny-model":
-            from bot.offline import write_tiny_model
+            from bot.generate import write_tiny_model
 
             return write_tiny_model(args)
         if args.command == "worker":

@@ -11,8 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import logsafe
-from bot.buttons import JobButton
+from bot import buttons, logsafe
 from bot.delivery import Delivery
 from bot.errors import report_error
 from bot.services import Services
@@ -20,8 +19,8 @@ from bot.services import Services
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (
-    "bot.extensions.imagine", "bot.extensions.jobs", "bot.extensions.gallery", "bot.extensions.user_settings",
-    "bot.extensions.admin", "bot.extensions.context",
+    "bot.extensions.imagine", "bot.extensions.jobs", "bot.extensions.gallery", "bot.extensions.settings",
+    "bot.extensions.admin", "bot.extensions.imagine_from_image",
 )
 
 
@@ -48,7 +47,7 @@ class AtelierBot(commands.Bot):
         self.tree.error(self.on_tree_error)
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(JobButton)
+        self.add_dynamic_items(*buttons.FAMILIES)
         for name in EXTENSIONS:
             await self.load_extension(name)
         await self.sync_commands()

@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
 import discord
-from PIL import Image
 
-from bot import presenter
+from bot import presenter, results
 from bot.jobflow import token_alive
-from bot.policy import nsfw_presentation
 from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
-from generation.images import make_grid
 from generation.request import RenderRequest
-from generation.scheduler import queued_event
-from storage.blobs import BlobStore
-from storage.errors import CorruptBlob
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
@@ -40,7 +33,6 @@ REFS_WAIT_S = 10.0
 SWEEP_INTERVAL_S = 15.0
 UPLOAD_TOO_LARGE = 40005  # Discord's JSON error code for a file over the upload limit
 MIN_UPLOAD_BYTES = 16 * 1024  # below this, a refusal is not about size: give up and let the sweep retry
-FINAL_STATUSES = ("done", "failed", "cancelled")
 
 
 class Delivery:
@@ -85,25 +77,15 @@ class Delivery:
                 log.exception("routing event %r failed", event)
 
     def _route(self, event: JobEvent) -> None:
+        # Position changes arrive as JobQueued events from the scheduler; they are throttled per message
+        # like progress.
         job_id = event.job_id
-        if isinstance(event, JobStarted | JobDone | JobFailed | JobCancelled):
-            # Jobs behind this one moved up: refresh their "position N" text (throttled per message).
-            self._refresh_positions()
         queue = self._queues.get(job_id)
         if queue is None:
             queue = self._queues[job_id] = asyncio.Queue()
             self._workers[job_id] = asyncio.create_task(self._job_worker(job_id, queue),
                                                         name=f"atelier-job-{job_id}")
         queue.put_nowait(event)
-
-    def _refresh_positions(self) -> None:
-        for entry in self.bot.services.scheduler.snapshot():
-            if getattr(entry, "status", "queued") != "queued":
-                continue
-            if self._shown_position.get(entry.job_id) not in (None, (entry.position, entry.paused)):
-                queue = self._queues.get(entry.job_id)
-                if queue is not None:
-                    queue.put_nowait(queued_event(entry))
 
     async def _job_worker(self, job_id: int, queue: asyncio.Queue[JobEvent | None]) -> None:
         """Edits one job's message in event order. Progress is throttled with a trailing edge: an update
@@ -161,7 +143,7 @@ class Delivery:
     async def _update(self, job_id: int, event: JobEvent) -> None:
         """Show a non-final state (queued position, rendering progress with a preview)."""
         job = await self.bot.services.db.jobs.get(job_id)
-        if job is None or job.status in FINAL_STATUSES or job.message_id is None:
+        if job is None or job.finished or job.message_id is None:
             return
         if job.interaction_token is not None and not token_alive(job.token_expires_at):
             return  # progress after token expiry is not worth a channel message
@@ -191,9 +173,9 @@ class Delivery:
             try:
                 db = self.bot.services.db
                 job = await db.jobs.get(job_id)
-                if job is None or job.status not in FINAL_STATUSES or job.delivered_at is not None:
+                if job is None or not job.finished or job.delivered_at is not None:
                     return
-                shown = await self.final_message(job)
+                shown = await results.final_message(self.bot, job)
                 while True:
                     try:
                         await self._show(job, shown)
@@ -206,65 +188,11 @@ class Delivery:
                             raise
                         log.info("job %s: a %d-byte file was refused as too large; shrinking",
                                  job_id, biggest)
-                        shown = await self.final_message(job, upload_limit=biggest // 2)
+                        shown = await results.final_message(self.bot, job, upload_limit=biggest // 2)
                 await db.jobs.mark_delivered(job_id)
                 log.info("job %s delivered (%s)", job_id, job.status)
             finally:
                 self._deliver_lock.pop(job_id, None)
-
-    async def final_message(self, job: JobRow, *, upload_limit: int | None = None,
-                            age_restricted: bool | None = None) -> presenter.Shown:
-        """The job's final state as a message. `age_restricted` says where it will be shown (/job answers
-        in any channel); by default, the job's own channel."""
-        request = RenderRequest.from_json(job.request)
-        if job.status == "done":
-            services = self.bot.services
-            rows = await services.db.images.for_job(job.id)
-            if age_restricted is None:
-                channel = self.bot.get_channel(job.channel_id) if job.channel_id else None
-                age_restricted = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
-            how = await nsfw_presentation(services, job.guild_id, age_restricted, request,
-                                          any(row.nsfw for row in rows))
-            if how == "block":
-                return presenter.blocked(job.id, request, job.user_id)
-            try:
-                png = await self.result_png(job.id)
-            except ImageFileMissing as exc:
-                # No retry can bring the file back: say so, and the delivery settles instead of failing
-                # again at every sweep.
-                log.warning("job %s cannot be shown: %s", job.id, exc)
-                return presenter.missing(job.id, request, job.user_id)
-            limit = upload_limit if upload_limit is not None else self.upload_limit(job.guild_id)
-            image, ext = await asyncio.to_thread(presenter.fit_upload, png, limit)
-            return presenter.result(job.id, request, job.user_id, image, request.count,
-                                    spoiler=how == "spoiler", ext=ext)
-        if job.status == "failed":
-            return presenter.failed(request, job.user_id, job.error or "unknown error")
-        return presenter.cancelled(request, job.user_id)
-
-    def upload_limit(self, guild_id: int | None) -> int:
-        """Bytes per file the guild accepts (it grows with server boosts)."""
-        guild = self.bot.get_guild(guild_id) if guild_id is not None else None
-        return guild.filesize_limit if guild is not None else discord.utils.DEFAULT_FILE_SIZE_LIMIT_BYTES
-
-    async def result_png(self, job_id: int) -> bytes:
-        """The job's grid (or single image), checked against its content address. A grid that is gone or
-        damaged is rebuilt from the images; raises ImageFileMissing when an image itself is."""
-        services = self.bot.services
-        job = await services.db.jobs.get(job_id)
-        if job is not None and job.grid_blob is not None:
-            try:
-                return await asyncio.to_thread(_read_image, services.blobs, job.grid_blob)
-            except ImageFileMissing as exc:
-                log.warning("job %s: %s; rebuilding the grid from its images", job_id, exc)
-        # Jobs finished before grids were stored, or single images: build from the images.
-        rows = sorted(await services.db.images.for_job(job_id), key=lambda r: r.index)
-        if not rows:
-            raise ImageFileMissing(f"job {job_id} has no stored images")
-        datas = [await asyncio.to_thread(_read_image, services.blobs, row.blob) for row in rows]
-        if len(datas) == 1:
-            return datas[0]
-        return await asyncio.to_thread(_grid_png, datas)
 
     async def _show(self, job: JobRow, shown: presenter.Shown) -> None:
         """Edit the job's message into `shown`; post a new channel message if that is impossible."""
@@ -288,7 +216,7 @@ class Delivery:
                         job.id, job.channel_id, exc.status, exc.text)
             return
         # From now on this channel message is the job's message: a redelivery edits it, never reposts.
-        await self.bot.services.db.jobs.set_discord_refs(
+        await self.bot.services.db.jobs.set_message_refs(
             job.id, interaction_token=None, token_expires_at=None, message_id=message.id,
             channel_id=job.channel_id,
         )
@@ -333,24 +261,3 @@ class Delivery:
                 await self.deliver(job.id)
             except Exception:
                 log.exception("delivering job %s failed; will retry", job.id)
-
-
-class ImageFileMissing(Exception):
-    """A result's image file is gone from the data dir or no longer matches its content address."""
-
-
-def _read_image(blobs: BlobStore, key: str) -> bytes:
-    try:
-        return blobs.read_verified(key)
-    except KeyError:
-        raise ImageFileMissing(f"image file {key} is missing") from None
-    except CorruptBlob:
-        raise ImageFileMissing(f"image file {key} is damaged") from None
-
-
-def _grid_png(datas: list[bytes]) -> bytes:
-    images = [Image.open(io.BytesIO(d)).convert("RGB") for d in datas]
-    grid = make_grid(images)
-    buf = io.BytesIO()
-    grid.save(buf, format="PNG")
-    return buf.getvalue()

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from bot.app import App
-from bot.settings import Settings
+from bot.config import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import discord
 
@@ -16,7 +16,7 @@ from generation.request import RenderRequest
 from generation.scheduler import JobOwner
 
 if TYPE_CHECKING:
-    from bot.client import AtelierBot
+    from bot.interaction import AtelierInteraction
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +25,11 @@ TOKEN_LIFETIME_S = 15 * 60
 TOKEN_MARGIN_S = 30
 
 
-def bot_of(interaction: discord.Interaction[Any]) -> AtelierBot:
-    return interaction.client  # type: ignore[return-value]
-
-
-async def start_job(interaction: discord.Interaction[Any], request: RenderRequest, *,
+async def start_job(interaction: AtelierInteraction, request: RenderRequest, *,
                     parent_job_id: int | None = None, parent_index: int | None = None) -> int:
     """Check, queue and announce a job; returns its id. Domain errors propagate to the error handler
     before anything is queued."""
-    bot = bot_of(interaction)
+    bot = interaction.client
     services = bot.services
     # 1. Moderation and limits (bans, channels, words, NSFW, cooldown, sizes): raise before queuing.
     rules = await check_request(services, interaction, request)
@@ -55,7 +51,7 @@ async def start_job(interaction: discord.Interaction[Any], request: RenderReques
             message_id = (await interaction.original_response()).id
         # 4. Remember where the message lives: updates go through the interaction token while it lives,
         # then through the channel.
-        await services.db.jobs.set_discord_refs(
+        await services.db.jobs.set_message_refs(
             job_id, interaction_token=interaction.token,
             token_expires_at=created + TOKEN_LIFETIME_S - TOKEN_MARGIN_S,
             message_id=message_id, channel_id=interaction.channel_id,

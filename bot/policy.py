@@ -1,16 +1,18 @@
 """What a member may ask for, here and now: the per-guild rules applied to every new job, whether it
 comes from /imagine, a button, a modal or the context menu (all go through `jobflow.start_job`).
-Moderators set the rules with /admin; they live in storage as the guild's settings (keys below)."""
+Moderators set the rules with /admin; they are the guild's settings (bot/settings_keys.py)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 
+from bot.defaults import member_settings
+from bot.settings_keys import GUILD, GuildSettings
 from generation.errors import LimitReached, NotAllowed, PromptRejected
 from generation.moderation import WordFilter
 from generation.request import RenderRequest
@@ -19,11 +21,6 @@ if TYPE_CHECKING:
     from bot.services import Services
 
 log = logging.getLogger(__name__)
-
-NsfwMode = Literal["allow", "spoiler", "age_restricted", "block"]
-NSFW_MODES: tuple[NsfwMode, ...] = ("allow", "spoiler", "age_restricted", "block")
-# Discord wants NSFW material in age-restricted channels only, so that is the default.
-DEFAULT_NSFW: NsfwMode = "age_restricted"
 
 # Prompt words that make a request NSFW when the model has no safety checker (and before rendering when
 # it has one). Only the prompt is read: "nsfw, nude" in a negative prompt asks for the opposite.
@@ -41,10 +38,6 @@ REFUSALS_BEFORE_COOLDOWN = 5
 REFUSAL_WINDOW_S = 10 * 60
 REFUSAL_COOLDOWN_S = 5 * 60
 
-# Keys of a guild's settings object (storage keeps them as JSON; /admin writes them).
-LIMIT_KEYS = ("max_queued", "max_steps", "max_size", "max_count", "cooldown_s")
-
-
 @dataclass(frozen=True)
 class Rules:
     """The outcome of the checks: how the job is to be queued."""
@@ -54,49 +47,8 @@ class Rules:
     private: bool = False
 
 
-@dataclass
-class GuildConfig:
-    """A guild's moderation settings, with defaults for what was never set."""
-
-    max_queued: int | None = None
-    max_steps: int | None = None
-    max_size: int | None = None  # longest side in pixels
-    max_count: int | None = None
-    cooldown_s: float = 0.0
-    role_priority: dict[int, float] = field(default_factory=dict)
-    allowed_channels: list[int] = field(default_factory=list)  # empty: every channel
-    denied_channels: list[int] = field(default_factory=list)
-    nsfw: NsfwMode = DEFAULT_NSFW
-
-    @classmethod
-    def from_settings(cls, data: dict[str, Any]) -> GuildConfig:
-        def opt_int(key: str) -> int | None:
-            value = data.get(key)
-            return None if value is None else int(value)
-
-        nsfw = data.get("nsfw", DEFAULT_NSFW)
-        return cls(
-            max_queued=opt_int("max_queued"),
-            max_steps=opt_int("max_steps"),
-            max_size=opt_int("max_size"),
-            max_count=opt_int("max_count"),
-            cooldown_s=float(data.get("cooldown_s") or 0.0),
-            role_priority={int(k): float(v) for k, v in (data.get("role_priority") or {}).items()},
-            allowed_channels=[int(c) for c in data.get("allowed_channels") or []],
-            denied_channels=[int(c) for c in data.get("denied_channels") or []],
-            nsfw=nsfw if nsfw in NSFW_MODES else DEFAULT_NSFW,
-        )
-
-    def channel_allowed(self, channel_id: int | None) -> bool:
-        if channel_id is None:
-            return True
-        if channel_id in self.denied_channels:
-            return False
-        return not self.allowed_channels or channel_id in self.allowed_channels
-
-
-async def guild_config(services: Services, guild_id: int) -> GuildConfig:
-    return GuildConfig.from_settings(await services.db.guilds.get(guild_id))
+async def guild_config(services: Services, guild_id: int) -> GuildSettings:
+    return await GUILD.get(services.db, guild_id)
 
 
 def is_nsfw_prompt(prompt: str) -> bool:
@@ -142,13 +94,12 @@ async def refusal_cooldown(services: Services, guild_id: int | None, user_id: in
     return max(0.0, newest + REFUSAL_COOLDOWN_S - time.time())
 
 
-async def check_request(services: Services, interaction: discord.Interaction[Any],
+async def check_request(services: Services, interaction: discord.Interaction[Any],  # noqa: C901 -- kernel branch rewrites bot/
                         request: RenderRequest) -> Rules:
     """Raise a domain error (NotAllowed, PromptRejected, LimitReached) if the request may not run;
     otherwise say how to queue it."""
     user_id = interaction.user.id
-    personal = await services.db.users.get(user_id)
-    private = bool(personal.get("private", False))
+    private = (await member_settings(interaction)).private
     guild_id = interaction.guild_id
     if guild_id is None:
         await check_dm_request(services, interaction, request)

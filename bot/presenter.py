@@ -10,7 +10,6 @@ from typing import Any, Protocol
 import discord
 from PIL import Image
 
-from bot.buttons import JobButton
 from generation.request import Kind, RenderRequest
 from generation.samplers import sampler_label
 
@@ -112,15 +111,16 @@ def fit_upload(png: bytes, limit: int) -> tuple[bytes, str]:
         image = image.resize((image.width * 3 // 4, image.height * 3 // 4), Image.Resampling.LANCZOS)
 
 
-def result(job_id: int, request: RenderRequest, user_id: int, image: bytes, count: int, *,
+def result(job_id: int, request: RenderRequest, user_id: int, image: bytes, view: discord.ui.View, *,
            spoiler: bool = False, ext: str = "png") -> Shown:
+    """A finished job: its image and `view`, the buttons under it (bot.buttons.result_view)."""
     # Discord blurs attachments whose filename starts with SPOILER_ until clicked.
     name = f"{'SPOILER_' if spoiler else ''}atelier_{job_id}.{ext}"
     note = "" if ext == "png" else " · JPEG: the PNG is over this server's upload limit"
     return Shown(
         f"{headline(request, user_id)} · job `{job_id}` · seed {request.seeds[0]}{note}{notes_line(request)}",
         [(name, image)],
-        result_view(job_id, count, request.kind),
+        view,
     )
 
 
@@ -140,32 +140,6 @@ def failed(request: RenderRequest, user_id: int, reason: str) -> Shown:
 
 def cancelled(request: RenderRequest, user_id: int) -> Shown:
     return Shown(f"{headline(request, user_id)} (cancelled)")
-
-
-def result_view(job_id: int, count: int, kind: Kind) -> discord.ui.View:
-    """The buttons under a result. Grids: U1-U4, V1-V4, reroll, remix; single images: Upscale,
-    Vary (Subtle), Vary (Strong), reroll, remix. Upscaled results keep the vary buttons but cannot be
-    upscaled again (the size would leave the model's range)."""
-    view = discord.ui.View(timeout=None)
-    grey, blurple = discord.ButtonStyle.secondary, discord.ButtonStyle.primary
-    if count > 1:
-        for i in range(count):
-            view.add_item(JobButton("up", job_id, i, label=f"U{i + 1}", style=grey, row=0))
-        view.add_item(JobButton("reroll", job_id, emoji="🔄", style=grey, row=0))
-        for i in range(count):
-            view.add_item(JobButton("vary", job_id, i, label=f"V{i + 1}", style=grey, row=1))
-        view.add_item(JobButton("remix", job_id, emoji="🖋", style=grey, row=1))
-    else:
-        if kind != Kind.UPSCALE:
-            view.add_item(JobButton("up", job_id, 0, label="Upscale", style=blurple, row=0))
-        view.add_item(JobButton("subtle", job_id, 0, label="Vary (Subtle)", style=grey, row=0))
-        view.add_item(JobButton("strong", job_id, 0, label="Vary (Strong)", style=grey, row=0))
-        view.add_item(JobButton("reroll", job_id, emoji="🔄", style=grey, row=0))
-        view.add_item(JobButton("remix", job_id, emoji="🖋", style=grey, row=0))
-    view.add_item(JobButton("info", job_id, label="Details", emoji="ℹ️", style=grey, row=2))
-    view.add_item(JobButton("fav", job_id, emoji="⭐", style=grey, row=2))
-    view.add_item(JobButton("delete", job_id, emoji="🗑️", style=discord.ButtonStyle.danger, row=2))
-    return view
 
 
 def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = None) -> discord.Embed:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.settings import Settings
+from bot.config import Settings
 from generation.engine import Engine
 from generation.models import ModelCatalog, ModelRegistry
 from generation.scheduler import Scheduler

@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import socket
 
-from bot.settings import Settings
+from bot.config import Settings
 from generation.errors import InvalidRequest
 
 

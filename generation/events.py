@@ -1,5 +1,8 @@
 """Job events for the bot to consume, and the async stream that carries them.
 
+Events say what happened, not what it produced: the jobs and images tables hold the results and the
+reasons (the bot reads them there, so a redelivery after a restart shows the same thing).
+
 Events are created on the loop thread (the worker thread hands them over with
 `loop.call_soon_threadsafe`), so streams need no locks.
 """
@@ -11,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image
-
-from storage.images import ImageRow
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,11 @@ class JobProgress:
 @dataclass(frozen=True)
 class JobDone:
     job_id: int
-    images: list[ImageRow]
 
 
 @dataclass(frozen=True)
 class JobFailed:
     job_id: int
-    reason: str
 
 
 @dataclass(frozen=True)

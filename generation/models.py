@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from generation.errors import ConfigError, InvalidRequest, RenderError
-from generation.families import FAMILIES, family_of
+from generation.families import FAMILIES, Family, family_of
 from generation.safety import SafetyChecker, detach_checker, load_standalone_checker
 from generation.samplers import SAMPLERS, normalize_sampler, sampler_label, supports_zero_snr
 from generation.tiny import ensure_tiny_model
@@ -419,6 +419,40 @@ def _check_vae(raw: str) -> str:
     return str(path) if local else raw
 
 
+def _sampler(overrides: dict[str, str], fam: Family, default: str) -> str:
+    """The `sampler` option (by any name members know), checked against the family."""
+    sampler = default
+    if "sampler" in overrides:
+        canonical = normalize_sampler(overrides["sampler"])
+        if canonical is None:
+            raise ValueError(f"unknown sampler {overrides['sampler']!r} (known: {', '.join(SAMPLERS)})")
+        sampler = canonical
+    if fam.sampler_error(sampler):
+        raise ValueError(fam.sampler_error(sampler))
+    return sampler
+
+
+def _noise_schedule(overrides: dict[str, str], settings: dict[str, Any]) -> tuple[bool, float]:
+    """The spacing / prediction / zsnr / cfg_rescale options: spacing and prediction go into `settings`;
+    returns (zero terminal SNR, guidance rescale). Raises ValueError naming a bad option."""
+    if "spacing" in overrides:
+        if overrides["spacing"] not in _SPACINGS:
+            raise ValueError(f"spacing={overrides['spacing']!r}: {MODEL_OPTIONS['spacing']}")
+        settings["spacing"] = overrides["spacing"]
+    if "prediction" in overrides:
+        prediction = _PREDICTIONS.get(overrides["prediction"].lower())
+        if prediction is None:
+            raise ValueError(f"prediction={overrides['prediction']!r}: {MODEL_OPTIONS['prediction']}")
+        settings["prediction"] = prediction
+    # v-prediction checkpoints of today (NoobAI V-Pred, SD 2.x 768-v) want the zero-terminal-SNR
+    # schedule and guidance rescale ~0.7 (Lin et al., "Common Diffusion Noise Schedules are Flawed").
+    v_pred = settings.get("prediction") == "v_prediction"
+    zero_snr = _bool(overrides["zsnr"]) if "zsnr" in overrides else v_pred
+    rescale = _number(overrides, "cfg_rescale", float, 0.0, 1.0) if "cfg_rescale" in overrides else (
+        0.7 if v_pred else 0.0)
+    return zero_snr, rescale
+
+
 def make_spec(name: str, source: str) -> ModelSpec:
     """The ModelSpec for `name=source`. Raises ConfigError naming the bad option or value."""
     try:
@@ -431,13 +465,7 @@ def make_spec(name: str, source: str) -> ModelSpec:
         for key in ("guidance", "cfg"):
             if key in overrides:
                 guidance = _number(overrides, key, float, 0.0, 100.0)
-        if "sampler" in overrides:
-            canonical = normalize_sampler(overrides["sampler"])
-            if canonical is None:
-                raise ValueError(f"unknown sampler {overrides['sampler']!r} (known: {', '.join(SAMPLERS)})")
-            sampler = canonical
-        if fam.sampler_error(sampler):
-            raise ValueError(fam.sampler_error(sampler))
+        sampler = _sampler(overrides, fam, sampler)
         if fam.flow and {"spacing", "prediction", "zsnr", "cfg_rescale"} & set(overrides):
             raise ValueError(f"{fam.label} models sample by flow matching: spacing, prediction, zsnr and "
                              "cfg_rescale do not apply")
@@ -446,21 +474,7 @@ def make_spec(name: str, source: str) -> ModelSpec:
             refiner_at = _number(overrides, "refiner_at", float, -math.inf, math.inf)
         if not 0.0 < refiner_at < 1.0:
             raise ValueError("refiner_at must be between 0 and 1, like 0.8")
-        if "spacing" in overrides:
-            if overrides["spacing"] not in _SPACINGS:
-                raise ValueError(f"spacing={overrides['spacing']!r}: {MODEL_OPTIONS['spacing']}")
-            settings["spacing"] = overrides["spacing"]
-        if "prediction" in overrides:
-            prediction = _PREDICTIONS.get(overrides["prediction"].lower())
-            if prediction is None:
-                raise ValueError(f"prediction={overrides['prediction']!r}: {MODEL_OPTIONS['prediction']}")
-            settings["prediction"] = prediction
-        # v-prediction checkpoints of today (NoobAI V-Pred, SD 2.x 768-v) want the zero-terminal-SNR
-        # schedule and guidance rescale ~0.7 (Lin et al., "Common Diffusion Noise Schedules are Flawed").
-        v_pred = settings.get("prediction") == "v_prediction"
-        zero_snr = _bool(overrides["zsnr"]) if "zsnr" in overrides else v_pred
-        rescale = _number(overrides, "cfg_rescale", float, 0.0, 1.0) if "cfg_rescale" in overrides else (
-            0.7 if v_pred else 0.0)
+        zero_snr, rescale = _noise_schedule(overrides, settings)
         clip_skip = _number(overrides, "clip_skip", int, 1, 12) if "clip_skip" in overrides else None
         if "size" in overrides:
             settings["size"] = _number(overrides, "size", int, 64, 4096)

@@ -84,7 +84,12 @@ def parse(text: str) -> list[list[Piece]]:
                 if j:
                     pieces.append(["", 1.0, True])
                 pieces.append([part, 1.0, False])
+    return _segments(pieces)
 
+
+def _segments(pieces: list[list[Any]]) -> list[list[Piece]]:
+    """[text, weight, is_break] pieces -> segments split at BREAK, weights clamped, neighbours of equal
+    weight merged."""
     segments: list[list[Piece]] = [[]]
     for piece_text, piece_weight, is_break in pieces:
         if is_break:

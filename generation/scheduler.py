@@ -1,46 +1,27 @@
-"""The fair, durable job queue (the scheduler) and its fair order.
+"""The fair, durable job queue (the scheduler).
 
 The jobs table is the source of truth: `start()` rebuilds every bit of in-memory state from it
 (queued jobs in id order, render-time averages from recent jobs). The worker (generation.worker)
 runs one batch at a time in its own thread; this module decides what runs next, answers
-"where am I in the queue", and fans events out to subscribers.
-
-Fair order: round-robin across users, in rounds, with optional weights.
-
-Users wait in a *round*: `_current` holds the users still to be served this round (in turn
-order), `_next` those already served (they go again next round). A user's oldest job is their
-turn. A newcomer joins the end of the current round unless they were already served in it, so:
-a user with one job waits behind at most one job of each other user (round-robin).
-
-Weights (priority per role) are deficit round-robin credits: each round a user gains `weight`
-credits and each job costs one, so weight 2 means two jobs per round and 0.5 one every second
-round. With weights a user waits behind at most ceil(weight) jobs of each other user.
-
-Batching: the picked job may take companions with the same batch key from the *current round*
-only (the other users' turns at the front of the queue), each spending its user's turn, and a
-companion never passes a user who started waiting after that companion was last served. Nobody
-is served twice in one round and nobody jumps a returning user twice, so batching keeps the
-guarantee above (checked by the hypothesis tests). The batch is capped in
-images (`max_batch`), not jobs, since images are what a pipeline call must hold in memory.
+"where am I in the queue", and fans events out to subscribers. The fair order itself (round-robin,
+weights, batching companions) is the pure structure in generation.fair_queue.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
-import math
 import time
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
 from generation.errors import QueueFull
-from generation.events import EventStream, JobCancelled, JobEvent, JobFailed, JobQueued
+from generation.events import EventStream, JobCancelled, JobDone, JobEvent, JobFailed, JobQueued, JobStarted
+from generation.fair_queue import FairQueue, Ticket
 from generation.request import RenderRequest
 from generation.worker import BatchJob, BatchRunner, RenderBackend, RunnerFactory, Worker
 from storage.blobs import BlobStore
@@ -49,182 +30,6 @@ from storage.jobs import CapExceeded
 from storage.retry import DEFAULT_DELAYS, retry_async
 
 log = logging.getLogger(__name__)
-
-# == the fair order ===============================================================================
-
-
-@dataclass(frozen=True)
-class Ticket:
-    """What the fair order needs to know about one queued job."""
-
-    job_id: int
-    user_id: int
-    batch_key: str
-    images: int = 1
-    weight: float = 1.0
-
-
-# The guild-settings key that marks a guild's queue as paused by its moderators.
-PAUSED_KEY = "queue_paused"
-
-MIN_WEIGHT = 0.1
-MAX_WEIGHT = 10.0
-
-
-class FairQueue:
-    def __init__(self) -> None:
-        self._jobs: dict[int, deque[Ticket]] = {}
-        self._current: list[int] = []
-        self._next: list[int] = []
-        self._credit: dict[int, float] = {}
-        self._served_round: dict[int, int] = {}
-        # A logical clock orders "started waiting" and "was served" events across users.
-        self._clock = 0
-        self._waiting_since: dict[int, int] = {}
-        self._last_served: dict[int, int] = {}
-        self._round = 0
-        self._where: dict[int, Ticket] = {}
-
-    # -- membership -----------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __contains__(self, job_id: object) -> bool:
-        return job_id in self._where
-
-    def get(self, job_id: int) -> Ticket | None:
-        return self._where.get(job_id)
-
-    def count_for(self, user_id: int) -> int:
-        return len(self._jobs.get(user_id, ()))
-
-    def add(self, ticket: Ticket) -> None:
-        """Jobs of one user must be added oldest first."""
-        if ticket.job_id in self._where:
-            return
-        self._where[ticket.job_id] = ticket
-        user = ticket.user_id
-        queue = self._jobs.get(user)
-        if queue is not None:
-            queue.append(ticket)
-            return
-        self._jobs[user] = deque([ticket])
-        self._waiting_since[user] = self._tick()
-        if self._served_round.get(user) == self._round:
-            self._next.append(user)
-        else:
-            self._current.append(user)
-            self._credit[user] = self._credit.get(user, 0.0) + _weight(ticket)
-
-    def remove(self, job_id: int) -> bool:
-        ticket = self._where.pop(job_id, None)
-        if ticket is None:
-            return False
-        queue = self._jobs[ticket.user_id]
-        queue.remove(ticket)
-        if not queue:
-            self._drop_user(ticket.user_id)
-        return True
-
-    def _tick(self) -> int:
-        self._clock += 1
-        return self._clock
-
-    def _drop_user(self, user: int) -> None:
-        del self._jobs[user]
-        del self._waiting_since[user]
-        if user in self._current:
-            self._current.remove(user)
-        if user in self._next:
-            self._next.remove(user)
-        # Idle users do not bank credit.
-        self._credit.pop(user, None)
-
-    # -- picking --------------------------------------------------------------------------------
-
-    def _ensure_round(self) -> bool:
-        """Make sure the current round has a user with a credit to spend; False when empty."""
-        while True:
-            while self._current and self._credit.get(self._current[0], 0.0) < 1.0 - 1e-9:
-                # Not enough credit this round (weight < 1): wait for the next one.
-                self._next.append(self._current.pop(0))
-            if self._current:
-                return True
-            if not self._next:
-                return False
-            self._round += 1
-            # Nobody has been served in the new round yet.
-            self._served_round.clear()
-            # Service older than every waiting user can no longer matter (see take()).
-            oldest = min(self._waiting_since.values(), default=self._clock)
-            self._last_served = {u: t for u, t in self._last_served.items() if t >= oldest}
-            self._current, self._next = self._next, []
-            for user in self._current:
-                self._credit[user] = self._credit.get(user, 0.0) + _weight(self._jobs[user][0])
-
-    def _serve(self, user: int) -> Ticket:
-        ticket = self._jobs[user].popleft()
-        del self._where[ticket.job_id]
-        self._credit[user] = self._credit.get(user, 0.0) - 1.0
-        self._served_round[user] = self._round
-        self._last_served[user] = self._tick()
-        if not self._jobs[user]:
-            self._drop_user(user)
-        elif self._credit[user] < 1.0 - 1e-9:
-            self._current.remove(user)
-            self._next.append(user)
-        return ticket
-
-    def take(self, max_images: int = 0) -> list[Ticket]:
-        """Remove and return the next batch: the next turn's job first, then companions with the
-        same batch key from other users' turns this round while the batch holds at most
-        `max_images` images (the first job always runs, whatever its size)."""
-        if not self._ensure_round():
-            return []
-        first_user = self._current[0]
-        first = self._serve(first_user)
-        batch = [first]
-        images = first.images
-        # A companion passes the users it skips. It may do so only if it has not been served since
-        # each of them started waiting: otherwise someone who came back this round would see the
-        # same user go ahead of them twice (once last round, once now as a companion).
-        skipped_since = math.inf
-        for user in list(self._current):
-            if user == first_user or user not in self._current:
-                continue
-            head = self._jobs[user][0]
-            fits = head.batch_key == first.batch_key and images + head.images <= max_images
-            if (
-                fits
-                and self._credit.get(user, 0.0) >= 1.0 - 1e-9
-                and self._last_served.get(user, 0) < skipped_since
-            ):
-                batch.append(self._serve(user))
-                images += head.images
-            else:
-                skipped_since = min(skipped_since, self._waiting_since[user])
-        return batch
-
-    def order(self) -> list[Ticket]:
-        """Every queued job in the order it will start if nothing else arrives (batches ignored)."""
-        shadow = copy.deepcopy(self)
-        out: list[Ticket] = []
-        while True:
-            batch = shadow.take(0)
-            if not batch:
-                return out
-            out.extend(batch)
-
-
-def _weight(ticket: Ticket) -> float:
-    w = ticket.weight
-    if not math.isfinite(w):
-        return 1.0
-    return min(MAX_WEIGHT, max(MIN_WEIGHT, w))
-
-
-# == the scheduler ================================================================================
 
 
 @dataclass(frozen=True)
@@ -251,10 +56,6 @@ class QueueEntry:
     # Queued in a guild whose moderators paused the queue: it keeps its place in the table but is
     # out of the fair order until they resume.
     paused: bool = False
-
-
-def queued_event(entry: QueueEntry) -> JobQueued:
-    return JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused)
 
 
 @dataclass
@@ -326,6 +127,8 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._seconds_per_image: dict[str, float] = {}
         self._order: list[Ticket] | None = None
+        # (position, paused) last announced per queued job: a JobQueued goes out only when it changes.
+        self._announced: dict[int, tuple[int, bool]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -339,11 +142,10 @@ class Scheduler:
         self._stopping = False
         _, failed = await self.db.jobs.recover(lease_owner=self.lease_owner, max_attempts=self.MAX_ATTEMPTS)
         for job_id in failed:
-            row = await self.db.jobs.get(job_id)
-            self._emit(JobFailed(job_id, (row.error if row else None) or "failed"))
+            self._emit(JobFailed(job_id))
         self._fair = FairQueue()
         self._jobs.clear()
-        self._paused_guilds = set(await self.db.guilds.ids_where(PAUSED_KEY))
+        self._paused_guilds = set(await self.db.pauses.paused_guilds())
         for row in await self.db.jobs.list_active():
             if row.status == "queued":
                 self._track(
@@ -359,7 +161,7 @@ class Scheduler:
                 self._learn(key, secs)
         self._task = asyncio.create_task(self._loop(), name="atelier-scheduler")
         for entry in self.snapshot():
-            self._emit(queued_event(entry))
+            self._emit_queued(entry)
 
     async def stop(self) -> None:
         """Stop taking jobs. A running render is interrupted at its next step and its jobs go back
@@ -385,13 +187,13 @@ class Scheduler:
         """The running batch finishes; nothing new starts until resume().
 
         With a guild, only that guild's jobs are held (a moderator's pause must not stop other
-        servers); that pause is stored in the guild's settings, so it survives a restart."""
+        servers); that pause is stored (storage's PauseStore), so it survives a restart."""
         if guild_id is None:
             self._paused = True
             return
         if guild_id in self._paused_guilds:
             return
-        await self.db.guilds.update(guild_id, {PAUSED_KEY: True})
+        await self.db.pauses.pause(guild_id)
         self._paused_guilds.add(guild_id)
         for job in self._jobs.values():
             if job.owner.guild_id == guild_id:
@@ -403,7 +205,7 @@ class Scheduler:
         if guild_id is None:
             self._paused = False
         elif guild_id in self._paused_guilds:
-            await self.db.guilds.update(guild_id, {PAUSED_KEY: None})
+            await self.db.pauses.resume(guild_id)
             self._paused_guilds.discard(guild_id)
             # FairQueue wants each user's jobs oldest first: put the owners' jobs back in id order.
             held = [j for j in self._jobs.values()
@@ -429,7 +231,7 @@ class Scheduler:
         """Tell watchers of the guild's queued jobs where they stand now."""
         for entry in self.snapshot():
             if entry.guild_id == guild_id and entry.status == "queued":
-                self._emit(queued_event(entry))
+                self._emit_queued(entry)
 
     # -- submitting and cancelling --------------------------------------------------------------
 
@@ -476,7 +278,7 @@ class Scheduler:
         self._wake.set()
         entry = self.entry(row.id)
         if entry is not None:
-            self._emit(queued_event(entry))
+            self._emit_queued(entry)
         return row.id
 
     async def cancel(self, job_id: int) -> bool:
@@ -524,6 +326,22 @@ class Scheduler:
         for key in (event.job_id, None):
             for stream in list(self._subscribers.get(key, ())):
                 stream.push(event)
+        if isinstance(event, JobStarted | JobDone | JobFailed | JobCancelled):
+            # A job left the queue: the jobs behind it moved up.
+            self._announce_moves()
+
+    def _emit_queued(self, entry: QueueEntry) -> None:
+        self._announced[entry.job_id] = (entry.position, entry.paused)
+        self._emit(JobQueued(entry.job_id, entry.position, entry.eta_s, paused=entry.paused))
+
+    def _announce_moves(self) -> None:
+        """The one source of position updates: a JobQueued for each announced queued job whose position
+        (or held state) changed since it was last announced."""
+        queued = [e for e in self.snapshot() if e.status == "queued"]
+        self._announced = {e.job_id: shown for e in queued if (shown := self._announced.get(e.job_id))}
+        for entry in queued:
+            if self._announced.get(entry.job_id) not in (None, (entry.position, entry.paused)):
+                self._emit_queued(entry)
 
     def position(self, job_id: int) -> tuple[int, float] | None:
         """(1-based position, seconds until it should be done); (0, eta) while it renders;
@@ -652,7 +470,7 @@ class Scheduler:
                 self._refile({self._jobs[i].owner.user_id for i in kept})
                 for entry in self.snapshot():  # their messages said "rendering": back to "queued"
                     if entry.job_id in kept:
-                        self._emit(queued_event(entry))
+                        self._emit_queued(entry)
                 self._wake.set()
 
     async def _keep_unfinished(self, jobs: list[_Job]) -> set[int]:

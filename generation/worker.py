@@ -247,10 +247,10 @@ class Worker:
                 await self._cancelled(job_id)
                 continue
             share = seconds * len(images) / total_images
-            first, rows = await self._stored(f"complete job {job_id}", partial(
+            first, _ = await self._stored(f"complete job {job_id}", partial(
                 self._db.jobs.complete, job_id, images, render_seconds=share, grid_blob=grid))
             if first:
-                self._emit(JobDone(job_id, rows))
+                self._emit(JobDone(job_id))
         return BatchOutcome(seconds, total_images)
 
     async def _one_by_one(self, batch: _Batch) -> BatchOutcome | None:
@@ -326,7 +326,7 @@ class Worker:
 
     async def _fail(self, job_id: int, reason: str) -> None:
         if await self._stored(f"fail job {job_id}", lambda: self._db.jobs.fail(job_id, reason)):
-            self._emit(JobFailed(job_id, reason))
+            self._emit(JobFailed(job_id))
 
     async def _cancelled(self, job_id: int) -> None:
         if await self._stored(f"cancel job {job_id}", lambda: self._db.jobs.finish_cancelled(job_id)):

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Connection
+from storage.connection import Connection
 
 
 @dataclass(frozen=True)

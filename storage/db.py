@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 
+from storage.audit import AuditStore
+from storage.connection import Connection
+from storage.gallery import GalleryStore
+from storage.images import ImageStore
+from storage.jobs import JobStore
 from storage.migrations import migrate
+from storage.moderation import ModerationStore
+from storage.pauses import PauseStore
+from storage.settings import GuildSettingsStore, UserSettingsStore
+from storage.stats import StatsStore
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -27,60 +33,10 @@ def _prepare(path: Path, busy_timeout_ms: int) -> None:
         conn.close()
 
 
-class Connection:
-    """An aiosqlite connection plus the lock that keeps one coroutine's transaction whole.
-
-    All coroutines share one connection, so a write issued while another coroutine's
-    transaction is open would silently become part of it: every write takes the lock.
-    """
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self.conn = conn
-        self._lock = asyncio.Lock()
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.conn
-                await self.conn.execute("COMMIT")
-            except BaseException:
-                # Also when COMMIT itself failed (locked, disk full): a transaction left open would turn
-                # every later BEGIN into an error, and the caller's retry could never succeed.
-                if self.conn.in_transaction:
-                    await self.conn.execute("ROLLBACK")
-                raise
-
-    async def write(self, sql: str, params: Iterable[Any] = ()) -> tuple[int, int | None]:
-        """One statement on its own; returns (rowcount, lastrowid)."""
-        async with self._lock:
-            cur = await self.conn.execute(sql, tuple(params))
-            result = (cur.rowcount, cur.lastrowid)
-            await cur.close()
-            return result
-
-    # One trip to the database thread per read (execute + fetch + close would be three).
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        rows = list(await self.conn.execute_fetchall(sql, tuple(params)))
-        return rows[0] if rows else None
-
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        return list(await self.conn.execute_fetchall(sql, tuple(params)))
-
-
 class Database:
     """Open with `await Database.open(path)`; the stores hang off it as attributes."""
 
     def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
-        from storage.audit import AuditStore
-        from storage.gallery import GalleryStore
-        from storage.images import ImageStore
-        from storage.jobs import JobStore
-        from storage.moderation import ModerationStore
-        from storage.settings import GuildSettingsStore, UserSettingsStore
-        from storage.stats import StatsStore
-
         self.path = path
         self.connection = Connection(conn)
         self.jobs = JobStore(self.connection)
@@ -89,6 +45,7 @@ class Database:
         self.guilds = GuildSettingsStore(self.connection, "guild_settings", "guild_id")
         self.users = UserSettingsStore(self.connection, "user_settings", "user_id")
         self.moderation = ModerationStore(self.connection)
+        self.pauses = PauseStore(self.connection)
         self.audit = AuditStore(self.connection)
         self.stats = StatsStore(self.connection)
 

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Connection
+from storage.connection import Connection
 from storage.images import ImageRow, image_from_row
 
 _WORD = re.compile(r"\w+", re.UNICODE)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
-from storage.db import Connection
+from storage.connection import Connection
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,15 @@ from typing import Any, Final, Literal
 
 import aiosqlite
 
-from storage.db import Connection
+from storage.connection import Connection
 from storage.errors import StorageError
 from storage.images import ImageRow, NewImage, image_from_row
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 ACTIVE: Final = ("queued", "running")
 FINISHED: Final = ("done", "failed", "cancelled")
+# The same set inside SQL, so a new final status is added in one place.
+_FINISHED_SQL: Final = "(" + ", ".join(f"'{status}'" for status in FINISHED) + ")"
 
 
 class CapExceeded(StorageError):
@@ -180,7 +182,7 @@ class JobStore:
     async def list_undelivered(self) -> list[JobRow]:
         """Finished jobs whose result the bot has not yet delivered (e.g. it stopped mid-way)."""
         rows = await self._db.fetchall(
-            """SELECT * FROM jobs WHERE delivered_at IS NULL AND status IN ('done', 'failed', 'cancelled')
+            f"""SELECT * FROM jobs WHERE delivered_at IS NULL AND status IN {_FINISHED_SQL}
                ORDER BY id"""
         )
         return [job_from_row(r) for r in rows]
@@ -214,9 +216,9 @@ class JobStore:
             out.setdefault(r["batch_key"], []).append(float(r["secs"]))
         return out
 
-    # -- Discord references and delivery --------------------------------------------------------
+    # -- message references and delivery --------------------------------------------------------
 
-    async def set_discord_refs(
+    async def set_message_refs(
         self,
         job_id: int,
         *,
@@ -240,8 +242,8 @@ class JobStore:
     async def mark_delivered(self, job_id: int) -> bool:
         """True only for the first caller: delivering twice (after a restart) is then harmless."""
         count, _ = await self._db.write(
-            """UPDATE jobs SET delivered_at = ?
-               WHERE id = ? AND delivered_at IS NULL AND status IN ('done', 'failed', 'cancelled')""",
+            f"""UPDATE jobs SET delivered_at = ?
+               WHERE id = ? AND delivered_at IS NULL AND status IN {_FINISHED_SQL}""",
             (time.time(), job_id),
         )
         return count == 1

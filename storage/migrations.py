@@ -269,6 +269,18 @@ MIGRATIONS: list[str] = [
             WHERE guild_id = old.guild_id AND user_id = old.user_id;
     END;
     """,
+    # 6: the scheduler's guild pauses get a table of their own (they were the key `queue_paused` in the
+    # guild settings, which the bot owns); paused guilds stay paused.
+    """
+    CREATE TABLE paused_queues (
+        guild_id  INTEGER PRIMARY KEY,
+        paused_at REAL    NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO paused_queues (guild_id, paused_at)
+        SELECT guild_id, updated_at FROM guild_settings WHERE json_extract(data, '$.queue_paused') = 1;
+    UPDATE guild_settings SET data = json_remove(data, '$.queue_paused')
+        WHERE json_extract(data, '$.queue_paused') IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from storage.db import Connection
+from storage.connection import Connection
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from storage.db import Connection
+from storage.connection import Connection
 
 
 class _JsonSettingsStore:
@@ -54,12 +54,7 @@ class _JsonSettingsStore:
 
 
 class GuildSettingsStore(_JsonSettingsStore):
-    async def ids_where(self, key: str) -> list[int]:
-        """Guilds whose setting `key` is true (e.g. every guild with a paused queue)."""
-        rows = await self._db.fetchall(
-            f"SELECT {self._key} FROM {self._table} WHERE json_extract(data, '$.' || ?) = 1 "
-            f"ORDER BY {self._key}", (key,))
-        return [int(r[0]) for r in rows]
+    pass
 
 
 class UserSettingsStore(_JsonSettingsStore):

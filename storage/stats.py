@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from storage.db import Connection
+from storage.connection import Connection
 
 DAY = 86400.0
 

@@ -14,10 +14,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import is_moderator, load_job
-from bot.jobflow import bot_of
-from bot.policy import NSFW_MODES, GuildConfig, guild_config
+from bot.interaction import AtelierInteraction
+from bot.policy import guild_config
 from bot.presenter import short_prompt
 from bot.reply import reply
+from bot.settings_keys import GUILD, LIMIT_KEYS, NSFW_MODES, GuildSettings
 from generation.charts import ChartData, merge_days, stats_chart_png
 from generation.errors import InvalidRequest
 from generation.moderation import normalise_phrase
@@ -32,19 +33,19 @@ NSFW_LABELS = {
 }
 
 
-async def audit(interaction: discord.Interaction[Any], action: str, target: str | None = None,
+async def audit(interaction: AtelierInteraction, action: str, target: str | None = None,
                 details: dict[str, Any] | None = None) -> None:
-    await bot_of(interaction).services.db.audit.record(interaction.guild_id, interaction.user.id, action,
-                                                       target, details or {})
+    await interaction.client.services.db.audit.record(interaction.guild_id, interaction.user.id, action,
+                                                      target, details or {})
 
 
-def guild_id_of(interaction: discord.Interaction[Any]) -> int:
+def guild_id_of(interaction: AtelierInteraction) -> int:
     if interaction.guild_id is None:
         raise app_commands.NoPrivateMessage()
     return interaction.guild_id
 
 
-def describe_limits(config: GuildConfig, default_queued: int) -> str:
+def describe_limits(config: GuildSettings, default_queued: int) -> str:
     def show(value: Any, unit: str = "") -> str:
         return "no limit" if value is None else f"{value}{unit}"
 
@@ -72,34 +73,34 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
         self.bot = bot
         super().__init__()
 
-    async def interaction_check(self, interaction: discord.Interaction[Any]) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: AtelierInteraction) -> bool:  # type: ignore[override]
         if not is_moderator(interaction):
             raise app_commands.MissingPermissions(["manage_guild"])
         return True
 
     # -- words ---------------------------------------------------------------------------------
     @words.command(name="add", description="Ban a word or phrase in prompts")
-    async def words_add(self, interaction: discord.Interaction[Any],
+    async def words_add(self, interaction: AtelierInteraction,
                         word: app_commands.Range[str, 1, 100]) -> None:
         if not normalise_phrase(word):
             raise InvalidRequest("That has no letters or digits to match.")
-        added = await bot_of(interaction).services.db.moderation.add_banned_word(
+        added = await interaction.client.services.db.moderation.add_banned_word(
             guild_id_of(interaction), word, added_by=interaction.user.id)
         await audit(interaction, "words.add", word.strip().lower(), {"new": added})
         await reply(interaction, f"Banned ||{discord.utils.escape_markdown(word)}||." if added
                     else "That was already banned.", ephemeral=True)
 
     @words.command(name="remove", description="Allow a banned word or phrase again")
-    async def words_remove(self, interaction: discord.Interaction[Any],
+    async def words_remove(self, interaction: AtelierInteraction,
                            word: app_commands.Range[str, 1, 100]) -> None:
-        removed = await bot_of(interaction).services.db.moderation.remove_banned_word(
+        removed = await interaction.client.services.db.moderation.remove_banned_word(
             guild_id_of(interaction), word)
         await audit(interaction, "words.remove", word.strip().lower(), {"removed": removed})
         await reply(interaction, "Removed." if removed else "That word was not banned.", ephemeral=True)
 
     @words.command(name="list", description="The banned words and phrases")
-    async def words_list(self, interaction: discord.Interaction[Any]) -> None:
-        words = await bot_of(interaction).services.db.moderation.banned_words(guild_id_of(interaction))
+    async def words_list(self, interaction: AtelierInteraction) -> None:
+        words = await interaction.client.services.db.moderation.banned_words(guild_id_of(interaction))
         await audit(interaction, "words.list")
         if not words:
             await reply(interaction, "No banned words.", ephemeral=True)
@@ -117,7 +118,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
         priority="That role's priority (1 is normal, 2 twice the share; 1 removes it)",
         reset="Clear every limit first",
     )
-    async def limits(self, interaction: discord.Interaction[Any],
+    async def limits(self, interaction: AtelierInteraction,
                      max_queued: app_commands.Range[int, 1, 100] | None = None,
                      max_steps: app_commands.Range[int, 1, 150] | None = None,
                      max_size: app_commands.Range[int, 64, 4096] | None = None,
@@ -127,7 +128,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
                      priority: app_commands.Range[float, 0.1, 10.0] | None = None,
                      reset: bool = False) -> None:
         guild_id = guild_id_of(interaction)
-        services = bot_of(interaction).services
+        services = interaction.client.services
         if (role is None) != (priority is None):
             raise InvalidRequest("Give both `role` and `priority` to set a role's priority.")
         cap = services.settings.queue_max_per_user
@@ -136,20 +137,20 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
             raise InvalidRequest(f"`max_queued` can be at most {cap} here: the bot's operator set that "
                                  "limit for every server. Nothing was changed.")
         if reset:
-            await services.db.guilds.reset(guild_id, ["max_queued", "max_steps", "max_size", "max_count",
-                                                      "cooldown_s", "role_priority"])
+            await GUILD.reset(services.db, guild_id, LIMIT_KEYS)
         changes: dict[str, Any] = {k: v for k, v in {
             "max_queued": max_queued, "max_steps": max_steps, "max_size": max_size,
             "max_count": max_count, "cooldown_s": cooldown}.items() if v is not None}
         if role is not None and priority is not None:
-            current = dict((await services.db.guilds.get(guild_id)).get("role_priority") or {})
+            # Stored as JSON, whose keys are strings.
+            current = {str(r): p for r, p in (await guild_config(services, guild_id)).role_priority.items()}
             if abs(priority - 1.0) < 1e-9:
                 current.pop(str(role.id), None)
             else:
                 current[str(role.id)] = priority
             changes["role_priority"] = current
         if changes:
-            await services.db.guilds.update(guild_id, changes)
+            await GUILD.set(services.db, guild_id, changes)
         if changes or reset:
             await audit(interaction, "limits", None, {**changes, "reset": reset})
         else:
@@ -160,32 +161,32 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
         await reply(interaction, f"{head}Limits here:\n{shown}", ephemeral=True)
 
     # -- channels ------------------------------------------------------------------------------
-    async def _channels(self, interaction: discord.Interaction[Any], channel_id: int, allow: bool) -> None:
+    async def _channels(self, interaction: AtelierInteraction, channel_id: int, allow: bool) -> None:
         guild_id = guild_id_of(interaction)
-        db = bot_of(interaction).services.db
-        config = await guild_config(bot_of(interaction).services, guild_id)
+        db = interaction.client.services.db
+        config = await guild_config(interaction.client.services, guild_id)
         allowed = [c for c in config.allowed_channels if c != channel_id]
         denied = [c for c in config.denied_channels if c != channel_id]
         (allowed if allow else denied).append(channel_id)
-        await db.guilds.update(guild_id, {"allowed_channels": allowed, "denied_channels": denied})
+        await GUILD.set(db, guild_id, {"allowed_channels": allowed, "denied_channels": denied})
         await audit(interaction, "channels.allow" if allow else "channels.deny", f"channel:{channel_id}")
         note = (" Only the allowed channels can use the bot now." if allow
                 else " The bot will refuse jobs there.")
         await reply(interaction, f"<#{channel_id}> {'allowed' if allow else 'denied'}.{note}", ephemeral=True)
 
     @channels.command(name="allow", description="Allow the bot in a channel (then only allowed ones)")
-    async def channels_allow(self, interaction: discord.Interaction[Any],
+    async def channels_allow(self, interaction: AtelierInteraction,
                              channel: discord.TextChannel) -> None:
         await self._channels(interaction, channel.id, allow=True)
 
     @channels.command(name="deny", description="Keep the bot out of a channel")
-    async def channels_deny(self, interaction: discord.Interaction[Any],
+    async def channels_deny(self, interaction: AtelierInteraction,
                             channel: discord.TextChannel) -> None:
         await self._channels(interaction, channel.id, allow=False)
 
     @channels.command(name="list", description="Where the bot may be used")
-    async def channels_list(self, interaction: discord.Interaction[Any]) -> None:
-        config = await guild_config(bot_of(interaction).services, guild_id_of(interaction))
+    async def channels_list(self, interaction: AtelierInteraction) -> None:
+        config = await guild_config(interaction.client.services, guild_id_of(interaction))
         await audit(interaction, "channels.list")
         allowed = " ".join(f"<#{c}>" for c in config.allowed_channels) or "every channel"
         denied = " ".join(f"<#{c}>" for c in config.denied_channels) or "none"
@@ -195,13 +196,13 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
     @app_commands.command(name="nsfw", description="NSFW policy; no option shows it")
     @app_commands.describe(mode="block, spoiler, only in age-restricted channels, or allow")
     @app_commands.choices(mode=[app_commands.Choice(name=NSFW_LABELS[m], value=m) for m in NSFW_MODES])
-    async def nsfw(self, interaction: discord.Interaction[Any], mode: str | None = None) -> None:
+    async def nsfw(self, interaction: AtelierInteraction, mode: str | None = None) -> None:
         guild_id = guild_id_of(interaction)
-        services = bot_of(interaction).services
+        services = interaction.client.services
         if mode is not None:
             if mode not in NSFW_MODES:
                 raise InvalidRequest(f"Mode must be one of {', '.join(NSFW_MODES)}.")
-            await services.db.guilds.update(guild_id, {"nsfw": mode})
+            await GUILD.set(services.db, guild_id, {"nsfw": mode})
             await audit(interaction, "nsfw", mode)
         else:
             await audit(interaction, "nsfw.view")
@@ -211,10 +212,10 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
 
     # -- bans ----------------------------------------------------------------------------------
     @app_commands.command(name="ban", description="Stop a member from making images here")
-    async def ban(self, interaction: discord.Interaction[Any], user: discord.User,
+    async def ban(self, interaction: AtelierInteraction, user: discord.User,
                   reason: app_commands.Range[str, 1, 300] | None = None) -> None:
         guild_id = guild_id_of(interaction)
-        services = bot_of(interaction).services
+        services = interaction.client.services
         await services.db.moderation.ban(guild_id, user.id, reason=reason or "",
                                          banned_by=interaction.user.id)
         cancelled = await services.scheduler.cancel_all(user_id=user.id, guild_id=guild_id)
@@ -223,16 +224,16 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
                     f"{f' ({cancelled} queued jobs cancelled)' if cancelled else ''}.", ephemeral=True)
 
     @app_commands.command(name="unban", description="Let a banned member make images again")
-    async def unban(self, interaction: discord.Interaction[Any], user: discord.User) -> None:
-        removed = await bot_of(interaction).services.db.moderation.unban(guild_id_of(interaction), user.id)
+    async def unban(self, interaction: AtelierInteraction, user: discord.User) -> None:
+        removed = await interaction.client.services.db.moderation.unban(guild_id_of(interaction), user.id)
         await audit(interaction, "unban", f"user:{user.id}", {"was_banned": removed})
         state = "may make images again" if removed else "was not banned"
         await reply(interaction, f"{user.mention} {state}.", ephemeral=True)
 
     # -- queue ---------------------------------------------------------------------------------
     @queue.command(name="view", description="Queued and running jobs in this server")
-    async def queue_view(self, interaction: discord.Interaction[Any]) -> None:
-        scheduler = bot_of(interaction).services.scheduler
+    async def queue_view(self, interaction: AtelierInteraction) -> None:
+        scheduler = interaction.client.services.scheduler
         entries = [e for e in scheduler.snapshot() if e.guild_id == interaction.guild_id]
         await audit(interaction, "queue.view")
         state = "paused" if scheduler.paused_in(interaction.guild_id) else "running"
@@ -247,23 +248,23 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
         await reply(interaction, "\n".join(lines)[:1990], ephemeral=True)
 
     @queue.command(name="pause", description="Hold this server's queued jobs (a running one finishes)")
-    async def queue_pause(self, interaction: discord.Interaction[Any]) -> None:
+    async def queue_pause(self, interaction: AtelierInteraction) -> None:
         # Per guild: one server's moderators must not stop the others. Kept across restarts.
-        await bot_of(interaction).services.scheduler.pause(guild_id_of(interaction))
+        await interaction.client.services.scheduler.pause(guild_id_of(interaction))
         await audit(interaction, "queue.pause")
         await reply(interaction, "Queue paused for this server: a running job finishes, queued jobs wait "
                     "(members can still queue) until `/admin queue resume`.", ephemeral=True)
 
     @queue.command(name="resume", description="Start rendering this server's queued jobs again")
-    async def queue_resume(self, interaction: discord.Interaction[Any]) -> None:
-        await bot_of(interaction).services.scheduler.resume(guild_id_of(interaction))
+    async def queue_resume(self, interaction: AtelierInteraction) -> None:
+        await interaction.client.services.scheduler.resume(guild_id_of(interaction))
         await audit(interaction, "queue.resume")
         await reply(interaction, "Queue resumed for this server.", ephemeral=True)
 
     @queue.command(name="cancel", description="Cancel one job")
-    async def queue_cancel(self, interaction: discord.Interaction[Any],
+    async def queue_cancel(self, interaction: AtelierInteraction,
                            job: app_commands.Range[int, 1]) -> None:
-        services = bot_of(interaction).services
+        services = interaction.client.services
         row = await load_job(interaction, job, moderating=True)
         cancelled = await services.scheduler.cancel(job)
         await audit(interaction, "queue.cancel", f"job:{job}", {"owner": row.user_id, "cancelled": cancelled})
@@ -271,8 +272,8 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
                     ephemeral=True)
 
     @queue.command(name="purge", description="Cancel every queued and running job of a member")
-    async def queue_purge(self, interaction: discord.Interaction[Any], user: discord.User) -> None:
-        cancelled = await bot_of(interaction).services.scheduler.cancel_all(
+    async def queue_purge(self, interaction: AtelierInteraction, user: discord.User) -> None:
+        cancelled = await interaction.client.services.scheduler.cancel_all(
             user_id=user.id, guild_id=guild_id_of(interaction))
         await audit(interaction, "queue.purge", f"user:{user.id}", {"cancelled": cancelled})
         await reply(interaction, f"Cancelled {cancelled} jobs of {user.mention}.", ephemeral=True)
@@ -280,10 +281,10 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
     # -- stats and audit -----------------------------------------------------------------------
     @app_commands.command(name="stats", description="Jobs, images, render time, failures and top users")
     @app_commands.describe(days="Period in days")
-    async def stats(self, interaction: discord.Interaction[Any],
+    async def stats(self, interaction: AtelierInteraction,
                     days: app_commands.Range[int, 1, 365] = 30) -> None:
         guild_id = guild_id_of(interaction)
-        stats = bot_of(interaction).services.db.stats
+        stats = interaction.client.services.db.stats
         await interaction.response.defer(ephemeral=True, thinking=True)
         summary = await stats.summary(guild_id, days=days)
         jobs = await stats.jobs_per_day(guild_id, days=days)
@@ -298,21 +299,21 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
             f"Atelier - last {days} days", day_list, job_counts, image_counts, headline, names))
         await audit(interaction, "stats", None, {"days": days})
         tops = ", ".join(f"<@{uid}> {n}" for uid, n in top) or "nobody yet"
-        size = await asyncio.to_thread(disk_usage, bot_of(interaction).services.settings.data_dir)
+        size = await asyncio.to_thread(disk_usage, interaction.client.services.settings.data_dir)
         await interaction.followup.send(
             f"**Last {days} days:** {headline}\nTop users: {tops}\nData on disk: {size / 2**20:,.1f} MB",
             ephemeral=True,
             file=discord.File(io.BytesIO(png), filename="atelier_stats.png"))
 
-    def _name(self, interaction: discord.Interaction[Any], user_id: int) -> str:
+    def _name(self, interaction: AtelierInteraction, user_id: int) -> str:
         member = interaction.guild.get_member(user_id) if interaction.guild else None
         user = member or self.bot.get_user(user_id)
         return user.display_name if user is not None else f"user {str(user_id)[-6:]}"
 
     @app_commands.command(name="audit", description="The latest moderator actions and rejected prompts")
-    async def audit_log(self, interaction: discord.Interaction[Any],
+    async def audit_log(self, interaction: AtelierInteraction,
                         action: Literal["all", "moderators", "rejected"] = "all") -> None:
-        db = bot_of(interaction).services.db
+        db = interaction.client.services.db
         entries = await db.audit.list(guild_id_of(interaction), limit=100)
         await audit(interaction, "audit.view")
         if action == "rejected":

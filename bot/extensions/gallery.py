@@ -1,6 +1,6 @@
 """/gallery (an ephemeral, paged contact sheet of a member's images: ◀ ▶, a select to open one image with
-its result buttons, prompt search, favourites), /export (your prompts and seeds as a file), and the ⭐
-and per-image 🗑 buttons.
+its result buttons, prompt search, favourites) and /export (your prompts and seeds as a file). The ⭐ and
+🗑 under an opened image are bot/buttons.py's FavouriteButton and DeleteButton.
 
 Privacy: a member sees another member's images only if they were made publicly (not in private mode)
 in the same guild; guilds never see each other's images. Paging state lives in the custom_id (owner,
@@ -27,12 +27,12 @@ from discord import app_commands
 from discord.ext import commands
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
-from bot.access import gallery_scope, load_job, require_owner_or_moderator, viewer_of
-from bot.buttons import JobButton, register_action
-from bot.jobflow import bot_of
+from bot.access import gallery_scope, load_job, viewer_of
+from bot.buttons import image_view
+from bot.interaction import AtelierInteraction
 from bot.policy import channel_is_age_restricted
 from bot.presenter import fit_upload, short_prompt
-from bot.reply import reply
+from bot.results import guild_upload_limit
 from generation.errors import NotFound
 from generation.request import Kind
 from generation.sheets import sheet_png
@@ -68,11 +68,11 @@ def _b36(n: int) -> str:
             return out
 
 
-def views_of(interaction: discord.Interaction[Any]) -> GalleryStore:
-    return bot_of(interaction).services.db.gallery
+def views_of(interaction: AtelierInteraction) -> GalleryStore:
+    return interaction.client.services.db.gallery
 
 
-def gallery_filter(interaction: discord.Interaction[Any], owner_id: int, favourites: bool,
+def gallery_filter(interaction: AtelierInteraction, owner_id: int, favourites: bool,
                    search: str) -> GalleryFilter:
     """What the viewer may browse of `owner_id`'s gallery here (bot.access.gallery_scope); another
     user's gallery in a DM does not exist for them (a crafted paging custom_id included)."""
@@ -103,7 +103,7 @@ def _sheet(blobs: Any, rows: list[ImageRow], first_number: int, hide_nsfw: bool)
     return sheet_png([_thumbnail(blobs, r, hide_nsfw and r.nsfw) for r in rows], first_number=first_number)
 
 
-async def render_page(interaction: discord.Interaction[Any], f: GalleryFilter, page: int, *,
+async def render_page(interaction: AtelierInteraction, f: GalleryFilter, page: int, *,
                       before: int | None = None, after: int | None = None,
                       ) -> tuple[str, discord.File | None, discord.ui.View | None]:
     """The content, contact sheet and controls of one gallery page (clamped to the last page).
@@ -122,7 +122,7 @@ async def render_page(interaction: discord.Interaction[Any], f: GalleryFilter, p
     if not rows:
         return f"No images{suffix} to show here.", None, None
     first = page * PER_PAGE + 1
-    blobs = bot_of(interaction).services.blobs
+    blobs = interaction.client.services.blobs
     png = await asyncio.to_thread(_sheet, blobs, rows, first, not channel_is_age_restricted(interaction))
     content = (f"**Gallery** — {what}{suffix} · page {page + 1}/{pages} · {total} image"
                f"{'s' if total != 1 else ''}, newest first")
@@ -214,32 +214,15 @@ class GallerySelect(discord.ui.DynamicItem[discord.ui.Select[Any]],
             await report_error(interaction, exc)
 
 
-def image_view(row: ImageRow, kind: Kind) -> discord.ui.View:
-    """One image with the buttons a single result has (upscale, vary, reroll, remix, details, ⭐, 🗑)."""
-    view = discord.ui.View(timeout=None)
-    grey = discord.ButtonStyle.secondary
-    if kind != Kind.UPSCALE:
-        view.add_item(JobButton("up", row.job_id, row.index, label="Upscale",
-                                style=discord.ButtonStyle.primary, row=0))
-    view.add_item(JobButton("subtle", row.job_id, row.index, label="Vary (Subtle)", style=grey, row=0))
-    view.add_item(JobButton("strong", row.job_id, row.index, label="Vary (Strong)", style=grey, row=0))
-    view.add_item(JobButton("reroll", row.job_id, emoji="🔄", style=grey, row=0))
-    view.add_item(JobButton("remix", row.job_id, emoji="🖋", style=grey, row=0))
-    view.add_item(JobButton("info", row.job_id, label="Details", emoji="ℹ️", style=grey, row=1))
-    view.add_item(JobButton("fav", row.job_id, row.index, emoji="⭐", style=grey, row=1))
-    view.add_item(JobButton("rm", row.job_id, row.index, emoji="🗑️", style=discord.ButtonStyle.danger, row=1))
-    return view
-
-
-async def open_image(interaction: discord.Interaction[Any], image_id: int) -> None:
-    services = bot_of(interaction).services
+async def open_image(interaction: AtelierInteraction, image_id: int) -> None:
+    services = interaction.client.services
     # Checked again here: a select's values come from the client and could name any image.
     row = await views_of(interaction).visible(image_id, interaction.guild_id, interaction.user.id)
     if row is None:
         raise NotFound("That image is not available.")
     job = await load_job(interaction, row.job_id)  # the one visibility rule (DM images: owner only)
     kind = Kind(job.kind) if job is not None and job.kind in Kind._value2member_map_ else Kind.TXT2IMG
-    limit = bot_of(interaction).delivery.upload_limit(interaction.guild_id)
+    limit = guild_upload_limit(interaction.client, interaction.guild_id)
 
     def readable() -> tuple[bytes, str]:
         data = services.blobs.read(row.blob)
@@ -259,44 +242,7 @@ async def open_image(interaction: discord.Interaction[Any], image_id: int) -> No
     await interaction.response.send_message(
         content, file=discord.File(io.BytesIO(data), filename=f"atelier_{row.job_id}_{row.index + 1}.{ext}",
                                    spoiler=spoiler),
-        view=image_view(row, kind), ephemeral=True)
-
-
-# -- ⭐ and 🗑 ------------------------------------------------------------------------------------
-
-async def on_favourite(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
-    """⭐ toggles the clicker's favourite: one image (from the gallery) or the whole job (under a result).
-    Anyone who can see the job may star it (load_job hides others' private jobs); stars are per member."""
-    await load_job(interaction, job_id)
-    images = bot_of(interaction).services.db.images
-    rows = [r for r in await images.for_job(job_id) if index is None or r.index == index]
-    if not rows:
-        raise NotFound("That image is gone.")
-    favourite = await images.toggle_favourite(interaction.user.id, [r.id for r in rows])
-    what = f"Image {rows[0].index + 1} of job {job_id}" if index is not None else f"Job {job_id}"
-    await reply(interaction, f"{what} {'added to' if favourite else 'removed from'} your favourites.",
-                ephemeral=True)
-
-
-async def on_remove(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
-    """🗑 in the gallery: the owner or a moderator removes the image from galleries."""
-    job = await load_job(interaction, job_id)
-    require_owner_or_moderator(interaction, job, "delete it", thing="image")
-    services = bot_of(interaction).services
-    if index is None:
-        removed = await services.db.images.set_deleted_for_job(job_id)
-    else:
-        row = await services.db.images.get_by_index(job_id, index)
-        removed = int(row is not None and await services.db.images.set_deleted(row.id))
-    if interaction.user.id != job.user_id:
-        await services.db.audit.record(job.guild_id, interaction.user.id, "image.delete",
-                                       f"job:{job_id}" + ("" if index is None else f":{index}"),
-                                       {"owner": job.user_id})
-    text = "Deleted." if removed else "Already deleted."
-    if interaction.message is not None and not interaction.response.is_done():
-        await interaction.response.edit_message(content=text, attachments=[], view=None)
-    else:
-        await reply(interaction, text, ephemeral=True)
+        view=image_view(row.job_id, kind, row.index), ephemeral=True)
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -308,7 +254,7 @@ class Gallery(commands.Cog):
     @app_commands.command(name="gallery", description="Browse images as contact sheets")
     @app_commands.describe(user="Whose images (default: yours)", search="Words the prompt must contain",
                            favourites="Only favourites")
-    async def gallery(self, interaction: discord.Interaction[Any], user: discord.User | None = None,
+    async def gallery(self, interaction: AtelierInteraction, user: discord.User | None = None,
                       search: app_commands.Range[str, 1, MAX_SEARCH] | None = None,
                       favourites: bool = False) -> None:
         owner = (user or interaction.user).id
@@ -324,10 +270,10 @@ class Gallery(commands.Cog):
 
     @app_commands.command(name="export", description="Your prompts and seeds in this server, as a file")
     @app_commands.describe(format="File format")
-    async def export(self, interaction: discord.Interaction[Any],
+    async def export(self, interaction: AtelierInteraction,
                      format: Literal["csv", "json"] = "csv") -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        limit = bot_of(interaction).delivery.upload_limit(interaction.guild_id)
+        limit = guild_upload_limit(interaction.client, interaction.guild_id)
         data, count, capped = await build_export(views_of(interaction), interaction.guild_id,
                                                  interaction.user.id, format, max_bytes=limit)
         if count == 0:
@@ -389,5 +335,3 @@ async def build_export(store: GalleryStore, guild_id: int | None, user_id: int, 
 async def setup(bot: commands.Bot) -> None:
     await bot.add_cog(Gallery(bot))
     bot.add_dynamic_items(GalleryButton, GallerySelect)
-    register_action("fav", on_favourite)
-    register_action("rm", on_remove)

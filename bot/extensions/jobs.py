@@ -3,16 +3,14 @@ and running jobs, with positions and cancel buttons)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import presenter
-from bot.access import can_see, load_job, require_owner_or_moderator, viewer_of
-from bot.buttons import JobButton, register_action
-from bot.jobflow import bot_of
+from bot import presenter, results
+from bot.access import can_see, load_job, viewer_of
+from bot.buttons import Action, CancelButton
+from bot.interaction import AtelierInteraction
 from bot.policy import channel_is_age_restricted, channel_open
 from bot.reply import reply
 from generation.request import RenderRequest
@@ -26,9 +24,9 @@ class Jobs(commands.Cog):
 
     @app_commands.command(name="job", description="Show a past job with its buttons")
     @app_commands.describe(id="The job number (shown under every result)")
-    async def job(self, interaction: discord.Interaction[Any], id: app_commands.Range[int, 1]) -> None:
+    async def job(self, interaction: AtelierInteraction, id: app_commands.Range[int, 1]) -> None:
         job = await load_job(interaction, id)
-        bot = bot_of(interaction)
+        bot = interaction.client
         request = RenderRequest.from_json(job.request)
         if job.status != "done":
             entry = bot.services.scheduler.entry(job.id)
@@ -40,7 +38,7 @@ class Jobs(commands.Cog):
             return
         # Shown as this channel allows, not as the job's own channel did: an image that was plain in an
         # age-restricted channel is spoilered or hidden here under the guild's NSFW policy.
-        shown = await bot.delivery.final_message(job, age_restricted=channel_is_age_restricted(interaction))
+        shown = await results.final_message(bot, job, age_restricted=channel_is_age_restricted(interaction))
         # A private job is only ever shown to its owner, ephemerally; so is anything asked for in a
         # channel the moderators closed to the bot.
         ephemeral = job.private or not await channel_open(bot.services, interaction)
@@ -49,8 +47,8 @@ class Jobs(commands.Cog):
                                                 ephemeral=ephemeral)
 
     @app_commands.command(name="queue", description="Your queued and running jobs")
-    async def queue(self, interaction: discord.Interaction[Any]) -> None:
-        services = bot_of(interaction).services
+    async def queue(self, interaction: AtelierInteraction) -> None:
+        services = interaction.client.services
         viewer = viewer_of(interaction)
         # Only the jobs that exist here (this server's, or the DM's): their cancel buttons go through
         # the same rule, and other servers' prompts stay out of this one.
@@ -71,21 +69,12 @@ class Jobs(commands.Cog):
             prompt = presenter.short_prompt(str(entry.request.get("prompt", "")))[:80]
             lines.append(f"`{entry.job_id}` **{prompt}** — {state}")
             if len(view.children) < 25:
-                view.add_item(JobButton("cancel", entry.job_id, label=f"Cancel {entry.job_id}",
+                view.add_item(CancelButton(Action.CANCEL, entry.job_id, label=f"Cancel {entry.job_id}",
                                         style=discord.ButtonStyle.danger))
         if len(mine) > MAX_LISTED:
             lines.append(f"… and {len(mine) - MAX_LISTED} more")
         await reply(interaction, "\n".join(lines), ephemeral=True, view=view)
 
 
-async def on_cancel(interaction: discord.Interaction[Any], job_id: int, index: int | None) -> None:
-    job = await load_job(interaction, job_id)
-    require_owner_or_moderator(interaction, job, "cancel it")
-    cancelled = await bot_of(interaction).services.scheduler.cancel(job_id)
-    text = f"Job {job_id} cancelled." if cancelled else f"Job {job_id} already finished."
-    await reply(interaction, text, ephemeral=True)
-
-
 async def setup(bot: commands.Bot) -> None:
     await bot.add_cog(Jobs(bot))
-    register_action("cancel", on_cancel)

@@ -289,12 +289,7 @@ class RemoteRunner:
         # 2. Dispatch only when a live worker serving this model has a free slot: until then the jobs stay
         # queued in the table, and the broker never holds work out of the fair order.
         if not await self._backend.wait_for_capacity(model, should_stop):
-            # Stopped while waiting: the jobs were never claimed and stay queued in the table, except those
-            # their owners cancelled meanwhile.
-            for job_id, _ in readable:
-                if is_cancelled(job_id) and await self._stored(
-                        f"cancel job {job_id}", partial(self._db.jobs.cancel, job_id)):
-                    self._emit(JobCancelled(job_id))
+            await self._stopped_waiting([job_id for job_id, _ in readable], is_cancelled)
             return None
 
         # 3. Claim (a job cancelled meanwhile is skipped); sources go to the broker beside the batch.
@@ -306,10 +301,7 @@ class RemoteRunner:
             self._emit(JobStarted(job_id))
         if not live:
             return None
-        for _, request in live:
-            if request.kind != Kind.TXT2IMG and request.source is not None:
-                data = await asyncio.to_thread(self._blobs.read, request.source)
-                await put_blob(self._backend.js, self._backend.subjects, data)
+        await self._upload_sources([request for _, request in live])
         pending = await self._backend.dispatch(model, live)
 
         # 4. Record each job's end as its events arrive (SQLite first, then the ack).
@@ -318,28 +310,48 @@ class RemoteRunner:
         try:
             while open_jobs:
                 event, msg = await pending.events.get()
-                if event.job_id not in open_jobs:
-                    await msg.ack()
-                    continue
-                if event.kind == "done":
-                    n = await self._done(event, pending.requests[event.job_id], is_cancelled)
-                    seconds += event.render_seconds
-                    images += n
-                elif event.kind == "failed":
-                    await self._fail(event.job_id, event.reason or BAD_REQUEST)
-                elif event.kind == "cancelled":
-                    await self._cancelled(event.job_id)
-                else:  # started: a second start means its last worker died with it
-                    if event.attempt > 1:
-                        await self._stored(f"count attempt of job {event.job_id}", partial(
-                            self._db.jobs.count_attempt, event.job_id, event.attempt))
-                    await msg.ack()
-                    continue
-                open_jobs.discard(event.job_id)
+                if event.job_id in open_jobs:
+                    made = await self._record(event, pending.requests[event.job_id], is_cancelled)
+                    if made is not None:
+                        open_jobs.discard(event.job_id)
+                        seconds += event.render_seconds if made else 0.0
+                        images += made
                 await msg.ack()
         finally:
             self._backend.forget(list(pending.requests))
         return BatchOutcome(seconds, images) if images else None
+
+    async def _stopped_waiting(self, job_ids: list[int], is_cancelled: Callable[[int], bool]) -> None:
+        """Stopped while waiting for a worker: the jobs were never claimed and stay queued in the table,
+        except those their owners cancelled meanwhile."""
+        for job_id in job_ids:
+            if is_cancelled(job_id) and await self._stored(
+                    f"cancel job {job_id}", partial(self._db.jobs.cancel, job_id)):
+                self._emit(JobCancelled(job_id))
+
+    async def _upload_sources(self, requests: list[RenderRequest]) -> None:
+        """Variations and upscales start from the bot's stored image: it travels beside the batch."""
+        for request in requests:
+            if request.kind != Kind.TXT2IMG and request.source is not None:
+                data = await asyncio.to_thread(self._blobs.read, request.source)
+                await put_blob(self._backend.js, self._backend.subjects, data)
+
+    async def _record(self, event: Event, request: RenderRequest,
+                      is_cancelled: Callable[[int], bool]) -> int | None:
+        """One event of a job written to SQLite: the images it ended with, or None while it goes on."""
+        if event.kind == "done":
+            return await self._done(event, request, is_cancelled)
+        if event.kind == "failed":
+            await self._fail(event.job_id, event.reason or BAD_REQUEST)
+            return 0
+        if event.kind == "cancelled":
+            await self._cancelled(event.job_id)
+            return 0
+        # started: a second start means its last worker died with it.
+        if event.attempt > 1:
+            await self._stored(f"count attempt of job {event.job_id}",
+                               partial(self._db.jobs.count_attempt, event.job_id, event.attempt))
+        return None
 
     async def _done(self, event: Event, request: RenderRequest, is_cancelled: Callable[[int], bool]) -> int:
         job_id = event.job_id
@@ -360,10 +372,10 @@ class RemoteRunner:
             grid = await asyncio.to_thread(self._blobs.put, grid_png)
         rows = [NewImage(ref.index, ref.seed, key, ref.width, ref.height, nsfw=ref.nsfw)
                 for (key, _), ref in zip(pictures, event.images, strict=True)]
-        first, stored = await self._stored(f"complete job {job_id}", lambda: self._db.jobs.complete(
+        first, _ = await self._stored(f"complete job {job_id}", lambda: self._db.jobs.complete(
             job_id, rows, render_seconds=event.render_seconds, grid_blob=grid))
         if first:
-            self._emit(JobDone(job_id, stored))
+            self._emit(JobDone(job_id))
         return len(rows)
 
     async def _fetch(self, ref: ImageRef, request: RenderRequest) -> tuple[str, Image.Image]:
@@ -392,7 +404,7 @@ class RemoteRunner:
 
     async def _fail(self, job_id: int, reason: str) -> None:
         if await self._stored(f"fail job {job_id}", lambda: self._db.jobs.fail(job_id, reason)):
-            self._emit(JobFailed(job_id, reason))
+            self._emit(JobFailed(job_id))
 
     async def _cancelled(self, job_id: int) -> None:
         if await self._stored(f"cancel job {job_id}", lambda: self._db.jobs.finish_cancelled(job_id)):

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from bot.app import App
+from bot.config import Settings
 from bot.endpoint import restore
-from bot.settings import Settings
 from sandbox import Sandbox
 
 

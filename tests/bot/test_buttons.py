@@ -169,3 +169,31 @@ async def test_queue_lists_positions_and_its_cancel_button_cancels(sandbox: Sand
                                        for m in sandbox.messages(general)), timeout=10)
     assert [e.job_id for e in bot.services.scheduler.snapshot()] == [first, bobs]
     await bot.services.scheduler.resume()
+
+
+async def test_custom_ids_of_older_messages_still_work(sandbox: Sandbox, bot: App) -> None:
+    """Buttons posted before the action table became classes keep working: the gallery's old 🗑 ("rm")
+    is the one delete now, and an action that no longer exists says so."""
+    from tests.bot.test_gallery import open_gallery, seed, select_id
+
+    assert bot.services is not None
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    [kept, old] = await seed(bot, alice, sandbox.guild.id, ["an old harbour", "an old bridge"])
+    page = await open_gallery(sandbox, alice, general)
+    opened = await sandbox.select(alice, page, select_id(page), [str(old)])
+    await opened.wait_ack()
+    row = await bot.services.db.images.get(old)
+    assert row is not None
+    # Today's 🗑 is spelled "delete"; the same image's button as older gallery messages carry it:
+    assert button(opened.original, "🗑️") == f"atelier:delete:{row.job_id}:{row.index}"
+    clicked = await sandbox.click_crafted(alice, opened.original, f"atelier:rm:{row.job_id}:{row.index}")
+    await clicked.wait_ack()
+    assert (await bot.services.db.images.get(old)).deleted is True  # type: ignore[union-attr]
+    assert (await bot.services.db.images.get(kept)).deleted is False  # type: ignore[union-attr]
+    # (A crafted click carries its own copy of the message: the edit lands on that copy.)
+    assert clicked.original is not None and clicked.original.content == "Deleted."
+
+    retired = await sandbox.click_crafted(alice, page, f"atelier:zap:{row.job_id}")
+    await retired.wait_ack()
+    assert retired.original is not None and retired.original.ephemeral
+    assert "no longer supported" in retired.original.content

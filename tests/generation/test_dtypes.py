@@ -187,8 +187,8 @@ def test_out_of_memory_in_the_vae_upcast_leaves_the_model_usable(
 async def test_atelier_dtype_reaches_the_loaded_pipeline(
     tiny_data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from bot.config import Settings
     from bot.services import Services
-    from bot.settings import Settings
 
     # Reuse the session's tiny model files instead of writing them again.
     ensure_tiny_model(tiny_data_dir)

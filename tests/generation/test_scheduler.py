@@ -119,7 +119,8 @@ async def test_a_job_renders_with_events_for_every_subscriber(env: Env) -> None:
         assert isinstance(events[-1], JobDone)
     done = events[-1]
     assert isinstance(done, JobDone)
-    assert [(im.index, im.seed, im.width, im.height) for im in done.images] == [
+    stored = await env.db.images.for_job(job_id)
+    assert [(im.index, im.seed, im.width, im.height) for im in stored] == [
         (0, 7, 64, 64),
         (1, 8, 64, 64),
     ]
@@ -127,7 +128,7 @@ async def test_a_job_renders_with_events_for_every_subscriber(env: Env) -> None:
     first = await until(everything, lambda e: isinstance(e, JobQueued))
     assert first[-1] == JobQueued(job_id, 1, first[-1].eta_s)  # type: ignore[union-attr]
 
-    for image in done.images:
+    for image in stored:
         data = env.blobs.read(image.blob)
         assert read_png_params(data)["seed"] == image.seed
         with Image.open(io.BytesIO(data)) as png:
@@ -136,7 +137,6 @@ async def test_a_job_renders_with_events_for_every_subscriber(env: Env) -> None:
     job = await env.db.jobs.get(job_id)
     assert job is not None and job.status == "done" and job.attempts == 1 and job.render_seconds is not None
     assert [j.id for j in await env.db.jobs.list_undelivered()] == [job_id]
-    assert [r.id for r in await env.db.images.for_job(job_id)] == [im.id for im in done.images]
     assert scheduler.position(job_id) is None
 
 
@@ -198,7 +198,8 @@ async def test_a_guild_pause_holds_only_that_guild_survives_a_restart_and_keeps_
     assert shown[free].position == 1  # held jobs do not stand in the way
     await first.stop()
 
-    # A new process: the pause is read back from the guild's settings.
+    # A new process: the pause is read back from storage; the guild's settings (the bot's) stay untouched.
+    assert (await env.db.guilds.get(10)) == {} and await env.db.pauses.paused_guilds() == [10]
     second = env.scheduler()
     events = second.subscribe()
     await second.start()
@@ -213,7 +214,7 @@ async def test_a_guild_pause_holds_only_that_guild_survives_a_restart_and_keeps_
     order: list[int] = []
     events = second.subscribe()
     await second.resume(guild_id=10)
-    assert not second.paused_in(10) and (await env.db.guilds.get(10)) == {}
+    assert not second.paused_in(10) and await env.db.pauses.paused_guilds() == []
 
     def started(event: JobEvent) -> bool:
         if isinstance(event, JobStarted):
@@ -239,6 +240,25 @@ async def test_a_guild_resume_under_a_global_pause_puts_its_jobs_back(env: Env) 
     await scheduler.start()
     await scheduler.resume()
     assert isinstance((await all_final(events, {held}))[held], JobDone)
+
+
+async def test_jobs_that_move_up_are_told_their_new_position_and_no_one_else(env: Env) -> None:
+    """The scheduler is the one source of position updates: when a job leaves the queue, each queued
+    job whose position changed gets a JobQueued with its new position; the others get nothing."""
+    scheduler = env.scheduler()
+    await scheduler.pause()  # not started: nothing leaves the queue by rendering
+    a = await scheduler.submit(request(1), JobOwner(1))
+    b = await scheduler.submit(request(2), JobOwner(2))
+    c = await scheduler.submit(request(3), JobOwner(3))
+    d = await scheduler.submit(request(4), JobOwner(1))  # user 1's second job: last
+    events = scheduler.subscribe()
+    assert await scheduler.cancel(c)
+    events.close()
+    seen = [e async for e in events]
+    assert [type(e) for e in seen] == [JobCancelled, JobQueued]
+    moved = seen[1]
+    assert isinstance(moved, JobQueued) and (moved.job_id, moved.position) == (d, 3)
+    assert [e.job_id for e in scheduler.snapshot()] == [a, b, d]
 
 
 async def test_caps_give_clear_errors(env: Env) -> None:
@@ -323,11 +343,11 @@ async def test_render_errors_fail_the_job_and_never_the_worker(env: Env) -> None
     )
     good = await scheduler.submit(request(3), JobOwner(3))
     finals = await all_final(events, {bad_model, gone, good})
-    assert isinstance(finals[bad_model], JobFailed) and finals[bad_model].reason  # type: ignore[union-attr]
-    assert finals[gone] == JobFailed(gone, SOURCE_GONE)
+    assert finals[bad_model] == JobFailed(bad_model) and finals[gone] == JobFailed(gone)
     assert isinstance(finals[good], JobDone)
     job = await env.db.jobs.get(bad_model)
-    assert job is not None and job.status == "failed" and job.error == finals[bad_model].reason  # type: ignore[union-attr]
+    assert job is not None and job.status == "failed" and job.error
+    assert (await env.db.jobs.get(gone)).error == SOURCE_GONE  # type: ignore[union-attr]
 
 
 class PoisonEngine:
@@ -358,13 +378,15 @@ async def test_one_bad_request_in_a_batch_fails_alone(env: Env) -> None:
     last = await scheduler.submit(request(3), JobOwner(3))
     await scheduler.resume()
     finals = await all_final(events, {first, bad, last})
-    assert finals[bad] == JobFailed(bad, UNEXPECTED)
+    assert finals[bad] == JobFailed(bad)
+    assert (await env.db.jobs.get(bad)).error == UNEXPECTED  # type: ignore[union-attr]
     for job_id, seed in ((first, 1), (last, 3)):
-        done = finals[job_id]
-        assert isinstance(done, JobDone) and [i.seed for i in done.images] == [seed]
+        assert isinstance(finals[job_id], JobDone)
+        assert [i.seed for i in await env.db.images.for_job(job_id)] == [seed]
     # The survivors' pixels are those of a solo render of the same request.
     solo = env.engine.render([request(1)])[0][0]
-    stored = Image.open(env.blobs.path(finals[first].images[0].blob)).convert("RGB")  # type: ignore[union-attr]
+    first_blob = (await env.db.images.for_job(first))[0].blob
+    stored = Image.open(env.blobs.path(first_blob)).convert("RGB")
     assert np.array_equal(np.asarray(stored), np.asarray(solo.convert("RGB")))
     assert (await env.db.jobs.get(bad)).attempts == 1  # type: ignore[union-attr]
 
@@ -376,7 +398,7 @@ async def test_variation_and_upscale_start_from_the_stored_image(env: Env) -> No
     parent = await scheduler.submit(request(1), JobOwner(1))
     done = (await all_final(events, {parent}))[parent]
     assert isinstance(done, JobDone)
-    source = done.images[0].blob
+    source = (await env.db.images.for_job(parent))[0].blob
     vary = await scheduler.submit(
         request(9, kind=Kind.VARIATION, source=source, strength=0.6),
         JobOwner(1),
@@ -391,7 +413,8 @@ async def test_variation_and_upscale_start_from_the_stored_image(env: Env) -> No
     )
     finals = await all_final(events, {vary, up})
     assert isinstance(finals[vary], JobDone) and isinstance(finals[up], JobDone)
-    assert (finals[up].images[0].width, finals[up].images[0].height) == (128, 128)  # type: ignore[union-attr]
+    upscaled = (await env.db.images.for_job(up))[0]
+    assert (upscaled.width, upscaled.height) == (128, 128)
     child = await env.db.jobs.get(vary)
     assert child is not None and (child.parent_job_id, child.parent_index, child.kind) == (
         parent,
@@ -416,7 +439,8 @@ async def test_start_recovers_abandoned_jobs_and_fails_after_three_attempts(env:
     events = second.subscribe()
     await second.start()
     finals = await all_final(events, {tired, fresh})
-    assert isinstance(finals[tired], JobFailed) and "3 times" in finals[tired].reason  # type: ignore[union-attr]
+    assert isinstance(finals[tired], JobFailed)
+    assert "3 times" in ((await env.db.jobs.get(tired)).error or "")  # type: ignore[union-attr]
     assert isinstance(finals[fresh], JobDone)
     job = await env.db.jobs.get(fresh)
     assert job is not None and job.attempts == 2

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import pytest
 
 from storage import Database, SchemaTooNew
 from storage.migrations import SCHEMA_VERSION
+from tests.storage.old_schema import old_schema
 
 
 async def test_migrations_from_empty_and_rerun_are_a_no_op(tmp_path: Path) -> None:
@@ -67,5 +69,30 @@ async def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
                 await conn.execute("INSERT INTO audit_log (action, created_at) VALUES ('x', 0)")
                 raise RuntimeError("boom")
         assert await db.audit.list(None) == []
+    finally:
+        await db.close()
+
+
+async def test_guild_pauses_move_out_of_the_guild_settings_and_stay_paused(tmp_path: Path) -> None:
+    """Migration 6: a queue paused under the old schema (a key in the guild's settings) is still paused,
+    now in the pause table, and the guild's own settings keep everything else."""
+    path = tmp_path / "a.db"
+    with old_schema(path, 5) as conn:
+        for guild_id, data in [(10, {"queue_paused": True, "max_steps": 20}), (20, {"nsfw": "allow"})]:
+            conn.execute("INSERT INTO guild_settings (guild_id, data, updated_at) VALUES (?, ?, 0)",
+                         (guild_id, json.dumps(data)))
+    db = await Database.open(path)
+    try:
+        assert await db.pauses.paused_guilds() == [10]
+        assert await db.guilds.get(10) == {"max_steps": 20}
+        assert await db.guilds.get(20) == {"nsfw": "allow"}
+        # The bot resetting its settings no longer touches the pause, and pausing twice is harmless.
+        await db.guilds.reset(10)
+        await db.pauses.pause(10)
+        await db.pauses.pause(30)
+        assert await db.pauses.paused_guilds() == [10, 30]
+        await db.pauses.resume(10)
+        await db.pauses.resume(10)
+        assert await db.pauses.paused_guilds() == [30]
     finally:
         await db.close()

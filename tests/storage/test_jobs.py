@@ -125,8 +125,8 @@ async def test_discord_refs_and_active_lists(db: Database) -> None:
     a = await _job(db, user_id=1, guild_id=5)
     b = await _job(db, user_id=2, guild_id=5)
     await _job(db, user_id=1, guild_id=6)
-    await db.jobs.set_discord_refs(a, interaction_token="tok", token_expires_at=123.0, message_id=77)
-    await db.jobs.set_discord_refs(a, channel_id=88)
+    await db.jobs.set_message_refs(a, interaction_token="tok", token_expires_at=123.0, message_id=77)
+    await db.jobs.set_message_refs(a, channel_id=88)
     row = await db.jobs.get(a)
     assert row is not None
     assert (row.interaction_token, row.token_expires_at, row.message_id, row.channel_id) == (

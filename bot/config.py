@@ -1,4 +1,5 @@
-"""One typed settings object, read from the environment and `.env` (DESIGN §3).
+"""One typed settings object for the operator, read from the environment and `.env` (DESIGN §3): the
+process configuration. Per-guild and per-member settings are another thing: they live in SQLite.
 
 Secrets only come from here; the token is a SecretStr so it never appears in logs or reprs.
 """

@@ -14,7 +14,7 @@ from discord.ext import commands
 from bot.access import can_see, viewer_of
 from bot.attachments import start_from_upload
 from bot.errors import report_error
-from bot.jobflow import bot_of
+from bot.interaction import AtelierInteraction
 from generation.errors import InvalidRequest
 from generation.validate import IMG2IMG_STRENGTH, RequestDraft
 
@@ -53,17 +53,17 @@ class ImagineFromImage(discord.ui.Modal, title="Imagine from this image"):
         await start_from_upload(interaction, RequestDraft(prompt=self.prompt.value, strength=strength),
                                 self.attachment)
 
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception,  # type: ignore[override]
+    async def on_error(self, interaction: AtelierInteraction, error: Exception,  # type: ignore[override]
                        item: Any = None) -> None:
         await report_error(interaction, error)
 
 
-async def prompt_of(interaction: discord.Interaction[Any], message: discord.Message) -> str:
+async def prompt_of(interaction: AtelierInteraction, message: discord.Message) -> str:
     """The job's prompt when the message is one of our results, else the message's text."""
     me = interaction.client.user
     match = _JOB_REF.search(message.content or "")
     if me is not None and message.author.id == me.id and match:
-        job = await bot_of(interaction).services.db.jobs.get(int(match.group(1)))
+        job = await interaction.client.services.db.jobs.get(int(match.group(1)))
         # The prompt of a job the member may not see (private, another server's, a DM's) is not theirs
         # to prefill: the message text stands in for it.
         if job is not None and can_see(job, viewer_of(interaction)):
@@ -71,7 +71,7 @@ async def prompt_of(interaction: discord.Interaction[Any], message: discord.Mess
     return message.content or ""
 
 
-async def imagine_from_image(interaction: discord.Interaction[Any], message: discord.Message) -> None:
+async def imagine_from_image(interaction: AtelierInteraction, message: discord.Message) -> None:
     attachment = image_attachment(message)
     if attachment is None:
         raise InvalidRequest("That message has no image to start from.")

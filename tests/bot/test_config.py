@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.settings import Settings
+from bot.config import Settings
 
 
 def test_settings_read_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
