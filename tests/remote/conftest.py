@@ -78,7 +78,7 @@ jetstream {{
 authorization {{
   users = [
     {{user: {BOT_USER}, password: {BOT_PASS}}}
-    {{user: {WORKER_USER}, password: {WORKER_PASS}}}
+    {{user: {WORKER_USER}, password: {WORKER_PASS}, permissions: {{publish: {{deny: ["*.jobs.>"]}}}}}}
   ]
 }}
 """)

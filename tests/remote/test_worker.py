@@ -28,7 +28,7 @@ from generation.remote.wire import (
     encode,
 )
 from generation.request import RenderRequest
-from tests.remote.conftest import BOT_PASS, BOT_USER, NatsServer, WorkerProcesses
+from tests.remote.conftest import BOT_PASS, BOT_USER, WORKER_PASS, WORKER_USER, NatsServer, WorkerProcesses
 
 # Bounds on waiting for a subprocess (loading torch and the tiny model), never timing assertions.
 PATIENCE_S = 180.0
@@ -153,3 +153,24 @@ async def test_a_broker_it_cannot_use_is_one_line_and_exit_2(
     last = out.strip().splitlines()[-1]
     assert last.startswith("error: ") and ("credentials" if which == "credentials" else "JetStream") in last
     assert "wrong-password" not in out and "Traceback" not in out
+
+
+async def test_a_worker_user_may_not_publish_jobs(nats_server: NatsServer) -> None:
+    """The README's permissions: only the bot decides what runs (the fair order is the bot's)."""
+    subjects = Subjects(f"p{uuid.uuid4().hex[:8]}")
+    bot = await nats.connect(nats_server.url(BOT_USER, BOT_PASS))
+    await ensure_streams(bot.jetstream(), subjects)
+    errors: list[Exception] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(exc)
+
+    worker = await nats.connect(nats_server.url(WORKER_USER, WORKER_PASS), error_cb=on_error)
+    try:
+        with pytest.raises((nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError)):
+            await worker.jetstream().publish(subjects.jobs("tiny"), b"{}", timeout=2)
+        info = await bot.jetstream().stream_info(subjects.jobs_stream)
+        assert info.state.messages == 0
+    finally:
+        await worker.close()
+        await bot.close()
