@@ -3,15 +3,31 @@ from the workers' announcements, and real `atelier worker` subprocesses render w
 
 from __future__ import annotations
 
+import io
 import signal
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import nats
 import pytest
+from PIL import Image
 
 from bot.app import App
+from generation.remote.wire import (
+    CHUNK_HEADER,
+    Event,
+    ImageRef,
+    ModelInfo,
+    Subjects,
+    WorkerInfo,
+    chunk_header,
+    decode_dispatch,
+    encode,
+    sha256_hex,
+)
+from generation.request import RenderRequest
 from sandbox import Sandbox
 from tests.bot.conftest import make_settings
 from tests.bot.helpers import (
@@ -24,7 +40,7 @@ from tests.bot.helpers import (
     results,
     shows_rendering,
 )
-from tests.remote.conftest import BOT_PASS, BOT_USER, NatsServer, WorkerProcesses
+from tests.remote.conftest import BOT_PASS, BOT_USER, WORKER_PASS, WORKER_USER, NatsServer, WorkerProcesses
 
 PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timing assertion
 
@@ -113,3 +129,52 @@ async def test_a_worker_killed_mid_render_hands_the_job_to_another(
     assert len([m for m in results(sandbox, general) if job_id_of(m) == job_id]) == 1  # one final message
     rows = await services.db.images.for_job(job_id)
     assert sorted(r.index for r in rows) == list(range(len(job.request["seeds"])))  # stored once
+
+
+async def test_an_image_that_does_not_match_its_hash_fails_the_job_clearly(
+    sandbox: Sandbox, nats_server: NatsServer, remote_bot: Callable[..., Any]
+) -> None:
+    """The test plays a broken worker over the real broker: the bot must refuse its image, not show it."""
+    subjects = Subjects(f"h{uuid.uuid4().hex[:8]}")
+    app = await remote_bot(subjects.prefix)
+    services = app.services
+    assert services is not None
+    nc = await nats.connect(nats_server.url(WORKER_USER, WORKER_PASS))
+    try:
+        js = nc.jetstream()
+        kv = await js.key_value(subjects.workers_bucket)
+        await kv.put("fake", encode(WorkerInfo(
+            name="fake", device="cpu", slots=2, max_batch=4,
+            models=(ModelInfo(name="tiny", family="sd15", steps=3, guidance=5.0, sampler="euler"),))))
+        await sandbox.wait_for(lambda: services.registry.names() == ["tiny"], timeout=PATIENCE_S)
+
+        alice, general = sandbox.users["alice"], sandbox.channel("general")
+        interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a quiet pond --seed 4",
+                                                                      "count": 1})
+        await interaction.wait_ack()
+        sub = await js.pull_subscribe(subjects.jobs("tiny"), durable=subjects.consumer("tiny"),
+                                      stream=subjects.jobs_stream)
+        msg = (await sub.fetch(1, timeout=PATIENCE_S))[0]
+        dispatch = decode_dispatch(msg.data)
+        job = dispatch.jobs[0]
+        request = RenderRequest.from_json(job.request)
+        png = io.BytesIO()
+        Image.new("RGB", (request.width, request.height), (9, 9, 9)).save(png, format="PNG")
+        data = png.getvalue()
+        claimed = sha256_hex(b"some other image")  # the hash it announces is not its bytes' hash
+        await js.publish(f"{subjects.blob(claimed)}.0", data, headers={CHUNK_HEADER: chunk_header(0, 1)})
+        ref = ImageRef(index=0, seed=4, width=request.width, height=request.height, sha256=claimed,
+                       size=len(data))
+        await js.publish(subjects.events(job.job_id), encode(Event(
+            kind="done", job_id=job.job_id, dispatch_id=dispatch.dispatch_id, worker="fake", images=(ref,))))
+        await msg.ack()
+
+        shown = await sandbox.wait_for(
+            lambda: interaction.original is not None and "arrived damaged" in interaction.original.content
+            and interaction.original, timeout=PATIENCE_S)
+        assert not shown.attachments
+        row = await services.db.jobs.get(job.job_id)
+        assert row is not None and row.status == "failed"
+        assert await services.db.images.for_job(job.job_id) == []
+    finally:
+        await nc.close()
