@@ -44,6 +44,16 @@ def _unusable(data_dir: Path, exc: BaseException) -> StartupFailed:
     return StartupFailed(f"the data dir {data_dir} is not usable: {reason}")
 
 
+def open_registry(settings: Settings, sources: list[tuple[str, str]], device: str | None = None
+                  ) -> ModelRegistry:
+    """The models `sources` with the operator's settings (the bot's and an `atelier worker`'s)."""
+    return ModelRegistry(sources, settings.data_dir, device=device or settings.device,
+                         dtype=settings.dtype, compile=settings.compile,
+                         max_loaded=settings.max_loaded_models,
+                         tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
+                         safety_checker=settings.safety_checker, offload=settings.offload)
+
+
 async def _open_remote(settings: Settings) -> RemoteBackend:
     """The broker connection of remote mode; a broker that refuses us is a one-line StartupFailed."""
     from generation.remote.broker import BrokerRefused
@@ -125,11 +135,7 @@ class Services:
                 return cls(settings, db, blobs, None, scheduler, lock, remote)
             if engine is None:
                 try:
-                    registry = ModelRegistry(sources, data_dir, device=settings.device,
-                                             dtype=settings.dtype, compile=settings.compile,
-                                             max_loaded=settings.max_loaded_models,
-                                             tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
-                                             safety_checker=settings.safety_checker, offload=settings.offload)
+                    registry = open_registry(settings, sources)
                 except ValueError as exc:
                     raise StartupFailed(str(exc)) from None
                 engine = Engine(registry, preview_interval_s=settings.preview_interval)

@@ -12,8 +12,8 @@ from generation.errors import InvalidRequest
 
 
 def worker(settings: Settings, args: argparse.Namespace) -> int:
+    from bot.services import open_registry
     from generation.engine import Engine
-    from generation.models import ModelRegistry
     from generation.remote.broker import BrokerRefused
     from generation.remote.wire import Subjects, WireError
     from generation.remote.worker_process import WorkerOptions, serve
@@ -39,11 +39,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     try:
         # Only the served models: a worker's registry is what it announces.
         served = [(n, s) for n, s in sources if n in models]
-        registry = ModelRegistry(served, settings.data_dir, device=device,
-                                 dtype=settings.dtype, compile=settings.compile,
-                                 max_loaded=settings.max_loaded_models,
-                                 tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
-                                 safety_checker=settings.safety_checker, offload=settings.offload)
+        registry = open_registry(settings, served, device)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
     max_batch = args.max_batch or settings.max_batch

@@ -112,7 +112,28 @@ class BatchRunner(Protocol):
 RunnerFactory = Callable[[Callable[[JobEvent], None], str], BatchRunner]
 
 
-class Worker:
+class JobTransitions:
+    """A runner's job transitions: each retried through a locked database or a full disk (each is
+    idempotent) and its event emitted once. Shared by Worker and the remote runner."""
+
+    _db: Database
+    _emit: Callable[[JobEvent], None]
+    _delays: tuple[float, ...]
+
+    async def _stored(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """A job transition, retried through a locked database or a full disk (each is idempotent)."""
+        return await retry_async(op, what, self._delays)
+
+    async def _fail(self, job_id: int, reason: str) -> None:
+        if await self._stored(f"fail job {job_id}", lambda: self._db.jobs.fail(job_id, reason)):
+            self._emit(JobFailed(job_id))
+
+    async def _cancelled(self, job_id: int) -> None:
+        if await self._stored(f"cancel job {job_id}", lambda: self._db.jobs.finish_cancelled(job_id)):
+            self._emit(JobCancelled(job_id))
+
+
+class Worker(JobTransitions):
     def __init__(
         self,
         db: Database,
@@ -319,15 +340,3 @@ class Worker:
     def _put(self, data: bytes) -> str:
         # Encoded once; only the write is retried (a full disk may get room when logs rotate).
         return retry_sync(lambda: self._blobs.put(data), "writing an image file", self._delays)
-
-    async def _stored(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """A job transition, retried through a locked database or a full disk (each is idempotent)."""
-        return await retry_async(op, what, self._delays)
-
-    async def _fail(self, job_id: int, reason: str) -> None:
-        if await self._stored(f"fail job {job_id}", lambda: self._db.jobs.fail(job_id, reason)):
-            self._emit(JobFailed(job_id))
-
-    async def _cancelled(self, job_id: int) -> None:
-        if await self._stored(f"cancel job {job_id}", lambda: self._db.jobs.finish_cancelled(job_id)):
-            self._emit(JobCancelled(job_id))

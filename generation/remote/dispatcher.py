@@ -14,10 +14,10 @@ import contextlib
 import io
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -27,7 +27,7 @@ from nats.js.kv import KeyValue
 from PIL import Image
 
 from generation.errors import InvalidRequest
-from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
+from generation.events import JobCancelled, JobDone, JobEvent, JobProgress, JobStarted
 from generation.images import encode_grid
 from generation.models import ModelSpec
 from generation.remote.broker import connect, ensure_streams, get_blob, put_blob
@@ -46,15 +46,13 @@ from generation.remote.wire import (
     encode,
 )
 from generation.request import Kind, RenderRequest
-from generation.worker import BAD_REQUEST, BatchJob, BatchOutcome
+from generation.worker import BAD_REQUEST, BatchJob, BatchOutcome, JobTransitions
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.images import NewImage
-from storage.retry import DEFAULT_DELAYS, retry_async
+from storage.retry import DEFAULT_DELAYS
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 NO_WORKERS = "No render worker is online yet; please try again in a minute."
 DAMAGED = "The rendered image of this job arrived damaged; please try again."
@@ -250,7 +248,7 @@ class RemoteBackend:
         return build
 
 
-class RemoteRunner:
+class RemoteRunner(JobTransitions):
     """A generation.worker.BatchRunner whose renders happen on remote workers."""
 
     def __init__(self, backend: RemoteBackend, db: Database, blobs: BlobStore, *,
@@ -398,14 +396,3 @@ class RemoteRunner:
                             f"{request.height}")
         key = await asyncio.to_thread(self._blobs.put, data)
         return key, image
-
-    async def _stored(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        return await retry_async(op, what, self._delays)
-
-    async def _fail(self, job_id: int, reason: str) -> None:
-        if await self._stored(f"fail job {job_id}", lambda: self._db.jobs.fail(job_id, reason)):
-            self._emit(JobFailed(job_id))
-
-    async def _cancelled(self, job_id: int) -> None:
-        if await self._stored(f"cancel job {job_id}", lambda: self._db.jobs.finish_cancelled(job_id)):
-            self._emit(JobCancelled(job_id))

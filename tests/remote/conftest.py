@@ -149,4 +149,4 @@ def workers(nats_server: NatsServer, tiny_data_dir: Path, tmp_path: Path) -> Ite
 
 
 # The sandbox Discord server of the bot tests, for the bot in remote mode.
-from tests.bot.conftest import sandbox  # noqa: E402, F401
+from tests.bot.conftest import sandbox, start_bot  # noqa: E402, F401

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import signal
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from generation.remote.wire import (
 )
 from generation.request import RenderRequest
 from sandbox import Sandbox
-from tests.bot.conftest import make_settings
 from tests.bot.helpers import (
     click_for_result,
     image_of,
@@ -46,23 +45,15 @@ PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timi
 
 
 @pytest.fixture
-async def remote_bot(sandbox: Sandbox, nats_server: NatsServer, tmp_path: Path
-                     ) -> AsyncIterator[Callable[..., Any]]:
-    apps: list[App] = []
+def remote_bot(start_bot: Callable[..., Any], nats_server: NatsServer) -> Callable[..., Any]:
+    """Start the bot in remote mode (no engine of its own: ATELIER_BROKER_URL) under `prefix`."""
 
     async def start(prefix: str) -> App:
-        url = nats_server.url(BOT_USER, BOT_PASS)
-        settings = make_settings(sandbox, tmp_path / "data", ATELIER_BROKER_URL=url,
-                                 ATELIER_BROKER_PREFIX=prefix)
-        app = App(settings, guild_ready_timeout=0.2)
-        apps.append(app)
-        await app.start()
-        await app.wait_ready()
+        app: App = await start_bot(own_engine=True, ATELIER_BROKER_URL=nats_server.url(BOT_USER, BOT_PASS),
+                                   ATELIER_BROKER_PREFIX=prefix)
         return app
 
-    yield start
-    for app in reversed(apps):
-        await app.stop()
+    return start
 
 
 async def test_imagine_through_two_workers(
