@@ -3,8 +3,11 @@ from the workers' announcements, and real `atelier worker` subprocesses render w
 
 from __future__ import annotations
 
+import asyncio
 import io
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -169,3 +172,29 @@ async def test_an_image_that_does_not_match_its_hash_fails_the_job_clearly(
         assert await services.db.images.for_job(job.job_id) == []
     finally:
         await nc.close()
+
+
+NO_TORCH_SCRIPT = """
+import asyncio, sys
+from bot.config import Settings
+from bot.services import Services
+
+async def main():
+    services = await Services.open(Settings(_env_file=None))
+    await services.start()
+    print("engine", services.engine, "torch", "torch" in sys.modules, "diffusers", "diffusers" in sys.modules)
+    await services.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_the_bot_in_remote_mode_loads_no_model_and_imports_no_torch(
+    nats_server: NatsServer, workers: WorkerProcesses, tmp_path: Path
+) -> None:
+    env = {**workers.env(f"n{uuid.uuid4().hex[:8]}", nats_server.url(BOT_USER, BOT_PASS)),
+           "ATELIER_DATA_DIR": str(tmp_path / "data")}
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", NO_TORCH_SCRIPT], env=env,
+                                   capture_output=True, timeout=PATIENCE_S)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "engine None torch False diffusers False" in done.stdout.decode()
