@@ -133,6 +133,16 @@ class JobTransitions:
             self._emit(JobCancelled(job_id))
 
 
+    async def _stopped(self, ids: list[int], is_cancelled: Callable[[int], bool]) -> None:
+        """A render interrupted: its owners' cancels end those jobs; the rest were stopped by a shutdown,
+        not by their owner, so they go back to the queue and the attempt does not count against them."""
+        for job_id in ids:
+            if is_cancelled(job_id):
+                await self._cancelled(job_id)
+        back = [i for i in ids if not is_cancelled(i)]
+        await self._stored("requeue", lambda: self._db.jobs.requeue(back, refund_attempt=True))
+
+
 class Worker(JobTransitions):
     def __init__(
         self,
@@ -288,15 +298,6 @@ class Worker(JobTransitions):
                 seconds += outcome.render_seconds
                 images += outcome.images
         return BatchOutcome(seconds, images) if images else None
-
-    async def _stopped(self, ids: list[int], is_cancelled: Callable[[int], bool]) -> None:
-        """A render interrupted: its owners' cancels end those jobs; the rest were stopped by a shutdown,
-        not by their owner, so they go back to the queue and the attempt does not count against them."""
-        for job_id in ids:
-            if is_cancelled(job_id):
-                await self._cancelled(job_id)
-        back = [i for i in ids if not is_cancelled(i)]
-        await self._stored("requeue", lambda: self._db.jobs.requeue(back, refund_attempt=True))
 
     def _render_and_store(
         self,

@@ -58,6 +58,8 @@ NO_WORKERS = "No render worker is online yet; please try again in a minute."
 DAMAGED = "The rendered image of this job arrived damaged; please try again."
 # How often the bot reads the worker registry (entries expire on their own after WORKER_TTL_S).
 REGISTRY_POLL_S = 1.0
+# How often a batch waiting for its events looks at the scheduler's stop (a shutdown, a cancel).
+STOP_POLL_S = 0.25
 
 
 class RemoteModels:
@@ -99,6 +101,14 @@ class _Pending:
 
     requests: dict[int, RenderRequest]
     events: asyncio.Queue[tuple[Event, Msg]] = field(default_factory=asyncio.Queue)
+
+
+async def _next_event(pending: _Pending, should_stop: Callable[[], bool]) -> tuple[Event, Msg] | None:
+    """The batch's next event, or None once the scheduler says stop."""
+    while not should_stop():
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(pending.events.get(), STOP_POLL_S)
+    return None
 
 
 class RemoteBackend:
@@ -307,7 +317,13 @@ class RemoteRunner(JobTransitions):
         open_jobs = set(pending.requests)
         try:
             while open_jobs:
-                event, msg = await pending.events.get()
+                got = await _next_event(pending, should_stop)
+                if got is None:
+                    # A shutdown or its owners' cancels: the worker may finish, but its late events are
+                    # ignored; a stopped job goes back to the queue with its attempt refunded.
+                    await self._stopped(sorted(open_jobs), is_cancelled)
+                    break
+                event, msg = got
                 if event.job_id in open_jobs:
                     made = await self._record(event, pending.requests[event.job_id], is_cancelled)
                     if made is not None:
