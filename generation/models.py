@@ -112,6 +112,7 @@ class _Loaded:
     # previous render's scheduler (whose options, e.g. karras sigmas, would leak into the next).
     scheduler_config: Any = None
     img2img: Any = None
+    inpaint: Any = None
     warmed: bool = False
     # Taken out of the pipeline at load time (which would black out flagged images itself); the worker
     # records its verdicts and the guild's NSFW policy decides how results are shown.
@@ -606,6 +607,20 @@ class ModelRegistry:
                 entry.img2img = AutoPipelineForImage2Image.from_pipe(entry.pipe, **self._dtype_kwargs())
                 entry.img2img.set_progress_bar_config(disable=True)
             return entry.img2img
+
+    def inpaint(self, name: str) -> Any:
+        """An inpaint pipeline sharing the loaded modules, for canvas jobs. With a 4-channel model diffusers
+        inpaints by masked latent blending (the kept latents are re-noised into each step); a 9-channel
+        inpaint checkpoint loaded as the model itself is used as it is."""
+        with self._lock:
+            entry = self._entry(name)
+            if entry.inpaint is None:
+                from diffusers import AutoPipelineForInpainting
+
+                # Pass the loaded dtype, as for img2img: from_pipe would cast the shared modules to fp32.
+                entry.inpaint = AutoPipelineForInpainting.from_pipe(entry.pipe, **self._dtype_kwargs())
+                entry.inpaint.set_progress_bar_config(disable=True)
+            return entry.inpaint
 
     def scheduler_config(self, name: str) -> Any:
         return self._entry(name).scheduler_config
