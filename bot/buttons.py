@@ -23,10 +23,12 @@ import discord
 
 from bot import presenter
 from bot.access import load_job, require_owner_or_moderator
+from bot.defaults import member_settings
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
 from bot.reply import reply
+from generation.canvas import MAX_ZOOM, MIN_ZOOM, CanvasAction, canvas_of
 from generation.errors import InvalidRequest, NotFound
 from generation.request import Kind, RenderRequest
 from generation.validate import RequestDraft, build_request, upscale_of, variation_of
@@ -47,6 +49,14 @@ class Action(enum.StrEnum):
     FAVOURITE = "fav"
     DELETE = "delete"
     CANCEL = "cancel"
+    ZOOM_2X = "zoom2"
+    ZOOM_15X = "zoom15"
+    CUSTOM_ZOOM = "zoomc"
+    SQUARE = "square"
+    PAN_LEFT = "panl"
+    PAN_RIGHT = "panr"
+    PAN_UP = "panu"
+    PAN_DOWN = "pand"
 
 
 # Spellings that buttons on older messages still carry, and the action each means now. The gallery's
@@ -190,6 +200,82 @@ class RemixButton(JobButton, template=_template((Action.REMIX,))):
         await interaction.response.send_modal(RemixModal(self.job_id, RenderRequest.from_json(job.request)))
 
 
+# -- canvas actions: a new job that paints around (or over part of) this image ----------------------
+
+# Each canvas button's action in generation/canvas.py, and its zoom.
+_CANVAS: dict[Action, tuple[CanvasAction, float]] = {
+    Action.ZOOM_2X: (CanvasAction.ZOOM, 2.0),
+    Action.ZOOM_15X: (CanvasAction.ZOOM, 1.5),
+    Action.SQUARE: (CanvasAction.SQUARE, 1.0),
+    Action.PAN_LEFT: (CanvasAction.PAN_LEFT, 1.0),
+    Action.PAN_RIGHT: (CanvasAction.PAN_RIGHT, 1.0),
+    Action.PAN_UP: (CanvasAction.PAN_UP, 1.0),
+    Action.PAN_DOWN: (CanvasAction.PAN_DOWN, 1.0),
+}
+PANS: tuple[tuple[Action, str], ...] = ((Action.PAN_LEFT, "⬅️"), (Action.PAN_RIGHT, "➡️"), (Action.PAN_UP, "⬆️"),
+                                        (Action.PAN_DOWN, "⬇️"))
+
+
+async def start_canvas(interaction: AtelierInteraction, job_id: int, index: int, action: CanvasAction, *,
+                       zoom: float = 2.0, aspect: str | None = None, prompt: str | None = None) -> None:
+    """A canvas job on image `index` of job `job_id`: a grid of the member's default count (4 unless they
+    chose otherwise), the parent recorded."""
+    job, blob = await _source_of(interaction, job_id, index)
+    parent = RenderRequest.from_json(job.request)
+    family = interaction.client.services.registry.spec(parent.model).family
+    count = (await member_settings(interaction)).defaults().get("count") or 4
+    request = canvas_of(parent, index, blob, action, family=family, zoom=zoom, aspect=aspect, prompt=prompt,
+                        count=int(count))
+    await start_job(interaction, request, parent_job_id=job_id, parent_index=index)
+
+
+class CustomZoomModal(discord.ui.Modal, title="Custom Zoom"):
+    """The prompt, a zoom from 1 to 2 and an optional new aspect for a Zoom Out."""
+
+    def __init__(self, job_id: int, index: int, request: RenderRequest) -> None:
+        super().__init__(timeout=15 * 60, custom_id=f"atelier:zoommodal:{job_id}:{index}")
+        self.job_id, self.index = job_id, index
+        self.prompt: discord.ui.TextInput[CustomZoomModal] = discord.ui.TextInput(
+            label="Prompt", style=discord.TextStyle.paragraph, default=request.prompt[:4000], max_length=4000,
+            custom_id="prompt")
+        self.zoom: discord.ui.TextInput[CustomZoomModal] = discord.ui.TextInput(
+            label=f"Zoom ({MIN_ZOOM:g} to {MAX_ZOOM:g})", default="2", max_length=8, custom_id="zoom")
+        self.aspect: discord.ui.TextInput[CustomZoomModal] = discord.ui.TextInput(
+            label="New aspect (W:H, empty keeps it)", required=False, max_length=9, custom_id="aspect")
+        for item in (self.prompt, self.zoom, self.aspect):
+            self.add_item(item)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            zoom = float(self.zoom.value.strip().lower().removesuffix("x"))
+        except ValueError:
+            raise InvalidRequest(f"Zoom is a number from {MIN_ZOOM:g} to {MAX_ZOOM:g}, e.g. 1.5.") from None
+        aspect = self.aspect.value.strip() or None
+        await start_canvas(interaction, self.job_id, self.index, CanvasAction.ZOOM, zoom=zoom, aspect=aspect,
+                           prompt=self.prompt.value)
+
+    async def on_error(  # type: ignore[override]  # Modal's own signature has no item argument
+            self, interaction: discord.Interaction[Any], error: Exception, /) -> None:
+        await report_error(interaction, error, job_id=self.job_id)
+
+
+class CanvasButton(JobButton, template=_template((*_CANVAS, Action.CUSTOM_ZOOM))):
+    """Zoom Out 2x / 1.5x, Custom Zoom (a modal), Make Square and the four pans, on one image: a new job
+    painting the canvas around it (generation/canvas.py), owned by the member who clicked."""
+
+    ACTIONS = (*_CANVAS, Action.CUSTOM_ZOOM)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        index = self.index or 0
+        if self.action == Action.CUSTOM_ZOOM:
+            job, _ = await _source_of(interaction, self.job_id, index)
+            await interaction.response.send_modal(
+                CustomZoomModal(self.job_id, index, RenderRequest.from_json(job.request)))
+            return
+        action, zoom = _CANVAS[self.action]
+        await start_canvas(interaction, self.job_id, index, action, zoom=zoom)
+
+
 # -- about this job ----------------------------------------------------------------------------------
 
 class DetailsButton(JobButton, template=_template((Action.DETAILS,))):
@@ -295,17 +381,18 @@ class RetiredButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
 
 # What the client registers: one class per family, templates that never overlap.
 FAMILIES: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
-    RenderButton, RemixButton, DetailsButton, FavouriteButton, DeleteButton, CancelButton, RetiredButton)
+    RenderButton, RemixButton, CanvasButton, DetailsButton, FavouriteButton, DeleteButton, CancelButton,
+    RetiredButton)
 
 
 # -- rows under a result -----------------------------------------------------------------------------
 
-def result_view(job_id: int, count: int, kind: Kind) -> discord.ui.View:
+def result_view(job_id: int, count: int, kind: Kind, size: tuple[int, int] | None = None) -> discord.ui.View:
     """The buttons under a result. Grids: U1-U4, V1-V4, reroll, remix; single images: as image_view.
     Upscaled results keep the vary buttons but cannot be upscaled again (the size would leave the
     model's range)."""
     if count <= 1:
-        return image_view(job_id, kind)
+        return image_view(job_id, kind, size=size)
     view = discord.ui.View(timeout=None)
     grey = discord.ButtonStyle.secondary
     for i in range(count):
@@ -318,10 +405,12 @@ def result_view(job_id: int, count: int, kind: Kind) -> discord.ui.View:
     return view
 
 
-def image_view(job_id: int, kind: Kind, index: int | None = None) -> discord.ui.View:
+def image_view(job_id: int, kind: Kind, index: int | None = None, *,
+               size: tuple[int, int] | None = None) -> discord.ui.View:
     """One image: Upscale (not for an upscale), Vary (Subtle), Vary (Strong), reroll, remix, then Details,
-    ⭐ and 🗑. `index` None: a single-image job's result (⭐ and 🗑 act on the job); a number: that image
-    of its job, opened from the gallery."""
+    ⭐ and 🗑, then the canvas actions (Make Square when `size` is known and not square). `index` None: a
+    single-image job's result (⭐ and 🗑 act on the job); a number: that image of its job, opened from the
+    gallery."""
     view = discord.ui.View(timeout=None)
     grey = discord.ButtonStyle.secondary
     at = index or 0
@@ -333,7 +422,23 @@ def image_view(job_id: int, kind: Kind, index: int | None = None) -> discord.ui.
     view.add_item(RenderButton(Action.REROLL, job_id, emoji="🔄", style=grey, row=0))
     view.add_item(RemixButton(Action.REMIX, job_id, emoji="🖋", style=grey, row=0))
     _add_controls(view, job_id, index, row=1)
+    _add_canvas(view, job_id, at, size)
     return view
+
+
+def _add_canvas(view: discord.ui.View, job_id: int, index: int, size: tuple[int, int] | None) -> None:
+    # Rows 2 and 3: Discord allows 5 rows of 5 buttons, and rows 0 and 1 hold the render actions.
+    grey = discord.ButtonStyle.secondary
+    view.add_item(CanvasButton(Action.ZOOM_2X, job_id, index, label="Zoom Out 2x", emoji="🔍", style=grey,
+                               row=2))
+    view.add_item(CanvasButton(Action.ZOOM_15X, job_id, index, label="Zoom Out 1.5x", emoji="🔍", style=grey,
+                               row=2))
+    view.add_item(CanvasButton(Action.CUSTOM_ZOOM, job_id, index, label="Custom Zoom", style=grey, row=2))
+    if size is not None and size[0] != size[1]:
+        view.add_item(CanvasButton(Action.SQUARE, job_id, index, label="Make Square", emoji="↔️", style=grey,
+                                   row=2))
+    for action, arrow in PANS:
+        view.add_item(CanvasButton(action, job_id, index, emoji=arrow, style=grey, row=3))
 
 
 def _add_controls(view: discord.ui.View, job_id: int, index: int | None, *, row: int) -> None:

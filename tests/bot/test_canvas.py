@@ -1,0 +1,108 @@
+"""Canvas buttons (Zoom Out, Custom Zoom, Make Square, Pan) clicked as members click them: each makes a new
+grid whose images keep the source's pixels exactly and paint the new border."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from bot.app import App
+from generation.canvas import canvas_inputs
+from generation.request import Kind, RenderRequest
+from sandbox import Sandbox
+from tests.bot.helpers import button, click_for_result, image_of, imagine, job_id_of, labels, results
+
+
+async def _request(app: App, job_id: int) -> tuple[Any, RenderRequest]:
+    assert app.services is not None
+    job = await app.services.db.jobs.get(job_id)
+    assert job is not None
+    return job, RenderRequest.from_json(job.request)
+
+
+async def _images(app: App, job_id: int) -> list[Image.Image]:
+    assert app.services is not None
+    rows = sorted(await app.services.db.images.for_job(job_id), key=lambda r: r.index)
+    return [Image.open(io.BytesIO(app.services.blobs.read(r.blob))).convert("RGB") for r in rows]
+
+
+async def _check_canvas(app: App, result: Any, parent_id: int, source: Image.Image,
+                        size: tuple[int, int]) -> None:
+    """The result is a grid of 4 canvas images of `size`, each with the source's pixels in its box and a
+    painted border, and the parent recorded."""
+    job, request = await _request(app, job_id_of(result))
+    assert request.kind == Kind.CANVAS and job.parent_job_id == parent_id and job.parent_index == 0
+    assert (request.width, request.height) == size
+    assert labels(result)[:4] == ["U1", "U2", "U3", "U4"]  # the full button set of a grid
+    x, y, w, h = request.box  # type: ignore[misc]
+    laid, mask = canvas_inputs(request, source)
+    border = np.asarray(mask) == 255
+    images = await _images(app, job.id)
+    assert len(images) == 4
+    for image in images:
+        assert image.size == size
+        px = np.asarray(image, np.int16)
+        assert (px[y:y + h, x:x + w] == np.asarray(source, np.int16)).all()
+        assert np.abs(px[border] - np.asarray(laid, np.int16)[border]).max() > 10
+
+
+async def test_zoom_out_and_pan_paint_around_the_kept_source(sandbox: Sandbox, bot: App) -> None:
+    alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    single = await imagine(sandbox, alice, general, "a lighthouse --seed 9 --steps 3 --n 1")
+    parent_id = job_id_of(single)
+    source = image_of(single)
+    w, h = source.size
+    names = labels(single)
+    for name in ("Zoom Out 2x", "Zoom Out 1.5x", "Custom Zoom", "⬅️", "➡️", "⬆️", "⬇️"):
+        assert name in names
+    assert "Make Square" not in names  # a square image
+
+    zoomed = await click_for_result(sandbox, bob, general, single, "Zoom Out 2x")
+    await _check_canvas(bot, zoomed, parent_id, source, (2 * w, 2 * h))
+    assert f"<@{bob.id}>" in zoomed.content  # the clicker owns the new job
+    zoomed = await click_for_result(sandbox, alice, general, single, "Zoom Out 1.5x")
+    await _check_canvas(bot, zoomed, parent_id, source, (w * 3 // 2, h * 3 // 2))
+    for arrow, size in (("⬅️", (w * 3 // 2, h)), ("➡️", (w * 3 // 2, h)), ("⬆️", (w, h * 3 // 2)),
+                        ("⬇️", (w, h * 3 // 2))):
+        panned = await click_for_result(sandbox, alice, general, single, arrow)
+        await _check_canvas(bot, panned, parent_id, source, size)
+
+
+async def test_make_square_and_custom_zoom(sandbox: Sandbox, bot: App) -> None:
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    wide = await imagine(sandbox, alice, general, "a harbour --seed 2 --steps 3 --n 1 --ar 3:2")
+    source = image_of(wide)
+    w, h = source.size
+    assert w > h
+    squared = await click_for_result(sandbox, alice, general, wide, "Make Square")
+    await _check_canvas(bot, squared, job_id_of(wide), source, (w, w))
+
+    # Custom Zoom: a modal with the prompt, the zoom and a new aspect.
+    click = await sandbox.click(alice, wide, button(wide, "Custom Zoom"))
+    assert await click.wait_ack() == 9 and click.modal is not None and "a harbour" in str(click.modal)
+    before = {m.id for m in sandbox.messages(general)}
+    bad = await sandbox.submit_modal(alice, general, click.modal["custom_id"],
+                                     {"prompt": "a harbour", "zoom": "3", "aspect": ""}, message=wide)
+    await bad.wait_ack()
+    assert bad.original is not None and bad.original.ephemeral
+    assert "Zoom goes from 1 to 2" in bad.original.content
+    assert bot.services is not None and await bot.services.db.jobs.get(job_id_of(wide) + 2) is None
+
+    good = await sandbox.submit_modal(alice, general, click.modal["custom_id"],
+                                      {"prompt": "a harbour at night", "zoom": "1.5", "aspect": "1:1"},
+                                      message=wide)
+    await good.wait_ack()
+
+    def zoomed() -> Any:
+        return next((m for m in results(sandbox, general)
+                     if m.id not in before and "harbour at night" in m.content), None)
+
+    result = await sandbox.wait_for(zoomed, timeout=120)
+    _, request = await _request(bot, job_id_of(result))
+    assert request.prompt == "a harbour at night"
+    # 1.5x of the 3:2 source, grown to 1:1: the long side 1.5x, the canvas square.
+    assert request.width == request.height and abs(request.width - 1.5 * w) <= 8
+    await _check_canvas(bot, result, job_id_of(wide), source, (request.width, request.height))
