@@ -150,6 +150,44 @@ def region_plan(source: tuple[int, int], cells: int) -> CanvasPlan:
     return CanvasPlan(sw, sh, (0, 0, sw, sh))
 
 
+def _cells(rows: range, cols: range) -> int:
+    return sum(1 << (r * GRID + c) for r in rows for c in cols)
+
+
+_HALF, _REST = range(GRID // 2), range(GRID // 2, GRID)
+_ALL, _MIDDLE = range(GRID), range(1, GRID - 1)
+# Vary (Region)'s named selections, as cell masks (the editor's presets menu).
+PRESETS: dict[str, int] = {
+    "left half": _cells(_ALL, _HALF),
+    "right half": _cells(_ALL, _REST),
+    "top": _cells(_HALF, _ALL),
+    "bottom": _cells(_REST, _ALL),
+    "centre": _cells(_MIDDLE, _MIDDLE),
+    "border": ALL_CELLS & ~_cells(_MIDDLE, _MIDDLE),
+}
+
+
+def selection_thumbnail(source: Image.Image, cells: int, side: int = 256) -> Image.Image:
+    """The source, small, with the chosen cells tinted and the grid drawn: what the Vary (Region) editor
+    shows after each toggle."""
+    from PIL import ImageDraw
+
+    thumb = source.convert("RGB")
+    thumb.thumbnail((side, side), Image.Resampling.LANCZOS)
+    tint = Image.new("RGB", thumb.size, (230, 40, 90))
+    mask = Image.new("L", thumb.size, 0)
+    for index in range(GRID * GRID):
+        if cells >> index & 1:
+            mask.paste(110, cell_box(index, thumb.size))
+    thumb = Image.composite(tint, thumb, mask)
+    draw = ImageDraw.Draw(thumb)
+    w, h = thumb.size
+    for k in range(1, GRID):
+        draw.line([(k * w // GRID, 0), (k * w // GRID, h)], fill=(255, 255, 255), width=1)
+        draw.line([(0, k * h // GRID), (w, k * h // GRID)], fill=(255, 255, 255), width=1)
+    return thumb
+
+
 def cell_box(index: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
     """Pixel box (left, top, right, bottom) of cell `index` on an image of `size`; the cells tile it."""
     w, h = size

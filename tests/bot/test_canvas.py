@@ -106,3 +106,68 @@ async def test_make_square_and_custom_zoom(sandbox: Sandbox, bot: App) -> None:
     # 1.5x of the 3:2 source, grown to 1:1: the long side 1.5x, the canvas square.
     assert request.width == request.height and abs(request.width - 1.5 * w) <= 8
     await _check_canvas(bot, result, job_id_of(wide), source, (request.width, request.height))
+
+
+def _cell(message: Any, op: str) -> str:
+    """The custom_id of the editor control `op` (t0..t15, inv, clr, go, mix) as the message now shows it."""
+    found = [b["custom_id"] for b in message.buttons() if str(b["custom_id"]).endswith(f":{op}")]
+    assert len(found) == 1, (op, found)
+    return str(found[0])
+
+
+def _selected(message: Any) -> set[int]:
+    return {int(str(b["custom_id"]).rsplit(":t", 1)[1]) for b in message.buttons()
+            if ":t" in str(b["custom_id"]) and b["label"] == "■"}
+
+
+async def test_vary_region_editor_survives_a_restart_and_repaints_only_the_cells(
+        sandbox: Sandbox, start_bot: Any) -> None:
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    first = await start_bot()
+    single = await imagine(sandbox, alice, general, "a meadow --seed 4 --steps 3 --n 1")
+    source = image_of(single)
+    opened = await sandbox.click(alice, single, button(single, "Vary (Region)"))
+    await opened.wait_ack()
+    editor = opened.original
+    assert editor is not None and editor.ephemeral and editor.flags & (1 << 15)  # Components V2
+    assert _selected(editor) == set() and editor.attachments
+    thumb_before = editor.attachments[0].data
+
+    # Toggle two cells: the editor redraws, the thumbnail shows the selection.
+    for cell in (0, 1):
+        click = await sandbox.click(alice, editor, _cell(editor, f"t{cell}"))
+        await click.wait_ack()
+    assert _selected(editor) == {0, 1} and editor.attachments[0].data != thumb_before
+
+    # The bot restarts mid-selection; the editor keeps working: a preset, a toggle, Invert, Submit.
+    await first.stop()
+    second = await start_bot()
+    picked = await sandbox.select(alice, editor, f"atelier:rgp:{job_id_of(single)}:0", ["right half"])
+    await picked.wait_ack()
+    assert _selected(editor) == {2, 3, 6, 7, 10, 11, 14, 15}
+    click = await sandbox.click(alice, editor, _cell(editor, "t15"))  # off again
+    await click.wait_ack()
+    for op in ("inv", "inv"):  # twice: back to the same selection
+        click = await sandbox.click(alice, editor, _cell(editor, op))
+        await click.wait_ack()
+    cells = _selected(editor)
+    assert cells == {2, 3, 6, 7, 10, 11, 14}
+
+    before = {m.id for m in results(sandbox, general)}
+    submit = await sandbox.click(alice, editor, _cell(editor, "go"))
+    await submit.wait_ack()
+    result = await sandbox.wait_for(
+        lambda: next((m for m in results(sandbox, general) if m.id not in before), None), timeout=120)
+    job, request = await _request(second, job_id_of(result))
+    assert request.kind == Kind.CANVAS and request.cells == sum(1 << c for c in cells)
+    assert job.parent_job_id == job_id_of(single)
+    chosen = np.asarray(canvas_inputs(request, source)[1]) == 255
+    for image in await _images(second, job.id):
+        px, src = np.asarray(image, np.int16), np.asarray(source, np.int16)
+        assert (px[~chosen] == src[~chosen]).all()
+        assert np.abs(px[chosen] - src[chosen]).max() > 10
+
+    # Clear leaves nothing to submit: Submit is disabled.
+    click = await sandbox.click(alice, editor, _cell(editor, "clr"))
+    await click.wait_ack()
+    assert next(b for b in editor.buttons() if str(b["custom_id"]).endswith(":go"))["disabled"]
