@@ -3,6 +3,7 @@ pixels are the source's own."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -210,3 +211,27 @@ def test_a_canvas_too_large_for_the_family_is_scaled_down_with_a_note() -> None:
     req = canvas_of(_parent(1024, 1024), 0, "src", CanvasAction.ZOOM, family="sd15")
     assert req.width * req.height <= max_pixels("sd15")
     assert req.box is not None and req.box[2] == 512 and req.notes and "scaled down" in req.notes[-1]
+
+
+def test_a_named_9_channel_inpaint_checkpoint_paints_the_canvas(tiny_engine: Any, tmp_path: Any) -> None:
+    from generation.engine import Engine
+    from generation.errors import RenderError
+    from generation.models import ModelRegistry
+    from generation.tiny import write_tiny_inpaint_model
+
+    folder = write_tiny_inpaint_model(tmp_path / "tiny-inpaint")
+    registry = ModelRegistry([("tiny", "tiny?inpaint=painter"), ("painter", str(folder))],
+                             tiny_engine.registry.data_dir, device="cpu")
+    engine = Engine(registry)
+    source = _source()
+    req = canvas_of(_parent(), 0, "src", CanvasAction.ZOOM, family="sd15", seed=11, count=1, zoom=1.5)
+    nine = engine.render([req], [source])[0][0]
+    four = tiny_engine.render([req], [source])[0][0]  # the same model without `?inpaint=`
+    x, y, w, h = req.box  # type: ignore[misc]
+    assert (_px(nine)[y:y + h, x:x + w] == _px(source)).all()
+    assert np.abs(_px(nine) - _px(four)).max() > 10  # the 9-channel checkpoint painted the border
+    # The inpaint model paints canvases only: a txt2img on it is refused with a reason.
+    with pytest.raises(RenderError, match="inpaint model"):
+        engine.render([replace(_parent(), model="painter", kind=Kind.TXT2IMG)])
+    with pytest.raises(ValueError, match="not another configured model"):
+        ModelRegistry([("tiny", "tiny?inpaint=nobody")], tmp_path, device="cpu")
