@@ -93,7 +93,22 @@ def _template(actions: tuple[Action, ...]) -> str:
             r":(?P<job_id>[0-9]{1,19})(?::(?P<index>[0-9]{1,3}))?")
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_template(tuple(Action))):
+class Acting:
+    """A persistent control's callback: run `act`, and turn any error into the one short reply."""
+
+    job_id: int
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            await self.act(interaction)
+        except Exception as exc:
+            await report_error(interaction, exc, job_id=self.job_id)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        raise NotImplementedError
+
+
+class JobButton(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]], template=_template(tuple(Action))):
     """What every job button shares: the custom_id and its parsing. Never shown or registered itself
     (its template matches every action, so a click would run twice): the families below are."""
 
@@ -119,15 +134,6 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_templa
         index = match["index"]
         return cls(parse_action(match["action"]), int(match["job_id"]), None if index is None else int(index),
                    label=item.label, emoji=item.emoji, style=item.style, row=item.row)
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        try:
-            await self.act(interaction)
-        except Exception as exc:
-            await report_error(interaction, exc, job_id=self.job_id)
-
-    async def act(self, interaction: AtelierInteraction) -> None:
-        raise NotImplementedError
 
 
 # -- new jobs from this one --------------------------------------------------------------------------
@@ -385,7 +391,7 @@ class RegionRemixModal(discord.ui.Modal, title="Vary (Region)"):
         await report_error(interaction, error, job_id=self.job_id)
 
 
-class RegionControl(discord.ui.DynamicItem[discord.ui.Button[Any]],
+class RegionControl(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]],
                     template=r"atelier:rg:(?P<job_id>[0-9]{1,19}):(?P<index>[0-9]{1,3}):(?P<cells>[0-9]{1,5})"
                              r":(?P<op>t[0-9]{1,2}|inv|clr|go|mix)"):
     """A cell toggle, Invert, Clear, Submit or 🖋 of the Vary (Region) editor; the selection before the
@@ -402,12 +408,6 @@ class RegionControl(discord.ui.DynamicItem[discord.ui.Button[Any]],
     async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> RegionControl:
         return cls(int(match["job_id"]), int(match["index"]), int(match["cells"]), match["op"])
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        try:
-            await self.act(interaction)
-        except Exception as exc:
-            await report_error(interaction, exc, job_id=self.job_id)
 
     async def act(self, interaction: AtelierInteraction) -> None:
         if self.op == "go":
@@ -430,7 +430,7 @@ class RegionControl(discord.ui.DynamicItem[discord.ui.Button[Any]],
         await show_region_editor(interaction, self.job_id, self.index, cells, edit=True)
 
 
-class RegionPreset(discord.ui.DynamicItem[discord.ui.Select[Any]],
+class RegionPreset(Acting, discord.ui.DynamicItem[discord.ui.Select[Any]],
                    template=r"atelier:rgp:(?P<job_id>[0-9]{1,19}):(?P<index>[0-9]{1,3})"):
     """The editor's presets menu: a named selection replaces the current one."""
 
@@ -445,15 +445,12 @@ class RegionPreset(discord.ui.DynamicItem[discord.ui.Select[Any]],
                              match: re.Match[str], /) -> RegionPreset:
         return cls(int(match["job_id"]), int(match["index"]))
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        try:
-            values = self.item.values  # filled from the interaction before the callback
-            cells = PRESETS.get(values[0] if values else "")
-            if cells is None:
-                raise InvalidRequest("Pick one of the presets.")
-            await show_region_editor(interaction, self.job_id, self.index, cells, edit=True)
-        except Exception as exc:
-            await report_error(interaction, exc, job_id=self.job_id)
+    async def act(self, interaction: AtelierInteraction) -> None:
+        values = self.item.values  # filled from the interaction before the callback
+        cells = PRESETS.get(values[0] if values else "")
+        if cells is None:
+            raise InvalidRequest("Pick one of the presets.")
+        await show_region_editor(interaction, self.job_id, self.index, cells, edit=True)
 
 
 # -- about this job ----------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import types
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from generation.errors import ConfigError, InvalidRequest, RenderError
@@ -631,18 +631,7 @@ class ModelRegistry:
 
     def img2img(self, name: str) -> Any:
         """An img2img pipeline sharing the txt2img pipeline's loaded modules (no second copy)."""
-        with self._lock:
-            entry = self._entry(name)
-            if entry.img2img is None:
-                from diffusers import AutoPipelineForImage2Image
-
-                # The img2img class of the loaded one (SD, SDXL, SD3, Flux), sharing its modules.
-                # from_pipe casts the shared modules to `torch_dtype`, float32 when it is not given
-                # (diffusers >= 0.33): without it every render of this model after the first U / V would
-                # run in fp32, at twice the memory and half the speed.
-                entry.img2img = AutoPipelineForImage2Image.from_pipe(entry.pipe, **self._dtype_kwargs())
-                entry.img2img.set_progress_bar_config(disable=True)
-            return entry.img2img
+        return self._sharing(name, "img2img")
 
     def inpaint(self, name: str) -> Any:
         """The inpaint pipeline for model `name`'s canvas jobs: its `?inpaint=` checkpoint (9-channel UNet,
@@ -652,15 +641,24 @@ class ModelRegistry:
         spec = self.spec(name)
         if spec.inpaint is not None:
             return self._entry(spec.inpaint).pipe
+        return self._sharing(name, "inpaint")
+
+    def _sharing(self, name: str, task: Literal["img2img", "inpaint"]) -> Any:
+        """The `task` pipeline built once over model `name`'s loaded modules, kept on its entry."""
         with self._lock:
             entry = self._entry(name)
-            if entry.inpaint is None:
-                from diffusers import AutoPipelineForInpainting
+            if getattr(entry, task) is None:
+                from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
-                # Pass the loaded dtype, as for img2img: from_pipe would cast the shared modules to fp32.
-                entry.inpaint = AutoPipelineForInpainting.from_pipe(entry.pipe, **self._dtype_kwargs())
-                entry.inpaint.set_progress_bar_config(disable=True)
-            return entry.inpaint
+                auto = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForInpainting
+                # The task's class of the loaded one (SD, SDXL, SD3, Flux), sharing its modules.
+                # from_pipe casts the shared modules to `torch_dtype`, float32 when it is not given
+                # (diffusers >= 0.33): without it every render of this model after the first U / V would
+                # run in fp32, at twice the memory and half the speed.
+                pipe = auto.from_pipe(entry.pipe, **self._dtype_kwargs())
+                pipe.set_progress_bar_config(disable=True)
+                setattr(entry, task, pipe)
+            return getattr(entry, task)
 
     def scheduler_config(self, name: str) -> Any:
         return self._entry(name).scheduler_config
