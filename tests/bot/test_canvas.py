@@ -167,6 +167,18 @@ async def test_vary_region_editor_survives_a_restart_and_repaints_only_the_cells
         assert (px[~chosen] == src[~chosen]).all()
         assert np.abs(px[chosen] - src[chosen]).max() > 10
 
+    # 🖋: the same region with a new prompt, from a modal.
+    mix = await sandbox.click(alice, editor, _cell(editor, "mix"))
+    assert await mix.wait_ack() == 9 and mix.modal is not None and "a meadow" in str(mix.modal)
+    before = {m.id for m in results(sandbox, general)}
+    sent = await sandbox.submit_modal(alice, general, mix.modal["custom_id"],
+                                      {"prompt": "a meadow of poppies"})
+    await sent.wait_ack()
+    remixed = await sandbox.wait_for(
+        lambda: next((m for m in results(sandbox, general) if m.id not in before), None), timeout=120)
+    _, again = await _request(second, job_id_of(remixed))
+    assert again.prompt == "a meadow of poppies" and again.cells == request.cells
+
     # Clear leaves nothing to submit: Submit is disabled.
     click = await sandbox.click(alice, editor, _cell(editor, "clr"))
     await click.wait_ack()
