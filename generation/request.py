@@ -13,6 +13,8 @@ class Kind(StrEnum):
     VARIATION = "variation"
     UPSCALE = "upscale"
     IMG2IMG = "img2img"
+    # Zoom Out / Pan / Make Square / Vary (Region): inpaint the parent on a canvas (generation/canvas.py).
+    CANVAS = "canvas"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,10 @@ class RenderRequest:
     # Short notes for the member about their request as it will be rendered (e.g. words of a long prompt
     # the model cannot read); decided when the request is built, shown with every message of the job.
     notes: tuple[str, ...] = ()
+    # Canvas jobs: where the source goes on the width x height canvas (x, y, w, h), and for Vary (Region)
+    # the repainted cells (one bit per cell of generation/canvas.py's grid); None paints around the box.
+    box: tuple[int, int, int, int] | None = None
+    cells: int | None = None
 
     @property
     def count(self) -> int:
@@ -53,6 +59,7 @@ class RenderRequest:
             round(self.guidance, 4),
             self.kind == Kind.TXT2IMG,
             None if self.strength is None else round(self.strength, 4),
+            self.kind == Kind.CANVAS,  # the inpaint pipeline
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -60,6 +67,8 @@ class RenderRequest:
         data["kind"] = str(self.kind)
         data["seeds"] = list(self.seeds)
         data["notes"] = list(self.notes)
+        if self.box is not None:
+            data["box"] = list(self.box)
         return data
 
     @classmethod
@@ -69,5 +78,7 @@ class RenderRequest:
         data["seeds"] = tuple(int(s) for s in data["seeds"])
         data["guidance"] = float(data["guidance"])
         data["notes"] = tuple(str(n) for n in data.get("notes", ()))
+        if data.get("box") is not None:
+            data["box"] = tuple(int(v) for v in data["box"])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
