@@ -22,7 +22,7 @@ import types
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl
 
 from generation.errors import ConfigError, InvalidRequest, RenderError
@@ -514,6 +514,17 @@ def _check_inpaint_models(specs: dict[str, ModelSpec]) -> None:
         if inpaint.family != spec.family:
             raise ValueError(f"model {spec.name!r}: inpaint model {inpaint.name!r} is of another family "
                              f"({inpaint.family})")
+
+
+class ModelCatalog(Protocol):
+    """The models requests are validated against: a ModelRegistry in-process, or (remote workers) the
+    catalog the workers announce (generation.remote.dispatcher.RemoteModels)."""
+
+    def names(self) -> list[str]: ...
+
+    def spec(self, name: str | None) -> ModelSpec: ...
+
+    def resident_pipeline(self, name: str) -> Any | None: ...
 
 
 class ModelRegistry:
