@@ -1,4 +1,4 @@
-"""The `atelier` command: run | generate | demo | tiny-model.
+"""The `atelier` command: run | generate | demo | tiny-model | worker.
 
 Bad input ends with a one-line message and a non-zero exit, never a traceback.
 """
@@ -48,6 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
                       choices=["sd15", "sd2", "sdxl", "sd3", "flux", "flux-schnell", "flux-dev"],
                       help="which model family (default sd15; flux is flux-dev)")
     tiny.add_argument("--xl", action="store_true", help="the SDXL-shaped tiny model (as --family sdxl)")
+
+    worker = sub.add_parser("worker", help="a remote renderer: pull batches from ATELIER_BROKER_URL")
+    worker.add_argument("--name", default=None, help="unique per worker (default: host name and device)")
+    worker.add_argument("--models", default=None,
+                        help="comma-separated names of configured models to serve (default: all)")
+    worker.add_argument("--slots", type=int, default=2, help="batches held at once (one rendering, one next)")
+    worker.add_argument("--max-batch", type=int, default=None, help="images per pipeline call")
+    worker.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps (default ATELIER_DEVICE)")
+    worker.add_argument("--ack-wait", type=float, default=30.0,
+                        help="seconds before a dead worker's batch goes to another (set by the first worker)")
     return parser
 
 
@@ -81,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.generate import write_tiny_model
 
             return write_tiny_model(args)
+        if args.command == "worker":
+            from bot.worker_cli import worker
+
+            return worker(settings, args)
     except AtelierError as exc:
         print(f"error: {exc.user_message}", file=sys.stderr)
         return 2

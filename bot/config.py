@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     # Slash commands work inside servers only unless this is on. In DMs a job is seen by its owner only,
     # and the operator's rules apply (NSFW refused; a ban in any server the bot is in holds).
     allow_dms: bool = Field(default=False, validation_alias="ATELIER_ALLOW_DMS")
+    # Remote workers: `nats://user:pass@host:4222` moves rendering to `atelier worker` processes. A secret
+    # (it holds the password). Unset: the bot renders in-process, as always.
+    broker_url: SecretStr | None = Field(default=None, validation_alias="ATELIER_BROKER_URL")
+    # Every subject, stream and bucket name starts with this (several bots may share one broker).
+    broker_prefix: str = Field(default="atelier", validation_alias="ATELIER_BROKER_PREFIX")
+    # host:port for Prometheus metrics; unset serves none.
+    metrics_addr: str | None = Field(default=None, validation_alias="ATELIER_METRICS_ADDR")
 
     def model_sources(self) -> list[tuple[str, str]]:
         """Configured (name, source) pairs, default first."""

@@ -16,7 +16,7 @@ from generation.validate import RequestDraft, parse_flags
 
 if TYPE_CHECKING:
     from bot.interaction import AtelierInteraction
-    from generation.models import ModelRegistry
+    from generation.models import ModelCatalog
 
 _CACHE_KEY = "atelier.member_settings"
 
@@ -32,7 +32,7 @@ async def member_settings(interaction: AtelierInteraction) -> MemberSettings:
 
 
 def apply_personal_defaults(draft: RequestDraft, member: MemberSettings,
-                            registry: ModelRegistry) -> RequestDraft:
+                            registry: ModelCatalog) -> RequestDraft:
     """Fill the options the member left out with their defaults. Inline flags need no care here (they
     beat options in build_request) except `--no`, which is added to the negative option: a default
     negative prompt must not be added to a `--no` the member typed."""

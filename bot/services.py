@@ -10,14 +10,18 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from generation.engine import Engine
-from generation.models import ModelRegistry
+from generation.models import ModelCatalog, ModelRegistry
 from generation.scheduler import Scheduler
 from storage.blobs import BlobStore, SweepResult
 from storage.db import Database
 from storage.lock import ProcessLock
+
+if TYPE_CHECKING:
+    from generation.remote.dispatcher import RemoteBackend
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +44,48 @@ def _unusable(data_dir: Path, exc: BaseException) -> StartupFailed:
     return StartupFailed(f"the data dir {data_dir} is not usable: {reason}")
 
 
+def open_registry(settings: Settings, sources: list[tuple[str, str]], device: str | None = None
+                  ) -> ModelRegistry:
+    """The models `sources` with the operator's settings (the bot's and an `atelier worker`'s)."""
+    return ModelRegistry(sources, settings.data_dir, device=device or settings.device,
+                         dtype=settings.dtype, compile=settings.compile,
+                         max_loaded=settings.max_loaded_models,
+                         tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
+                         safety_checker=settings.safety_checker, offload=settings.offload)
+
+
+async def _open_remote(settings: Settings) -> RemoteBackend:
+    """The broker connection of remote mode; a broker that refuses us is a one-line StartupFailed."""
+    from generation.remote.broker import BrokerRefused
+    from generation.remote.dispatcher import RemoteBackend
+    from generation.remote.wire import Subjects, WireError
+
+    assert settings.broker_url is not None
+    try:
+        backend = RemoteBackend(settings.broker_url.get_secret_value(), Subjects(settings.broker_prefix))
+        await backend.start()
+    except (BrokerRefused, WireError) as exc:
+        raise StartupFailed(str(exc)) from None
+    return backend
+
+
 @dataclass
 class Services:
     settings: Settings
     db: Database
     blobs: BlobStore
-    engine: Engine
+    engine: Engine | None  # None with remote workers: the bot loads no model
     scheduler: Scheduler
     lock: ProcessLock
+    # ATELIER_BROKER_URL: renders happen in `atelier worker` processes; their announcements are the catalog.
+    remote: RemoteBackend | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @property
-    def registry(self) -> ModelRegistry:
+    def registry(self) -> ModelCatalog:
+        if self.remote is not None:
+            return self.remote.models
+        assert self.engine is not None
         return self.engine.registry
 
     @classmethod
@@ -88,13 +122,20 @@ class Services:
                 blobs = BlobStore(data_dir / "images")
             except OSError as exc:
                 raise _unusable(data_dir, exc) from None
+            if settings.broker_url is not None and engine is None:
+                remote = await _open_remote(settings)
+                try:
+                    scheduler = Scheduler(db, None, blobs, max_batch=settings.max_batch,
+                                          max_queued_per_user=settings.queue_max_per_user,
+                                          max_queued_total=settings.queue_max_total,
+                                          runner=remote.runner(db, blobs))
+                except BaseException:
+                    await remote.close()
+                    raise
+                return cls(settings, db, blobs, None, scheduler, lock, remote)
             if engine is None:
                 try:
-                    registry = ModelRegistry(sources, data_dir, device=settings.device,
-                                             dtype=settings.dtype, compile=settings.compile,
-                                             max_loaded=settings.max_loaded_models,
-                                             tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
-                                             safety_checker=settings.safety_checker, offload=settings.offload)
+                    registry = open_registry(settings, sources)
                 except ValueError as exc:
                     raise StartupFailed(str(exc)) from None
                 engine = Engine(registry, preview_interval_s=settings.preview_interval)
@@ -148,6 +189,8 @@ class Services:
             await self.scheduler.stop()
         finally:
             try:
+                if self.remote is not None:
+                    await self.remote.close()
                 await self.db.close()
             finally:
                 self.lock.release()

@@ -98,6 +98,12 @@ def make_grid(images: Sequence[Image.Image]) -> Image.Image:
     return grid
 
 
+def encode_grid(images: Sequence[Image.Image], request: RenderRequest) -> bytes:
+    """A job's grid as the PNG the bot stores and shows (in-process and remote renders alike)."""
+    params = {**image_params(request, 0), "seeds": list(request.seeds), "grid": len(images)}
+    return encode_png(make_grid(images), params)
+
+
 # -- uploads ---------------------------------------------------------------------------------------
 
 # A member's starting image: at most this many pixels, read from the header before anything is decoded.

@@ -13,6 +13,8 @@ class Kind(StrEnum):
     VARIATION = "variation"
     UPSCALE = "upscale"
     IMG2IMG = "img2img"
+    # Zoom Out / Pan / Make Square / Vary (Region): inpaint the parent on a canvas (generation/canvas.py).
+    CANVAS = "canvas"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,10 @@ class RenderRequest:
     # --chaos 0-100: per-image noise on the prompt embedding, drawn from each image's seed (knobs.py); rows
     # are independent, so it does not split batches.
     chaos: int = 0
+    # Canvas jobs: where the source goes on the width x height canvas (x, y, w, h), and for Vary (Region)
+    # the repainted cells (one bit per cell of generation/canvas.py's grid); None paints around the box.
+    box: tuple[int, int, int, int] | None = None
+    cells: int | None = None
 
     @property
     def count(self) -> int:
@@ -65,6 +71,7 @@ class RenderRequest:
             self.tile,
             self.stylize,
             self.stop,
+            self.kind == Kind.CANVAS,  # the inpaint pipeline
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -72,6 +79,8 @@ class RenderRequest:
         data["kind"] = str(self.kind)
         data["seeds"] = list(self.seeds)
         data["notes"] = list(self.notes)
+        if self.box is not None:
+            data["box"] = list(self.box)
         return data
 
     @classmethod
@@ -81,5 +90,7 @@ class RenderRequest:
         data["seeds"] = tuple(int(s) for s in data["seeds"])
         data["guidance"] = float(data["guidance"])
         data["notes"] = tuple(str(n) for n in data.get("notes", ()))
+        if data.get("box") is not None:
+            data["box"] = tuple(int(v) for v in data["box"])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

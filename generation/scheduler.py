@@ -23,7 +23,7 @@ from generation.errors import QueueFull
 from generation.events import EventStream, JobCancelled, JobDone, JobEvent, JobFailed, JobQueued, JobStarted
 from generation.fair_queue import FairQueue, Ticket
 from generation.request import RenderRequest
-from generation.worker import BatchJob, RenderBackend, Worker
+from generation.worker import BatchJob, BatchRunner, RenderBackend, RunnerFactory, Worker
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.jobs import CapExceeded
@@ -83,7 +83,7 @@ class Scheduler:
     def __init__(
         self,
         db: Database,
-        engine: RenderBackend,
+        engine: RenderBackend | None,
         blobs: BlobStore,
         *,
         max_batch: int = 4,
@@ -91,6 +91,7 @@ class Scheduler:
         max_queued_total: int = 200,
         lease_seconds: float = 3600.0,
         storage_retry_delays: Sequence[float] = DEFAULT_DELAYS,
+        runner: RunnerFactory | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
@@ -101,10 +102,17 @@ class Scheduler:
         self.max_queued_total = max_queued_total
         self.lease_owner = uuid.uuid4().hex
         self.storage_retry_delays = tuple(storage_retry_delays)
-        self._worker = Worker(
-            db, engine, blobs, emit=self._emit, lease_owner=self.lease_owner, lease_seconds=lease_seconds,
-            storage_retry_delays=self.storage_retry_delays,
-        )
+        # The render backend: the in-process worker over `engine`, or what `runner` builds (remote workers).
+        self._worker: BatchRunner
+        if runner is not None:
+            self._worker = runner(self._emit, self.lease_owner)
+        elif engine is not None:
+            self._worker = Worker(
+                db, engine, blobs, emit=self._emit, lease_owner=self.lease_owner, lease_seconds=lease_seconds,
+                storage_retry_delays=self.storage_retry_delays,
+            )
+        else:
+            raise ValueError("a scheduler needs an engine or a runner")
         self._fair = FairQueue()
         self._jobs: dict[int, _Job] = {}
         self._running: list[int] = []

@@ -19,7 +19,7 @@ from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
 
 if TYPE_CHECKING:
-    from generation.models import ModelRegistry
+    from generation.models import ModelCatalog
 
 __all__ = [
     "ASPECTS",
@@ -317,7 +317,7 @@ def _seeds(seed: int, count: int) -> tuple[int, ...]:
 # Over the complexity limit for now: one numbered step per option; split it in its own change.
 def build_request(  # noqa: C901
     draft: RequestDraft,
-    registry: ModelRegistry,
+    registry: ModelCatalog,
     limits: Limits | None = None,
     source_size: tuple[int, int] | None = None,
 ) -> RenderRequest:

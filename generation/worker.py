@@ -22,7 +22,7 @@ from PIL import Image
 
 from generation.errors import AtelierError, RenderCancelled
 from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
-from generation.images import encode_png, image_params, make_grid
+from generation.images import encode_grid, encode_png, image_params
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
 from storage.blobs import BlobStore
@@ -93,7 +93,57 @@ class BatchOutcome:
     images: int
 
 
-class Worker:
+class BatchRunner(Protocol):
+    """What the scheduler hands a fair batch to: this module's Worker (in-process), or the remote backend
+    (generation.remote.dispatcher) when renders happen in `atelier worker` processes."""
+
+    async def run(
+        self,
+        jobs: Sequence[BatchJob],
+        *,
+        should_stop: Callable[[], bool],
+        is_cancelled: Callable[[int], bool],
+    ) -> BatchOutcome | None: ...
+
+    def close(self) -> None: ...
+
+
+# Builds a scheduler's runner from the scheduler's event sink and lease owner.
+RunnerFactory = Callable[[Callable[[JobEvent], None], str], BatchRunner]
+
+
+class JobTransitions:
+    """A runner's job transitions: each retried through a locked database or a full disk (each is
+    idempotent) and its event emitted once. Shared by Worker and the remote runner."""
+
+    _db: Database
+    _emit: Callable[[JobEvent], None]
+    _delays: tuple[float, ...]
+
+    async def _stored(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
+        """A job transition, retried through a locked database or a full disk (each is idempotent)."""
+        return await retry_async(op, what, self._delays)
+
+    async def _fail(self, job_id: int, reason: str) -> None:
+        if await self._stored(f"fail job {job_id}", lambda: self._db.jobs.fail(job_id, reason)):
+            self._emit(JobFailed(job_id))
+
+    async def _cancelled(self, job_id: int) -> None:
+        if await self._stored(f"cancel job {job_id}", lambda: self._db.jobs.finish_cancelled(job_id)):
+            self._emit(JobCancelled(job_id))
+
+
+    async def _stopped(self, ids: list[int], is_cancelled: Callable[[int], bool]) -> None:
+        """A render interrupted: its owners' cancels end those jobs; the rest were stopped by a shutdown,
+        not by their owner, so they go back to the queue and the attempt does not count against them."""
+        for job_id in ids:
+            if is_cancelled(job_id):
+                await self._cancelled(job_id)
+        back = [i for i in ids if not is_cancelled(i)]
+        await self._stored("requeue", lambda: self._db.jobs.requeue(back, refund_attempt=True))
+
+
+class Worker(JobTransitions):
     def __init__(
         self,
         db: Database,
@@ -249,15 +299,6 @@ class Worker:
                 images += outcome.images
         return BatchOutcome(seconds, images) if images else None
 
-    async def _stopped(self, ids: list[int], is_cancelled: Callable[[int], bool]) -> None:
-        """A render interrupted: its owners' cancels end those jobs; the rest were stopped by a shutdown,
-        not by their owner, so they go back to the queue and the attempt does not count against them."""
-        for job_id in ids:
-            if is_cancelled(job_id):
-                await self._cancelled(job_id)
-        back = [i for i in ids if not is_cancelled(i)]
-        await self._stored("requeue", lambda: self._db.jobs.requeue(back, refund_attempt=True))
-
     def _render_and_store(
         self,
         requests: list[RenderRequest],
@@ -295,21 +336,8 @@ class Worker:
         return self._put(encode_png(image, params))
 
     def _store_grid(self, images: list[Image.Image], request: RenderRequest) -> str:
-        params = {**image_params(request, 0), "seeds": list(request.seeds), "grid": len(images)}
-        return self._put(encode_png(make_grid(images), params))
+        return self._put(encode_grid(images, request))
 
     def _put(self, data: bytes) -> str:
         # Encoded once; only the write is retried (a full disk may get room when logs rotate).
         return retry_sync(lambda: self._blobs.put(data), "writing an image file", self._delays)
-
-    async def _stored(self, what: str, op: Callable[[], Awaitable[T]]) -> T:
-        """A job transition, retried through a locked database or a full disk (each is idempotent)."""
-        return await retry_async(op, what, self._delays)
-
-    async def _fail(self, job_id: int, reason: str) -> None:
-        if await self._stored(f"fail job {job_id}", lambda: self._db.jobs.fail(job_id, reason)):
-            self._emit(JobFailed(job_id))
-
-    async def _cancelled(self, job_id: int) -> None:
-        if await self._stored(f"cancel job {job_id}", lambda: self._db.jobs.finish_cancelled(job_id)):
-            self._emit(JobCancelled(job_id))

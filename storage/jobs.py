@@ -267,6 +267,15 @@ class JobStore:
                 await cur.close()
         return claimed
 
+    async def count_attempt(self, job_id: int, attempt: int) -> bool:
+        """A running job's render started over elsewhere (its remote worker died): attempts becomes
+        `attempt`, never less. Harmless to repeat: the same attempt changes nothing the second time."""
+        count, _ = await self._db.write(
+            "UPDATE jobs SET attempts = ? WHERE id = ? AND status = 'running' AND attempts < ?",
+            (attempt, job_id, attempt),
+        )
+        return count == 1
+
     async def requeue(self, job_ids: Sequence[int], *, refund_attempt: bool) -> None:
         """running -> queued. A clean stop refunds the attempt: it was not the job's fault."""
         refund = 1 if refund_attempt else 0

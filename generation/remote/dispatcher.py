@@ -1,0 +1,414 @@
+"""The bot's side of remote rendering (ATELIER_BROKER_URL): the scheduler still picks every batch in its
+fair order; this runner claims it in SQLite, waits until a live worker serving its model has a free slot,
+publishes it on `jobs.<model>`, and records what the workers report (SQLite first, then the event's ack).
+The bot loads no model and imports no torch: the model catalog comes from the workers' announcements.
+
+Discord-free, like the in-process worker it stands in for (generation.worker.Worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.kv import KeyValue
+from PIL import Image
+
+from generation.errors import InvalidRequest
+from generation.events import JobCancelled, JobDone, JobEvent, JobProgress, JobStarted
+from generation.images import encode_grid
+from generation.models import ModelSpec
+from generation.remote.broker import connect, ensure_streams, get_blob, put_blob
+from generation.remote.wire import (
+    MSG_ID_HEADER,
+    Dispatch,
+    DispatchJob,
+    Event,
+    ImageRef,
+    Subjects,
+    WireError,
+    WorkerInfo,
+    decode_event,
+    decode_progress,
+    decode_worker,
+    encode,
+)
+from generation.request import Kind, RenderRequest
+from generation.worker import BAD_REQUEST, BatchJob, BatchOutcome, JobTransitions
+from storage.blobs import BlobStore
+from storage.db import Database
+from storage.images import NewImage
+from storage.retry import DEFAULT_DELAYS
+
+log = logging.getLogger(__name__)
+
+NO_WORKERS = "No render worker is online yet; please try again in a minute."
+DAMAGED = "The rendered image of this job arrived damaged; please try again."
+# How often the bot reads the worker registry (entries expire on their own after WORKER_TTL_S).
+REGISTRY_POLL_S = 1.0
+# How often a batch waiting for its events looks at the scheduler's stop (a shutdown, a cancel).
+STOP_POLL_S = 0.25
+
+
+class RemoteModels:
+    """The model catalog in remote mode (a generation.models.ModelCatalog): names, families and defaults
+    as the live workers announce them. A model stays known after its last worker leaves, so its queued
+    jobs wait for a worker instead of being refused."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, ModelSpec] = {}
+
+    def update(self, workers: Sequence[WorkerInfo]) -> None:
+        for info in sorted(workers, key=lambda w: w.name):
+            for model in info.models:
+                if model.name not in self._specs:
+                    self._specs[model.name] = ModelSpec(
+                        name=model.name, source="remote", family=model.family, default_steps=model.steps,
+                        default_guidance=model.guidance, default_sampler=model.sampler)
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def spec(self, name: str | None) -> ModelSpec:
+        if not self._specs:
+            raise InvalidRequest(NO_WORKERS)
+        if name is None or name == "":
+            return next(iter(self._specs.values()))
+        spec = self._specs.get(name)
+        if spec is None:
+            raise InvalidRequest(f"Unknown model `{name}`. Available: {', '.join(self._specs)}.")
+        return spec
+
+    def resident_pipeline(self, name: str) -> Any | None:
+        return None  # no tokenizer here: notes about unreadable words are the workers' to make
+
+
+@dataclass
+class _Pending:
+    """One dispatched batch: its jobs by id and the events that reach them."""
+
+    requests: dict[int, RenderRequest]
+    events: asyncio.Queue[tuple[Event, Msg]] = field(default_factory=asyncio.Queue)
+
+
+async def _next_event(pending: _Pending, should_stop: Callable[[], bool]) -> tuple[Event, Msg] | None:
+    """The batch's next event, or None once the scheduler says stop."""
+    while not should_stop():
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(pending.events.get(), STOP_POLL_S)
+    return None
+
+
+class RemoteBackend:
+    """The connection to the broker, shared by the scheduler's runner and the bot's views of workers."""
+
+    def __init__(self, url: str, subjects: Subjects) -> None:
+        self._url = url
+        self.subjects = subjects
+        self.models = RemoteModels()
+        self.workers: dict[str, WorkerInfo] = {}
+        self._nc: NATS | None = None
+        self._js: JetStreamContext | None = None
+        self._kv: KeyValue | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._changed = asyncio.Event()
+        self._pending: dict[int, _Pending] = {}
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("the remote backend is not started")
+        return self._js
+
+    async def start(self) -> None:
+        self._nc, self._js = await connect(self._url, "atelier-bot")
+        self._kv = await ensure_streams(self._js, self.subjects)
+        await self._read_registry()
+        # Events: one durable consumer for the bot, acked after the SQLite write (a restart resumes).
+        await self._js.subscribe(
+            self.subjects.events(">"), durable="bot", cb=self._on_event, manual_ack=True,
+            config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL),
+        )
+        await self._nc.subscribe(self.subjects.progress("*"), cb=self._on_progress)
+        self._tasks.append(asyncio.create_task(self._watch_registry(), name="atelier-worker-registry"))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+            self._nc = None
+
+    # -- the worker registry ----------------------------------------------------------------------
+
+    async def _read_registry(self) -> None:
+        if self._kv is None:
+            return
+        try:
+            keys = await self._kv.keys()
+        except Exception:  # nats raises NoKeysError for an empty bucket
+            keys = []
+        workers: dict[str, WorkerInfo] = {}
+        for key in keys:
+            try:
+                entry = await self._kv.get(key)
+                workers[key] = decode_worker(entry.value or b"")
+            except WireError as exc:
+                log.warning("worker entry %r ignored: %s", key, exc)
+            except Exception:  # expired between keys() and get()
+                continue
+        self.workers = workers
+        self.models.update(list(workers.values()))
+        self._changed.set()
+
+    async def _watch_registry(self) -> None:
+        while True:
+            await asyncio.sleep(REGISTRY_POLL_S)
+            try:
+                await self._read_registry()
+            except Exception as exc:  # broker away: the last view stands until it is back
+                log.warning("reading the worker registry failed: %s", type(exc).__name__)
+
+    def has_capacity(self, model: str) -> bool:
+        """A live worker serves `model` and has a free slot."""
+        return any(len(w.busy) < w.slots for w in self.workers.values()
+                   if model in {m.name for m in w.models})
+
+    async def wait_for_capacity(self, model: str, should_stop: Callable[[], bool]) -> bool:
+        while not self.has_capacity(model):
+            if should_stop():
+                return False
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), REGISTRY_POLL_S)
+        return True
+
+    # -- events and progress ------------------------------------------------------------------------
+
+    async def _on_event(self, msg: Msg) -> None:
+        try:
+            event = decode_event(msg.data)
+        except WireError as exc:
+            log.error("event on %s terminated: %s", msg.subject, exc)
+            await msg.term()
+            return
+        pending = self._pending.get(event.job_id)
+        if pending is None:
+            # A finished job's late or repeated event (completion is first-wins), or a job this bot is not
+            # waiting for: nothing to record.
+            await msg.ack()
+            return
+        await pending.events.put((event, msg))
+
+    async def _on_progress(self, msg: Msg) -> None:
+        try:
+            progress = decode_progress(msg.data)
+        except WireError as exc:
+            log.warning("progress on %s ignored: %s", msg.subject, exc)
+            return
+        if progress.job_id in self._pending and self._emit is not None:
+            preview = None
+            if progress.preview:
+                with contextlib.suppress(ValueError, OSError):
+                    preview = Image.open(io.BytesIO(base64.b64decode(progress.preview))).convert("RGB")
+            self._emit(JobProgress(progress.job_id, progress.step, progress.total, preview))
+
+    _emit: Callable[[JobEvent], None] | None = None
+
+    async def dispatch(self, model: str, jobs: Sequence[tuple[int, RenderRequest]]) -> _Pending:
+        dispatch_id = uuid.uuid4().hex
+        pending = _Pending({job_id: request for job_id, request in jobs})
+        for job_id in pending.requests:
+            self._pending[job_id] = pending
+        body = encode(Dispatch(dispatch_id=dispatch_id, jobs=tuple(
+            DispatchJob(job_id=job_id, request=request.to_json()) for job_id, request in jobs)))
+        await self.js.publish(self.subjects.jobs(model), body, headers={MSG_ID_HEADER: dispatch_id})
+        return pending
+
+    def forget(self, job_ids: Sequence[int]) -> None:
+        for job_id in job_ids:
+            self._pending.pop(job_id, None)
+
+    def runner(self, db: Database, blobs: BlobStore, *,
+               storage_retry_delays: Sequence[float] = DEFAULT_DELAYS,
+               lease_seconds: float = 3600.0) -> Callable[[Callable[[JobEvent], None], str], RemoteRunner]:
+        """The scheduler's runner factory (generation.worker.RunnerFactory)."""
+
+        def build(emit: Callable[[JobEvent], None], lease_owner: str) -> RemoteRunner:
+            self._emit = emit
+            return RemoteRunner(self, db, blobs, emit=emit, lease_owner=lease_owner,
+                                lease_seconds=lease_seconds, storage_retry_delays=storage_retry_delays)
+
+        return build
+
+
+class RemoteRunner(JobTransitions):
+    """A generation.worker.BatchRunner whose renders happen on remote workers."""
+
+    def __init__(self, backend: RemoteBackend, db: Database, blobs: BlobStore, *,
+                 emit: Callable[[JobEvent], None], lease_owner: str, lease_seconds: float,
+                 storage_retry_delays: Sequence[float]) -> None:
+        self._backend = backend
+        self._db = db
+        self._blobs = blobs
+        self._emit = emit
+        self._lease_owner = lease_owner
+        self._lease_seconds = lease_seconds
+        self._delays = tuple(storage_retry_delays)
+
+    def close(self) -> None:
+        pass
+
+    async def run(
+        self,
+        jobs: Sequence[BatchJob],
+        *,
+        should_stop: Callable[[], bool],
+        is_cancelled: Callable[[int], bool],
+    ) -> BatchOutcome | None:
+        # 1. Read the requests; an unreadable one fails alone.
+        readable: list[tuple[int, RenderRequest]] = []
+        for job in jobs:
+            try:
+                readable.append((job.job_id, RenderRequest.from_json(job.request)))
+            except (KeyError, TypeError, ValueError):
+                log.exception("job %s has an unreadable request", job.job_id)
+                await self._fail(job.job_id, BAD_REQUEST)
+        if not readable:
+            return None
+        model = readable[0][1].model
+
+        # 2. Dispatch only when a live worker serving this model has a free slot: until then the jobs stay
+        # queued in the table, and the broker never holds work out of the fair order.
+        if not await self._backend.wait_for_capacity(model, should_stop):
+            await self._stopped_waiting([job_id for job_id, _ in readable], is_cancelled)
+            return None
+
+        # 3. Claim (a job cancelled meanwhile is skipped); sources go to the broker beside the batch.
+        claimed = set(await self._stored("claim", lambda: self._db.jobs.claim(
+            [job_id for job_id, _ in readable], lease_owner=self._lease_owner,
+            lease_seconds=self._lease_seconds)))
+        live = [(job_id, request) for job_id, request in readable if job_id in claimed]
+        for job_id, _ in live:
+            self._emit(JobStarted(job_id))
+        if not live:
+            return None
+        await self._upload_sources([request for _, request in live])
+        pending = await self._backend.dispatch(model, live)
+
+        # 4. Record each job's end as its events arrive (SQLite first, then the ack).
+        seconds, images = 0.0, 0
+        open_jobs = set(pending.requests)
+        try:
+            while open_jobs:
+                got = await _next_event(pending, should_stop)
+                if got is None:
+                    # A shutdown or its owners' cancels: the worker may finish, but its late events are
+                    # ignored; a stopped job goes back to the queue with its attempt refunded.
+                    await self._stopped(sorted(open_jobs), is_cancelled)
+                    break
+                event, msg = got
+                if event.job_id in open_jobs:
+                    made = await self._record(event, pending.requests[event.job_id], is_cancelled)
+                    if made is not None:
+                        open_jobs.discard(event.job_id)
+                        seconds += event.render_seconds if made else 0.0
+                        images += made
+                await msg.ack()
+        finally:
+            self._backend.forget(list(pending.requests))
+        return BatchOutcome(seconds, images) if images else None
+
+    async def _stopped_waiting(self, job_ids: list[int], is_cancelled: Callable[[int], bool]) -> None:
+        """Stopped while waiting for a worker: the jobs were never claimed and stay queued in the table,
+        except those their owners cancelled meanwhile."""
+        for job_id in job_ids:
+            if is_cancelled(job_id) and await self._stored(
+                    f"cancel job {job_id}", partial(self._db.jobs.cancel, job_id)):
+                self._emit(JobCancelled(job_id))
+
+    async def _upload_sources(self, requests: list[RenderRequest]) -> None:
+        """Variations and upscales start from the bot's stored image: it travels beside the batch."""
+        for request in requests:
+            if request.kind != Kind.TXT2IMG and request.source is not None:
+                data = await asyncio.to_thread(self._blobs.read, request.source)
+                await put_blob(self._backend.js, self._backend.subjects, data)
+
+    async def _record(self, event: Event, request: RenderRequest,
+                      is_cancelled: Callable[[int], bool]) -> int | None:
+        """One event of a job written to SQLite: the images it ended with, or None while it goes on."""
+        if event.kind == "done":
+            return await self._done(event, request, is_cancelled)
+        if event.kind == "failed":
+            await self._fail(event.job_id, event.reason or BAD_REQUEST)
+            return 0
+        if event.kind == "cancelled":
+            await self._cancelled(event.job_id)
+            return 0
+        # started: a second start means its last worker died with it.
+        if event.attempt > 1:
+            await self._stored(f"count attempt of job {event.job_id}",
+                               partial(self._db.jobs.count_attempt, event.job_id, event.attempt))
+        return None
+
+    async def _done(self, event: Event, request: RenderRequest, is_cancelled: Callable[[int], bool]) -> int:
+        job_id = event.job_id
+        if is_cancelled(job_id):
+            await self._cancelled(job_id)
+            return 0
+        try:
+            pictures = [await self._fetch(ref, request) for ref in event.images]
+            if len(pictures) != request.count:
+                raise WireError(f"{len(pictures)} images for a job of {request.count}")
+        except WireError as exc:
+            log.error("job %s: the result from worker %s is refused: %s", job_id, event.worker, exc)
+            await self._fail(job_id, DAMAGED)
+            return 0
+        grid = None
+        if len(pictures) > 1:
+            grid_png = await asyncio.to_thread(encode_grid, [image for _, image in pictures], request)
+            grid = await asyncio.to_thread(self._blobs.put, grid_png)
+        rows = [NewImage(ref.index, ref.seed, key, ref.width, ref.height, nsfw=ref.nsfw)
+                for (key, _), ref in zip(pictures, event.images, strict=True)]
+        first, _ = await self._stored(f"complete job {job_id}", lambda: self._db.jobs.complete(
+            job_id, rows, render_seconds=event.render_seconds, grid_blob=grid))
+        if first:
+            self._emit(JobDone(job_id))
+        return len(rows)
+
+    async def _fetch(self, ref: ImageRef, request: RenderRequest) -> tuple[str, Image.Image]:
+        """One image from the broker, checked (hash, size, decode, dimensions), stored as a blob."""
+        data = await get_blob(self._backend.js, self._backend.subjects, ref.sha256)
+        if len(data) != ref.size:
+            raise WireError(f"image {ref.sha256[:12]} is {len(data)} bytes, announced {ref.size}")
+
+        def decode() -> Image.Image:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                return image.convert("RGB")
+
+        try:
+            image = await asyncio.to_thread(decode)
+        except (OSError, ValueError) as exc:
+            raise WireError(f"image {ref.sha256[:12]} does not decode: {exc}") from None
+        if image.size != (ref.width, ref.height) or image.size != (request.width, request.height):
+            raise WireError(f"image {ref.sha256[:12]} is {image.size}, the job asked {request.width}x"
+                            f"{request.height}")
+        key = await asyncio.to_thread(self._blobs.put, data)
+        return key, image

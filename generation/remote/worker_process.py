@@ -1,0 +1,320 @@
+"""`atelier worker`: a remote renderer. It pulls batches the bot dispatched from `jobs.<model>`, renders
+them with the same Engine as the in-process worker, uploads the PNGs as checked chunks and reports
+started / done / failed as events; the bot keeps the queue, the fair order and SQLite.
+
+At-least-once: a batch is acked only after its events are stored by the broker. Until then in-progress
+acks keep the lease; a worker that dies stops sending them and JetStream redelivers the batch to another
+worker after the ack-wait. Every event carries the job and dispatch ids, so a repeat is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import io
+import logging
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+from nats.js.kv import KeyValue
+from PIL import Image
+
+from generation.engine import Engine
+from generation.errors import AtelierError, RenderCancelled
+from generation.images import encode_png, image_params
+from generation.remote.broker import connect, ensure_streams, get_blob, put_blob
+from generation.remote.wire import (
+    ACK_WAIT_S,
+    HEARTBEAT_S,
+    MAX_DELIVERIES,
+    MSG_ID_HEADER,
+    Dispatch,
+    DispatchJob,
+    Event,
+    ImageRef,
+    ModelInfo,
+    Progress,
+    Subjects,
+    WireError,
+    WorkerInfo,
+    decode_dispatch,
+    encode,
+)
+from generation.request import Kind, RenderRequest
+from generation.worker import BAD_REQUEST, SOURCE_GONE, UNEXPECTED
+
+log = logging.getLogger(__name__)
+
+# A batch that reached MAX_DELIVERIES workers and killed each: the in-process recovery's words.
+GAVE_UP = f"the renderer stopped during this job {MAX_DELIVERIES} times; giving up"
+PROGRESS_EVERY_S = 0.5  # at most 2 progress messages a second per job
+PREVIEW_SIDE = 96
+
+
+@dataclass
+class WorkerOptions:
+    name: str
+    models: list[str]
+    slots: int = 2
+    max_batch: int = 4
+    device: str = "cpu"
+    subjects: Subjects = field(default_factory=Subjects)
+    # How long the broker waits for a silent worker before handing its batch to another (the consumer's
+    # ack-wait; the first worker of a model creates the consumer with it).
+    ack_wait: float = ACK_WAIT_S
+
+
+class RemoteWorker:
+    def __init__(self, engine: Engine, options: WorkerOptions) -> None:
+        self._engine = engine
+        self._options = options
+        self._subjects = options.subjects
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-render")
+        self._stopping = asyncio.Event()
+        self._busy: list[int] = []
+        self._step = (0, 0)
+        self._interrupted = False
+        self._nc: NATS | None = None
+        self._sending: set[asyncio.Future[None]] = set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # -- the registry entry ------------------------------------------------------------------------
+
+    def info(self) -> WorkerInfo:
+        registry = self._engine.registry
+        models = []
+        for name in self._options.models:
+            spec = registry.spec(name)
+            models.append(ModelInfo(name=spec.name, family=spec.family, steps=spec.default_steps,
+                                    guidance=spec.default_guidance, sampler=spec.default_sampler))
+        return WorkerInfo(
+            name=self._options.name, device=self._options.device, models=tuple(models),
+            loaded=tuple(n for n in self._options.models if registry.is_loaded(n)),
+            slots=self._options.slots, max_batch=self._options.max_batch, busy=tuple(self._busy),
+            step=self._step[0], total=self._step[1],
+        )
+
+    async def _heartbeat(self, kv: KeyValue) -> None:
+        while True:
+            try:
+                await kv.put(self._options.name, encode(self.info()))
+            except Exception as exc:  # broker away for a moment: the next beat tries again
+                log.warning("heartbeat failed: %s", type(exc).__name__)
+            await asyncio.sleep(HEARTBEAT_S)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def run(self, nc: NATS, js: JetStreamContext) -> None:
+        self._nc = nc
+        kv = await ensure_streams(js, self._subjects)
+        await asyncio.to_thread(self._engine.warm_up, self._options.models[0])
+        subs = {}
+        for model in self._options.models:
+            subs[model] = await js.pull_subscribe(
+                self._subjects.jobs(model), durable=self._subjects.consumer(model),
+                stream=self._subjects.jobs_stream,
+                config=ConsumerConfig(ack_wait=self._options.ack_wait, max_deliver=-1),
+            )
+        beat = asyncio.create_task(self._heartbeat(kv))
+        log.info("worker %s serving %s", self._options.name, ", ".join(self._options.models))
+        try:
+            while not self._stopping.is_set():
+                # Loaded models first: a batch for them starts without a load.
+                order = sorted(subs, key=lambda m: not self._engine.registry.is_loaded(m))
+                for model in order:
+                    try:
+                        msgs = await subs[model].fetch(1, timeout=1)
+                    except TimeoutError:
+                        continue
+                    except Exception as exc:  # broker restarting: short pause, fetch again
+                        log.warning("fetch for %s failed: %s", model, type(exc).__name__)
+                        await asyncio.sleep(1)
+                        continue
+                    for msg in msgs:
+                        await self._handle(js, msg)
+                    if self._stopping.is_set():
+                        break
+        finally:
+            beat.cancel()
+            with contextlib.suppress(BaseException):
+                await beat
+            with contextlib.suppress(Exception):
+                await kv.delete(self._options.name)
+            self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _handle(self, js: JetStreamContext, msg: Msg) -> None:
+        delivered = msg.metadata.num_delivered
+        try:
+            dispatch = decode_dispatch(msg.data)
+        except WireError as exc:
+            log.error("dispatch at stream seq %s terminated: %s", msg.metadata.sequence.stream, exc)
+            await msg.term()
+            return
+        if delivered > MAX_DELIVERIES:
+            for job in dispatch.jobs:
+                await self._event(js, dispatch, job.job_id, "failed", reason=GAVE_UP)
+            await msg.ack()
+            return
+        keep = asyncio.create_task(self._keep_lease(msg))
+        try:
+            await self._render_dispatch(js, dispatch, attempt=delivered)
+        finally:
+            keep.cancel()
+            with contextlib.suppress(BaseException):
+                await keep
+            self._busy.clear()
+        if self._stopping.is_set() and self._interrupted:
+            # Stopped mid-batch: hand it back at once instead of waiting out the ack-wait.
+            await msg.nak()
+        else:
+            await msg.ack()
+
+    async def _keep_lease(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self._options.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()
+
+    async def _render_dispatch(self, js: JetStreamContext, dispatch: Dispatch, *, attempt: int) -> None:
+        one_by_one = attempt > 1
+        self._interrupted = False
+        live: list[tuple[DispatchJob, RenderRequest, Image.Image | None]] = []
+        for job in dispatch.jobs:
+            try:
+                request = RenderRequest.from_json(job.request)
+            except (KeyError, TypeError, ValueError):
+                log.error("job %s of dispatch %s has an unreadable request", job.job_id, dispatch.dispatch_id)
+                await self._event(js, dispatch, job.job_id, "failed", reason=BAD_REQUEST)
+                continue
+            source = None
+            if request.kind != Kind.TXT2IMG:
+                try:
+                    data = await get_blob(js, self._subjects, (request.source or "").removesuffix(".png"))
+                    source = Image.open(io.BytesIO(data)).convert("RGB")
+                except (WireError, OSError) as exc:
+                    log.warning("job %s: source image unavailable: %s", job.job_id, exc)
+                    await self._event(js, dispatch, job.job_id, "failed", reason=SOURCE_GONE)
+                    continue
+            live.append((job, request, source))
+            await self._event(js, dispatch, job.job_id, "started", attempt=attempt)
+        groups = [[item] for item in live] if one_by_one else [live] if live else []
+        while groups:
+            group = groups.pop(0)
+            if self._stopping.is_set():
+                self._interrupted = True
+                return
+            try:
+                await self._render_group(js, dispatch, group)
+            except RenderCancelled:
+                self._interrupted = True
+                return
+            except Exception as exc:
+                if len(group) > 1:
+                    # One member's request must not fail the others: each runs alone.
+                    log.warning("batch %s failed (%r); rendering its jobs one by one",
+                                dispatch.dispatch_id, exc)
+                    groups = [[item] for item in group] + groups
+                    continue
+                job = group[0][0]
+                if isinstance(exc, AtelierError):
+                    reason, retryable = exc.user_message, False
+                else:
+                    log.exception("render of job %s failed", job.job_id)
+                    reason, retryable = UNEXPECTED, True
+                await self._event(js, dispatch, job.job_id, "failed", reason=reason, retryable=retryable)
+
+    async def _render_group(
+        self, js: JetStreamContext, dispatch: Dispatch,
+        group: list[tuple[DispatchJob, RenderRequest, Image.Image | None]],
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        ids = [job.job_id for job, _, _ in group]
+        requests = [request for _, request, _ in group]
+        sources = None if requests[0].kind == Kind.TXT2IMG else [s for _, _, s in group]
+        self._busy[:] = ids
+        last = [0.0]
+
+        def on_progress(step: int, total: int, previews: list[Image.Image]) -> None:
+            self._step = (step, total)
+            now = time.monotonic()
+            if now - last[0] < PROGRESS_EVERY_S and step < total:
+                return
+            last[0] = now
+            for i, job_id in enumerate(ids):
+                preview = _preview_text(previews[i]) if i < len(previews) else ""
+                message = encode(Progress(job_id=job_id, step=step, total=total, preview=preview))
+                loop.call_soon_threadsafe(self._publish_progress, js, job_id, message)
+
+        started = time.perf_counter()
+        rendered = await loop.run_in_executor(self._thread, _render, self._engine, requests, sources,
+                                              on_progress, self._stopping.is_set)
+        seconds = time.perf_counter() - started
+        total_images = sum(len(images) for images in rendered) or 1
+        for (job, request, _), images in zip(group, rendered, strict=True):
+            checker = self._engine.safety_checker(request.model)
+            flags = checker.check(images) if checker is not None else [False] * len(images)
+            refs = []
+            for index, image in enumerate(images):
+                png = await asyncio.to_thread(encode_png, image, image_params(request, index))
+                digest = await put_blob(js, self._subjects, png)
+                refs.append(ImageRef(index=index, seed=request.seeds[index], width=image.width,
+                                     height=image.height, sha256=digest, size=len(png), nsfw=flags[index]))
+            await self._event(js, dispatch, job.job_id, "done", images=tuple(refs),
+                              render_seconds=seconds * len(images) / total_images)
+
+    def _publish_progress(self, js: JetStreamContext, job_id: int, message: bytes) -> None:
+        # Plain NATS, not JetStream: a lost progress message is harmless and the next one replaces it.
+        if self._nc is None:
+            return
+        task = asyncio.ensure_future(self._nc.publish(self._subjects.progress(job_id), message))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _event(self, js: JetStreamContext, dispatch: Dispatch, job_id: int, kind: str, *,
+                     images: tuple[ImageRef, ...] = (), render_seconds: float = 0.0, reason: str = "",
+                     retryable: bool = False, attempt: int = 1) -> None:
+        event = Event(kind=kind, job_id=job_id, dispatch_id=dispatch.dispatch_id,  # type: ignore[arg-type]
+                      worker=self._options.name, images=images, render_seconds=render_seconds,
+                      reason=reason, retryable=retryable, attempt=attempt)
+        # The msg id makes a repeat of the same event (a redelivered batch) a no-op inside the window.
+        msg_id = f"{dispatch.dispatch_id}.{job_id}.{kind}.{attempt}"
+        await js.publish(self._subjects.events(job_id), encode(event), headers={MSG_ID_HEADER: msg_id})
+
+
+def _render(engine: Engine, requests: list[RenderRequest], sources: list[Image.Image | None] | None,
+            on_progress: Callable[[int, int, list[Image.Image]], None],
+            should_stop: Callable[[], bool]) -> list[list[Image.Image]]:
+    return engine.render(requests, sources, on_progress=on_progress, should_stop=should_stop)
+
+
+def _preview_text(image: Image.Image) -> str:
+    small = image.copy()
+    small.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    buffer = io.BytesIO()
+    small.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+async def serve(url: str, engine: Engine, options: WorkerOptions) -> None:
+    """Connect (retrying while the broker is down) and render until SIGTERM / SIGINT."""
+    nc, js = await connect(url, f"atelier-worker-{options.name}")
+    worker = RemoteWorker(engine, options)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run(nc, js)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.drain()

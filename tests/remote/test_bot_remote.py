@@ -1,0 +1,256 @@
+"""The bot in remote mode (ATELIER_BROKER_URL) through the sandbox: it loads no model, its catalog comes
+from the workers' announcements, and real `atelier worker` subprocesses render what members ask for."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.js.api import DeliverPolicy
+from PIL import Image
+
+from bot.app import App
+from generation.remote.wire import (
+    CHUNK_HEADER,
+    Event,
+    ImageRef,
+    ModelInfo,
+    Subjects,
+    WorkerInfo,
+    chunk_header,
+    decode_dispatch,
+    decode_event,
+    encode,
+    sha256_hex,
+)
+from generation.request import RenderRequest
+from sandbox import Sandbox
+from tests.bot.helpers import (
+    button,
+    click_for_result,
+    image_of,
+    imagine,
+    job_id_of,
+    labels,
+    result_for,
+    results,
+    shows_rendering,
+)
+from tests.remote.conftest import BOT_PASS, BOT_USER, WORKER_PASS, WORKER_USER, NatsServer, WorkerProcesses
+
+PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timing assertion
+
+
+@pytest.fixture
+def remote_bot(start_bot: Callable[..., Any], nats_server: NatsServer) -> Callable[..., Any]:
+    """Start the bot in remote mode (no engine of its own: ATELIER_BROKER_URL) under `prefix`."""
+
+    async def start(prefix: str) -> App:
+        app: App = await start_bot(own_engine=True, ATELIER_BROKER_URL=nats_server.url(BOT_USER, BOT_PASS),
+                                   ATELIER_BROKER_PREFIX=prefix)
+        return app
+
+    return start
+
+
+async def test_imagine_through_two_workers(
+    sandbox: Sandbox, workers: WorkerProcesses, remote_bot: Callable[..., Any]
+) -> None:
+    prefix = f"b{uuid.uuid4().hex[:8]}"
+    workers.start("w1", prefix, "--models", "tiny")
+    workers.start("w2", prefix, "--models", "tiny")
+    app = await remote_bot(prefix)
+    services = app.services
+    assert services is not None and services.engine is None  # no model in the bot
+    await sandbox.wait_for(lambda: services.remote is not None and len(services.remote.workers) == 2,
+                           timeout=PATIENCE_S)
+    assert services.registry.names() == ["tiny"]
+
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    message = await imagine(sandbox, alice, general, "a lighthouse at dusk --seed 7 --steps 3", count=4,
+                            timeout=PATIENCE_S)
+    job = await services.db.jobs.get(job_id_of(message))
+    assert job is not None and job.status == "done" and job.attempts == 1
+    width, height = job.request["width"], job.request["height"]
+    assert image_of(message).size == (2 * width, 2 * height)  # the grid the bot built
+    assert labels(message)[:5] == ["U1", "U2", "U3", "U4", "🔄"]
+    # The stored images are the workers' PNGs, checked and kept by the bot.
+    rows = await services.db.images.for_job(job.id)
+    assert [r.seed for r in rows] == [7, 8, 9, 10]
+    assert all(services.blobs.exists(r.blob) for r in rows)
+
+    # U1: an upscale starts from the bot's stored image, which travels to a worker through the broker.
+    upscaled = await click_for_result(sandbox, alice, general, message, "U1", timeout=PATIENCE_S)
+    assert image_of(upscaled).size == (2 * width, 2 * height)
+
+
+async def test_a_worker_killed_mid_render_hands_the_job_to_another(
+    sandbox: Sandbox, workers: WorkerProcesses, remote_bot: Callable[..., Any], tmp_path: Path
+) -> None:
+    prefix = f"k{uuid.uuid4().hex[:8]}"
+    hold = tmp_path / "hold"  # while it exists, w1's renders wait at the end of a step
+    w1 = workers.start("w1", prefix, "--models", "tiny", "--ack-wait", "3",
+                       extra_env={"ATELIER_TEST_HOLD_FILE": str(hold)})
+    app = await remote_bot(prefix)
+    services = app.services
+    assert services is not None and services.remote is not None
+    remote = services.remote
+    await sandbox.wait_for(lambda: "w1" in remote.workers, timeout=PATIENCE_S)
+    hold.touch()  # after its warm-up render
+
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    interaction = await sandbox.slash(alice, general, "imagine",
+                                      {"prompt": "a stormy sea --seed 3 --steps 3"})
+    await interaction.wait_ack()
+    # Held on w1 and shown as rendering to the member.
+    await sandbox.wait_for(lambda: shows_rendering(interaction) and remote.workers["w1"].busy,
+                           timeout=PATIENCE_S)
+    job_id = remote.workers["w1"].busy[0]
+
+    w1.send_signal(signal.SIGKILL)
+    w1.wait()
+    workers.start("w2", prefix, "--models", "tiny", "--ack-wait", "3")
+    message = await sandbox.wait_for(lambda: result_for(sandbox, general, job_id), timeout=PATIENCE_S)
+    assert message.id == interaction.original.id
+    job = await services.db.jobs.get(job_id)
+    assert job is not None and job.status == "done" and job.attempts == 2
+    assert len([m for m in results(sandbox, general) if job_id_of(m) == job_id]) == 1  # one final message
+    rows = await services.db.images.for_job(job_id)
+    assert sorted(r.index for r in rows) == list(range(len(job.request["seeds"])))  # stored once
+
+
+async def test_an_image_that_does_not_match_its_hash_fails_the_job_clearly(
+    sandbox: Sandbox, nats_server: NatsServer, remote_bot: Callable[..., Any]
+) -> None:
+    """The test plays a broken worker over the real broker: the bot must refuse its image, not show it."""
+    subjects = Subjects(f"h{uuid.uuid4().hex[:8]}")
+    app = await remote_bot(subjects.prefix)
+    services = app.services
+    assert services is not None
+    nc = await nats.connect(nats_server.url(WORKER_USER, WORKER_PASS))
+    try:
+        js = nc.jetstream()
+        kv = await js.key_value(subjects.workers_bucket)
+        await kv.put("fake", encode(WorkerInfo(
+            name="fake", device="cpu", slots=2, max_batch=4,
+            models=(ModelInfo(name="tiny", family="sd15", steps=3, guidance=5.0, sampler="euler"),))))
+        await sandbox.wait_for(lambda: services.registry.names() == ["tiny"], timeout=PATIENCE_S)
+
+        alice, general = sandbox.users["alice"], sandbox.channel("general")
+        interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a quiet pond --seed 4",
+                                                                      "count": 1})
+        await interaction.wait_ack()
+        sub = await js.pull_subscribe(subjects.jobs("tiny"), durable=subjects.consumer("tiny"),
+                                      stream=subjects.jobs_stream)
+        msg = (await sub.fetch(1, timeout=PATIENCE_S))[0]
+        dispatch = decode_dispatch(msg.data)
+        job = dispatch.jobs[0]
+        request = RenderRequest.from_json(job.request)
+        png = io.BytesIO()
+        Image.new("RGB", (request.width, request.height), (9, 9, 9)).save(png, format="PNG")
+        data = png.getvalue()
+        claimed = sha256_hex(b"some other image")  # the hash it announces is not its bytes' hash
+        await js.publish(f"{subjects.blob(claimed)}.0", data, headers={CHUNK_HEADER: chunk_header(0, 1)})
+        ref = ImageRef(index=0, seed=4, width=request.width, height=request.height, sha256=claimed,
+                       size=len(data))
+        await js.publish(subjects.events(job.job_id), encode(Event(
+            kind="done", job_id=job.job_id, dispatch_id=dispatch.dispatch_id, worker="fake", images=(ref,))))
+        await msg.ack()
+
+        shown = await sandbox.wait_for(
+            lambda: interaction.original is not None and "arrived damaged" in interaction.original.content
+            and interaction.original, timeout=PATIENCE_S)
+        assert not shown.attachments
+        row = await services.db.jobs.get(job.job_id)
+        assert row is not None and row.status == "failed"
+        assert await services.db.images.for_job(job.job_id) == []
+    finally:
+        await nc.close()
+
+
+NO_TORCH_SCRIPT = """
+import asyncio, sys
+from bot.config import Settings
+from bot.services import Services
+
+async def main():
+    services = await Services.open(Settings(_env_file=None))
+    await services.start()
+    print("engine", services.engine, "torch", "torch" in sys.modules, "diffusers", "diffusers" in sys.modules)
+    await services.close()
+
+asyncio.run(main())
+"""
+
+
+async def test_the_bot_in_remote_mode_loads_no_model_and_imports_no_torch(
+    nats_server: NatsServer, workers: WorkerProcesses, tmp_path: Path
+) -> None:
+    env = {**workers.env(f"n{uuid.uuid4().hex[:8]}", nats_server.url(BOT_USER, BOT_PASS)),
+           "ATELIER_DATA_DIR": str(tmp_path / "data")}
+    done = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", NO_TORCH_SCRIPT], env=env,
+                                   capture_output=True, timeout=PATIENCE_S)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "engine None torch False diffusers False" in done.stdout.decode()
+
+
+async def test_cancel_while_a_worker_renders_ends_the_job_and_its_late_result_is_ignored(
+    sandbox: Sandbox, workers: WorkerProcesses, remote_bot: Callable[..., Any], nats_server: NatsServer,
+    tmp_path: Path
+) -> None:
+    prefix = f"c{uuid.uuid4().hex[:8]}"
+    hold = tmp_path / "hold"
+    workers.start("w1", prefix, "--models", "tiny", extra_env={"ATELIER_TEST_HOLD_FILE": str(hold)})
+    app = await remote_bot(prefix)
+    services = app.services
+    assert services is not None and services.remote is not None
+    remote = services.remote
+    await sandbox.wait_for(lambda: "w1" in remote.workers, timeout=PATIENCE_S)
+    hold.touch()
+
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a red kite --steps 3 --n 1"})
+    await interaction.wait_ack()
+    await sandbox.wait_for(lambda: shows_rendering(interaction) and remote.workers["w1"].busy,
+                           timeout=PATIENCE_S)
+    job_id = remote.workers["w1"].busy[0]
+
+    listing = await sandbox.slash(alice, general, "queue")
+    await listing.wait_ack()
+    done = await sandbox.click(alice, listing.original, button(listing.original, f"Cancel {job_id}"))
+    await done.wait_ack()
+    await sandbox.wait_for(lambda: any("red kite" in m.content and "(cancelled)" in m.content
+                                       for m in sandbox.messages(general)), timeout=PATIENCE_S)
+
+    # The worker finishes anyway; its result reaches the bot, which records nothing for a finished job.
+    nc = await nats.connect(nats_server.url(BOT_USER, BOT_PASS))
+    try:
+        js = nc.jetstream()
+        sub = await js.subscribe(Subjects(prefix).events(job_id), deliver_policy=DeliverPolicy.ALL)
+        hold.unlink()
+        while decode_event((await sub.next_msg(timeout=PATIENCE_S)).data).kind != "done":
+            pass
+
+        async def bot_consumed() -> bool:
+            info = await js.consumer_info(Subjects(prefix).events_stream, "bot")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        for _ in range(int(PATIENCE_S * 10)):
+            if await bot_consumed():
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+    row = await services.db.jobs.get(job_id)
+    assert row is not None and row.status == "cancelled"
+    assert result_for(sandbox, general, job_id) is None
+    assert await services.db.images.for_job(job_id) == []
