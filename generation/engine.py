@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from generation import knobs
 from generation.canvas import canvas_inputs, overlay
 from generation.errors import InvalidRequest, RenderCancelled, RenderError
 from generation.families import Family, family_of
@@ -295,6 +296,22 @@ def warm_up_plan(spec: ModelSpec, max_batch: int, per_call: int | None = None) -
     return plan + upscales + long_prompts
 
 
+def stop_early(pipe: Any, step_index: int, stop: int, captured: dict[str, Any], kwargs: dict[str, Any]
+               ) -> dict[str, Any]:
+    """--stop: once `stop` percent of the call's steps are done, end the loop (diffusers skips the steps
+    left once `_interrupt` is set) and hand back the denoised estimate of this step as the latents the
+    pipeline decodes: the picture so far, not its noisy latent."""
+    total = int(getattr(pipe, "_num_timesteps", 0) or 0)
+    if not total or step_index + 1 < math.ceil(total * stop / 100) or "x0" not in captured:
+        return kwargs
+    sched, model_output, ts, sample, out = captured["x0"]
+    pipe._interrupt = True
+    latents = kwargs.get("latents")
+    if latents is not None:
+        kwargs["latents"] = x0_estimate(sched, model_output, ts, sample, out).to(latents.dtype)
+    return kwargs
+
+
 class _Run:
     """State of one render() call: pending chunks, progress accounting, previews."""
 
@@ -394,7 +411,7 @@ class _Run:
 
             def step(model_output: Any, timestep: Any, sample: Any, *args: Any, **kwargs: Any) -> Any:
                 out = original_step(model_output, timestep, sample, *args, **kwargs)
-                if self.on_progress is not None:
+                if self.on_progress is not None or first.stop < 100:
                     captured["x0"] = (scheduler, model_output, timestep, sample, out)
                 return out
 
@@ -416,6 +433,8 @@ class _Run:
         def on_step_end(p: Any, step_index: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
             if self.should_stop is not None and self.should_stop():
                 raise RenderCancelled()
+            if first.stop < 100:
+                kwargs = stop_early(p, step_index, first.stop, captured, kwargs)
             if self.on_progress is not None:
                 total_steps = int(getattr(p, "_num_timesteps", 0) or first.steps)
                 if self.refiner is not None:
@@ -474,8 +493,11 @@ class _Run:
             # clip_skip in the call must reach that encoding: the pipeline ignores it beside embeddings.
             clip_skip = call.pop("clip_skip", None)
             prompt_args = call_arguments(pipe, prompts, negatives, clip_skip=clip_skip)
+            prompt_args = knobs.chaos_jitter(prompt_args, [(s.seed, self.requests[s.request].chaos)
+                                                           for s in chunk])
             call.update(prompt_args)
-            with torch.inference_mode():
+            with torch.inference_mode(), knobs.applied(pipe, first, self.family.name), \
+                    knobs.applied(self.refiner, first, self.family.name):
                 if self.refiner is None:
                     result = pipe(**call)
                 else:

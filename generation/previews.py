@@ -74,6 +74,10 @@ def x0_estimate(scheduler: Any, model_output: Any, timestep: Any, sample: Any, s
     flow matching (SD3, Flux) from sigma and the predicted velocity.
     """
     pred = getattr(step_output, "pred_original_sample", None)
+    if pred is None and isinstance(step_output, tuple) and len(step_output) == 2:
+        # Pipelines call step(..., return_dict=False): Euler, Euler a and DDIM then return
+        # (prev_sample, pred_original_sample); the alpha formula below would misread their sigma-space sample.
+        pred = step_output[1]
     if pred is not None:
         return pred
     import torch

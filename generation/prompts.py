@@ -12,6 +12,10 @@ re-encoding the prompt without the fragment: one more encoder pass per fragment)
 from A1111 / civitai would not render as their authors tuned them; and it has no BREAK. What we would
 reuse of it is the chunk-and-encode loop below.
 
+Midjourney's multi-prompts (`cat:: dog::2`, `::-0.5`) split a prompt into parts, each encoded on its own
+(with all of the above); the part embeddings are then summed with their weights normalized to add up to 1,
+so `a::1` (or `a::3`) renders exactly as `a`, and a negative part pushes the image away from its words.
+
 Only CLIP-conditioned pipelines (SD1.x, SD2, SDXL and its refiner) are encoded here; for any other
 pipeline `encode` returns None and the caller passes the strings as before.
 """
@@ -133,6 +137,65 @@ def plain_text(segments: list[list[Piece]]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Multi-prompts (Midjourney's `::`)
+# ---------------------------------------------------------------------------------------------
+
+# Each part is one more text-encoder pass over every chunk: bounded like the chunks.
+MAX_PARTS = 8
+# `::` then an optional weight. A1111's `(word:1.2)` has one colon, so the two syntaxes never collide.
+_MULTI_RE = re.compile(r"::\s*([+-]?(?:\d+\.?\d*|\.\d+))?")
+
+
+def split_multi(text: str) -> list[Piece]:
+    """`cat:: dog::2` -> [("cat", 1.0), ("dog", 2.0)]: the parts of a multi-prompt and their raw weights.
+
+    A text without `::` is one part of weight 1, kept as it is (so it encodes exactly as before). Text
+    after the last `::` is a part of weight 1; parts without words are dropped (with their weight);
+    weights are clamped to +-MAX_WEIGHT. Never raises: validate_multi says what a member did wrong.
+    """
+    if "::" not in text:
+        return [(text, 1.0)]
+    parts: list[Piece] = []
+    start = 0
+    for match in _MULTI_RE.finditer(text):
+        weight = 1.0 if match.group(1) is None else float(match.group(1))
+        parts.append((text[start : match.start()].strip(), min(MAX_WEIGHT, max(-MAX_WEIGHT, weight))))
+        start = match.end()
+    parts.append((text[start:].strip(), 1.0))
+    return [(part, weight) for part, weight in parts if part]
+
+
+def multi_error(text: str) -> str | None:
+    """Why `text` is not a multi-prompt that can be drawn (a short message for the member), or None."""
+    if "::" not in text:
+        return None
+    parts = split_multi(text)
+    if not parts:
+        return "A multi-prompt needs words between its `::`, like `cat:: dog::2`."
+    if len(parts) > MAX_PARTS:
+        return f"A multi-prompt has at most {MAX_PARTS} parts (this one has {len(parts)})."
+    if sum(weight for _, weight in parts) <= 0:
+        return ("The weights of a multi-prompt must add up to more than zero: `cat:: dog::-0.5` works, "
+                "`dog::-0.5` alone does not.")
+    return None
+
+
+def _normalized(text: str) -> list[Piece]:
+    """The parts of `text` with weights that add up to 1 (what the encoder mixes). A prompt that never
+    went through validation (a total of zero or less, no words) is read as its words, unweighted."""
+    parts = split_multi(text)[:MAX_PARTS]
+    total = sum(weight for _, weight in parts)
+    if not parts or total <= 0:
+        return [(" ".join(part for part, _ in parts), 1.0)]
+    return [(part, weight / total) for part, weight in parts]
+
+
+def multi_plain(text: str) -> str:
+    """The words of the parts that pull towards the image, for pipelines that take strings."""
+    return " ".join(part for part, weight in _normalized(text) if weight > 0)
+
+
+# ---------------------------------------------------------------------------------------------
 # Tokens and chunks
 # ---------------------------------------------------------------------------------------------
 
@@ -200,7 +263,9 @@ def _tokens(tokenizer: Any, text: str) -> list[tuple[int, int]]:
 def cut_notes(tokenizer: Any, prompt: str, negative: str = "") -> tuple[str, ...]:
     """Short notes for the member about words the model will not read (empty when all fit)."""
     notes = []
-    for label, text in (("prompt", prompt), ("negative prompt", negative)):
+    # Each part of a multi-prompt is chunked on its own.
+    labelled = [("prompt", part) for part, _ in _normalized(prompt)] if prompt else []
+    for label, text in [*labelled, ("negative prompt", negative)]:
         if not text:
             continue
         cut_at = chunk(tokenizer, text).cut_at
@@ -258,7 +323,8 @@ def chunk_count(pipe: Any, prompt: str, negative: str) -> int:
     """How many chunks a prompt and its negative take (the longer of the two): renders batched in one
     call must agree on it, since padding a prompt with empty chunks would change its pixels."""
     pairs = _encoders(pipe) or []
-    return max((len(chunk(t, text).chunks) for t, _ in pairs for text in (prompt, negative)), default=1)
+    texts = [part for part, _ in _normalized(prompt)] + [negative]
+    return max((len(chunk(t, text).chunks) for t, _ in pairs for text in texts), default=1)
 
 
 def call_arguments(pipe: Any, prompts: Sequence[str], negatives: Sequence[str], clip_skip: int | None = None
@@ -269,7 +335,7 @@ def call_arguments(pipe: Any, prompts: Sequence[str], negatives: Sequence[str], 
     if embeds is not None:
         return embeds
     strings: dict[str, Any] = {
-        "prompt": list(prompts),
+        "prompt": [multi_plain(p) for p in prompts],
         "negative_prompt": list(negatives) if any(negatives) else None,
     }
     if clip_skip is not None:
@@ -299,8 +365,12 @@ def _encode(pipe: Any, pairs: list[tuple[Any, Any]], prompts: Sequence[str], neg
     import torch
 
     xl = hasattr(pipe, "text_encoder_2")
-    rows = {"prompt": list(prompts), "negative": list(negatives)}
-    chunked = {name: [[chunk(t, text) for t, _ in pairs] for text in texts] for name, texts in rows.items()}
+    # Each row is one image's parts (one for a plain prompt); every part is encoded as a row of its own,
+    # then a row's parts are mixed by their normalized weights (_mix).
+    rows = {"prompt": [_normalized(p) for p in prompts], "negative": [[(n, 1.0)] for n in negatives]}
+    parts = {name: [part for row in per_row for part in row] for name, per_row in rows.items()}
+    chunked = {name: [[chunk(t, text) for t, _ in pairs] for text, _ in texts]
+               for name, texts in parts.items()}
     n = max(len(c.chunks) for per_text in chunked.values() for per_encoder in per_text for c in per_encoder)
     device = getattr(pipe, "_execution_device", None)
     zero_negative = xl and not any(negatives) and getattr(pipe.config, "force_zeros_for_empty_prompt", False)
@@ -333,10 +403,26 @@ def _encode(pipe: Any, pairs: list[tuple[Any, Any]], prompts: Sequence[str], neg
         z = torch.cat(hidden, dim=-1)  # [rows * n, 77, width of all encoders]
         embeds = z.reshape(len(per_text), n * z.shape[1], z.shape[2])
         key = "prompt_embeds" if name == "prompt" else "negative_prompt_embeds"
-        out[key] = embeds
+        out[key] = _mix(embeds, rows[name])
         if xl:
-            out["pooled_prompt_embeds" if name == "prompt" else "negative_pooled_prompt_embeds"] = pooled
+            out["pooled_prompt_embeds" if name == "prompt" else "negative_pooled_prompt_embeds"] = (
+                _mix(pooled, rows[name]))
     return out
+
+
+def _mix(per_part: Any, rows: list[list[Piece]]) -> Any:
+    """One embedding per row from the embeddings of its parts (in order): the weighted sum. A row of one
+    part has weight 1 and is returned as it was encoded, bit for bit."""
+    import torch
+
+    if all(len(row) == 1 for row in rows):
+        return per_part
+    mixed = []
+    at = 0
+    for row in rows:
+        mixed.append(sum(per_part[at + i] * weight for i, (_, weight) in enumerate(row)))
+        at += len(row)
+    return torch.stack(mixed)
 
 
 def _apply_weights(z: Any, weights: Any) -> Any:

@@ -38,6 +38,14 @@ class RenderRequest:
     # Short notes for the member about their request as it will be rendered (e.g. words of a long prompt
     # the model cannot read); decided when the request is built, shown with every message of the job.
     notes: tuple[str, ...] = ()
+    # Midjourney's style flags (generation/knobs.py): seamless tiles (--tile), FreeU strength (--stylize,
+    # None: off) and the share of the steps after which the render stops early (--stop, percent).
+    tile: bool = False
+    stylize: int | None = None
+    stop: int = 100
+    # --chaos 0-100: per-image noise on the prompt embedding, drawn from each image's seed (knobs.py); rows
+    # are independent, so it does not split batches.
+    chaos: int = 0
     # Canvas jobs: where the source goes on the width x height canvas (x, y, w, h), and for Vary (Region)
     # the repainted cells (one bit per cell of generation/canvas.py's grid); None paints around the box.
     box: tuple[int, int, int, int] | None = None
@@ -59,6 +67,10 @@ class RenderRequest:
             round(self.guidance, 4),
             self.kind == Kind.TXT2IMG,
             None if self.strength is None else round(self.strength, 4),
+            # Each changes the shared modules or the loop of the whole call.
+            self.tile,
+            self.stylize,
+            self.stop,
             self.kind == Kind.CANVAS,  # the inpaint pipeline
         )
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from generation.errors import InvalidRequest
 from generation.families import FAMILIES, family_of
-from generation.prompts import cut_notes, tokenizer_for_notes
+from generation.knobs import MAX_CHAOS, MAX_STYLIZE
+from generation.prompts import cut_notes, multi_error, tokenizer_for_notes
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
 
@@ -32,6 +33,7 @@ __all__ = [
     "Limits",
     "RequestDraft",
     "build_request",
+    "expand_prompt",
     "max_pixels",
     "parse_flags",
     "size_for",
@@ -98,8 +100,19 @@ _FLAG_NAMES: dict[str, str] = {
     "n": "count",
     "sampler": "sampler",
     "model": "model",
+    "q": "quality",
+    "quality": "quality",
+    "stop": "stop",
+    "stylize": "stylize",
+    "s": "stylize",
+    "tile": "tile",
+    "chaos": "chaos",
+    "c": "chaos",
 }
-_FLAG_HELP = "--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME"
+_FLAG_HELP = ("--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME, "
+              "--q .5|1|2, --stop 10-100, --stylize 0-1000, --tile, --chaos 0-100")
+# --q multiplies the steps (Midjourney's quality: more time, more detail).
+QUALITIES = (0.5, 1.0, 2.0)
 
 
 def _int_value(flag: str, raw: str) -> int:
@@ -144,6 +157,10 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
             raise InvalidRequest(f"Unknown flag `--{_clip(flag)}`. Known flags: {_FLAG_HELP}.")
         if key in options:
             raise InvalidRequest(f"Flag `--{flag}` is given twice.")
+        if key == "tile":  # a switch: what follows it is prompt text
+            options[key] = True
+            pieces.append(body)
+            continue
         if not body:
             raise InvalidRequest(f"Flag `--{flag}` needs a value.")
         if key == "negative":
@@ -155,9 +172,9 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
             continue
         raw, _, rest = body.partition(" ")
         pieces.append(rest)
-        if key in ("seed", "steps", "count"):
+        if key in ("seed", "steps", "count", "stop", "stylize", "chaos"):
             options[key] = _int_value(flag, raw)
-        elif key == "guidance":
+        elif key in ("guidance", "quality"):
             options[key] = _float_value(flag, raw)
         elif key == "aspect":
             options[key] = _normalize_aspect(raw, flag=f"--{flag}")
@@ -165,6 +182,73 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
             options[key] = raw
     clean = " ".join(" ".join(pieces).split())
     return clean, options
+
+
+# ---------------------------------------------------------------------------------------------
+# Permutations and --repeat: one prompt -> several jobs
+# ---------------------------------------------------------------------------------------------
+
+# Before the member's own queue cap (which the bot applies): no prompt expands past this.
+MAX_EXPANSION = 40
+MAX_REPEAT = 40
+MAX_GROUPS = 20
+_REPEAT_RE = re.compile(r"(?:(?<=\s)|^)(?:--|—|–)(?:repeat|r)\b\s*(\S*)", re.I)
+
+
+def expand_prompt(prompt: str) -> list[str]:
+    """Midjourney's permutations and repeats: `{red, blue} bird --ar {1:1, 16:9} --repeat 2` -> the 8
+    prompts of its combinations, in order, each once per repeat (each becomes a job of its own). Groups
+    nest (`{big {red, blue}, small}`: 3 options); a brace without its partner is text. Raises
+    InvalidRequest past MAX_EXPANSION prompts or MAX_GROUPS braces, or for a bad --repeat."""
+    if prompt.count("{") > MAX_GROUPS:
+        # Each group rescans the prompt: bound the work done on the event loop.
+        raise InvalidRequest(f"A prompt holds at most {MAX_GROUPS} {{ }} groups.")
+    repeats = [m.group(1) for m in _REPEAT_RE.finditer(prompt)]
+    if len(repeats) > 1:
+        raise InvalidRequest("Flag `--repeat` is given twice.")
+    repeat = 1
+    if repeats:
+        repeat = _int_value("repeat", repeats[0]) if repeats[0] else 0
+        if not 1 <= repeat <= MAX_REPEAT:
+            raise InvalidRequest(f"Flag `--repeat` takes a whole number from 1 to {MAX_REPEAT}.")
+        prompt = " ".join(_REPEAT_RE.sub(" ", prompt).split())
+    prompts: list[str] = []
+    pending = [prompt]  # in order: the first is expanded next
+    while pending:
+        text = pending.pop(0)
+        group = _first_group(text)
+        if group is None:
+            prompts.append(text)
+        else:
+            start, end = group
+            pending[:0] = [text[:start] + option.strip() + text[end + 1 :]
+                           for option in _top_level_split(text[start + 1 : end])]
+        if (len(prompts) + len(pending)) * repeat > MAX_EXPANSION:
+            raise InvalidRequest(f"That prompt makes more than {MAX_EXPANSION} jobs; use fewer options.")
+    return [" ".join(p.split()) for p in prompts for _ in range(repeat)]
+
+
+def _first_group(text: str) -> tuple[int, int] | None:
+    """(start, end) of the first outermost {...} whose braces pair up, or None."""
+    stack: list[int] = []
+    pairs = []
+    for i, char in enumerate(text):
+        if char == "{":
+            stack.append(i)
+        elif char == "}" and stack:
+            pairs.append((stack.pop(), i))
+    return min(pairs) if pairs else None  # the earliest opening is inside no other pair
+
+
+def _top_level_split(inner: str) -> list[str]:
+    """`big {red, blue}, small` -> ["big {red, blue}", " small"]: commas of nested groups stay."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(inner):
+        depth += (char == "{") - (char == "}")
+        if char == "," and depth == 0:
+            parts.append(inner[start:i])
+            start = i + 1
+    return [*parts, inner[start:]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,6 +350,8 @@ def build_request(  # noqa: C901
         raise InvalidRequest(
             f"The prompt is too long ({len(prompt)} characters, at most {limits.max_prompt_chars})."
         )
+    if (multi := multi_error(prompt)) is not None:
+        raise InvalidRequest(multi)
     if len(negative) > limits.max_negative_chars:
         raise InvalidRequest(
             f"The negative prompt is too long (at most {limits.max_negative_chars} characters)."
@@ -344,7 +430,10 @@ def build_request(  # noqa: C901
         strength = float(strength)
     _check_pixels(width, height, spec.family, limits)
 
-    # 6. Words the model cannot read are dropped; the member is told (known only where the model is
+    # 6. Style flags (generation/knobs.py).
+    steps, style = _style_flags(flags, steps, fam, limits)
+
+    # 7. Words the model cannot read are dropped; the member is told (known only where the model is
     # loaded in this process: counting needs its tokenizer).
     pipe = registry.resident_pipeline(spec.name)
     tokenizer = None if pipe is None else tokenizer_for_notes(pipe)
@@ -364,7 +453,38 @@ def build_request(  # noqa: C901
         source=draft.source if draft.kind != Kind.TXT2IMG else None,
         strength=strength,
         notes=notes,
+        **style,
     )
+
+
+def _style_flags(flags: dict[str, Any], steps: int, fam: Any, limits: Limits) -> tuple[int, dict[str, Any]]:
+    """--q (the steps it multiplies), --stop, --stylize and --tile -> (steps, RenderRequest fields)."""
+    style: dict[str, Any] = {}
+    if "quality" in flags:
+        if flags["quality"] not in QUALITIES:
+            raise InvalidRequest("Flag `--q` takes .5, 1 or 2.")
+        steps = max(1, round(steps * flags["quality"]))
+        if steps > limits.max_steps:
+            raise InvalidRequest(f"`--q {flags['quality']:g}` makes {steps} steps; this server allows at "
+                                 f"most {limits.max_steps}.")
+    if "stop" in flags:
+        if not 10 <= flags["stop"] <= 100:
+            raise InvalidRequest("Flag `--stop` takes a share of the steps from 10 to 100.")
+        style["stop"] = flags["stop"]
+    knobs = [f"--{name}" for name in ("stylize", "tile", "chaos") if name in flags]
+    if knobs and fam.flow:
+        raise InvalidRequest(f"`{knobs[0]}` works with SD 1.x, SD 2.x and SDXL models, not {fam.label}.")
+    if "stylize" in flags:
+        if not 0 <= flags["stylize"] <= MAX_STYLIZE:
+            raise InvalidRequest(f"Flag `--stylize` takes 0 to {MAX_STYLIZE}.")
+        style["stylize"] = flags["stylize"]
+    if "tile" in flags:
+        style["tile"] = True
+    if "chaos" in flags:
+        if not 0 <= flags["chaos"] <= MAX_CHAOS:
+            raise InvalidRequest(f"Flag `--chaos` takes 0 to {MAX_CHAOS}.")
+        style["chaos"] = flags["chaos"]
+    return steps, style
 
 
 def max_pixels(family: str, limits: Limits | None = None) -> int:
@@ -431,4 +551,7 @@ def upscale_of(
         source=source,
         strength=UPSCALE_STRENGTH,
         extra={**parent.extra, "parent_index": index},
+        # An upscale finishes the picture it was given: no early stop, no fresh per-image noise.
+        stop=100,
+        chaos=0,
     )
