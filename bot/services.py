@@ -94,7 +94,8 @@ class Services:
                                              dtype=settings.dtype, compile=settings.compile,
                                              max_loaded=settings.max_loaded_models,
                                              tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
-                                             safety_checker=settings.safety_checker, offload=settings.offload)
+                                             safety_checker=settings.safety_checker, offload=settings.offload,
+                                             lora_dir=settings.lora_dir)
                 except ValueError as exc:
                     raise StartupFailed(str(exc)) from None
                 engine = Engine(registry, preview_interval_s=settings.preview_interval)

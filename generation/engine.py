@@ -174,6 +174,7 @@ class Engine:
         spec = self.registry.spec(first.model)
         with self._lock:
             pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
+            self.registry.use_loras(spec.name, first.loras)
             # SDXL's refiner finishes txt2img renders only (a variation or upscale is already refined).
             refiner = refiner_config = None
             if not img2img and spec.refiner is not None:

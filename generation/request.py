@@ -36,6 +36,8 @@ class RenderRequest:
     # Short notes for the member about their request as it will be rendered (e.g. words of a long prompt
     # the model cannot read); decided when the request is built, shown with every message of the job.
     notes: tuple[str, ...] = ()
+    # LoRA adapters as (name, weight) pairs (generation/loras.py); img2img children of a job inherit them.
+    loras: tuple[tuple[str, float], ...] = ()
 
     @property
     def count(self) -> int:
@@ -53,6 +55,8 @@ class RenderRequest:
             round(self.guidance, 4),
             self.kind == Kind.TXT2IMG,
             None if self.strength is None else round(self.strength, 4),
+            # Adapters are switched per pipeline call: jobs with different LoRA sets never share one.
+            tuple((name, round(weight, 4)) for name, weight in self.loras),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -60,6 +64,7 @@ class RenderRequest:
         data["kind"] = str(self.kind)
         data["seeds"] = list(self.seeds)
         data["notes"] = list(self.notes)
+        data["loras"] = [[name, weight] for name, weight in self.loras]
         return data
 
     @classmethod
@@ -69,5 +74,6 @@ class RenderRequest:
         data["seeds"] = tuple(int(s) for s in data["seeds"])
         data["guidance"] = float(data["guidance"])
         data["notes"] = tuple(str(n) for n in data.get("notes", ()))
+        data["loras"] = tuple((str(name), float(weight)) for name, weight in data.get("loras", ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from generation.errors import InvalidRequest
 from generation.families import FAMILIES, family_of
+from generation.loras import parse_lora, strip_inline
 from generation.prompts import cut_notes, tokenizer_for_notes
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
@@ -98,8 +99,10 @@ _FLAG_NAMES: dict[str, str] = {
     "n": "count",
     "sampler": "sampler",
     "model": "model",
+    "lora": "loras",
 }
-_FLAG_HELP = "--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME"
+_FLAG_HELP = ("--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME, "
+              "--lora NAME:WEIGHT")
 
 
 def _int_value(flag: str, raw: str) -> int:
@@ -127,14 +130,16 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
     """Strip Midjourney-style flags out of `prompt`.
 
     Returns the clean prompt and the options found (aspect, seed, negative, steps, guidance, count,
-    sampler, model). Text after a one-value flag goes back into the prompt. Raises InvalidRequest
-    naming the first unknown, repeated or malformed flag.
+    sampler, model, loras). Text after a one-value flag goes back into the prompt. `--lora` may repeat, and
+    A1111's `<lora:name:0.8>` counts as one too. Raises InvalidRequest naming the first unknown, repeated or
+    malformed flag.
     """
+    prompt, inline_loras = strip_inline(prompt)
+    options: dict[str, Any] = {"loras": inline_loras} if inline_loras else {}
     matches = list(_FLAG_RE.finditer(prompt))
     if not matches:
-        return " ".join(prompt.split()), {}
+        return " ".join(prompt.split()), options
     pieces = [prompt[: matches[0].start()]]
-    options: dict[str, Any] = {}
     for i, match in enumerate(matches):
         flag = match.group(1).lower()
         end = matches[i + 1].start() if i + 1 < len(matches) else len(prompt)
@@ -142,7 +147,7 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
         key = _FLAG_NAMES.get(flag)
         if key is None:
             raise InvalidRequest(f"Unknown flag `--{_clip(flag)}`. Known flags: {_FLAG_HELP}.")
-        if key in options:
+        if key in options and key != "loras":
             raise InvalidRequest(f"Flag `--{flag}` is given twice.")
         if not body:
             raise InvalidRequest(f"Flag `--{flag}` needs a value.")
@@ -161,6 +166,8 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
             options[key] = _float_value(flag, raw)
         elif key == "aspect":
             options[key] = _normalize_aspect(raw, flag=f"--{flag}")
+        elif key == "loras":
+            options.setdefault(key, []).append(parse_lora(raw))
         else:
             options[key] = raw
     clean = " ".join(" ".join(pieces).split())
@@ -344,7 +351,10 @@ def build_request(  # noqa: C901
         strength = float(strength)
     _check_pixels(width, height, spec.family, limits)
 
-    # 6. Words the model cannot read are dropped; the member is told (known only where the model is
+    # 6. LoRAs: each must be in the library and of the model's family.
+    loras = registry.loras.resolve(flags.get("loras", []), spec.family)
+
+    # 7. Words the model cannot read are dropped; the member is told (known only where the model is
     # loaded in this process: counting needs its tokenizer).
     pipe = registry.resident_pipeline(spec.name)
     tokenizer = None if pipe is None else tokenizer_for_notes(pipe)
@@ -364,6 +374,7 @@ def build_request(  # noqa: C901
         source=draft.source if draft.kind != Kind.TXT2IMG else None,
         strength=strength,
         notes=notes,
+        loras=loras,
     )
 
 

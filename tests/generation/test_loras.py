@@ -1,0 +1,186 @@
+"""LoRA library, prompt syntax and the engine's adapter switching, with tiny LoRAs made by peft on the tiny
+model (saved in diffusers' LoRA format, the files a member would download)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generation.engine import Engine
+from generation.errors import InvalidRequest
+from generation.loras import LoraLibrary, a1111_tags, detect_family
+from generation.models import ModelRegistry
+from generation.request import Kind, RenderRequest
+from generation.validate import RequestDraft, build_request, parse_flags, upscale_of
+
+
+def make_lora(pipe: Any, path: Path, seed: int, rank: int = 4) -> Path:
+    """A LoRA on `pipe`'s UNet attention with random, nonzero up matrices (peft's default init zeroes them,
+    which would make a LoRA that changes nothing). The pipeline is left without the adapter."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = pipe.unet
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="make")
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name="make"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(str(path.parent), unet_lora_layers=layers,
+                                              weight_name=path.name, safe_serialization=True)
+    unet.delete_adapters("make")
+    return path
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> Path:
+    from diffusers import StableDiffusionPipeline
+
+    from generation.tiny import ensure_tiny_model
+
+    root = tmp_path_factory.mktemp("loras")
+    pipe = StableDiffusionPipeline.from_pretrained(ensure_tiny_model(tiny_data_dir), local_files_only=True)
+    make_lora(pipe, root / "sd15" / "ink.safetensors", seed=1)
+    make_lora(pipe, root / "sd15" / "glow.safetensors", seed=2)
+    # The same kind of file for another family: the folder says SDXL.
+    make_lora(pipe, root / "sdxl" / "xlonly.safetensors", seed=3)
+    return root
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_data_dir: Path, lora_dir: Path) -> Iterator[Engine]:
+    registry = ModelRegistry([("tiny", "tiny")], tiny_data_dir, device="cpu", lora_dir=lora_dir)
+    yield Engine(registry)
+
+
+def _req(seeds: tuple[int, ...] = (5,), **kw: Any) -> RenderRequest:
+    base: dict[str, Any] = {"prompt": "a lighthouse at dusk", "model": "tiny", "width": 64, "height": 64,
+                            "steps": 3, "guidance": 7.0, "sampler": "euler", "seeds": seeds}
+    base.update(kw)
+    return RenderRequest(**base)
+
+
+def _px(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"), dtype=np.int16)
+
+
+def _maxdiff(a: Image.Image, b: Image.Image) -> int:
+    return int(np.abs(_px(a) - _px(b)).max())
+
+
+# -- prompt syntax -------------------------------------------------------------------------------------
+
+
+def test_lora_flags_and_a1111_tags_are_read_and_stripped() -> None:
+    prompt, flags = parse_flags("a cat <lora:ink:0.8> on a mat --lora glow:0.5 --ar 3:2 --lora rough")
+    assert prompt == "a cat on a mat"
+    assert flags["loras"] == [("ink", 0.8), ("glow", 0.5), ("rough", 1.0)]
+    assert flags["aspect"] == "3:2"
+    assert parse_flags("<lora:ink>")[1]["loras"] == [("ink", 1.0)]
+    for bad in ("a --lora ink:lots", "a --lora ink:9", "a --lora :0.5", "a <lora:ink:x>"):
+        with pytest.raises(InvalidRequest):
+            parse_flags(bad)
+
+
+def test_build_request_resolves_names_family_and_close_matches(engine: Engine) -> None:
+    registry = engine.registry
+    request = build_request(RequestDraft(prompt="a cat --lora ink:0.7 <lora:glow:0.3>"), registry)
+    assert request.loras == (("glow", 0.3), ("ink", 0.7))
+    assert request.prompt == "a cat"
+    # A job's LoRAs survive the trip through storage's JSON.
+    assert RenderRequest.from_json(request.to_json()) == request
+    with pytest.raises(InvalidRequest, match="Did you mean `ink`"):
+        build_request(RequestDraft(prompt="a cat --lora inkk"), registry)
+    with pytest.raises(InvalidRequest, match="is for SDXL models; this model is SD 1"):
+        build_request(RequestDraft(prompt="a cat --lora xlonly"), registry)
+    assert build_request(RequestDraft(prompt="a cat"), registry).loras == ()
+
+
+def test_family_from_keys(tmp_path: Path) -> None:
+    """Without a family folder the keys tell: a second text encoder is SDXL; otherwise the width of the
+    cross-attention key projection's input (768 CLIP-L, 1024 OpenCLIP-H, 2048 SDXL)."""
+    import torch
+    from safetensors.torch import save_file
+
+    key = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.lora_A.weight"
+    for width, family in ((768, "sd15"), (1024, "sd2"), (2048, "sdxl")):
+        path = tmp_path / f"w{width}.safetensors"
+        save_file({key: torch.zeros(2, width)}, str(path))
+        assert detect_family(path) == family
+    te2 = tmp_path / "te2.safetensors"
+    te2_key = "text_encoder_2.text_model.encoder.layers.0.self_attn.q_proj.lora_A.weight"
+    save_file({te2_key: torch.zeros(2, 8)}, str(te2))
+    assert detect_family(te2) == "sdxl"
+    assert {n: f.family for n, f in LoraLibrary(tmp_path).files().items()} == {
+        "w768": "sd15", "w1024": "sd2", "w2048": "sdxl", "te2": "sdxl"}
+
+
+def test_a1111_tags() -> None:
+    assert a1111_tags((("ink", 0.8), ("glow", 1.0))) == "<lora:ink:0.8> <lora:glow:1>"
+
+
+# -- rendering ------------------------------------------------------------------------------------------
+
+
+def test_weight_zero_is_the_plain_image_and_weight_one_differs(engine: Engine) -> None:
+    plain = engine.render([_req()])[0][0]
+    zero = engine.render([_req(loras=(("ink", 0.0),))])[0][0]
+    one = engine.render([_req(loras=(("ink", 1.0),))])[0][0]
+    assert _maxdiff(plain, zero) == 0
+    assert _maxdiff(plain, one) > 10
+    # Plain jobs after a LoRA job render as before it.
+    assert _maxdiff(plain, engine.render([_req()])[0][0]) == 0
+
+
+def test_two_loras_weighted(engine: Engine) -> None:
+    ink = engine.render([_req(loras=(("ink", 1.0),))])[0][0]
+    both = engine.render([_req(loras=(("ink", 1.0), ("glow", 1.0)))])[0][0]
+    glow_off = engine.render([_req(loras=(("ink", 1.0), ("glow", 0.0)))])[0][0]
+    half = engine.render([_req(loras=(("ink", 1.0), ("glow", 0.5)))])[0][0]
+    assert _maxdiff(ink, glow_off) == 0
+    assert _maxdiff(ink, both) > 10
+    assert _maxdiff(half, both) > 0 and _maxdiff(half, ink) > 0
+
+
+def test_adapters_load_once_and_are_switched(engine: Engine) -> None:
+    engine.render([_req(loras=(("ink", 1.0),))])
+    engine.render([_req()])
+    engine.render([_req(loras=(("ink", 0.5), ("glow", 1.0)))])
+    pipe = engine.registry.pipeline("tiny")
+    # One adapter per file, whatever the number of jobs that used it.
+    assert sorted(pipe.get_list_adapters()["unet"]) == sorted(engine.registry._entry("tiny").adapters)
+    assert len(pipe.get_list_adapters()["unet"]) == 2
+
+
+def test_a_lora_job_and_a_plain_job_split_and_match_their_solo_renders(engine: Engine) -> None:
+    from generation.scheduler import batch_key_text
+
+    with_lora, plain = _req((7,), loras=(("ink", 1.0),)), _req((8,))
+    assert batch_key_text(with_lora) != batch_key_text(plain)
+    assert _req(loras=(("ink", 1.0),)).batch_key == with_lora.batch_key
+    with pytest.raises(ValueError, match="share a batch_key"):
+        engine.render([with_lora, plain])
+    solo_lora = engine.render([with_lora])[0][0]
+    solo_plain = engine.render([plain])[0][0]
+    # Two LoRA jobs share a call and each matches its solo render.
+    both = engine.render([with_lora, _req((9,), loras=(("ink", 1.0),))])
+    assert _maxdiff(both[0][0], solo_lora) <= 1
+    assert _maxdiff(engine.render([plain])[0][0], solo_plain) == 0
+
+
+def test_upscale_of_a_lora_job_uses_the_lora(engine: Engine) -> None:
+    job = _req(loras=(("ink", 1.0),))
+    image = engine.render([job])[0][0]
+    up = upscale_of(job, 0, source="x")
+    assert up.loras == job.loras and up.kind == Kind.UPSCALE
+    with_lora = engine.render([up], [image])[0][0]
+    without = engine.render([upscale_of(_req(), 0, source="x")], [image])[0][0]
+    assert _maxdiff(with_lora, without) > 0
