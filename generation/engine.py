@@ -15,13 +15,14 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
 
 from generation.errors import InvalidRequest, RenderCancelled, RenderError
 from generation.families import Family, family_of
+from generation.loras import expand_embeddings
 from generation.models import VAE_TILE_PIXELS, ModelRegistry, ModelSpec, fit_vae, is_oom
 from generation.previews import PreviewThrottle, latent_to_preview, placeholder, x0_estimate
 from generation.prompts import MAX_CHUNKS, call_arguments, chunk_count
@@ -175,6 +176,9 @@ class Engine:
         with self._lock:
             pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
             self.registry.use_loras(spec.name, first.loras)
+            if self.registry.use_embeddings(spec.name, [t for r in requests for t in (r.prompt, r.negative)]):
+                requests = [replace(r, prompt=expand_embeddings(pipe, r.prompt),
+                                    negative=expand_embeddings(pipe, r.negative)) for r in requests]
             # SDXL's refiner finishes txt2img renders only (a variation or upscale is already refined).
             refiner = refiner_config = None
             if not img2img and spec.refiner is not None:

@@ -1,5 +1,6 @@
 """The LoRA library: `.safetensors` adapter files under ATELIER_LORA_DIR, each of one model family, and
-the prompt syntax that asks for them (`--lora name:0.8`, A1111's `<lora:name:0.8>`).
+the prompt syntax that asks for them (`--lora name:0.8`, A1111's `<lora:name:0.8>`). Textual-inversion
+embeddings live in the same library and are used by writing their name (the trigger token) in a prompt.
 
 A file's family comes from its subfolder when that is named after a family (`loras/sdxl/foo.safetensors`),
 else from its keys (detect_family). The engine loads an adapter once per loaded model and switches
@@ -14,6 +15,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from generation.errors import InvalidRequest
 from generation.families import FAMILIES, family_of
@@ -30,6 +32,9 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 # The text-conditioning width the cross-attention keys take, per family (SD1.x CLIP-L 768, SD2 OpenCLIP-H
 # 1024, SDXL CLIP-L + OpenCLIP-G 2048).
 _CONTEXT_WIDTHS = {768: "sd15", 1024: "sd2", 2048: "sdxl"}
+# Text-encoder widths of a textual-inversion vector (SDXL's files hold `clip_l` and `clip_g`).
+_EMBEDDING_WIDTHS = {768: "sd15", 1024: "sd2"}
+LORA, EMBEDDING = "lora", "embedding"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,7 @@ class LoraFile:
     path: Path
     family: str | None  # None: neither the folder nor the keys tell (tried on any model)
     sha256: str
+    kind: str = LORA  # or EMBEDDING: a textual-inversion embedding, used by its name in the prompt
 
     @property
     def short_hash(self) -> str:
@@ -45,14 +51,35 @@ class LoraFile:
         return self.sha256[:12]
 
 
+def detect_kind(path: Path) -> str:
+    """EMBEDDING for a textual-inversion file (A1111's `emb_params`, SDXL's `clip_l` + `clip_g`, or one lone
+    vector table), else LORA."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+    except Exception as exc:  # SafetensorError derives from Exception only
+        raise InvalidRequest(f"`{path.name}` is not a readable .safetensors file.") from exc
+    if keys in ({"emb_params"}, {"clip_l", "clip_g"}) or (len(keys) == 1 and "." not in next(iter(keys))):
+        return EMBEDDING
+    return LORA
+
+
 def detect_family(path: Path) -> str | None:
     """The family a LoRA file was trained for, from its keys: a second text encoder means SDXL; otherwise the
-    input width of a cross-attention key projection (attn2.to_k's down / lora_A matrix) names it."""
+    input width of a cross-attention key projection (attn2.to_k's down / lora_A matrix) names it. For an
+    embedding, `clip_g` means SDXL, else the vectors' width."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
+            if "clip_g" in keys:
+                return "sdxl"
+            if len(keys) == 1 and "." not in keys[0]:
+                shape = f.get_slice(keys[0]).get_shape()
+                return _EMBEDDING_WIDTHS.get(int(shape[-1])) if shape else None
             if any("text_encoder_2." in k or k.startswith("lora_te2_") for k in keys):
                 return "sdxl"
             for key in keys:
@@ -119,6 +146,12 @@ class LoraLibrary:
     def get(self, name: str) -> LoraFile | None:
         return self.files().get(name)
 
+    def embeddings_in(self, texts: list[str], family: str) -> list[LoraFile]:
+        """The embeddings for `family` whose trigger word (the file's name) appears in any of `texts`."""
+        words = {w for text in texts for w in re.findall(r"[\w.\-]+", text)}
+        return [f for f in self.files().values()
+                if f.kind == EMBEDDING and f.name in words and f.family in (None, family)]
+
     def _describe(self, path: Path) -> LoraFile | None:
         try:
             stat = path.stat()
@@ -132,10 +165,11 @@ class LoraLibrary:
         folder = path.parent.name if path.parent != self.root else None
         try:
             family = folder if folder in FAMILIES else detect_family(path)
+            kind = detect_kind(path)
         except InvalidRequest:
             return None  # a damaged file is left out of the library rather than breaking every lookup
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        lora = LoraFile(name=path.stem, path=path, family=family, sha256=digest)
+        lora = LoraFile(name=path.stem, path=path, family=family, sha256=digest, kind=kind)
         with self._lock:
             self._cache[path] = (stamp, lora)
         return lora
@@ -150,7 +184,7 @@ class LoraLibrary:
             merged[name] = weight
         if len(merged) > MAX_LORAS:
             raise InvalidRequest(f"At most {MAX_LORAS} LoRAs per prompt.")
-        library = self.files()
+        library = {n: f for n, f in self.files().items() if f.kind == LORA}
         for name in merged:
             lora = library.get(name)
             if lora is None:
@@ -170,3 +204,30 @@ def adapter_name(lora: LoraFile) -> str:
     """The name the adapter is loaded under: its content, so a file replaced under the same name is loaded
     again rather than mistaken for the old one."""
     return f"lora_{lora.sha256[:16]}"
+
+
+def load_embedding(pipe: Any, embedding: LoraFile) -> None:
+    """Add a textual-inversion embedding under its trigger word: to the one text encoder, or to both of an
+    SDXL pipeline (`clip_l` to CLIP-L, `clip_g` to OpenCLIP-G)."""
+    from safetensors.torch import load_file
+
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        state = load_file(str(embedding.path))
+        if not {"clip_l", "clip_g"} <= set(state):
+            raise ValueError("an SDXL embedding needs clip_l and clip_g vectors")
+        pipe.load_textual_inversion(state["clip_l"], token=embedding.name, text_encoder=pipe.text_encoder,
+                                    tokenizer=pipe.tokenizer)
+        pipe.load_textual_inversion(state["clip_g"], token=embedding.name, text_encoder=pipe.text_encoder_2,
+                                    tokenizer=pipe.tokenizer_2)
+        return
+    pipe.load_textual_inversion(str(embedding.path), token=embedding.name)
+
+
+def expand_embeddings(pipe: Any, text: str) -> str:
+    """A multi-vector embedding's word becomes its tokens (`name name_1 name_2`), as diffusers' own prompt
+    encoding does, so the weighted encoder in generation/prompts.py reads every vector."""
+    convert = getattr(pipe, "maybe_convert_prompt", None)
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if convert is None or tokenizer is None or not text:
+        return text
+    return str(convert(text, tokenizer))

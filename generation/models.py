@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 from generation.errors import ConfigError, InvalidRequest, RenderError
 from generation.families import FAMILIES, Family, family_of
-from generation.loras import LoraLibrary, LoraSet, adapter_name
+from generation.loras import LoraLibrary, LoraSet, adapter_name, load_embedding
 from generation.safety import SafetyChecker, detach_checker, load_standalone_checker
 from generation.samplers import SAMPLERS, normalize_sampler, sampler_label, supports_zero_snr
 from generation.tiny import ensure_tiny_model
@@ -120,6 +120,8 @@ class _Loaded:
     # LoRA adapters loaded into this model's UNet / text encoders (shared by its img2img pipeline), by
     # adapter name; they stay loaded and are switched per call (ModelRegistry.use_loras).
     adapters: set[str] = field(default_factory=set)
+    # Textual-inversion embeddings added to its tokenizers and text encoders, by trigger word.
+    embeddings: set[str] = field(default_factory=set)
 
 
 def pick_device(device: str = "auto") -> str:
@@ -641,6 +643,24 @@ class ModelRegistry:
             # disable_lora switches the layers off, and set_adapters only picks which ones are active.
             pipe.enable_lora()
             pipe.set_adapters(names, adapter_weights=[weight for _, weight in loras])
+
+    def use_embeddings(self, name: str, texts: list[str]) -> bool:
+        """Add to model `name` the library's embeddings whose trigger word appears in `texts` (once: they
+        stay, and change nothing for prompts without the word). True when the model has any."""
+        with self._lock:
+            entry = self._entry(name)
+            for embedding in self.loras.embeddings_in(texts, self.spec(name).family):
+                if embedding.name in entry.embeddings:
+                    continue
+                log.info("loading embedding %r into model %r", embedding.name, self.spec(name).name)
+                try:
+                    load_embedding(entry.pipe, embedding)
+                except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                    raise RenderError(
+                        f"Could not load embedding `{embedding.name}`: {_first_line(exc)}"
+                    ) from exc
+                entry.embeddings.add(embedding.name)
+            return bool(entry.embeddings)
 
     def scheduler_config(self, name: str) -> Any:
         return self._entry(name).scheduler_config

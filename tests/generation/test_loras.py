@@ -52,6 +52,13 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> P
     make_lora(pipe, root / "sd15" / "glow.safetensors", seed=2)
     # The same kind of file for another family: the folder says SDXL.
     make_lora(pipe, root / "sdxl" / "xlonly.safetensors", seed=3)
+    # A two-vector textual-inversion embedding in A1111's layout, triggered by the word "shiny".
+    import torch
+    from safetensors.torch import save_file
+
+    width = pipe.text_encoder.config.hidden_size
+    save_file({"emb_params": torch.randn(2, width, generator=torch.Generator().manual_seed(4))},
+              str(root / "sd15" / "shiny.safetensors"))
     return root
 
 
@@ -184,3 +191,23 @@ def test_upscale_of_a_lora_job_uses_the_lora(engine: Engine) -> None:
     with_lora = engine.render([up], [image])[0][0]
     without = engine.render([upscale_of(_req(), 0, source="x")], [image])[0][0]
     assert _maxdiff(with_lora, without) > 0
+
+
+def test_embedding_by_trigger_word(engine: Engine, tiny_engine: Any) -> None:
+    """The library's embedding changes prompts with its word and nothing else; the weighted prompt encoder
+    (generation/prompts.py) reads both of its vectors."""
+    from generation.loras import expand_embeddings
+    from generation.prompts import chunk
+
+    with pytest.raises(InvalidRequest, match="Unknown LoRA"):
+        build_request(RequestDraft(prompt="a cat --lora shiny"), engine.registry)
+    # tiny_engine has no library: the same weights without the embedding.
+    plain_word = tiny_engine.render([_req(prompt="a shiny cat")])[0][0]
+    with_word = engine.render([_req(prompt="a shiny cat")])[0][0]
+    assert _maxdiff(plain_word, with_word) > 10
+    assert _maxdiff(tiny_engine.render([_req(prompt="a red cat")])[0][0],
+                    engine.render([_req(prompt="a red cat")])[0][0]) == 0
+    pipe = engine.registry.pipeline("tiny")
+    ids = {pipe.tokenizer.convert_tokens_to_ids(t) for t in ("shiny", "shiny_1")}
+    assert all(i >= pipe.tokenizer.vocab_size for i in ids)
+    assert ids <= set(chunk(pipe.tokenizer, expand_embeddings(pipe, "a shiny cat")).chunks[0][0])
