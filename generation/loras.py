@@ -24,6 +24,8 @@ from generation.families import FAMILIES, family_of
 LoraSet = tuple[tuple[str, float], ...]
 
 MAX_LORAS = 4
+# The largest file /admin lora add takes (an SDXL LoRA of rank 128 is ~900 MB; most are under 300 MB).
+MAX_FILE_BYTES = 512 * 1024 * 1024
 MIN_WEIGHT, MAX_WEIGHT = -2.0, 4.0
 # A1111's inline form; the weight is optional (1.0).
 INLINE_RE = re.compile(r"<lora:([^:<>\s]+)(?::([^<>\s]*))?>", re.IGNORECASE)
@@ -146,6 +148,59 @@ class LoraLibrary:
     def get(self, name: str) -> LoraFile | None:
         return self.files().get(name)
 
+    def check_upload(self, filename: str, size: int, family: str | None) -> None:
+        """What can be refused from the file's name and declared size, before it is downloaded."""
+        stem, suffix = Path(filename).stem, Path(filename).suffix.lower()
+        if suffix != ".safetensors":
+            raise InvalidRequest("Only `.safetensors` files are accepted (a pickled `.ckpt` / `.pt` can run "
+                                 "code).")
+        if size > MAX_FILE_BYTES:
+            raise InvalidRequest(f"That file is too large ({MAX_FILE_BYTES // 2**20} MB at most).")
+        if not _NAME_RE.fullmatch(stem):
+            raise InvalidRequest("Name the file with letters, digits, `_`, `-` or `.` (up to 64), e.g. "
+                                 "`ink.safetensors`.")
+        if family is not None and family not in FAMILIES:
+            raise InvalidRequest(f"Unknown family `{family}`: one of {', '.join(FAMILIES)}.")
+        if stem in self.files():
+            raise InvalidRequest(f"`{stem}` is already in the library: remove it first.")
+
+    def add(self, data: bytes, filename: str, family: str | None = None) -> LoraFile:
+        """Put an uploaded file in the library: `.safetensors` only, at most MAX_FILE_BYTES, readable, a LoRA
+        or an embedding, of `family` or the family its keys tell, under a name not yet taken. Blocking (it
+        hashes and writes): run it in a thread. Nothing is left behind when it refuses."""
+        self.check_upload(filename, len(data), family)
+        stem = Path(filename).stem
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".upload-{hashlib.sha256(data).hexdigest()[:16]}.tmp"
+        try:
+            staging.write_bytes(data)
+            kind = detect_kind(staging)
+            family = family or detect_family(staging)
+            if family is None:
+                raise InvalidRequest("I could not tell which model family this file is for: give `family`.")
+            if kind == LORA and not _has_lora_keys(staging):
+                raise InvalidRequest("That file holds no LoRA or embedding weights.")
+            target = self.root / family / f"{stem}.safetensors"
+            target.parent.mkdir(exist_ok=True)
+            staging.replace(target)
+        finally:
+            staging.unlink(missing_ok=True)
+        lora = self._describe(target)
+        assert lora is not None
+        return lora
+
+    def remove(self, name: str) -> LoraFile:
+        lora = self.get(name)
+        if lora is None:
+            raise InvalidRequest(f"There is no `{name}` in the library.")
+        lora.path.unlink(missing_ok=True)
+        return lora
+
+    def hashes(self, loras: LoraSet) -> dict[str, str]:
+        """Each LoRA's short file hash, by name (A1111's `Lora hashes:`)."""
+        files = self.files()
+        return {name: files[name].short_hash for name, _ in loras if name in files}
+
     def embeddings_in(self, texts: list[str], family: str) -> list[LoraFile]:
         """The embeddings for `family` whose trigger word (the file's name) appears in any of `texts`."""
         words = {w for text in texts for w in re.findall(r"[\w.\-]+", text)}
@@ -190,7 +245,8 @@ class LoraLibrary:
             if lora is None:
                 close = difflib.get_close_matches(name, list(library), n=3, cutoff=0.5)
                 hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else (
-                    " This server has none." if not library else " `/lora list` shows them.")
+                    " This server has none." if not library
+                    else " Known: " + ", ".join(f"`{n}`" for n in sorted(library)[:10]) + ".")
                 raise InvalidRequest(f"Unknown LoRA `{name}`.{hint}")
             if lora.family is not None and lora.family != family:
                 raise InvalidRequest(
@@ -198,6 +254,13 @@ class LoraLibrary:
                     f"{family_of(family).label}."
                 )
         return tuple(merged.items())
+
+
+def _has_lora_keys(path: Path) -> bool:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return any(("lora" in k.lower() or ".alpha" in k) for k in f.keys())
 
 
 def adapter_name(lora: LoraFile) -> str:

@@ -353,6 +353,8 @@ def build_request(  # noqa: C901
 
     # 6. LoRAs: each must be in the library and of the model's family.
     loras = registry.loras.resolve(flags.get("loras", []), spec.family)
+    # The files' hashes go with the job (A1111's `Lora hashes:` in its PNGs, and in its variations' PNGs).
+    extra = {"lora_hashes": registry.loras.hashes(loras)} if loras else {}
 
     # 7. Words the model cannot read are dropped; the member is told (known only where the model is
     # loaded in this process: counting needs its tokenizer).
@@ -375,6 +377,7 @@ def build_request(  # noqa: C901
         strength=strength,
         notes=notes,
         loras=loras,
+        extra=extra,
     )
 
 
