@@ -53,6 +53,11 @@ async def test_admin_lora_add_use_details_png_and_remove(sandbox: Sandbox, start
     listed = await admin(sandbox, mod, general, "list", group="lora")
     assert listed.ephemeral and "`ink` — lora, SD 1" in listed.content
 
+    # Autocomplete shows names with their kind and family.
+    choices = await sandbox.autocomplete(mod, general, "admin", {"name": "in"}, "name", subcommand="remove",
+                                         group="lora")
+    assert choices == [{"name": "ink (lora, SD 1.x)", "value": "ink"}]
+
     # A member uses it (A1111 syntax); Details and the PNG's parameters list it with its hash.
     result = await imagine(sandbox, alice, general, "a red boat <lora:ink:0.8> --steps 2 --seed 3")
     details = await sandbox.click(alice, result, button(result, "Details"))

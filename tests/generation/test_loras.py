@@ -211,3 +211,23 @@ def test_embedding_by_trigger_word(engine: Engine, tiny_engine: Any) -> None:
     ids = {pipe.tokenizer.convert_tokens_to_ids(t) for t in ("shiny", "shiny_1")}
     assert all(i >= pipe.tokenizer.vocab_size for i in ids)
     assert ids <= set(chunk(pipe.tokenizer, expand_embeddings(pipe, "a shiny cat")).chunks[0][0])
+
+
+def test_sdxl_embedding_goes_into_both_text_encoders(tmp_path: Path, tiny_data_dir: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    registry = ModelRegistry([("xl", "tiny-xl")], tiny_data_dir, device="cpu", lora_dir=tmp_path)
+    xl_engine = Engine(registry)
+    pipe = registry.pipeline("xl")
+    before = xl_engine.render([_req(model="xl", prompt="a glossy cat")])[0][0]
+    torch.manual_seed(6)
+    (tmp_path / "sdxl").mkdir()
+    save_file({"clip_l": torch.randn(1, pipe.text_encoder.config.hidden_size),
+               "clip_g": torch.randn(1, pipe.text_encoder_2.config.hidden_size)},
+              str(tmp_path / "sdxl" / "glossy.safetensors"))
+    assert registry.loras.get("glossy").kind == "embedding"  # type: ignore[union-attr]
+    after = xl_engine.render([_req(model="xl", prompt="a glossy cat")])[0][0]
+    assert _maxdiff(before, after) > 10
+    for tokenizer in (pipe.tokenizer, pipe.tokenizer_2):
+        assert tokenizer.convert_tokens_to_ids("glossy") >= tokenizer.vocab_size
