@@ -294,3 +294,25 @@ def expand_embeddings(pipe: Any, text: str) -> str:
     if convert is None or tokenizer is None or not text:
         return text
     return str(convert(text, tokenizer))
+
+
+def write_random_lora(pipe: Any, path: Path, seed: int, rank: int = 4) -> Path:
+    """Write a LoRA for `pipe`'s UNet attention with random, nonzero up matrices (peft's default init zeroes
+    them, which would make a LoRA that changes nothing), in diffusers' LoRA file format: what the tests and
+    the bench use on the tiny model, offline. The pipeline is left without the adapter."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    unet = pipe.unet
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="make")
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name="make"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    StableDiffusionPipeline.save_lora_weights(str(path.parent), unet_lora_layers=layers,
+                                              weight_name=path.name, safe_serialization=True)
+    unet.delete_adapters("make")
+    return path

@@ -10,10 +10,10 @@ from typing import Any
 from PIL import Image
 
 from bot.app import App
+from generation.loras import write_random_lora
 from sandbox import Sandbox
 from tests.bot.helpers import button, imagine, results
 from tests.bot.test_admin import admin, refused
-from tests.generation.test_loras import make_lora
 
 
 def lora_bytes(tmp_path: Path, data_dir: Path) -> bytes:
@@ -22,7 +22,7 @@ def lora_bytes(tmp_path: Path, data_dir: Path) -> bytes:
     from generation.tiny import ensure_tiny_model
 
     pipe = StableDiffusionPipeline.from_pretrained(ensure_tiny_model(data_dir), local_files_only=True)
-    return make_lora(pipe, tmp_path / "made" / "ink.safetensors", seed=1).read_bytes()
+    return write_random_lora(pipe, tmp_path / "made" / "ink.safetensors", seed=1).read_bytes()
 
 
 async def test_admin_lora_add_use_details_png_and_remove(sandbox: Sandbox, start_bot: Any, tmp_path: Path,

@@ -13,31 +13,10 @@ from PIL import Image
 
 from generation.engine import Engine
 from generation.errors import InvalidRequest
-from generation.loras import LoraLibrary, a1111_tags, detect_family
+from generation.loras import LoraLibrary, a1111_tags, detect_family, write_random_lora
 from generation.models import ModelRegistry
 from generation.request import Kind, RenderRequest
 from generation.validate import RequestDraft, build_request, parse_flags, upscale_of
-
-
-def make_lora(pipe: Any, path: Path, seed: int, rank: int = 4) -> Path:
-    """A LoRA on `pipe`'s UNet attention with random, nonzero up matrices (peft's default init zeroes them,
-    which would make a LoRA that changes nothing). The pipeline is left without the adapter."""
-    import torch
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    torch.manual_seed(seed)
-    unet = pipe.unet
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
-                                target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="make")
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name="make"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    StableDiffusionPipeline.save_lora_weights(str(path.parent), unet_lora_layers=layers,
-                                              weight_name=path.name, safe_serialization=True)
-    unet.delete_adapters("make")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +27,10 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> P
 
     root = tmp_path_factory.mktemp("loras")
     pipe = StableDiffusionPipeline.from_pretrained(ensure_tiny_model(tiny_data_dir), local_files_only=True)
-    make_lora(pipe, root / "sd15" / "ink.safetensors", seed=1)
-    make_lora(pipe, root / "sd15" / "glow.safetensors", seed=2)
+    write_random_lora(pipe, root / "sd15" / "ink.safetensors", seed=1)
+    write_random_lora(pipe, root / "sd15" / "glow.safetensors", seed=2)
     # The same kind of file for another family: the folder says SDXL.
-    make_lora(pipe, root / "sdxl" / "xlonly.safetensors", seed=3)
+    write_random_lora(pipe, root / "sdxl" / "xlonly.safetensors", seed=3)
     # A two-vector textual-inversion embedding in A1111's layout, triggered by the word "shiny".
     import torch
     from safetensors.torch import save_file
