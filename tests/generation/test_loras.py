@@ -7,9 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from generation.engine import Engine
 from generation.errors import InvalidRequest
@@ -17,6 +15,7 @@ from generation.loras import LoraLibrary, a1111_tags, detect_family, write_rando
 from generation.models import ModelRegistry
 from generation.request import Kind, RenderRequest
 from generation.validate import RequestDraft, build_request, parse_flags, upscale_of
+from tests.generation.test_engine import _maxdiff, _req
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +44,6 @@ def lora_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data_dir: Path) -> P
 def engine(tiny_data_dir: Path, lora_dir: Path) -> Iterator[Engine]:
     registry = ModelRegistry([("tiny", "tiny")], tiny_data_dir, device="cpu", lora_dir=lora_dir)
     yield Engine(registry)
-
-
-def _req(seeds: tuple[int, ...] = (5,), **kw: Any) -> RenderRequest:
-    base: dict[str, Any] = {"prompt": "a lighthouse at dusk", "model": "tiny", "width": 64, "height": 64,
-                            "steps": 3, "guidance": 7.0, "sampler": "euler", "seeds": seeds}
-    base.update(kw)
-    return RenderRequest(**base)
-
-
-def _px(image: Image.Image) -> np.ndarray:
-    return np.asarray(image.convert("RGB"), dtype=np.int16)
-
-
-def _maxdiff(a: Image.Image, b: Image.Image) -> int:
-    return int(np.abs(_px(a) - _px(b)).max())
 
 
 # -- prompt syntax -------------------------------------------------------------------------------------
