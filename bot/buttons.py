@@ -13,8 +13,10 @@ here too, by `result_view` and `image_view`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
+import io
 import random
 import re
 from typing import Any, ClassVar
@@ -23,10 +25,21 @@ import discord
 
 from bot import presenter
 from bot.access import load_job, require_owner_or_moderator
+from bot.defaults import member_settings
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
 from bot.reply import reply
+from generation.canvas import (
+    ALL_CELLS,
+    GRID,
+    MAX_ZOOM,
+    MIN_ZOOM,
+    PRESETS,
+    CanvasAction,
+    canvas_of,
+    selection_thumbnail,
+)
 from generation.errors import InvalidRequest, NotFound
 from generation.request import Kind, RenderRequest
 from generation.validate import RequestDraft, build_request, upscale_of, variation_of
@@ -47,6 +60,16 @@ class Action(enum.StrEnum):
     FAVOURITE = "fav"
     DELETE = "delete"
     CANCEL = "cancel"
+    ZOOM_2X = "zoom2"
+    ZOOM_15X = "zoom15"
+    CUSTOM_ZOOM = "zoomc"
+    SQUARE = "square"
+    PAN_LEFT = "panl"
+    PAN_RIGHT = "panr"
+    PAN_UP = "panu"
+    PAN_DOWN = "pand"
+    REGION = "region"  # Vary (Region): opens the editor (its own controls are RegionControl / RegionPreset)
+    REGION_PRESET = "rgp"
 
 
 # Spellings that buttons on older messages still carry, and the action each means now. The gallery's
@@ -70,7 +93,22 @@ def _template(actions: tuple[Action, ...]) -> str:
             r":(?P<job_id>[0-9]{1,19})(?::(?P<index>[0-9]{1,3}))?")
 
 
-class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_template(tuple(Action))):
+class Acting:
+    """A persistent control's callback: run `act`, and turn any error into the one short reply."""
+
+    job_id: int
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            await self.act(interaction)
+        except Exception as exc:
+            await report_error(interaction, exc, job_id=self.job_id)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        raise NotImplementedError
+
+
+class JobButton(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]], template=_template(tuple(Action))):
     """What every job button shares: the custom_id and its parsing. Never shown or registered itself
     (its template matches every action, so a click would run twice): the families below are."""
 
@@ -96,15 +134,6 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=_templa
         index = match["index"]
         return cls(parse_action(match["action"]), int(match["job_id"]), None if index is None else int(index),
                    label=item.label, emoji=item.emoji, style=item.style, row=item.row)
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        try:
-            await self.act(interaction)
-        except Exception as exc:
-            await report_error(interaction, exc, job_id=self.job_id)
-
-    async def act(self, interaction: AtelierInteraction) -> None:
-        raise NotImplementedError
 
 
 # -- new jobs from this one --------------------------------------------------------------------------
@@ -188,6 +217,240 @@ class RemixButton(JobButton, template=_template((Action.REMIX,))):
     async def act(self, interaction: AtelierInteraction) -> None:
         job = await load_job(interaction, self.job_id)
         await interaction.response.send_modal(RemixModal(self.job_id, RenderRequest.from_json(job.request)))
+
+
+# -- canvas actions: a new job that paints around (or over part of) this image ----------------------
+
+# Each canvas button's action in generation/canvas.py, and its zoom.
+_CANVAS: dict[Action, tuple[CanvasAction, float]] = {
+    Action.ZOOM_2X: (CanvasAction.ZOOM, 2.0),
+    Action.ZOOM_15X: (CanvasAction.ZOOM, 1.5),
+    Action.SQUARE: (CanvasAction.SQUARE, 1.0),
+    Action.PAN_LEFT: (CanvasAction.PAN_LEFT, 1.0),
+    Action.PAN_RIGHT: (CanvasAction.PAN_RIGHT, 1.0),
+    Action.PAN_UP: (CanvasAction.PAN_UP, 1.0),
+    Action.PAN_DOWN: (CanvasAction.PAN_DOWN, 1.0),
+}
+PANS: tuple[tuple[Action, str], ...] = ((Action.PAN_LEFT, "⬅️"), (Action.PAN_RIGHT, "➡️"), (Action.PAN_UP, "⬆️"),
+                                        (Action.PAN_DOWN, "⬇️"))
+
+
+async def start_canvas(interaction: AtelierInteraction, job_id: int, index: int, action: CanvasAction | None,
+                       *, zoom: float = 2.0, aspect: str | None = None, prompt: str | None = None,
+                       cells: int | None = None) -> None:
+    """A canvas job on image `index` of job `job_id` (`action` None with `cells`: Vary (Region)): a grid
+    of the member's default count (4 unless they chose otherwise), the parent recorded."""
+    job, blob = await _source_of(interaction, job_id, index)
+    parent = RenderRequest.from_json(job.request)
+    family = interaction.client.services.registry.spec(parent.model).family
+    count = (await member_settings(interaction)).defaults().get("count") or 4
+    request = canvas_of(parent, index, blob, action, family=family, zoom=zoom, aspect=aspect, prompt=prompt,
+                        cells=cells, count=int(count))
+    await start_job(interaction, request, parent_job_id=job_id, parent_index=index)
+
+
+class CustomZoomModal(discord.ui.Modal, title="Custom Zoom"):
+    """The prompt, a zoom from 1 to 2 and an optional new aspect for a Zoom Out."""
+
+    def __init__(self, job_id: int, index: int, request: RenderRequest) -> None:
+        super().__init__(timeout=15 * 60, custom_id=f"atelier:zoommodal:{job_id}:{index}")
+        self.job_id, self.index = job_id, index
+        self.prompt: discord.ui.TextInput[CustomZoomModal] = discord.ui.TextInput(
+            label="Prompt", style=discord.TextStyle.paragraph, default=request.prompt[:4000], max_length=4000,
+            custom_id="prompt")
+        self.zoom: discord.ui.TextInput[CustomZoomModal] = discord.ui.TextInput(
+            label=f"Zoom ({MIN_ZOOM:g} to {MAX_ZOOM:g})", default="2", max_length=8, custom_id="zoom")
+        self.aspect: discord.ui.TextInput[CustomZoomModal] = discord.ui.TextInput(
+            label="New aspect (W:H, empty keeps it)", required=False, max_length=9, custom_id="aspect")
+        for item in (self.prompt, self.zoom, self.aspect):
+            self.add_item(item)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        try:
+            zoom = float(self.zoom.value.strip().lower().removesuffix("x"))
+        except ValueError:
+            raise InvalidRequest(f"Zoom is a number from {MIN_ZOOM:g} to {MAX_ZOOM:g}, e.g. 1.5.") from None
+        aspect = self.aspect.value.strip() or None
+        await start_canvas(interaction, self.job_id, self.index, CanvasAction.ZOOM, zoom=zoom, aspect=aspect,
+                           prompt=self.prompt.value)
+
+    async def on_error(  # type: ignore[override]  # Modal's own signature has no item argument
+            self, interaction: discord.Interaction[Any], error: Exception, /) -> None:
+        await report_error(interaction, error, job_id=self.job_id)
+
+
+class CanvasButton(JobButton, template=_template((*_CANVAS, Action.CUSTOM_ZOOM, Action.REGION))):
+    """Zoom Out 2x / 1.5x, Custom Zoom (a modal), Make Square and the four pans, on one image: a new job
+    painting the canvas around it (generation/canvas.py), owned by the member who clicked. Vary (Region)
+    opens its editor (below)."""
+
+    ACTIONS = (*_CANVAS, Action.CUSTOM_ZOOM, Action.REGION)
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        index = self.index or 0
+        if self.action == Action.REGION:
+            await _source_of(interaction, self.job_id, index)  # who may see it, and that it still exists
+            await show_region_editor(interaction, self.job_id, index, 0, edit=False)
+            return
+        if self.action == Action.CUSTOM_ZOOM:
+            job, _ = await _source_of(interaction, self.job_id, index)
+            await interaction.response.send_modal(
+                CustomZoomModal(self.job_id, index, RenderRequest.from_json(job.request)))
+            return
+        action, zoom = _CANVAS[self.action]
+        await start_canvas(interaction, self.job_id, index, action, zoom=zoom)
+
+
+# -- Vary (Region): an ephemeral editor inside Discord ---------------------------------------------------
+# Components V2 (a LayoutView) holds the image, a 4x4 grid of cell toggles, Invert / Clear / Submit / 🖋 and
+# the presets menu: 29 components of the 40 allowed. The selection lives in every control's custom_id
+# (`atelier:rg:<job>:<index>:<cells>:<op>`), so the editor keeps working after a restart.
+
+REGION_FILE = "region.png"
+
+
+def _region_id(job_id: int, index: int, cells: int, op: str) -> str:
+    cid = f"atelier:rg:{job_id}:{index}:{cells}:{op}"
+    assert len(cid) <= 100, cid
+    return cid
+
+
+async def show_region_editor(interaction: AtelierInteraction, job_id: int, index: int, cells: int, *,
+                             edit: bool) -> None:
+    """The editor for image `index` of job `job_id` with `cells` selected: a new ephemeral message, or
+    (`edit`) the clicked editor redrawn with its thumbnail."""
+    _, blob = await _source_of(interaction, job_id, index)
+    blobs = interaction.client.services.blobs
+
+    def draw() -> bytes:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(blobs.read(blob))) as source:
+            thumb = selection_thumbnail(source, cells)
+        buf = io.BytesIO()
+        thumb.save(buf, format="PNG")
+        return buf.getvalue()
+
+    file = discord.File(io.BytesIO(await asyncio.to_thread(draw)), filename=REGION_FILE)
+    view = region_view(job_id, index, cells)
+    if edit:
+        await interaction.response.edit_message(view=view, attachments=[file])
+    else:
+        await interaction.response.send_message(view=view, file=file, ephemeral=True)
+
+
+def region_view(job_id: int, index: int, cells: int) -> discord.ui.LayoutView:
+    chosen = bin(cells).count("1")
+    layout = discord.ui.LayoutView(timeout=None)
+    box: discord.ui.Container[Any] = discord.ui.Container()
+    box.add_item(discord.ui.TextDisplay(
+        f"**Vary (Region)** · job `{job_id}` · image {index + 1}: pick the parts to repaint "
+        f"({chosen} of {GRID * GRID} selected)."))
+    box.add_item(discord.ui.MediaGallery(discord.MediaGalleryItem(f"attachment://{REGION_FILE}")))
+    for row in range(GRID):
+        line: discord.ui.ActionRow[Any] = discord.ui.ActionRow()
+        for col in range(GRID):
+            cell = row * GRID + col
+            on = bool(cells >> cell & 1)
+            style = discord.ButtonStyle.primary if on else discord.ButtonStyle.secondary
+            label = "■" if on else "□"
+            line.add_item(RegionControl(job_id, index, cells, f"t{cell}", label=label, style=style))
+        box.add_item(line)
+    controls: discord.ui.ActionRow[Any] = discord.ui.ActionRow()
+    controls.add_item(RegionControl(job_id, index, cells, "inv", label="Invert"))
+    controls.add_item(RegionControl(job_id, index, cells, "clr", label="Clear", disabled=not cells))
+    controls.add_item(RegionControl(job_id, index, cells, "go", label="Submit", disabled=not cells,
+                                    style=discord.ButtonStyle.success))
+    controls.add_item(RegionControl(job_id, index, cells, "mix", label="Submit with prompt", emoji="🖋",
+                                    disabled=not cells))
+    box.add_item(controls)
+    presets: discord.ui.ActionRow[Any] = discord.ui.ActionRow()
+    presets.add_item(RegionPreset(job_id, index))
+    box.add_item(presets)
+    layout.add_item(box)
+    return layout
+
+
+class RegionRemixModal(discord.ui.Modal, title="Vary (Region)"):
+    """The prompt for the repainted region."""
+
+    def __init__(self, job_id: int, index: int, cells: int, request: RenderRequest) -> None:
+        super().__init__(timeout=15 * 60, custom_id=f"atelier:rgmodal:{job_id}:{index}:{cells}")
+        self.job_id, self.index, self.cells = job_id, index, cells
+        self.prompt: discord.ui.TextInput[RegionRemixModal] = discord.ui.TextInput(
+            label="Prompt for the region", style=discord.TextStyle.paragraph, default=request.prompt[:4000],
+            max_length=4000, custom_id="prompt")
+        self.add_item(self.prompt)
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        await start_canvas(interaction, self.job_id, self.index, None, cells=self.cells,
+                           prompt=self.prompt.value)
+
+    async def on_error(  # type: ignore[override]  # Modal's own signature has no item argument
+            self, interaction: discord.Interaction[Any], error: Exception, /) -> None:
+        await report_error(interaction, error, job_id=self.job_id)
+
+
+class RegionControl(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]],
+                    template=r"atelier:rg:(?P<job_id>[0-9]{1,19}):(?P<index>[0-9]{1,3}):(?P<cells>[0-9]{1,5})"
+                             r":(?P<op>t[0-9]{1,2}|inv|clr|go|mix)"):
+    """A cell toggle, Invert, Clear, Submit or 🖋 of the Vary (Region) editor; the selection before the
+    click is in the custom_id."""
+
+    def __init__(self, job_id: int, index: int, cells: int, op: str, *, label: str | None = None,
+                 emoji: str | None = None, style: discord.ButtonStyle = discord.ButtonStyle.secondary,
+                 disabled: bool = False) -> None:
+        super().__init__(discord.ui.Button(label=label, emoji=emoji, style=style, disabled=disabled,
+                                           custom_id=_region_id(job_id, index, cells, op)))
+        self.job_id, self.index, self.cells, self.op = job_id, index, cells & ALL_CELLS, op
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> RegionControl:
+        return cls(int(match["job_id"]), int(match["index"]), int(match["cells"]), match["op"])
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        if self.op == "go":
+            await start_canvas(interaction, self.job_id, self.index, None, cells=self.cells)
+            return
+        if self.op == "mix":
+            job = await load_job(interaction, self.job_id)
+            await interaction.response.send_modal(
+                RegionRemixModal(self.job_id, self.index, self.cells, RenderRequest.from_json(job.request)))
+            return
+        if self.op == "inv":
+            cells = ALL_CELLS & ~self.cells
+        elif self.op == "clr":
+            cells = 0
+        else:
+            cell = int(self.op[1:])
+            if not 0 <= cell < GRID * GRID:
+                raise InvalidRequest("There is no such cell.")
+            cells = self.cells ^ (1 << cell)
+        await show_region_editor(interaction, self.job_id, self.index, cells, edit=True)
+
+
+class RegionPreset(Acting, discord.ui.DynamicItem[discord.ui.Select[Any]],
+                   template=r"atelier:rgp:(?P<job_id>[0-9]{1,19}):(?P<index>[0-9]{1,3})"):
+    """The editor's presets menu: a named selection replaces the current one."""
+
+    def __init__(self, job_id: int, index: int) -> None:
+        super().__init__(discord.ui.Select(
+            placeholder="Presets", custom_id=f"atelier:{Action.REGION_PRESET}:{job_id}:{index}",
+            options=[discord.SelectOption(label=name.capitalize(), value=name) for name in PRESETS]))
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> RegionPreset:
+        return cls(int(match["job_id"]), int(match["index"]))
+
+    async def act(self, interaction: AtelierInteraction) -> None:
+        values = self.item.values  # filled from the interaction before the callback
+        cells = PRESETS.get(values[0] if values else "")
+        if cells is None:
+            raise InvalidRequest("Pick one of the presets.")
+        await show_region_editor(interaction, self.job_id, self.index, cells, edit=True)
 
 
 # -- about this job ----------------------------------------------------------------------------------
@@ -295,17 +558,18 @@ class RetiredButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
 
 # What the client registers: one class per family, templates that never overlap.
 FAMILIES: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
-    RenderButton, RemixButton, DetailsButton, FavouriteButton, DeleteButton, CancelButton, RetiredButton)
+    RenderButton, RemixButton, CanvasButton, RegionControl, RegionPreset, DetailsButton, FavouriteButton,
+    DeleteButton, CancelButton, RetiredButton)
 
 
 # -- rows under a result -----------------------------------------------------------------------------
 
-def result_view(job_id: int, count: int, kind: Kind) -> discord.ui.View:
+def result_view(job_id: int, count: int, kind: Kind, size: tuple[int, int] | None = None) -> discord.ui.View:
     """The buttons under a result. Grids: U1-U4, V1-V4, reroll, remix; single images: as image_view.
     Upscaled results keep the vary buttons but cannot be upscaled again (the size would leave the
     model's range)."""
     if count <= 1:
-        return image_view(job_id, kind)
+        return image_view(job_id, kind, size=size)
     view = discord.ui.View(timeout=None)
     grey = discord.ButtonStyle.secondary
     for i in range(count):
@@ -318,10 +582,12 @@ def result_view(job_id: int, count: int, kind: Kind) -> discord.ui.View:
     return view
 
 
-def image_view(job_id: int, kind: Kind, index: int | None = None) -> discord.ui.View:
+def image_view(job_id: int, kind: Kind, index: int | None = None, *,
+               size: tuple[int, int] | None = None) -> discord.ui.View:
     """One image: Upscale (not for an upscale), Vary (Subtle), Vary (Strong), reroll, remix, then Details,
-    ⭐ and 🗑. `index` None: a single-image job's result (⭐ and 🗑 act on the job); a number: that image
-    of its job, opened from the gallery."""
+    ⭐ and 🗑, then the canvas actions (Make Square when `size` is known and not square). `index` None: a
+    single-image job's result (⭐ and 🗑 act on the job); a number: that image of its job, opened from the
+    gallery."""
     view = discord.ui.View(timeout=None)
     grey = discord.ButtonStyle.secondary
     at = index or 0
@@ -333,7 +599,25 @@ def image_view(job_id: int, kind: Kind, index: int | None = None) -> discord.ui.
     view.add_item(RenderButton(Action.REROLL, job_id, emoji="🔄", style=grey, row=0))
     view.add_item(RemixButton(Action.REMIX, job_id, emoji="🖋", style=grey, row=0))
     _add_controls(view, job_id, index, row=1)
+    _add_canvas(view, job_id, at, size)
     return view
+
+
+def _add_canvas(view: discord.ui.View, job_id: int, index: int, size: tuple[int, int] | None) -> None:
+    # Rows 2 and 3: Discord allows 5 rows of 5 buttons, and rows 0 and 1 hold the render actions.
+    grey = discord.ButtonStyle.secondary
+    view.add_item(CanvasButton(Action.ZOOM_2X, job_id, index, label="Zoom Out 2x", emoji="🔍", style=grey,
+                               row=2))
+    view.add_item(CanvasButton(Action.ZOOM_15X, job_id, index, label="Zoom Out 1.5x", emoji="🔍", style=grey,
+                               row=2))
+    view.add_item(CanvasButton(Action.CUSTOM_ZOOM, job_id, index, label="Custom Zoom", style=grey, row=2))
+    if size is not None and size[0] != size[1]:
+        view.add_item(CanvasButton(Action.SQUARE, job_id, index, label="Make Square", emoji="↔️", style=grey,
+                                   row=2))
+    view.add_item(CanvasButton(Action.REGION, job_id, index, label="Vary (Region)", emoji="🖌️", style=grey,
+                               row=2))
+    for action, arrow in PANS:
+        view.add_item(CanvasButton(action, job_id, index, emoji=arrow, style=grey, row=3))
 
 
 def _add_controls(view: discord.ui.View, job_id: int, index: int | None, *, row: int) -> None:

@@ -39,12 +39,19 @@ def short_prompt(prompt: str) -> str:
     return discord.utils.escape_markdown(discord.utils.escape_mentions(prompt))
 
 
+# What a canvas job did (its extra["canvas"], from generation/canvas.py), in the headline.
+_CANVAS_WORDS = {"zoom": "zoomed out", "square": "made square", "pan_left": "panned ⬅️",
+                 "pan_right": "panned ➡️", "pan_up": "panned ⬆️", "pan_down": "panned ⬇️",
+                 "region": "region varied"}
+
+
 def headline(request: RenderRequest, user_id: int) -> str:
     what = {
         Kind.TXT2IMG: "",
         Kind.VARIATION: " (variation)",
         Kind.UPSCALE: " (upscaled ×2)",
         Kind.IMG2IMG: " (from image)",
+        Kind.CANVAS: f" ({_CANVAS_WORDS.get(str(request.extra.get('canvas')), 'canvas')})",
     }[request.kind]
     return f"**{short_prompt(request.prompt)}**{what} — <@{user_id}>"
 

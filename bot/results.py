@@ -51,7 +51,7 @@ async def final_message(bot: AtelierBot, job: JobRow, *, upload_limit: int | Non
             return presenter.missing(job.id, request, job.user_id)
         limit = upload_limit if upload_limit is not None else guild_upload_limit(bot, job.guild_id)
         image, ext = await asyncio.to_thread(presenter.fit_upload, png, limit)
-        view = buttons.result_view(job.id, request.count, request.kind)
+        view = buttons.result_view(job.id, request.count, request.kind, (request.width, request.height))
         return presenter.result(job.id, request, job.user_id, image, view, spoiler=how == "spoiler",
                                 ext=ext)
     if job.status == "failed":

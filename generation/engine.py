@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from generation.canvas import canvas_inputs, overlay
 from generation.errors import InvalidRequest, RenderCancelled, RenderError
 from generation.families import Family, family_of
 from generation.loras import expand_embeddings
@@ -174,18 +175,26 @@ class Engine:
 
         spec = self.registry.spec(first.model)
         with self._lock:
-            pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
-            self.registry.use_loras(spec.name, first.loras)
-            if self.registry.use_embeddings(spec.name, [t for r in requests for t in (r.prompt, r.negative)]):
-                requests = [replace(r, prompt=expand_embeddings(pipe, r.prompt),
-                                    negative=expand_embeddings(pipe, r.negative)) for r in requests]
+            canvas = first.kind == Kind.CANVAS
+            if canvas:
+                pipe = self.registry.inpaint(spec.name)
+            else:
+                pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
+            requests = self._use_adapters(spec.name, pipe, requests)
             # SDXL's refiner finishes txt2img renders only (a variation or upscale is already refined).
             refiner = refiner_config = None
             if not img2img and spec.refiner is not None:
                 refiner = self.registry.img2img(spec.refiner)
                 refiner_config = self.registry.scheduler_config(spec.refiner)
             slots = [_Slot(i, seed) for i, r in enumerate(requests) for seed in r.seeds]
-            prepared = self._prepare_sources(requests, sources) if img2img else None
+            masks: list[Image.Image] | None = None
+            prepared: list[Image.Image] | None
+            if canvas:
+                assert sources is not None
+                laid = [canvas_inputs(r, s) for r, s in zip(requests, sources, strict=True)]
+                prepared, masks = [image for image, _ in laid], [mask for _, mask in laid]
+            else:
+                prepared = self._prepare_sources(requests, sources) if img2img else None
             family = family_of(spec.family)
             groups = self._groups(requests, slots, family)
             # Prompts of different lengths (in 77-token chunks) go in separate calls: padding the shorter
@@ -206,15 +215,30 @@ class Engine:
                 refine_at=spec.refiner_at,
                 requests=requests,
                 sources=prepared,
+                masks=masks,
                 on_progress=on_progress,
                 should_stop=should_stop,
                 chunks=[list(g) for g in groups],
                 decode=decode,
             )
             run.execute(results)
+            if canvas and prepared is not None and masks is not None:
+                # The untouched pixels go back exactly as they were (the VAE round trip blurs them).
+                for slot in results:
+                    results[slot] = overlay(results[slot], prepared[slot.request], masks[slot.request])
         return [[results[s] for s in slots if s.request == i and s in results] for i in range(len(requests))]
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _use_adapters(self, model: str, pipe: Any,
+                      requests: Sequence[RenderRequest]) -> Sequence[RenderRequest]:
+        """Switch the model to the batch's LoRA set and add the embeddings its prompts name; returns the
+        requests with multi-vector embedding words expanded for the prompt encoder."""
+        self.registry.use_loras(model, requests[0].loras)
+        if not self.registry.use_embeddings(model, [t for r in requests for t in (r.prompt, r.negative)]):
+            return requests
+        return [replace(r, prompt=expand_embeddings(pipe, r.prompt),
+                        negative=expand_embeddings(pipe, r.negative)) for r in requests]
 
     @staticmethod
     def _prepare_sources(
@@ -294,6 +318,7 @@ class _Run:
         family: Family,
         requests: Sequence[RenderRequest],
         sources: list[Image.Image] | None,
+        masks: list[Image.Image] | None = None,
         refiner: Any = None,
         refiner_config: Any = None,
         refine_at: float = 1.0,
@@ -313,6 +338,7 @@ class _Run:
         self.refine_at = refine_at
         self.requests = requests
         self.sources = sources
+        self.masks = masks
         self.on_progress = on_progress
         self.should_stop = should_stop
         self.pending = chunks
@@ -447,8 +473,11 @@ class _Run:
             while int(steps * strength) < 1:
                 steps += 1
             call["num_inference_steps"] = steps
-        if self.sources is None or self.family.flow:
-            # SD3 / Flux img2img render at their native size unless told (the source is already resized).
+        if self.masks is not None:
+            call["mask_image"] = [self.masks[s.request] for s in chunk]
+        if self.sources is None or self.family.flow or self.masks is not None:
+            # SD3 / Flux img2img and every inpaint pipeline render at the model's native size unless told
+            # (the source is already laid out at the request's size).
             call["width"] = first.width
             call["height"] = first.height
         refiner_scheduler = None

@@ -22,7 +22,7 @@ import types
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from generation.errors import ConfigError, InvalidRequest, RenderError
@@ -74,6 +74,9 @@ class ModelSpec:
     clip_skip: int | None = None  # as A1111 / model cards count it: 1 = last CLIP layer, 2 = penultimate
     vae: str | None = None  # a separate VAE: .safetensors file, diffusers folder or hub id
     size: int | None = None  # native square side; None = the family's
+    # `?inpaint=name`: a configured inpaint checkpoint (9-channel UNet) that paints this model's canvas jobs;
+    # None: this model's own modules inpaint by masked latent blending.
+    inpaint: str | None = None
 
     @property
     def is_tiny(self) -> bool:
@@ -113,6 +116,7 @@ class _Loaded:
     # previous render's scheduler (whose options, e.g. karras sigmas, would leak into the next).
     scheduler_config: Any = None
     img2img: Any = None
+    inpaint: Any = None
     warmed: bool = False
     # Taken out of the pipeline at load time (which would black out flagged images itself); the worker
     # records its verdicts and the guild's NSFW policy decides how results are shown.
@@ -240,6 +244,8 @@ MODEL_OPTIONS: dict[str, str] = {
     "size": "native square side in pixels, a multiple of 8 from 64 to 4096",
     "refiner": "the name of a configured SDXL refiner that finishes this model's renders",
     "refiner_at": "where the refiner takes over, between 0 and 1 (default 0.8)",
+    "inpaint": "the name of a configured inpaint checkpoint (9-channel UNet) of the same family, preferred "
+               "for Zoom Out / Pan / Make Square / Vary (Region)",
 }
 _SPACINGS = ("trailing", "leading", "linspace")
 _PREDICTIONS = {"v": "v_prediction", "v_prediction": "v_prediction", "eps": "epsilon", "epsilon": "epsilon"}
@@ -499,7 +505,21 @@ def make_spec(name: str, source: str) -> ModelSpec:
     return ModelSpec(name, base, family, steps, guidance, sampler, refiner, refiner_at,
                      spacing=settings.get("spacing"),
                      prediction=settings.get("prediction"), zero_snr=zero_snr, guidance_rescale=rescale,
-                     clip_skip=clip_skip, vae=vae, size=settings.get("size"))
+                     clip_skip=clip_skip, vae=vae, size=settings.get("size"),
+                     inpaint=overrides.get("inpaint") or None)
+
+
+def _check_inpaint_models(specs: dict[str, ModelSpec]) -> None:
+    """Each `?inpaint=` names another configured model of the same family (ValueError otherwise)."""
+    for spec in specs.values():
+        if spec.inpaint is None:
+            continue
+        inpaint = specs.get(spec.inpaint)
+        if inpaint is None or inpaint.name == spec.name:
+            raise ValueError(f"model {spec.name!r}: inpaint {spec.inpaint!r} is not another configured model")
+        if inpaint.family != spec.family:
+            raise ValueError(f"model {spec.name!r}: inpaint model {inpaint.name!r} is of another family "
+                             f"({inpaint.family})")
 
 
 class ModelRegistry:
@@ -543,6 +563,7 @@ class ModelRegistry:
                 )
             if spec.family != "sdxl" or refiner.family != "sdxl":
                 raise ValueError(f"model {spec.name!r}: a refiner works on SDXL models only")
+        _check_inpaint_models(self._specs)
         self._loaded: OrderedDict[str, _Loaded] = OrderedDict()
         self._lock = threading.RLock()
         for spec in self._specs.values():
@@ -589,7 +610,23 @@ class ModelRegistry:
         if entry.pipe is entry.img2img:
             raise RenderError(f"Model `{self.spec(name).name}` is a refiner: it only finishes another "
                               "model's images (`?refiner=` on that model).")
+        if entry.pipe is entry.inpaint:
+            raise RenderError(f"Model `{self.spec(name).name}` is an inpaint model: it only paints another "
+                              "model's canvas actions (`?inpaint=` on that model).")
         return entry.pipe
+
+    def _auto_class(self, spec: ModelSpec) -> Any:
+        """The diffusers auto class that loads `spec` as what it is (base, refiner or inpaint model)."""
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
+
+        if self._is_inpaint(spec):
+            return AutoPipelineForInpainting
+        return AutoPipelineForImage2Image if self._is_refiner(spec) else AutoPipelineForText2Image
+
+    def _is_inpaint(self, spec: ModelSpec) -> bool:
+        # Loaded as what it is: AutoPipelineForText2Image would build a txt2img pipeline around its 9-channel
+        # UNet, which no txt2img call can drive.
+        return any(s.inpaint == spec.name for s in self._specs.values())
 
     def _is_refiner(self, spec: ModelSpec) -> bool:
         # A refiner is an img2img pipeline (model_index.json says StableDiffusionXLImg2ImgPipeline), which
@@ -602,18 +639,34 @@ class ModelRegistry:
 
     def img2img(self, name: str) -> Any:
         """An img2img pipeline sharing the txt2img pipeline's loaded modules (no second copy)."""
+        return self._sharing(name, "img2img")
+
+    def inpaint(self, name: str) -> Any:
+        """The inpaint pipeline for model `name`'s canvas jobs: its `?inpaint=` checkpoint (9-channel UNet,
+        which sees the mask and the kept pixels) when it names one, else one sharing the model's own loaded
+        modules, which diffusers drives by masked latent blending (the kept latents re-noised into each
+        step)."""
+        spec = self.spec(name)
+        if spec.inpaint is not None:
+            return self._entry(spec.inpaint).pipe
+        return self._sharing(name, "inpaint")
+
+    def _sharing(self, name: str, task: Literal["img2img", "inpaint"]) -> Any:
+        """The `task` pipeline built once over model `name`'s loaded modules, kept on its entry."""
         with self._lock:
             entry = self._entry(name)
-            if entry.img2img is None:
-                from diffusers import AutoPipelineForImage2Image
+            if getattr(entry, task) is None:
+                from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
-                # The img2img class of the loaded one (SD, SDXL, SD3, Flux), sharing its modules.
+                auto = AutoPipelineForImage2Image if task == "img2img" else AutoPipelineForInpainting
+                # The task's class of the loaded one (SD, SDXL, SD3, Flux), sharing its modules.
                 # from_pipe casts the shared modules to `torch_dtype`, float32 when it is not given
                 # (diffusers >= 0.33): without it every render of this model after the first U / V would
                 # run in fp32, at twice the memory and half the speed.
-                entry.img2img = AutoPipelineForImage2Image.from_pipe(entry.pipe, **self._dtype_kwargs())
-                entry.img2img.set_progress_bar_config(disable=True)
-            return entry.img2img
+                pipe = auto.from_pipe(entry.pipe, **self._dtype_kwargs())
+                pipe.set_progress_bar_config(disable=True)
+                setattr(entry, task, pipe)
+            return getattr(entry, task)
 
     def use_loras(self, name: str, loras: LoraSet) -> None:
         """Make `loras` the active adapters of model `name` for its next call (txt2img and img2img alike:
@@ -717,6 +770,8 @@ class ModelRegistry:
             entry = _Loaded(pipe, scheduler_config=pipe.scheduler.config, safety=safety)
             if self._is_refiner(spec):
                 entry.img2img = pipe
+            if self._is_inpaint(spec):
+                entry.inpaint = pipe
             self._loaded[spec.name] = entry
             return entry
 
@@ -801,7 +856,6 @@ class ModelRegistry:
         import diffusers.utils.logging as diffusers_logging
         import torch
         import transformers.utils.logging as transformers_logging
-        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
         # Loading bars would flood the bot's log on every swap.
         diffusers_logging.disable_progress_bar()
@@ -809,7 +863,7 @@ class ModelRegistry:
 
         # Folders and hub ids name their pipeline class in model_index.json; a single file does not.
         fam = family_of(spec.family)
-        cls: Any = AutoPipelineForImage2Image if self._is_refiner(spec) else AutoPipelineForText2Image
+        cls = self._auto_class(spec)
 
         kwargs = self._dtype_kwargs()
         log.info("loading model %r from %s on %s (%s)", spec.name, spec.source, self.device, self.dtype)

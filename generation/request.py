@@ -13,6 +13,8 @@ class Kind(StrEnum):
     VARIATION = "variation"
     UPSCALE = "upscale"
     IMG2IMG = "img2img"
+    # Zoom Out / Pan / Make Square / Vary (Region): inpaint the parent on a canvas (generation/canvas.py).
+    CANVAS = "canvas"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,10 @@ class RenderRequest:
     notes: tuple[str, ...] = ()
     # LoRA adapters as (name, weight) pairs (generation/loras.py); img2img children of a job inherit them.
     loras: tuple[tuple[str, float], ...] = ()
+    # Canvas jobs: where the source goes on the width x height canvas (x, y, w, h), and for Vary (Region)
+    # the repainted cells (one bit per cell of generation/canvas.py's grid); None paints around the box.
+    box: tuple[int, int, int, int] | None = None
+    cells: int | None = None
 
     @property
     def count(self) -> int:
@@ -57,6 +63,7 @@ class RenderRequest:
             None if self.strength is None else round(self.strength, 4),
             # Adapters are switched per pipeline call: jobs with different LoRA sets never share one.
             tuple((name, round(weight, 4)) for name, weight in self.loras),
+            self.kind == Kind.CANVAS,  # the inpaint pipeline
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -65,6 +72,8 @@ class RenderRequest:
         data["seeds"] = list(self.seeds)
         data["notes"] = list(self.notes)
         data["loras"] = [[name, weight] for name, weight in self.loras]
+        if self.box is not None:
+            data["box"] = list(self.box)
         return data
 
     @classmethod
@@ -75,5 +84,7 @@ class RenderRequest:
         data["guidance"] = float(data["guidance"])
         data["notes"] = tuple(str(n) for n in data.get("notes", ()))
         data["loras"] = tuple((str(name), float(weight)) for name, weight in data.get("loras", ()))
+        if data.get("box") is not None:
+            data["box"] = tuple(int(v) for v in data["box"])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

@@ -132,14 +132,14 @@ def _flow_scheduler(shift: float, dynamic: bool) -> Any:
     )
 
 
-def _sd_unet(cross_attention_dim: int, linear_projection: bool = False) -> Any:
+def _sd_unet(cross_attention_dim: int, linear_projection: bool = False, in_channels: int = 4) -> Any:
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
         block_out_channels=(16, 32, 32, 32),
         layers_per_block=1,
         sample_size=64,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         # SD's layout (four levels, no attention in the lowest one) so single-file keys map, but
         # attention only at 1/4 latent size: full-size attention makes a 512² step cost ~1 s.
@@ -318,6 +318,22 @@ def _tiny_flux(tokenizer: Any, dev: bool) -> Any:
         text_encoder_2=_t5_encoder(),
         tokenizer_2=_t5_tokenizer(fam.max_prompt_tokens),
     )
+
+
+def write_tiny_inpaint_model(dir: Path) -> Path:
+    """A tiny SD1.x inpaint checkpoint: the tiny model's parts around a 9-channel UNet (noisy latents, the
+    mask and the masked image's latents), saved as StableDiffusionInpaintPipeline like a real one."""
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline
+
+    torch.manual_seed(_SEED)
+    base = build_tiny_pipeline(family="sd15")
+    pipe = StableDiffusionInpaintPipeline(**{**base.components, "unet": _sd_unet(32, in_channels=9)},
+                                          requires_safety_checker=False)
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    pipe.save_pretrained(dir, safe_serialization=True)  # type: ignore[attr-defined]  # diffusers' stubs
+    return dir
 
 
 def write_tiny_model(dir: Path, xl: bool = False, family: str | None = None) -> Path:

@@ -361,6 +361,18 @@ def validate_message(body: dict[str, Any], files: Files, editing: bool = False) 
                 walk(item["components"], f"{where}.{i}.components")
 
     walk(rows, "components")
+    if components_v2:
+        # Components V2: every component counts, nested ones and accessories too, and the layout is the
+        # whole message (no content or embeds beside it).
+        if body.get("content") or body.get("embeds"):
+            raise invalid_form("content", "Cannot send content or embeds with the IS_COMPONENTS_V2 flag")
+        if _count_components(rows) > 40:
+            raise invalid_form("components", "Must be 40 or fewer in total.")
+
+
+def _count_components(items: list[dict[str, Any]]) -> int:
+    return sum(1 + _count_components(item.get("components") or [])
+               + (1 if item.get("accessory") else 0) for item in items)
 
 
 def validate_modal(data: dict[str, Any]) -> None:

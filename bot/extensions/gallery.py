@@ -34,7 +34,7 @@ from bot.policy import channel_is_age_restricted
 from bot.presenter import fit_upload, short_prompt
 from bot.results import guild_upload_limit
 from generation.errors import NotFound
-from generation.request import Kind
+from generation.request import Kind, RenderRequest
 from generation.sheets import sheet_png
 from storage.gallery import ExportRow, GalleryFilter, GalleryStore
 from storage.images import ImageRow
@@ -214,6 +214,14 @@ class GallerySelect(discord.ui.DynamicItem[discord.ui.Select[Any]],
             await report_error(interaction, exc)
 
 
+def _size_of(job: Any) -> tuple[int, int] | None:
+    # The image's size is its job's: Make Square is offered for non-square images only.
+    if job is None:
+        return None
+    request = RenderRequest.from_json(job.request)
+    return request.width, request.height
+
+
 async def open_image(interaction: AtelierInteraction, image_id: int) -> None:
     services = interaction.client.services
     # Checked again here: a select's values come from the client and could name any image.
@@ -242,7 +250,7 @@ async def open_image(interaction: AtelierInteraction, image_id: int) -> None:
     await interaction.response.send_message(
         content, file=discord.File(io.BytesIO(data), filename=f"atelier_{row.job_id}_{row.index + 1}.{ext}",
                                    spoiler=spoiler),
-        view=image_view(row.job_id, kind, row.index), ephemeral=True)
+        view=image_view(row.job_id, kind, row.index, size=_size_of(job)), ephemeral=True)
 
 
 # -- commands --------------------------------------------------------------------------------------

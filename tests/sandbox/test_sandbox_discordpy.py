@@ -372,3 +372,25 @@ async def test_dm_interactions_carry_user_and_no_guild(sandbox: Sandbox, bot: Sa
     shown = await sandbox.slash(alice, sandbox.channel("art"), "serveronly")
     await shown.wait_ack()
     assert shown.original is not None and shown.original.content == "in a server"
+
+
+async def test_components_v2_messages_are_checked_as_discord_does(sandbox: Sandbox, bot: SandboxBot) -> None:
+    """A LayoutView (IS_COMPONENTS_V2) may hold more than 5 rows, up to 40 components in all (nested ones
+    counted) and no content beside it; the sandbox refuses what Discord refuses."""
+    general = sandbox.channel("general")
+    url = f"{sandbox.api_base}/channels/{general.id}/messages"
+    headers = {"Authorization": f"Bot {sandbox.bot_token}"}
+
+    def rows(n: int) -> list[dict[str, object]]:
+        return [{"type": 1, "components": [{"type": 2, "style": 2, "label": "x", "custom_id": f"b{i}"}]}
+                for i in range(n)]
+
+    async with aiohttp.ClientSession() as http:
+        async def post(body: dict[str, object]) -> int:
+            async with http.post(url, json=body, headers=headers) as resp:
+                return resp.status
+
+        assert await post({"flags": 1 << 15, "components": rows(20)}) == 200  # 40 components, 20 rows
+        assert await post({"flags": 1 << 15, "components": rows(21)}) == 400  # 42
+        assert await post({"flags": 1 << 15, "content": "hi", "components": rows(1)}) == 400
+        assert await post({"components": rows(6)}) == 400  # without the flag: 5 rows at most
