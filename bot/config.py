@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # A standalone image checker (diffusers' StableDiffusionSafetyChecker: a hub id such as
     # CompVis/stable-diffusion-safety-checker, or a folder) for every model that has none of its own.
     safety_checker: str | None = Field(default=None, validation_alias="ATELIER_SAFETY_CHECKER")
+    # The LoRA library (`.safetensors` files, optionally in family subfolders: sd15/, sdxl/, ...);
+    # None: <data dir>/loras.
+    lora_dir: Path | None = Field(default=None, validation_alias="ATELIER_LORA_DIR")
     max_batch: int = Field(default=4, ge=1, le=16, validation_alias="ATELIER_MAX_BATCH")
     queue_max_per_user: int = Field(default=5, ge=1, validation_alias="ATELIER_QUEUE_MAX_PER_USER")
     queue_max_total: int = Field(default=200, ge=1, validation_alias="ATELIER_QUEUE_MAX_TOTAL")

@@ -67,6 +67,7 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:  # noqa: C901
             compile=settings.compile,
             max_loaded=settings.max_loaded_models,
             offload=settings.offload,
+            lora_dir=settings.lora_dir,
         )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc

@@ -165,6 +165,8 @@ def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = 
     if request.strength is not None:
         embed.add_field(name="Strength", value=f"{request.strength:g}")
     embed.add_field(name="Kind", value=str(request.kind))
+    if request.loras:
+        embed.add_field(name="LoRAs", value=" ".join(f"`<lora:{n}:{w:g}>`" for n, w in request.loras))
     for key, value in (extra or {}).items():
         embed.add_field(name=key, value=str(value))
     return embed

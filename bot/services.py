@@ -51,7 +51,8 @@ def open_registry(settings: Settings, sources: list[tuple[str, str]], device: st
                          dtype=settings.dtype, compile=settings.compile,
                          max_loaded=settings.max_loaded_models,
                          tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
-                         safety_checker=settings.safety_checker, offload=settings.offload)
+                         safety_checker=settings.safety_checker, offload=settings.offload,
+                         lora_dir=settings.lora_dir)
 
 
 async def _open_remote(settings: Settings) -> RemoteBackend:
@@ -62,7 +63,8 @@ async def _open_remote(settings: Settings) -> RemoteBackend:
 
     assert settings.broker_url is not None
     try:
-        backend = RemoteBackend(settings.broker_url.get_secret_value(), Subjects(settings.broker_prefix))
+        backend = RemoteBackend(settings.broker_url.get_secret_value(), Subjects(settings.broker_prefix),
+                            settings.lora_dir or settings.data_dir / "loras")
         await backend.start()
     except (BrokerRefused, WireError) as exc:
         raise StartupFailed(str(exc)) from None

@@ -15,7 +15,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
@@ -24,6 +24,7 @@ from generation import knobs
 from generation.canvas import canvas_inputs, overlay
 from generation.errors import InvalidRequest, RenderCancelled, RenderError
 from generation.families import Family, family_of
+from generation.loras import expand_embeddings
 from generation.models import VAE_TILE_PIXELS, ModelRegistry, ModelSpec, fit_vae, is_oom
 from generation.previews import PreviewThrottle, latent_to_preview, placeholder, x0_estimate
 from generation.prompts import MAX_CHUNKS, call_arguments, chunk_count
@@ -180,6 +181,7 @@ class Engine:
                 pipe = self.registry.inpaint(spec.name)
             else:
                 pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
+            requests = self._use_adapters(spec.name, pipe, requests)
             # SDXL's refiner finishes txt2img renders only (a variation or upscale is already refined).
             refiner = refiner_config = None
             if not img2img and spec.refiner is not None:
@@ -228,6 +230,16 @@ class Engine:
         return [[results[s] for s in slots if s.request == i and s in results] for i in range(len(requests))]
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _use_adapters(self, model: str, pipe: Any,
+                      requests: Sequence[RenderRequest]) -> Sequence[RenderRequest]:
+        """Switch the model to the batch's LoRA set and add the embeddings its prompts name; returns the
+        requests with multi-vector embedding words expanded for the prompt encoder."""
+        self.registry.use_loras(model, requests[0].loras)
+        if not self.registry.use_embeddings(model, [t for r in requests for t in (r.prompt, r.negative)]):
+            return requests
+        return [replace(r, prompt=expand_embeddings(pipe, r.prompt),
+                        negative=expand_embeddings(pipe, r.negative)) for r in requests]
 
     @staticmethod
     def _prepare_sources(

@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image, PngImagePlugin
 
 from generation.errors import InvalidRequest
+from generation.loras import a1111_tags
 from generation.request import RenderRequest
 
 # Our own chunk holds JSON; `parameters` holds the A1111-style text other tools already read.
@@ -34,11 +35,15 @@ def image_params(request: RenderRequest, index: int) -> dict[str, Any]:
         "model": request.model,
         "kind": str(request.kind),
         "strength": request.strength,
+        **({"loras": [[name, weight] for name, weight in request.loras],
+            "lora_hashes": request.extra.get("lora_hashes", {})} if request.loras else {}),
     }
 
 
 def _a1111_text(params: dict[str, Any]) -> str:
-    lines = [str(params.get("prompt", ""))]
+    loras = [(str(name), float(weight)) for name, weight in params.get("loras", ())]
+    # A1111 keeps a LoRA in the prompt as `<lora:name:weight>` and its file's hash in `Lora hashes:`.
+    lines = [" ".join(p for p in (str(params.get("prompt", "")), a1111_tags(tuple(loras))) if p)]
     if params.get("negative"):
         lines.append(f"Negative prompt: {params['negative']}")
     fields = [
@@ -51,6 +56,10 @@ def _a1111_text(params: dict[str, Any]) -> str:
     ]
     if params.get("strength") is not None:
         fields.append(f"Denoising strength: {params['strength']}")
+    hashes = params.get("lora_hashes") or {}
+    if loras and hashes:
+        listed = ", ".join(f"{n}: {hashes[n]}" for n, _ in loras if n in hashes)
+        fields.append(f'Lora hashes: "{listed}"')
     lines.append(", ".join(fields))
     return "\n".join(lines)
 

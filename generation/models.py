@@ -20,13 +20,14 @@ import threading
 import traceback
 import types
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from urllib.parse import parse_qsl
 
 from generation.errors import ConfigError, InvalidRequest, RenderError
 from generation.families import FAMILIES, Family, family_of
+from generation.loras import LoraLibrary, LoraSet, adapter_name, load_embedding
 from generation.safety import SafetyChecker, detach_checker, load_standalone_checker
 from generation.samplers import SAMPLERS, normalize_sampler, sampler_label, supports_zero_snr
 from generation.tiny import ensure_tiny_model
@@ -120,6 +121,11 @@ class _Loaded:
     # Taken out of the pipeline at load time (which would black out flagged images itself); the worker
     # records its verdicts and the guild's NSFW policy decides how results are shown.
     safety: SafetyChecker | None = None
+    # LoRA adapters loaded into this model's UNet / text encoders (shared by its img2img pipeline), by
+    # adapter name; they stay loaded and are switched per call (ModelRegistry.use_loras).
+    adapters: set[str] = field(default_factory=set)
+    # Textual-inversion embeddings added to its tokenizers and text encoders, by trigger word.
+    embeddings: set[str] = field(default_factory=set)
 
 
 def pick_device(device: str = "auto") -> str:
@@ -526,6 +532,9 @@ class ModelCatalog(Protocol):
 
     def resident_pipeline(self, name: str) -> Any | None: ...
 
+    # The LoRA / embedding library requests are checked against (names, families, hashes).
+    loras: LoraLibrary
+
 
 class ModelRegistry:
     """Named models, loaded lazily; at most `max_loaded` stay resident (least recently used leaves)."""
@@ -541,6 +550,7 @@ class ModelRegistry:
         tiny_nsfw_threshold: float = 0.4,
         safety_checker: str | None = None,
         offload: str = "none",
+        lora_dir: Path | None = None,
     ) -> None:
         if not sources:
             raise ValueError("at least one model must be configured")
@@ -551,6 +561,7 @@ class ModelRegistry:
         self.offload = _check_offload(offload, self.device)
         self.max_loaded = max(1, max_loaded)
         self.tiny_nsfw_threshold = tiny_nsfw_threshold
+        self.loras = LoraLibrary(lora_dir if lora_dir is not None else self.data_dir / "loras")
         self._specs: dict[str, ModelSpec] = {}
         for name, source in sources:
             if name in self._specs:
@@ -670,6 +681,53 @@ class ModelRegistry:
                 pipe.set_progress_bar_config(disable=True)
                 setattr(entry, task, pipe)
             return getattr(entry, task)
+
+    def use_loras(self, name: str, loras: LoraSet) -> None:
+        """Make `loras` the active adapters of model `name` for its next call (txt2img and img2img alike:
+        from_pipe shares the modules). An adapter is loaded the first time a job asks for it and stays
+        loaded with the model; later jobs only switch (set_adapters / disable_lora), never reload."""
+        with self._lock:
+            entry = self._entry(name)
+            pipe = entry.pipe
+            if not loras:
+                if entry.adapters:
+                    pipe.disable_lora()
+                return
+            names: list[str] = []
+            for lora_name, _ in loras:
+                lora = self.loras.get(lora_name)
+                if lora is None:
+                    raise RenderError(f"LoRA `{lora_name}` is no longer in the library.")
+                adapter = adapter_name(lora)
+                if adapter not in entry.adapters:
+                    log.info("loading LoRA %r into model %r", lora_name, self.spec(name).name)
+                    try:
+                        pipe.load_lora_weights(str(lora.path), adapter_name=adapter)
+                    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                        raise RenderError(f"Could not load LoRA `{lora_name}`: {_first_line(exc)}") from exc
+                    entry.adapters.add(adapter)
+                names.append(adapter)
+            # disable_lora switches the layers off, and set_adapters only picks which ones are active.
+            pipe.enable_lora()
+            pipe.set_adapters(names, adapter_weights=[weight for _, weight in loras])
+
+    def use_embeddings(self, name: str, texts: list[str]) -> bool:
+        """Add to model `name` the library's embeddings whose trigger word appears in `texts` (once: they
+        stay, and change nothing for prompts without the word). True when the model has any."""
+        with self._lock:
+            entry = self._entry(name)
+            for embedding in self.loras.embeddings_in(texts, self.spec(name).family):
+                if embedding.name in entry.embeddings:
+                    continue
+                log.info("loading embedding %r into model %r", embedding.name, self.spec(name).name)
+                try:
+                    load_embedding(entry.pipe, embedding)
+                except (OSError, ValueError, KeyError, RuntimeError) as exc:
+                    raise RenderError(
+                        f"Could not load embedding `{embedding.name}`: {_first_line(exc)}"
+                    ) from exc
+                entry.embeddings.add(embedding.name)
+            return bool(entry.embeddings)
 
     def scheduler_config(self, name: str) -> Any:
         return self._entry(name).scheduler_config

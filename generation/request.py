@@ -46,6 +46,8 @@ class RenderRequest:
     # --chaos 0-100: per-image noise on the prompt embedding, drawn from each image's seed (knobs.py); rows
     # are independent, so it does not split batches.
     chaos: int = 0
+    # LoRA adapters as (name, weight) pairs (generation/loras.py); img2img children of a job inherit them.
+    loras: tuple[tuple[str, float], ...] = ()
     # Canvas jobs: where the source goes on the width x height canvas (x, y, w, h), and for Vary (Region)
     # the repainted cells (one bit per cell of generation/canvas.py's grid); None paints around the box.
     box: tuple[int, int, int, int] | None = None
@@ -71,6 +73,8 @@ class RenderRequest:
             self.tile,
             self.stylize,
             self.stop,
+            # Adapters are switched per pipeline call: jobs with different LoRA sets never share one.
+            tuple((name, round(weight, 4)) for name, weight in self.loras),
             self.kind == Kind.CANVAS,  # the inpaint pipeline
         )
 
@@ -79,6 +83,7 @@ class RenderRequest:
         data["kind"] = str(self.kind)
         data["seeds"] = list(self.seeds)
         data["notes"] = list(self.notes)
+        data["loras"] = [[name, weight] for name, weight in self.loras]
         if self.box is not None:
             data["box"] = list(self.box)
         return data
@@ -90,6 +95,7 @@ class RenderRequest:
         data["seeds"] = tuple(int(s) for s in data["seeds"])
         data["guidance"] = float(data["guidance"])
         data["notes"] = tuple(str(n) for n in data.get("notes", ()))
+        data["loras"] = tuple((str(name), float(weight)) for name, weight in data.get("loras", ()))
         if data.get("box") is not None:
             data["box"] = tuple(int(v) for v in data["box"])
         known = set(cls.__dataclass_fields__)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from generation.errors import InvalidRequest
 from generation.families import FAMILIES, family_of
 from generation.knobs import MAX_CHAOS, MAX_STYLIZE
+from generation.loras import parse_lora, strip_inline
 from generation.prompts import cut_notes, multi_error, tokenizer_for_notes
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
@@ -108,9 +109,10 @@ _FLAG_NAMES: dict[str, str] = {
     "tile": "tile",
     "chaos": "chaos",
     "c": "chaos",
+    "lora": "loras",
 }
 _FLAG_HELP = ("--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME, "
-              "--q .5|1|2, --stop 10-100, --stylize 0-1000, --tile, --chaos 0-100")
+              "--q .5|1|2, --stop 10-100, --stylize 0-1000, --tile, --chaos 0-100, --lora NAME:WEIGHT")
 # --q multiplies the steps (Midjourney's quality: more time, more detail).
 QUALITIES = (0.5, 1.0, 2.0)
 
@@ -136,18 +138,31 @@ def _clip(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _flag_value(key: str, flag: str, raw: str) -> Any:
+    """The value of a one-value flag, checked."""
+    if key in ("seed", "steps", "count", "stop", "stylize", "chaos"):
+        return _int_value(flag, raw)
+    if key in ("guidance", "quality"):
+        return _float_value(flag, raw)
+    if key == "aspect":
+        return _normalize_aspect(raw, flag=f"--{flag}")
+    return raw
+
+
 def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
     """Strip Midjourney-style flags out of `prompt`.
 
     Returns the clean prompt and the options found (aspect, seed, negative, steps, guidance, count,
-    sampler, model). Text after a one-value flag goes back into the prompt. Raises InvalidRequest
-    naming the first unknown, repeated or malformed flag.
+    sampler, model, loras). Text after a one-value flag goes back into the prompt. `--lora` may repeat, and
+    A1111's `<lora:name:0.8>` counts as one too. Raises InvalidRequest naming the first unknown, repeated or
+    malformed flag.
     """
+    prompt, inline_loras = strip_inline(prompt)
+    options: dict[str, Any] = {"loras": inline_loras} if inline_loras else {}
     matches = list(_FLAG_RE.finditer(prompt))
     if not matches:
-        return " ".join(prompt.split()), {}
+        return " ".join(prompt.split()), options
     pieces = [prompt[: matches[0].start()]]
-    options: dict[str, Any] = {}
     for i, match in enumerate(matches):
         flag = match.group(1).lower()
         end = matches[i + 1].start() if i + 1 < len(matches) else len(prompt)
@@ -155,7 +170,7 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
         key = _FLAG_NAMES.get(flag)
         if key is None:
             raise InvalidRequest(f"Unknown flag `--{_clip(flag)}`. Known flags: {_FLAG_HELP}.")
-        if key in options:
+        if key in options and key != "loras":
             raise InvalidRequest(f"Flag `--{flag}` is given twice.")
         if key == "tile":  # a switch: what follows it is prompt text
             options[key] = True
@@ -172,14 +187,10 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
             continue
         raw, _, rest = body.partition(" ")
         pieces.append(rest)
-        if key in ("seed", "steps", "count", "stop", "stylize", "chaos"):
-            options[key] = _int_value(flag, raw)
-        elif key in ("guidance", "quality"):
-            options[key] = _float_value(flag, raw)
-        elif key == "aspect":
-            options[key] = _normalize_aspect(raw, flag=f"--{flag}")
+        if key == "loras":
+            options.setdefault(key, []).append(parse_lora(raw))
         else:
-            options[key] = raw
+            options[key] = _flag_value(key, flag, raw)
     clean = " ".join(" ".join(pieces).split())
     return clean, options
 
@@ -433,6 +444,11 @@ def build_request(  # noqa: C901
     # 6. Style flags (generation/knobs.py).
     steps, style = _style_flags(flags, steps, fam, limits)
 
+    # 6b. LoRAs: each must be in the library and of the model's family.
+    loras = registry.loras.resolve(flags.get("loras", []), spec.family)
+    # The files' hashes go with the job (A1111's `Lora hashes:` in its PNGs, and in its variations' PNGs).
+    extra = {"lora_hashes": registry.loras.hashes(loras)} if loras else {}
+
     # 7. Words the model cannot read are dropped; the member is told (known only where the model is
     # loaded in this process: counting needs its tokenizer).
     pipe = registry.resident_pipeline(spec.name)
@@ -454,6 +470,8 @@ def build_request(  # noqa: C901
         strength=strength,
         notes=notes,
         **style,
+        loras=loras,
+        extra=extra,
     )
 
 

@@ -514,11 +514,11 @@ class Sandbox:
 
     async def autocomplete(self, user: User, channel: Channel, name: str, options: dict[str, Any],
                            focused: str, subcommand: str | None = None,
-                           timeout: float = 10) -> list[dict[str, Any]]:  # noqa: ASYNC109
+                           timeout: float = 10, group: str | None = None) -> list[dict[str, Any]]:  # noqa: ASYNC109
         """Type into option `focused`; returns the choices the bot answered with (callback type 8)."""
         if focused not in options:
             options = {**options, focused: ""}
-        data = self._slash_data(channel, name, options, subcommand, None, None, focused=focused)
+        data = self._slash_data(channel, name, options, subcommand, group, None, focused=focused)
         inter = await self._send_interaction(self._base_payload(AUTOCOMPLETE, user, channel, data))
         await inter.wait_ack(timeout)
         return list(inter.choices or [])

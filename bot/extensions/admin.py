@@ -15,12 +15,14 @@ from discord.ext import commands
 
 from bot.access import is_moderator, load_job
 from bot.interaction import AtelierInteraction
+from bot.loras import family_label, library_text, lora_choices
 from bot.policy import guild_config
 from bot.presenter import short_prompt
 from bot.reply import reply
 from bot.settings_keys import GUILD, LIMIT_KEYS, NSFW_MODES, GuildSettings
 from generation.charts import ChartData, merge_days, stats_chart_png
 from generation.errors import InvalidRequest
+from generation.loras import LORA
 from generation.moderation import normalise_phrase
 from storage.blobs import disk_usage
 
@@ -68,6 +70,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
     words = app_commands.Group(name="words", description="Banned words and phrases")
     channels = app_commands.Group(name="channels", description="Where the bot may be used")
     queue = app_commands.Group(name="queue", description="The render queue")
+    lora = app_commands.Group(name="lora", description="The LoRA and embedding library (every server's)")
 
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
@@ -277,6 +280,40 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
             user_id=user.id, guild_id=guild_id_of(interaction))
         await audit(interaction, "queue.purge", f"user:{user.id}", {"cancelled": cancelled})
         await reply(interaction, f"Cancelled {cancelled} jobs of {user.mention}.", ephemeral=True)
+
+    # -- LoRA library ----------------------------------------------------------------------------
+    @lora.command(name="add", description="Add a LoRA or embedding (.safetensors) to the library")
+    @app_commands.describe(file="The .safetensors file; its name becomes the LoRA's name",
+                           family="The model family, when its keys do not tell")
+    async def lora_add(self, interaction: AtelierInteraction, file: discord.Attachment,
+                       family: Literal["sd15", "sd2", "sdxl"] | None = None) -> None:
+        library = interaction.client.services.registry.loras
+        # What Discord says first: a wrong name or size is refused before a byte is downloaded.
+        library.check_upload(file.filename, file.size, family)
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            data = await file.read()
+        except discord.HTTPException as exc:
+            raise InvalidRequest("I could not fetch that file from Discord; please attach it again.") from exc
+        added = await asyncio.to_thread(library.add, data, file.filename, family)
+        await audit(interaction, "lora.add", added.name,
+                    {"family": added.family, "kind": added.kind, "sha256": added.short_hash})
+        use = f"`--lora {added.name}:0.8`" if added.kind == LORA else f"the word `{added.name}` in a prompt"
+        await reply(interaction, f"Added {added.kind} `{added.name}` ({family_label(added.family)}): use "
+                    f"{use}.", ephemeral=True)
+
+    @lora.command(name="remove", description="Remove a LoRA or embedding from the library")
+    @app_commands.autocomplete(name=lora_choices)
+    async def lora_remove(self, interaction: AtelierInteraction,
+                          name: app_commands.Range[str, 1, 64]) -> None:
+        removed = await asyncio.to_thread(interaction.client.services.registry.loras.remove, name)
+        await audit(interaction, "lora.remove", removed.name, {"sha256": removed.short_hash})
+        await reply(interaction, f"Removed `{removed.name}`.", ephemeral=True)
+
+    @lora.command(name="list", description="The LoRAs and embeddings in the library")
+    async def lora_list(self, interaction: AtelierInteraction) -> None:
+        await audit(interaction, "lora.list")
+        await reply(interaction, await library_text(interaction), ephemeral=True)
 
     # -- stats and audit -----------------------------------------------------------------------
     @app_commands.command(name="stats", description="Jobs, images, render time, failures and top users")

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client as NATS
@@ -29,6 +30,7 @@ from PIL import Image
 from generation.errors import InvalidRequest
 from generation.events import JobCancelled, JobDone, JobEvent, JobProgress, JobStarted
 from generation.images import encode_grid
+from generation.loras import LoraLibrary
 from generation.models import ModelSpec
 from generation.remote.broker import connect, ensure_streams, get_blob, put_blob
 from generation.remote.wire import (
@@ -67,8 +69,11 @@ class RemoteModels:
     as the live workers announce them. A model stays known after its last worker leaves, so its queued
     jobs wait for a worker instead of being refused."""
 
-    def __init__(self) -> None:
+    def __init__(self, lora_dir: Path | None = None) -> None:
         self._specs: dict[str, ModelSpec] = {}
+        # LoRA names are checked against the bot's own library; the workers must hold the same files
+        # (distributing them to workers is not designed yet).
+        self.loras = LoraLibrary(lora_dir if lora_dir is not None else Path("loras"))
 
     def update(self, workers: Sequence[WorkerInfo]) -> None:
         for info in sorted(workers, key=lambda w: w.name):
@@ -114,10 +119,10 @@ async def _next_event(pending: _Pending, should_stop: Callable[[], bool]) -> tup
 class RemoteBackend:
     """The connection to the broker, shared by the scheduler's runner and the bot's views of workers."""
 
-    def __init__(self, url: str, subjects: Subjects) -> None:
+    def __init__(self, url: str, subjects: Subjects, lora_dir: Path | None = None) -> None:
         self._url = url
         self.subjects = subjects
-        self.models = RemoteModels()
+        self.models = RemoteModels(lora_dir)
         self.workers: dict[str, WorkerInfo] = {}
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
