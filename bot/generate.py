@@ -40,10 +40,10 @@ def _read_source(path_text: str) -> tuple[bytes, Image.Image]:
     return data, image
 
 
-def generate(settings: Settings, args: argparse.Namespace) -> int:  # noqa: C901 -- bot/ is being rewritten by the kernel branch
+def generate(settings: Settings, args: argparse.Namespace) -> int:  # noqa: C901 -- one branch per offline mode (txt2img, img2img, variation, upscale)
+    from bot.services import open_registry
     from generation.engine import Engine
     from generation.images import encode_png, image_params, make_grid, read_png_params
-    from generation.models import ModelRegistry
     from generation.validate import RequestDraft, build_request, upscale_of, variation_of
 
     modes = [m for m in (args.variation_of, args.upscale, args.image) if m]
@@ -59,16 +59,8 @@ def generate(settings: Settings, args: argparse.Namespace) -> int:  # noqa: C901
         model = Path(model.rstrip("/")).stem or "model"
         sources_cfg = [(model, args.model), *((n, s) for n, s in sources_cfg if n != model)]
     try:
-        registry = ModelRegistry(
-            sources_cfg,
-            settings.data_dir,
-            device=settings.device,
-            dtype=settings.dtype,
-            compile=settings.compile,
-            max_loaded=settings.max_loaded_models,
-            offload=settings.offload,
-            lora_dir=settings.lora_dir,
-        )
+        # The same registry the bot opens, so an offline render honours every operator setting.
+        registry = open_registry(settings, sources_cfg)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
     draft = RequestDraft(
