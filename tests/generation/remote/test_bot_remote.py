@@ -45,7 +45,14 @@ from tests.bot.helpers import (
     results,
     shows_rendering,
 )
-from tests.remote.conftest import BOT_PASS, BOT_USER, WORKER_PASS, WORKER_USER, NatsServer, WorkerProcesses
+from tests.generation.remote.conftest import (
+    BOT_PASS,
+    BOT_USER,
+    WORKER_PASS,
+    WORKER_USER,
+    NatsServer,
+    WorkerProcesses,
+)
 
 PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timing assertion
 

@@ -28,7 +28,14 @@ from generation.remote.wire import (
     encode,
 )
 from generation.request import RenderRequest
-from tests.remote.conftest import BOT_PASS, BOT_USER, WORKER_PASS, WORKER_USER, NatsServer, WorkerProcesses
+from tests.generation.remote.conftest import (
+    BOT_PASS,
+    BOT_USER,
+    WORKER_PASS,
+    WORKER_USER,
+    NatsServer,
+    WorkerProcesses,
+)
 
 # Bounds on waiting for a subprocess (loading torch and the tiny model), never timing assertions.
 PATIENCE_S = 180.0
@@ -134,7 +141,7 @@ async def test_a_broker_it_cannot_use_is_one_line_and_exit_2(
         process = workers.start("w", "tx", url=url)
     else:
         plain = NatsServer(0, tmp_path, tmp_path / "plain.conf")
-        from tests.remote.conftest import _free_port
+        from tests.generation.remote.conftest import _free_port
 
         plain.port = _free_port()
         plain.config.write_text(f"listen: 127.0.0.1:{plain.port}\n")
