@@ -107,6 +107,11 @@ class BatchRunner(Protocol):
 
     def close(self) -> None: ...
 
+    def can_start(self, model: str, in_flight: Sequence[str]) -> bool:
+        """May a batch of `model` start now, beside the batches of `in_flight` (their models) still
+        running? The scheduler asks before each take, so a batch starts only where it can run."""
+        ...
+
 
 # Builds a scheduler's runner from the scheduler's event sink and lease owner.
 RunnerFactory = Callable[[Callable[[JobEvent], None], str], BatchRunner]
@@ -176,6 +181,10 @@ class Worker(JobTransitions):
         if self._encoders is None:
             self._encoders = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="atelier-encode")
         return self._encoders
+
+    def can_start(self, model: str, in_flight: Sequence[str]) -> bool:
+        # One render thread, one pipeline: one batch at a time, whatever its model.
+        return not in_flight
 
     def close(self) -> None:
         if self._executor is not None:

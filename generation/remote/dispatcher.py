@@ -1,5 +1,6 @@
 """The bot's side of remote rendering (ATELIER_BROKER_URL): the scheduler still picks every batch in its
-fair order; this runner claims it in SQLite, waits until a live worker serving its model has a free slot,
+fair order, and starts one only when a live worker serving its model has a free slot (can_start: the
+workers' announced slots against the batches this bot has in flight); this runner claims it in SQLite,
 publishes it on `jobs.<model>`, and records what the workers report (SQLite first, then the event's ack).
 The bot loads no model and imports no torch: the model catalog comes from the workers' announcements.
 
@@ -28,7 +29,7 @@ from nats.js.kv import KeyValue
 from PIL import Image
 
 from generation.errors import InvalidRequest
-from generation.events import JobCancelled, JobDone, JobEvent, JobProgress, JobStarted
+from generation.events import JobDone, JobEvent, JobProgress, JobStarted
 from generation.images import encode_grid
 from generation.loras import LoraLibrary
 from generation.models import ModelSpec
@@ -190,19 +191,25 @@ class RemoteBackend:
             except Exception as exc:  # broker away: the last view stands until it is back
                 log.warning("reading the worker registry failed: %s", type(exc).__name__)
 
-    def has_capacity(self, model: str) -> bool:
-        """A live worker serves `model` and has a free slot."""
-        return any(len(w.busy) < w.slots for w in self.workers.values()
-                   if model in {m.name for m in w.models})
+    def serves(self, model: str) -> list[str]:
+        """The live workers serving `model`, by name."""
+        return sorted(name for name, w in self.workers.items() if model in {m.name for m in w.models})
 
-    async def wait_for_capacity(self, model: str, should_stop: Callable[[], bool]) -> bool:
-        while not self.has_capacity(model):
-            if should_stop():
-                return False
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), REGISTRY_POLL_S)
-        return True
+    def can_start(self, model: str, in_flight: Sequence[str]) -> bool:
+        """Would a batch of `model` find a free slot on a live worker serving it, beside the batches this
+        bot has in flight (their models)? Counted by the bot, not from the workers' `busy` (a heartbeat
+        old): each batch in flight is placed on a worker that can take it, the batches with the fewest
+        choices first and preferably where `model` is not served, so a shared worker is counted busy
+        only when it must be. A batch whose workers are all gone waits in the broker and holds no slot."""
+        slots = {name: w.slots for name, w in self.workers.items()}
+        served = {name: {m.name for m in w.models} for name, w in self.workers.items()}
+        if not any(model in names for names in served.values()):
+            return False
+        for other in sorted(in_flight, key=lambda m: sum(m in names for names in served.values())):
+            choices = [name for name in slots if slots[name] > 0 and other in served[name]]
+            if choices:
+                slots[min(choices, key=lambda name: (model in served[name], -slots[name], name))] -= 1
+        return any(free > 0 for name, free in slots.items() if model in served[name])
 
     # -- events and progress ------------------------------------------------------------------------
 
@@ -280,6 +287,9 @@ class RemoteRunner(JobTransitions):
     def close(self) -> None:
         pass
 
+    def can_start(self, model: str, in_flight: Sequence[str]) -> bool:
+        return self._backend.can_start(model, in_flight)
+
     async def run(
         self,
         jobs: Sequence[BatchJob],
@@ -299,13 +309,9 @@ class RemoteRunner(JobTransitions):
             return None
         model = readable[0][1].model
 
-        # 2. Dispatch only when a live worker serving this model has a free slot: until then the jobs stay
-        # queued in the table, and the broker never holds work out of the fair order.
-        if not await self._backend.wait_for_capacity(model, should_stop):
-            await self._stopped_waiting([job_id for job_id, _ in readable], is_cancelled)
-            return None
-
-        # 3. Claim (a job cancelled meanwhile is skipped); sources go to the broker beside the batch.
+        # 2. Claim (a job cancelled meanwhile is skipped); sources go to the broker beside the batch. The
+        # scheduler started this batch only because a live worker serving its model has a free slot, so
+        # the broker never holds work out of the fair order.
         claimed = set(await self._stored("claim", lambda: self._db.jobs.claim(
             [job_id for job_id, _ in readable], lease_owner=self._lease_owner,
             lease_seconds=self._lease_seconds)))
@@ -317,7 +323,7 @@ class RemoteRunner(JobTransitions):
         await self._upload_sources([request for _, request in live])
         pending = await self._backend.dispatch(model, live)
 
-        # 4. Record each job's end as its events arrive (SQLite first, then the ack).
+        # 3. Record each job's end as its events arrive (SQLite first, then the ack).
         seconds, images = 0.0, 0
         open_jobs = set(pending.requests)
         try:
@@ -339,14 +345,6 @@ class RemoteRunner(JobTransitions):
         finally:
             self._backend.forget(list(pending.requests))
         return BatchOutcome(seconds, images) if images else None
-
-    async def _stopped_waiting(self, job_ids: list[int], is_cancelled: Callable[[int], bool]) -> None:
-        """Stopped while waiting for a worker: the jobs were never claimed and stay queued in the table,
-        except those their owners cancelled meanwhile."""
-        for job_id in job_ids:
-            if is_cancelled(job_id) and await self._stored(
-                    f"cancel job {job_id}", partial(self._db.jobs.cancel, job_id)):
-                self._emit(JobCancelled(job_id))
 
     async def _upload_sources(self, requests: list[RenderRequest]) -> None:
         """Variations and upscales start from the bot's stored image: it travels beside the batch."""

@@ -2,6 +2,10 @@
 them with the same Engine as the in-process worker, uploads the PNGs as checked chunks and reports
 started / done / failed as events; the bot keeps the queue, the fair order and SQLite.
 
+Slots: the worker holds up to `slots` batches at once (default 2: one rendering, one prefetched). Renders
+take turns on its one render thread; while one renders, the next batch's sources are fetched and the
+last one's PNGs encoded and uploaded, so the GPU does not wait for the network.
+
 At-least-once: a batch is acked only after its events are stored by the broker. Until then in-progress
 acks keep the lease; a worker that dies stops sending them and JetStream redelivers the batch to another
 worker after the ack-wait. Every event carries the job and dispatch ids, so a repeat is harmless.
@@ -79,9 +83,10 @@ class RemoteWorker:
         self._subjects = options.subjects
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-render")
         self._stopping = asyncio.Event()
+        # The jobs on the render thread now (one render at a time: a pipeline is not thread-safe).
         self._busy: list[int] = []
+        self._render_turn = asyncio.Lock()
         self._step = (0, 0)
-        self._interrupted = False
         self._nc: NATS | None = None
         self._sending: set[asyncio.Future[None]] = set()
 
@@ -127,30 +132,37 @@ class RemoteWorker:
             )
         beat = asyncio.create_task(self._heartbeat(kv))
         log.info("worker %s serving %s", self._options.name, ", ".join(self._options.models))
+        # One lane per slot, each fetching and handling one batch at a time.
+        lanes = [asyncio.create_task(self._lane(js, subs), name=f"atelier-slot-{i}")
+                 for i in range(self._options.slots)]
         try:
-            while not self._stopping.is_set():
-                # Loaded models first: a batch for them starts without a load.
-                order = sorted(subs, key=lambda m: not self._engine.registry.is_loaded(m))
-                for model in order:
-                    try:
-                        msgs = await subs[model].fetch(1, timeout=1)
-                    except TimeoutError:
-                        continue
-                    except Exception as exc:  # broker restarting: short pause, fetch again
-                        log.warning("fetch for %s failed: %s", model, type(exc).__name__)
-                        await asyncio.sleep(1)
-                        continue
-                    for msg in msgs:
-                        await self._handle(js, msg)
-                    if self._stopping.is_set():
-                        break
+            await asyncio.gather(*lanes)
         finally:
-            beat.cancel()
-            with contextlib.suppress(BaseException):
-                await beat
+            for task in (beat, *lanes):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
             with contextlib.suppress(Exception):
                 await kv.delete(self._options.name)
             self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _lane(self, js: JetStreamContext, subs: dict[str, JetStreamContext.PullSubscription]) -> None:
+        while not self._stopping.is_set():
+            # Loaded models first: a batch for them starts without a load.
+            order = sorted(subs, key=lambda m: not self._engine.registry.is_loaded(m))
+            for model in order:
+                try:
+                    msgs = await subs[model].fetch(1, timeout=1)
+                except TimeoutError:
+                    continue
+                except Exception as exc:  # broker restarting: short pause, fetch again
+                    log.warning("fetch for %s failed: %s", model, type(exc).__name__)
+                    await asyncio.sleep(1)
+                    continue
+                for msg in msgs:
+                    await self._handle(js, msg)
+                if self._stopping.is_set():
+                    break
 
     async def _handle(self, js: JetStreamContext, msg: Msg) -> None:
         delivered = msg.metadata.num_delivered
@@ -167,13 +179,12 @@ class RemoteWorker:
             return
         keep = asyncio.create_task(self._keep_lease(msg))
         try:
-            await self._render_dispatch(js, dispatch, attempt=delivered)
+            interrupted = await self._render_dispatch(js, dispatch, attempt=delivered)
         finally:
             keep.cancel()
             with contextlib.suppress(BaseException):
                 await keep
-            self._busy.clear()
-        if self._stopping.is_set() and self._interrupted:
+        if self._stopping.is_set() and interrupted:
             # Stopped mid-batch: hand it back at once instead of waiting out the ack-wait.
             await msg.nak()
         else:
@@ -185,9 +196,9 @@ class RemoteWorker:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    async def _render_dispatch(self, js: JetStreamContext, dispatch: Dispatch, *, attempt: int) -> None:
+    async def _render_dispatch(self, js: JetStreamContext, dispatch: Dispatch, *, attempt: int) -> bool:
+        """Render a dispatch's jobs and report each; True when a stop interrupted it."""
         one_by_one = attempt > 1
-        self._interrupted = False
         live: list[tuple[DispatchJob, RenderRequest, Image.Image | None]] = []
         for job in dispatch.jobs:
             try:
@@ -211,13 +222,11 @@ class RemoteWorker:
         while groups:
             group = groups.pop(0)
             if self._stopping.is_set():
-                self._interrupted = True
-                return
+                return True
             try:
                 await self._render_group(js, dispatch, group)
             except RenderCancelled:
-                self._interrupted = True
-                return
+                return True
             except Exception as exc:
                 if len(group) > 1:
                     # One member's request must not fail the others: each runs alone.
@@ -232,6 +241,7 @@ class RemoteWorker:
                     log.exception("render of job %s failed", job.job_id)
                     reason, retryable = UNEXPECTED, True
                 await self._event(js, dispatch, job.job_id, "failed", reason=reason, retryable=retryable)
+        return False
 
     async def _render_group(
         self, js: JetStreamContext, dispatch: Dispatch,
@@ -241,7 +251,6 @@ class RemoteWorker:
         ids = [job.job_id for job, _, _ in group]
         requests = [request for _, request, _ in group]
         sources = None if requests[0].kind == Kind.TXT2IMG else [s for _, _, s in group]
-        self._busy[:] = ids
         last = [0.0]
 
         def on_progress(step: int, total: int, previews: list[Image.Image]) -> None:
@@ -255,10 +264,18 @@ class RemoteWorker:
                 message = encode(Progress(job_id=job_id, step=step, total=total, preview=preview))
                 loop.call_soon_threadsafe(self._publish_progress, js, job_id, message)
 
-        started = time.perf_counter()
-        rendered = await loop.run_in_executor(self._thread, _render, self._engine, requests, sources,
-                                              on_progress, self._stopping.is_set)
-        seconds = time.perf_counter() - started
+        # Our turn on the render thread; the upload below runs beside the next batch's render.
+        async with self._render_turn:
+            self._busy[:] = ids
+            self._step = (0, requests[0].steps)
+            started = time.perf_counter()
+            try:
+                rendered = await loop.run_in_executor(self._thread, _render, self._engine, requests, sources,
+                                                      on_progress, self._stopping.is_set)
+            finally:
+                seconds = time.perf_counter() - started
+                self._busy.clear()
+                self._step = (0, 0)
         total_images = sum(len(images) for images in rendered) or 1
         for (job, request, _), images in zip(group, rendered, strict=True):
             checker = self._engine.safety_checker(request.model)
