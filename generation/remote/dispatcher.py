@@ -15,7 +15,7 @@ import contextlib
 import io
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -33,7 +33,7 @@ from generation.events import JobDone, JobEvent, JobProgress, JobStarted
 from generation.images import encode_grid
 from generation.loras import LoraLibrary
 from generation.models import ModelSpec
-from generation.remote.broker import connect, ensure_streams, get_blob, put_blob
+from generation.remote.broker import cancels_bucket, connect, ensure_streams, get_blob, put_blob
 from generation.remote.wire import (
     MSG_ID_HEADER,
     Dispatch,
@@ -109,12 +109,15 @@ class _Pending:
     events: asyncio.Queue[tuple[Event, Msg]] = field(default_factory=asyncio.Queue)
 
 
-async def _next_event(pending: _Pending, should_stop: Callable[[], bool]) -> tuple[Event, Msg] | None:
-    """The batch's next event, or None once the scheduler says stop."""
-    while not should_stop():
+async def _next_event(pending: _Pending, should_stop: Callable[[], bool],
+                      tick: Callable[[], Awaitable[None]]) -> tuple[Event, Msg] | None:
+    """The batch's next event, or None once the scheduler says stop; `tick` runs between looks."""
+    while True:
+        await tick()
+        if should_stop():
+            return None
         with contextlib.suppress(TimeoutError):
             return await asyncio.wait_for(pending.events.get(), STOP_POLL_S)
-    return None
 
 
 class RemoteBackend:
@@ -128,6 +131,7 @@ class RemoteBackend:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._kv: KeyValue | None = None
+        self._cancels: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._pending: dict[int, _Pending] = {}
@@ -141,6 +145,7 @@ class RemoteBackend:
     async def start(self) -> None:
         self._nc, self._js = await connect(self._url, "atelier-bot")
         self._kv = await ensure_streams(self._js, self.subjects)
+        self._cancels = await cancels_bucket(self._js, self.subjects)
         await self._read_registry()
         # Events: one durable consumer for the bot, acked after the SQLite write (a restart resumes).
         await self._js.subscribe(
@@ -253,6 +258,16 @@ class RemoteBackend:
         await self.js.publish(self.subjects.jobs(model), body, headers={MSG_ID_HEADER: dispatch_id})
         return pending
 
+    async def cancel(self, job_id: int) -> None:
+        """Tell the workers a dispatched job was cancelled: one holding it drops it before rendering, one
+        rendering it stops at the next step, and a later redelivery drops it too."""
+        if self._cancels is None:
+            return
+        try:
+            await self._cancels.put(str(job_id), b"")
+        except Exception as exc:  # broker away: the job is cancelled here anyway; its result is ignored
+            log.warning("telling the workers job %s was cancelled failed: %s", job_id, type(exc).__name__)
+
     def forget(self, job_ids: Sequence[int]) -> None:
         for job_id in job_ids:
             self._pending.pop(job_id, None)
@@ -322,13 +337,26 @@ class RemoteRunner(JobTransitions):
             return None
         await self._upload_sources([request for _, request in live])
         pending = await self._backend.dispatch(model, live)
+        return await self._follow(pending, should_stop, is_cancelled)
 
-        # 3. Record each job's end as its events arrive (SQLite first, then the ack).
+    async def _follow(self, pending: _Pending, should_stop: Callable[[], bool],
+                      is_cancelled: Callable[[int], bool]) -> BatchOutcome | None:
+        """3. Record each job's end as its events arrive (SQLite first, then the ack). A member's cancel
+        reaches the workers at once: the job's result would be ignored anyway, but its render need not
+        hold a worker."""
         seconds, images = 0.0, 0
         open_jobs = set(pending.requests)
+        told: set[int] = set()
+
+        async def tell_cancels() -> None:
+            for job_id in sorted(open_jobs - told):
+                if is_cancelled(job_id):
+                    told.add(job_id)
+                    await self._backend.cancel(job_id)
+
         try:
             while open_jobs:
-                got = await _next_event(pending, should_stop)
+                got = await _next_event(pending, should_stop, tell_cancels)
                 if got is None:
                     # A shutdown or its owners' cancels: the worker may finish, but its late events are
                     # ignored; a stopped job goes back to the queue with its attempt refunded.

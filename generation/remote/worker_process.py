@@ -24,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -34,7 +35,7 @@ from PIL import Image
 from generation.engine import Engine
 from generation.errors import AtelierError, RenderCancelled
 from generation.images import encode_png, image_params
-from generation.remote.broker import connect, ensure_streams, get_blob, put_blob
+from generation.remote.broker import cancels_bucket, connect, ensure_streams, get_blob, put_blob
 from generation.remote.wire import (
     ACK_WAIT_S,
     HEARTBEAT_S,
@@ -57,6 +58,8 @@ from generation.worker import BAD_REQUEST, SOURCE_GONE, UNEXPECTED
 
 log = logging.getLogger(__name__)
 
+# How often a batch waiting for the render thread looks whether its members cancelled it meanwhile.
+CANCEL_POLL_S = 0.25
 # A batch that reached MAX_DELIVERIES workers and killed each: the in-process recovery's words.
 GAVE_UP = f"the renderer stopped during this job {MAX_DELIVERIES} times; giving up"
 PROGRESS_EVERY_S = 0.5  # at most 2 progress messages a second per job
@@ -87,6 +90,9 @@ class RemoteWorker:
         self._busy: list[int] = []
         self._render_turn = asyncio.Lock()
         self._step = (0, 0)
+        # Jobs their members cancelled (the cancels bucket, as its updates arrive).
+        self._cancelled: set[int] = set()
+        self._cancels: KeyValue | None = None
         self._nc: NATS | None = None
         self._sending: set[asyncio.Future[None]] = set()
 
@@ -122,6 +128,8 @@ class RemoteWorker:
     async def run(self, nc: NATS, js: JetStreamContext) -> None:
         self._nc = nc
         kv = await ensure_streams(js, self._subjects)
+        self._cancels = await cancels_bucket(js, self._subjects)
+        await nc.subscribe(self._subjects.cancel_updates(), cb=self._on_cancel)
         await asyncio.to_thread(self._engine.warm_up, self._options.models[0])
         subs = {}
         for model in self._options.models:
@@ -190,6 +198,44 @@ class RemoteWorker:
         else:
             await msg.ack()
 
+    # -- cancels -----------------------------------------------------------------------------------
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        key = msg.subject.rsplit(".", 1)[-1]
+        if key.isdigit():
+            self._cancelled.add(int(key))
+
+    async def _is_cancelled(self, job_id: int) -> bool:
+        """From the updates seen, or the bucket itself: a cancel put before this worker subscribed (a
+        redelivered batch) or whose update is still on its way."""
+        if job_id in self._cancelled:
+            return True
+        if self._cancels is None:
+            return False
+        try:
+            await self._cancels.get(str(job_id))
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        except Exception as exc:  # broker away for a moment: render it; the bot ignores its result
+            log.warning("reading the cancels of job %s failed: %s", job_id, type(exc).__name__)
+            return False
+        self._cancelled.add(job_id)
+        return True
+
+    def _all_cancelled(self, ids: list[int]) -> bool:
+        # Read from the render thread: a plain set lookup, safe under the GIL.
+        return all(job_id in self._cancelled for job_id in ids)
+
+    async def _my_turn(self, ids: list[int]) -> bool:
+        """Wait for the render thread; False (without it) once every job of the batch was cancelled."""
+        while not self._all_cancelled(ids):
+            try:
+                await asyncio.wait_for(self._render_turn.acquire(), CANCEL_POLL_S)
+                return True
+            except TimeoutError:
+                continue
+        return False
+
     async def _keep_lease(self, msg: Msg) -> None:
         while True:
             await asyncio.sleep(self._options.ack_wait / 3)
@@ -247,6 +293,44 @@ class RemoteWorker:
         self, js: JetStreamContext, dispatch: Dispatch,
         group: list[tuple[DispatchJob, RenderRequest, Image.Image | None]],
     ) -> None:
+        """Render one group when the render thread is free and upload what it made. Jobs cancelled before
+        their render are dropped; a render whose jobs are all cancelled stops at the next step; a job
+        cancelled while others of its batch go on is not uploaded."""
+        if not await self._my_turn([job.job_id for job, _, _ in group]):
+            for job, _, _ in group:
+                await self._event(js, dispatch, job.job_id, "cancelled")
+            return
+        try:
+            live = []
+            for item in group:
+                if await self._is_cancelled(item[0].job_id):
+                    await self._event(js, dispatch, item[0].job_id, "cancelled")
+                else:
+                    live.append(item)
+            if not live:
+                return
+            rendered, seconds = await self._render_now(js, live)
+        except RenderCancelled:
+            if self._stopping.is_set():
+                raise
+            for job, _, _ in live:
+                await self._event(js, dispatch, job.job_id, "cancelled")
+            return
+        finally:
+            self._render_turn.release()
+        # The upload runs beside the next batch's render.
+        total_images = sum(len(images) for images in rendered) or 1
+        for (job, request, _), images in zip(live, rendered, strict=True):
+            if job.job_id in self._cancelled:
+                await self._event(js, dispatch, job.job_id, "cancelled")
+                continue
+            await self._upload(js, dispatch, job, request, images,
+                               render_seconds=seconds * len(images) / total_images)
+
+    async def _render_now(
+        self, js: JetStreamContext, group: list[tuple[DispatchJob, RenderRequest, Image.Image | None]],
+    ) -> tuple[list[list[Image.Image]], float]:
+        """The render itself, on the render thread (the caller holds its turn)."""
         loop = asyncio.get_running_loop()
         ids = [job.job_id for job, _, _ in group]
         requests = [request for _, request, _ in group]
@@ -264,30 +348,31 @@ class RemoteWorker:
                 message = encode(Progress(job_id=job_id, step=step, total=total, preview=preview))
                 loop.call_soon_threadsafe(self._publish_progress, js, job_id, message)
 
-        # Our turn on the render thread; the upload below runs beside the next batch's render.
-        async with self._render_turn:
-            self._busy[:] = ids
-            self._step = (0, requests[0].steps)
-            started = time.perf_counter()
-            try:
-                rendered = await loop.run_in_executor(self._thread, _render, self._engine, requests, sources,
-                                                      on_progress, self._stopping.is_set)
-            finally:
-                seconds = time.perf_counter() - started
-                self._busy.clear()
-                self._step = (0, 0)
-        total_images = sum(len(images) for images in rendered) or 1
-        for (job, request, _), images in zip(group, rendered, strict=True):
-            checker = self._engine.safety_checker(request.model)
-            flags = checker.check(images) if checker is not None else [False] * len(images)
-            refs = []
-            for index, image in enumerate(images):
-                png = await asyncio.to_thread(encode_png, image, image_params(request, index))
-                digest = await put_blob(js, self._subjects, png)
-                refs.append(ImageRef(index=index, seed=request.seeds[index], width=image.width,
-                                     height=image.height, sha256=digest, size=len(png), nsfw=flags[index]))
-            await self._event(js, dispatch, job.job_id, "done", images=tuple(refs),
-                              render_seconds=seconds * len(images) / total_images)
+        def should_stop() -> bool:
+            return self._stopping.is_set() or self._all_cancelled(ids)
+
+        self._busy[:] = ids
+        self._step = (0, requests[0].steps)
+        started = time.perf_counter()
+        try:
+            rendered = await loop.run_in_executor(self._thread, _render, self._engine, requests, sources,
+                                                  on_progress, should_stop)
+        finally:
+            self._busy.clear()
+            self._step = (0, 0)
+        return rendered, time.perf_counter() - started
+
+    async def _upload(self, js: JetStreamContext, dispatch: Dispatch, job: DispatchJob,
+                      request: RenderRequest, images: list[Image.Image], *, render_seconds: float) -> None:
+        checker = self._engine.safety_checker(request.model)
+        flags = checker.check(images) if checker is not None else [False] * len(images)
+        refs = []
+        for index, image in enumerate(images):
+            png = await asyncio.to_thread(encode_png, image, image_params(request, index))
+            digest = await put_blob(js, self._subjects, png)
+            refs.append(ImageRef(index=index, seed=request.seeds[index], width=image.width,
+                                 height=image.height, sha256=digest, size=len(png), nsfw=flags[index]))
+        await self._event(js, dispatch, job.job_id, "done", images=tuple(refs), render_seconds=render_seconds)
 
     def _publish_progress(self, js: JetStreamContext, job_id: int, message: bytes) -> None:
         # Plain NATS, not JetStream: a lost progress message is harmless and the next one replaces it.
