@@ -4,16 +4,20 @@ model has a free slot (real nats-server, real `atelier worker` subprocesses, the
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import nats
+from nats.js.api import DeliverPolicy
+
 from generation.remote.dispatcher import RemoteBackend
-from generation.remote.wire import ModelInfo, Subjects, WorkerInfo
+from generation.remote.wire import Event, ModelInfo, Subjects, WorkerInfo, decode_event
 from sandbox import Sandbox
 from tests.bot.helpers import result_for
-from tests.generation.remote.conftest import WorkerProcesses
+from tests.generation.remote.conftest import BOT_PASS, BOT_USER, NatsServer, WorkerProcesses
 from tests.generation.remote.test_bot_remote import PATIENCE_S, remote_bot  # noqa: F401
 
 
@@ -96,3 +100,69 @@ async def test_batches_start_only_on_free_slots_and_a_second_worker_renders_besi
     for job_id in ids:
         await sandbox.wait_for(lambda job_id=job_id: result_for(sandbox, general, job_id), timeout=PATIENCE_S)
     assert await statuses() == ["done", "done", "done"]
+
+
+async def test_routing_by_model_and_four_members_in_one_engine_call(
+    sandbox: Sandbox, workers: WorkerProcesses, remote_bot: Callable[..., Any],  # noqa: F811
+    nats_server: NatsServer,
+) -> None:
+    """Issue 12, tests 6 and 7: a tiny and a tiny-xl worker; tiny jobs wait while no worker serves tiny
+    (and do not hold up tiny-xl), then run when one starts: four compatible jobs of four members in one
+    dispatch, rendered by one engine call."""
+    prefix = f"r{uuid.uuid4().hex[:8]}"
+    subjects = Subjects(prefix)
+    sd = workers.start("sd", prefix, "--models", "tiny", "--slots", "1")
+    workers.start("xl", prefix, "--models", "tiny-xl", "--slots", "1")
+    app = await remote_bot(prefix)
+    services = app.services
+    assert services is not None and services.remote is not None
+    remote, scheduler = services.remote, services.scheduler
+    await sandbox.wait_for(lambda: {"sd", "xl"} <= set(remote.workers), timeout=PATIENCE_S)
+    # The tiny worker leaves (SIGTERM: it takes itself out of the registry); its model stays known.
+    sd.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(sd.wait, PATIENCE_S)
+    await sandbox.wait_for(lambda: "sd" not in remote.workers, timeout=PATIENCE_S)
+    assert remote.serves("tiny") == [] and sorted(services.registry.names()) == ["tiny", "tiny-xl"]
+
+    nc = await nats.connect(nats_server.url(BOT_USER, BOT_PASS))
+    done: dict[int, Event] = {}
+
+    async def on_event(msg: Any) -> None:
+        event = decode_event(msg.data)
+        if event.kind == "done":
+            done[event.job_id] = event
+
+    await nc.jetstream().subscribe(subjects.events(">"), cb=on_event, deliver_policy=DeliverPolicy.ALL)
+    general = sandbox.channel("general")
+    sandbox.add_user("carol")
+    known: list[int] = []
+
+    async def submit(user: str, prompt: str) -> int:
+        interaction = await sandbox.slash(sandbox.users[user], general, "imagine", {"prompt": prompt})
+        await interaction.wait_ack()
+        job_id = int(await sandbox.wait_for(lambda: next(
+            (e.job_id for e in scheduler.snapshot() if e.job_id not in known), None), timeout=PATIENCE_S))
+        known.append(job_id)
+        return job_id
+
+    try:
+        tiny = [await submit(user, f"a boat number {i} --steps 2 --n 1")
+                for i, user in enumerate(("alice", "bob", "mod", "carol"))]
+        # Behind four jobs that cannot start, a tiny-xl job runs at once.
+        xl = await submit("owner", "a tower --steps 2 --n 1 --model tiny-xl")
+        await sandbox.wait_for(lambda: result_for(sandbox, general, xl), timeout=PATIENCE_S)
+        assert done[xl].worker == "xl"
+        assert all(e.status == "queued" for e in scheduler.snapshot() if e.job_id in tiny)
+        assert len([e for e in scheduler.snapshot() if e.job_id in tiny]) == 4
+
+        workers.start("sd2", prefix, "--models", "tiny", "--slots", "1")
+        for job_id in tiny:
+            await sandbox.wait_for(lambda job_id=job_id: result_for(sandbox, general, job_id),
+                                   timeout=PATIENCE_S)
+        await sandbox.wait_for(lambda: all(i in done for i in tiny), timeout=PATIENCE_S)
+    finally:
+        await nc.close()
+    # One dispatch to one worker, one engine call: each job's share of the same render time.
+    assert {done[i].dispatch_id for i in tiny} == {done[tiny[0]].dispatch_id}
+    assert {done[i].worker for i in tiny} == {"sd2"}
+    assert len({done[i].render_seconds for i in tiny}) == 1
