@@ -61,8 +61,9 @@ NO_WORKERS = "No render worker is online yet; please try again in a minute."
 DAMAGED = "The rendered image of this job arrived damaged; please try again."
 # How often the bot reads the worker registry (entries expire on their own after WORKER_TTL_S).
 REGISTRY_POLL_S = 1.0
-# How often a batch waiting for its events looks at the scheduler's stop (a shutdown, a cancel).
-STOP_POLL_S = 0.25
+# How often a batch waiting for its events looks at the scheduler's stop (a shutdown) and its members'
+# cancels, which it passes on to the workers: a cancel reaches a rendering worker within about this.
+STOP_POLL_S = 0.05
 
 
 class RemoteModels:
@@ -135,6 +136,9 @@ class RemoteBackend:
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._pending: dict[int, _Pending] = {}
+        # Which worker took each dispatched job still open (its latest "started"), for /queue and
+        # /admin workers; the registry's `busy` says which of them renders now and at which step.
+        self.taken_by: dict[int, str] = {}
 
     @property
     def js(self) -> JetStreamContext:
@@ -271,6 +275,7 @@ class RemoteBackend:
     def forget(self, job_ids: Sequence[int]) -> None:
         for job_id in job_ids:
             self._pending.pop(job_id, None)
+            self.taken_by.pop(job_id, None)
 
     def runner(self, db: Database, blobs: BlobStore, *,
                storage_retry_delays: Sequence[float] = DEFAULT_DELAYS,
@@ -393,6 +398,7 @@ class RemoteRunner(JobTransitions):
             await self._cancelled(event.job_id)
             return 0
         # started: a second start means its last worker died with it.
+        self._backend.taken_by[event.job_id] = event.worker
         if event.attempt > 1:
             await self._stored(f"count attempt of job {event.job_id}",
                                partial(self._db.jobs.count_attempt, event.job_id, event.attempt))

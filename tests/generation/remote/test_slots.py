@@ -73,7 +73,7 @@ async def test_batches_start_only_on_free_slots_and_a_second_worker_renders_besi
         ids.append(int(await sandbox.wait_for(lambda: next(
             (e.job_id for e in services.scheduler.snapshot() if e.job_id not in ids), None),
             timeout=PATIENCE_S)))
-    first, _, third = ids
+    first, second, third = ids
 
     async def statuses() -> list[str]:
         return [row.status for row in [await services.db.jobs.get(i) for i in ids] if row is not None]
@@ -94,6 +94,7 @@ async def test_batches_start_only_on_free_slots_and_a_second_worker_renders_besi
     hold2.touch()
     await sandbox.wait_for(lambda: busy("w2") == (third,), timeout=PATIENCE_S)
     assert busy("w1") == (first,)
+    assert remote.taken_by == {first: "w1", second: "w1", third: "w2"}  # for /queue and /admin workers
 
     hold.unlink()
     hold2.unlink()
