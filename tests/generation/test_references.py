@@ -11,13 +11,13 @@ import pytest
 from PIL import Image
 
 from generation.engine import Engine
-from generation.errors import ConfigError
+from generation.errors import ConfigError, InvalidRequest
 from generation.images import encode_upload
 from generation.models import ModelRegistry
 from generation.references import CHARACTER, STYLE, ReferenceSet
 from generation.request import Kind
 from generation.tiny import IP_ADAPTER_FOLDER, ensure_tiny_model
-from generation.validate import variation_of
+from generation.validate import RequestDraft, build_request, parse_flags, variation_of
 from storage.blobs import BlobStore
 from tests.generation.test_engine import _maxdiff, _req
 
@@ -151,3 +151,32 @@ def test_a_render_error_when_the_model_has_no_adapter(tiny_engine: Any, red: str
 
     with pytest.raises(RenderError, match="not configured"):
         tiny_engine.render([_req((1,), references=_refs((STYLE, red, 1.0)))])
+
+
+def test_flags_are_read_weighed_and_checked(engine: Engine, tiny_registry: Any, red: str, blue: str) -> None:
+    prompt, flags = parse_flags("a cat --sref https://cdn.discordapp.com/attachments/1/2/a.png --sw 250 "
+                                "--sref 42.2 on a mat")
+    assert prompt == "a cat on a mat"
+    link = "https://cdn.discordapp.com/attachments/1/2/a.png"
+    assert flags["references"] == [(STYLE, link), (STYLE, "42.2")]
+    assert flags["sw"] == 250.0
+    draft = RequestDraft(prompt="a cat --sref x --sref y --sw 250 --cref z --cw 40",
+                         references=((STYLE, red), (STYLE, blue), (CHARACTER, red)))
+    request = build_request(draft, engine.registry)
+    assert request.references == ((STYLE, red, 2.5), (STYLE, blue, 2.5), (CHARACTER, red, 0.4))
+    # /blend's images come in the draft alone (role "image", --iw as it is).
+    blend = build_request(RequestDraft(prompt="--iw 0.5", references=(("image", red), ("image", blue))),
+                          engine.registry)
+    assert blend.references == (("image", red, 0.5), ("image", blue, 0.5))
+    for bad, message in (
+        (RequestDraft(prompt="a cat --sw 50"), "weighs"),
+        (RequestDraft(prompt="a cat --sref x --sw 5000", references=((STYLE, red),)), "0 to 1000"),
+        (RequestDraft(prompt="a cat --cref x --oref y", references=((CHARACTER, red), ("object", blue))),
+         "one of"),
+        (RequestDraft(prompt="a cat --sref x"), "could not be read"),
+    ):
+        with pytest.raises(InvalidRequest, match=message):
+            build_request(bad, engine.registry)
+    # A model without an IP-Adapter says so before anything is fetched.
+    with pytest.raises(InvalidRequest, match="not configured on this server/model"):
+        build_request(RequestDraft(prompt="a cat --sref x", references=((STYLE, red),)), tiny_registry)
