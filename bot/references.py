@@ -99,18 +99,23 @@ async def store_reference(services: Services, interaction: AtelierInteraction, d
 
 
 async def plan_references(interaction: AtelierInteraction, draft: RequestDraft,
-                          attachments: Mapping[str, discord.Attachment]) -> RequestDraft:
+                          attachments: Mapping[str, discord.Attachment],
+                          named: list[tuple[str, str]] | None = None) -> RequestDraft:
     """Fetch, check and store the images `draft`'s prompt names (`--sref` ... or the `reference` attachment
-    alone, which means `--sref`); returns the draft carrying their blob keys. Every check on the request
-    runs first, with the references pending."""
+    alone, which means `--sref`), or those `named` as (role, attachment name) by a command like /blend;
+    returns the draft carrying their blob keys. Every check on the request runs first, with the references
+    pending."""
     services = interaction.client.services
-    named = reference_flags(draft.prompt)
+    given = named is not None
+    named = list(named) if named is not None else reference_flags(draft.prompt)
     if not named and ATTACHMENT in attachments:
         named = [(STYLE, ATTACHMENT)]
         draft = dataclasses.replace(draft, prompt=f"{draft.prompt} --sref {ATTACHMENT}")
     if not named:
         return draft
     pending = dataclasses.replace(draft, references=tuple((role, _PENDING) for role, _ in named))
+    if given and reference_flags(draft.prompt):
+        raise InvalidRequest("Name no other reference images in this prompt.")
     # Planned with the member's defaults (their model may be the one without an adapter); the draft goes on
     # without them, for the caller's own path to apply as it does for every job.
     planned: RenderRequest = build_request(await personal_draft(interaction, pending), services.registry)

@@ -28,6 +28,19 @@ def png(color: tuple[int, int, int], size: int = 48) -> bytes:
     return buf.getvalue()
 
 
+def prompt_input(modal: dict[str, Any]) -> str:
+    """The prefilled value of a modal's `prompt` text input (in an action row or a label)."""
+    stack = list(modal.get("components", []))
+    while stack:
+        item = stack.pop()
+        if item.get("type") == 4 and item.get("custom_id") == "prompt":
+            return str(item.get("value") or "")
+        stack.extend(item.get("components", []))
+        if isinstance(item.get("component"), dict):
+            stack.append(item["component"])
+    raise AssertionError("no prompt input")
+
+
 def diff(a: Image.Image, b: Image.Image) -> int:
     import numpy as np
 
@@ -89,3 +102,76 @@ async def test_references_from_an_attachment_a_link_and_a_job_and_every_refusal(
     assert "does not exist" in await refusal(f"{prompt} --sref 99999")
     assert len(results(sandbox, general)) == count
     assert sorted(p for p in blobs.root.rglob("*") if p.is_file()) == files
+
+
+async def test_blend_the_style_reference_menu_and_remix(sandbox: Sandbox, start_bot: Any,
+                                                       tiny_data_dir: Path) -> None:
+    adapter = ensure_tiny_model(tiny_data_dir) / IP_ADAPTER_FOLDER
+    bot: App = await start_bot(own_engine=True, ATELIER_MODELS=f"ref=tiny?ip_adapter={adapter},plain=tiny")
+    assert bot.services is not None
+    alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    red, blue = png((220, 30, 30)), png((20, 40, 230))
+
+    async def blend(files: dict[str, tuple[str, bytes]], **options: Any) -> Any:
+        interaction = await sandbox.slash(alice, general, "blend", options, attachments=files)
+        await interaction.wait_ack()
+        return interaction
+
+    # Two images and an aspect: a grid of four at 3:2 with every button, its image prompt the two images.
+    before = {m.id for m in results(sandbox, general)}
+    await blend({"image1": ("red.png", red), "image2": ("blue.png", blue)}, aspect="3:2",
+                prompt="--steps 2 --seed 5")
+    grid = await _new_result(sandbox, general, before, 120)
+    for label in ("U1", "U4", "V1", "V4"):
+        assert button(grid, label)
+    job = await bot.services.db.jobs.get(job_id_of(grid))
+    assert job is not None
+    request = job.request
+    assert len(request["seeds"]) == 4 and request["width"] > request["height"]
+    assert [ref[0] for ref in request["references"]] == ["image", "image"]
+    # A blend of other images renders other pixels (same seed, aspect and steps).
+    before = {m.id for m in results(sandbox, general)}
+    await blend({"image1": ("red.png", red), "image2": ("red2.png", png((200, 60, 10)))}, aspect="3:2",
+                prompt="--steps 2 --seed 5")
+    other = await _new_result(sandbox, general, before, 120)
+    assert diff(image_of(grid), image_of(other)) > 10
+    # Refused: the model without an adapter; a broken image. No job.
+    count = len(results(sandbox, general))
+    refusal = await blend({"image1": ("red.png", red), "image2": ("blue.png", blue)}, model="plain")
+    assert NOT_CONFIGURED in await refused(refusal)
+    refusal = await blend({"image1": ("red.png", red), "image2": ("junk.png", b"junk")})
+    assert "not an image I can read" in await refused(refusal)
+    assert len(results(sandbox, general)) == count
+
+    # "Use as style reference" on a one-image result: the modal names that job's image; submitted, a job
+    # whose reference is that image.
+    single = await imagine(sandbox, alice, general, "a boat --steps 2 --seed 1 --n 1")
+    menu = await sandbox.message_command(alice, general, "Use as style reference", single)
+    assert await menu.wait_ack() == 9 and menu.modal is not None
+    prefilled = prompt_input(menu.modal)
+    assert prefilled.strip() == f"--sref {job_id_of(single)}.1"
+    before = {m.id for m in results(sandbox, general)}
+    submit = await sandbox.submit_modal(alice, general, menu.modal["custom_id"],
+                                        {"prompt": f"a tower --steps 2 --seed 1 --n 1 {prefilled}"})
+    await submit.wait_ack()
+    styled = await _new_result(sandbox, general, before, 120)
+    styled_job = await bot.services.db.jobs.get(job_id_of(styled))
+    assert styled_job is not None and styled_job.request["references"][0][0] == "style"
+    # On a member's own message: its attachment, by link.
+    posted = await sandbox.post_message(bob, general, "my drawing", attachments=[("mine.png", blue)])
+    menu = await sandbox.message_command(bob, general, "Use as style reference", posted)
+    await menu.wait_ack()
+    assert menu.modal is not None
+    assert posted.attachments[0].url in prompt_input(menu.modal)
+
+    # Remix keeps the parent's references when the edited prompt names none.
+    remix = await sandbox.click(alice, styled, button(styled, "🖋"))
+    await remix.wait_ack()
+    assert remix.modal is not None
+    before = {m.id for m in results(sandbox, general)}
+    submit = await sandbox.submit_modal(alice, general, remix.modal["custom_id"],
+                                        {"prompt": "a castle --n 1"})
+    await submit.wait_ack()
+    remixed = await _new_result(sandbox, general, before, 120)
+    remixed_job = await bot.services.db.jobs.get(job_id_of(remixed))
+    assert remixed_job is not None and remixed_job.request["references"] == styled_job.request["references"]
