@@ -168,7 +168,8 @@ class ImageStore:
                SELECT json_extract(request, '$.source') FROM jobs
                WHERE json_extract(request, '$.source') IS NOT NULL
                UNION
-               SELECT json_extract(ref.value, '$[1]') FROM jobs, json_each(jobs.request, '$.references') AS ref""",
+               SELECT json_extract(ref.value, '$[1]')
+               FROM jobs, json_each(jobs.request, '$.references') AS ref""",
             (deleted_before, deleted_before),
         )
         return {str(r[0]) for r in rows}
