@@ -44,6 +44,7 @@ NOT_CONFIGURED = "Image references are not configured on this server/model."
 # A request's references: (role, blob key of the image, adapter scale) in the order given.
 ReferenceSet = tuple[tuple[str, str, float], ...]
 _EMBED_SUFFIX = ".emb"
+_MEMORY_ENTRIES = 2048
 
 
 def flag_of(role: str) -> str:
@@ -256,6 +257,8 @@ class EmbeddingCache:
             self.encoded += 1
             if self.blobs is not None:
                 self.blobs.put_as(key, save({"embeds": tensor}))
+        if len(state._embeds) >= _MEMORY_ENTRIES:
+            state._embeds.clear()  # a few KB each; the blob store keeps them all
         state._embeds[key] = tensor
         return tensor
 
