@@ -16,6 +16,7 @@ from generation.families import FAMILIES, family_of
 from generation.knobs import MAX_CHAOS, MAX_STYLIZE
 from generation.loras import parse_lora, strip_inline
 from generation.prompts import cut_notes, multi_error, tokenizer_for_notes
+from generation.references import IMAGE, IMAGE_FLAGS, NOT_CONFIGURED, WEIGHT_FLAGS, build_references
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
 
@@ -82,6 +83,9 @@ class RequestDraft:
     kind: Kind = Kind.TXT2IMG
     source: str | None = None  # blob key of the source image (img2img / variation / upscale)
     strength: float | None = None
+    # Reference images as (role, blob key): the prompt's --sref / --cref / --oref in their order once the bot
+    # has fetched them, or /blend's images (role "image").
+    references: tuple[tuple[str, str], ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,9 +114,13 @@ _FLAG_NAMES: dict[str, str] = {
     "chaos": "chaos",
     "c": "chaos",
     "lora": "loras",
+    # Image references (generation/references.py): an image flag may repeat; its weight flag may not.
+    **{flag: "references" for flag in IMAGE_FLAGS},
+    **{flag: flag for flag in WEIGHT_FLAGS},
 }
 _FLAG_HELP = ("--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME, "
-              "--q .5|1|2, --stop 10-100, --stylize 0-1000, --tile, --chaos 0-100, --lora NAME:WEIGHT")
+              "--q .5|1|2, --stop 10-100, --stylize 0-1000, --tile, --chaos 0-100, --lora NAME:WEIGHT, "
+              "--sref / --cref / --oref IMAGE, --sw 0-1000, --cw 0-100, --ow 0-1000, --iw 0-3")
 # --q multiplies the steps (Midjourney's quality: more time, more detail).
 QUALITIES = (0.5, 1.0, 2.0)
 
@@ -142,7 +150,7 @@ def _flag_value(key: str, flag: str, raw: str) -> Any:
     """The value of a one-value flag, checked."""
     if key in ("seed", "steps", "count", "stop", "stylize", "chaos"):
         return _int_value(flag, raw)
-    if key in ("guidance", "quality"):
+    if key in ("guidance", "quality", *WEIGHT_FLAGS):
         return _float_value(flag, raw)
     if key == "aspect":
         return _normalize_aspect(raw, flag=f"--{flag}")
@@ -170,7 +178,7 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
         key = _FLAG_NAMES.get(flag)
         if key is None:
             raise InvalidRequest(f"Unknown flag `--{_clip(flag)}`. Known flags: {_FLAG_HELP}.")
-        if key in options and key != "loras":
+        if key in options and key not in ("loras", "references"):
             raise InvalidRequest(f"Flag `--{flag}` is given twice.")
         if key == "tile":  # a switch: what follows it is prompt text
             options[key] = True
@@ -189,6 +197,8 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
         pieces.append(rest)
         if key == "loras":
             options.setdefault(key, []).append(parse_lora(raw))
+        elif key == "references":
+            options.setdefault(key, []).append((IMAGE_FLAGS[flag], raw))
         else:
             options[key] = _flag_value(key, flag, raw)
     clean = " ".join(" ".join(pieces).split())
@@ -355,7 +365,8 @@ def build_request(  # noqa: C901
     negative = ", ".join(" ".join(p.split()) for p in negative_parts)
 
     # 2. Prompt text.
-    if draft.kind == Kind.TXT2IMG and not prompt:
+    # /blend's image prompt may stand alone, as a Midjourney blend does.
+    if draft.kind == Kind.TXT2IMG and not prompt and not any(role == IMAGE for role, _ in draft.references):
         raise InvalidRequest("Write a prompt describing the picture.")
     if len(prompt) > limits.max_prompt_chars:
         raise InvalidRequest(
@@ -449,6 +460,9 @@ def build_request(  # noqa: C901
     # The files' hashes go with the job (A1111's `Lora hashes:` in its PNGs, and in its variations' PNGs).
     extra = {"lora_hashes": registry.loras.hashes(loras)} if loras else {}
 
+    # 6c. Image references: the model needs an IP-Adapter; the weights must fit their flags.
+    references = _references(draft, flags, spec)
+
     # 7. Words the model cannot read are dropped; the member is told (known only where the model is
     # loaded in this process: counting needs its tokenizer).
     pipe = registry.resident_pipeline(spec.name)
@@ -472,7 +486,28 @@ def build_request(  # noqa: C901
         **style,
         loras=loras,
         extra=extra,
+        references=references,
     )
+
+
+def reference_flags(prompt: str) -> list[tuple[str, str]]:
+    """The prompt's --sref / --cref / --oref values as (role, what the member wrote), for the bot to fetch."""
+    return list(parse_flags(prompt)[1].get("references", []))
+
+
+def _references(draft: RequestDraft, flags: dict[str, Any], spec: Any) -> tuple[tuple[str, str, float], ...]:
+    named = flags.get("references", [])
+    weights = {WEIGHT_FLAGS[f]: float(flags[f]) for f in WEIGHT_FLAGS if f in flags}
+    if not (named or draft.references or weights):
+        return ()
+    if getattr(spec, "ip_adapter", None) is None:
+        raise InvalidRequest(NOT_CONFIGURED)
+    images = list(draft.references)
+    if named and [role for role, _ in named] != [role for role, _ in images]:
+        # The bot fetches every named image before the request is built: reaching here is a bug, not the
+        # member's fault, but a clear refusal beats a job that renders without its references.
+        raise InvalidRequest("The reference images could not be read; please try again.")
+    return build_references(images, weights)
 
 
 def _style_flags(flags: dict[str, Any], steps: int, fam: Any, limits: Limits) -> tuple[int, dict[str, Any]]:

@@ -14,6 +14,7 @@ from bot.attachments import start_from_upload
 from bot.defaults import model_choices, personal_draft
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
+from bot.references import ATTACHMENT, plan_references
 from generation.request import Kind
 from generation.samplers import sampler_label
 from generation.validate import (
@@ -21,6 +22,7 @@ from generation.validate import (
     SAMPLER_NAMES,
     RequestDraft,
     build_request,
+    reference_flags,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ class Imagine(commands.Cog):
         count="How many images (1-4)",
         image="A starting image (img2img)",
         strength="How much to change the starting image (0-1)",
+        reference="A style reference image (as --sref; or name it: --cref attachment / --oref attachment)",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
@@ -57,10 +60,12 @@ class Imagine(commands.Cog):
                       aspect: str | None = None, seed: int | None = None, steps: int | None = None,
                       guidance: float | None = None, sampler: str | None = None, model: str | None = None,
                       count: int | None = None, image: discord.Attachment | None = None,
-                      strength: float | None = None) -> None:
+                      strength: float | None = None, reference: discord.Attachment | None = None) -> None:
         services = interaction.client.services
         draft = RequestDraft(prompt=prompt, negative=negative, aspect=aspect, seed=seed, steps=steps,
                              guidance=guidance, sampler=sampler, model=model, count=count, strength=strength)
+        if reference is not None or reference_flags(prompt):
+            draft = await plan_references(interaction, draft, {ATTACHMENT: reference} if reference else {})
         if image is not None:
             await start_from_upload(interaction, draft, image)
             return
