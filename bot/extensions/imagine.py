@@ -12,8 +12,10 @@ from discord.ext import commands
 
 from bot.attachments import start_from_upload
 from bot.defaults import model_choices, personal_draft
+from bot.expansion import BatchButton, start_expanded
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
+from generation.errors import InvalidRequest
 from generation.request import Kind
 from generation.samplers import sampler_label
 from generation.validate import (
@@ -21,6 +23,7 @@ from generation.validate import (
     SAMPLER_NAMES,
     RequestDraft,
     build_request,
+    expand_prompt,
 )
 
 log = logging.getLogger(__name__)
@@ -59,18 +62,28 @@ class Imagine(commands.Cog):
                       count: int | None = None, image: discord.Attachment | None = None,
                       strength: float | None = None) -> None:
         services = interaction.client.services
-        draft = RequestDraft(prompt=prompt, negative=negative, aspect=aspect, seed=seed, steps=steps,
+        # Permutations and --repeat: one prompt may make several jobs (bot/expansion.py).
+        prompts = expand_prompt(prompt)
+        draft = RequestDraft(prompt=prompts[0], negative=negative, aspect=aspect, seed=seed, steps=steps,
                              guidance=guidance, sampler=sampler, model=model, count=count, strength=strength)
         if image is not None:
+            if len(prompts) > 1:
+                raise InvalidRequest("Permutations and `--repeat` make several jobs from a prompt alone; "
+                                     "leave out the image.")
             await start_from_upload(interaction, draft, image)
             return
         draft = await personal_draft(interaction, draft)
         if draft.count is None and draft.kind == Kind.TXT2IMG:
             # Like Midjourney: a 2x2 grid unless the member (options, flags, /settings) chose otherwise.
             draft = dataclasses.replace(draft, count=DEFAULT_GRID)
-        request = build_request(draft, services.registry)
-        await start_job(interaction, request)
+        requests = [build_request(dataclasses.replace(draft, prompt=text), services.registry)
+                    for text in prompts]
+        if len(requests) == 1:
+            await start_job(interaction, requests[0])
+        else:
+            await start_expanded(interaction, requests)
 
 
 async def setup(bot: commands.Bot) -> None:
+    bot.add_dynamic_items(BatchButton)
     await bot.add_cog(Imagine(bot))
