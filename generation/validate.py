@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ from generation.loras import parse_lora, strip_inline
 from generation.prompts import cut_notes, multi_error, tokenizer_for_notes
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
+from generation.wildcards import fill_wildcards
 
 if TYPE_CHECKING:
     from generation.models import ModelCatalog
@@ -331,8 +333,11 @@ def build_request(  # noqa: C901
     registry: ModelCatalog,
     limits: Limits | None = None,
     source_size: tuple[int, int] | None = None,
+    wildcards: Mapping[str, Sequence[str]] | None = None,
 ) -> RenderRequest:
-    """Validate `draft` into a RenderRequest; inline flags in the prompt beat explicit options."""
+    """Validate `draft` into a RenderRequest; inline flags in the prompt beat explicit options.
+    `wildcards`: the server's lists; each `__name__` in the prompt takes an entry drawn with the seed
+    (None leaves the text as it is)."""
     limits = limits or Limits()
     if not isinstance(draft.prompt, str):
         raise InvalidRequest("The prompt must be text.")
@@ -353,6 +358,15 @@ def build_request(  # noqa: C901
     opts.update(flags)
     negative_parts = [p for p in (draft.negative, flags.get("negative")) if p and p.strip()]
     negative = ", ".join(" ".join(p.split()) for p in negative_parts)
+    seed = opts["seed"]
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InvalidRequest(f"Seed must be a whole number from 0 to {MAX_SEED}.")
+
+    # 1b. Server wildcards, drawn with the first image's seed: the same seed repeats the same words.
+    if wildcards is not None:
+        prompt = fill_wildcards(prompt, wildcards, seed)
 
     # 2. Prompt text.
     if draft.kind == Kind.TXT2IMG and not prompt:
@@ -399,15 +413,10 @@ def build_request(  # noqa: C901
             f"Try {sampler_label(spec.default_sampler)}."
         )
 
-    # 4. Count and seeds.
+    # 4. Count (the seed was settled in step 1).
     count = 1 if opts["count"] is None else opts["count"]
     if not isinstance(count, int) or not 1 <= count <= limits.max_count:
         raise InvalidRequest(f"Count must be between 1 and {limits.max_count}.")
-    seed = opts["seed"]
-    if seed is None:
-        seed = secrets.randbelow(MAX_SEED + 1)
-    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise InvalidRequest(f"Seed must be a whole number from 0 to {MAX_SEED}.")
 
     # 5. Size, source and strength.
     strength: float | None = None

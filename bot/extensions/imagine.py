@@ -15,6 +15,7 @@ from bot.defaults import model_choices, personal_draft
 from bot.expansion import BatchButton, start_expanded
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
+from bot.wildcards import server_wildcards
 from generation.errors import InvalidRequest
 from generation.request import Kind
 from generation.samplers import sampler_label
@@ -76,7 +77,8 @@ class Imagine(commands.Cog):
         if draft.count is None and draft.kind == Kind.TXT2IMG:
             # Like Midjourney: a 2x2 grid unless the member (options, flags, /settings) chose otherwise.
             draft = dataclasses.replace(draft, count=DEFAULT_GRID)
-        requests = [build_request(dataclasses.replace(draft, prompt=text), services.registry)
+        lists = await server_wildcards(services.db, interaction.guild_id)
+        requests = [build_request(dataclasses.replace(draft, prompt=text), services.registry, wildcards=lists)
                     for text in prompts]
         if len(requests) == 1:
             await start_job(interaction, requests[0])
