@@ -22,7 +22,8 @@ async def _admin(sandbox: Sandbox, user: Any, sub: str, **options: Any) -> Any:
     return interaction.original
 
 
-async def test_wildcards_are_managed_by_moderators_and_drawn_with_the_seed(sandbox: Sandbox, bot: App) -> None:
+async def test_wildcards_are_managed_by_moderators_and_drawn_with_the_seed(sandbox: Sandbox,
+                                                                          bot: App) -> None:
     assert bot.services is not None
     db, gid = bot.services.db, sandbox.guild.id
     alice, mod, general = sandbox.users["alice"], sandbox.users["mod"], sandbox.channel("general")
@@ -57,5 +58,6 @@ async def test_wildcards_are_managed_by_moderators_and_drawn_with_the_seed(sandb
     assert len(await db.jobs.list_for_user(alice.id, limit=5)) == 2
 
     removed = await _admin(sandbox, mod, "remove", name="colour")
-    assert "Removed" in removed.content and (await db.audit.list(gid, limit=1))[0].action == "wildcards.remove"
+    assert "Removed" in removed.content
+    assert (await db.audit.list(gid, limit=1))[0].action == "wildcards.remove"
     assert await db.guilds.get(gid) == {}

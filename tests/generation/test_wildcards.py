@@ -17,13 +17,14 @@ def test_the_seed_decides_the_pick_and_each_occurrence_draws_again() -> None:
     picks = {fill_wildcards("a __colour__ bird", LISTS, seed) for seed in range(40)}
     assert picks == {f"a {c} bird" for c in LISTS["colour"]}  # every entry comes up
     for seed in range(20):
-        assert fill_wildcards("a __colour__ bird", LISTS, seed) == fill_wildcards("a __colour__ bird", LISTS, seed)
+        assert fill_wildcards("a __colour__ bird", LISTS, seed) == fill_wildcards("a __colour__ bird",
+                                                                                  LISTS, seed)
     pairs = {fill_wildcards("__colour__ and __colour__", LISTS, seed) for seed in range(40)}
     assert any(a != b for a, b in (p.split(" and ") for p in pairs))
 
 
 def test_unknown_wildcards_are_refused_by_name_and_entries_stay_text() -> None:
-    with pytest.raises(InvalidRequest, match="`__size__`.*`__animal__`, `__colour__`"):
+    with pytest.raises(InvalidRequest, match=r"`__size__`.*`__animal__`, `__colour__`"):
         fill_wildcards("a __size__ __colour__ cat", LISTS, 1)
     assert "__colour__ fox" in {fill_wildcards("__animal__", LISTS, s) for s in range(30)}
     assert fill_wildcards("snake_case and __ alone", LISTS, 3) == "snake_case and __ alone"
