@@ -82,6 +82,9 @@ class MemberSettings:
     negative: str | None = None
     count: int | None = None
     private: bool = False
+    # /prefer: custom options (`--mine` -> its saved text and flags) and a suffix added to every prompt.
+    options: dict[str, str] = field(default_factory=dict)
+    suffix: str | None = None
 
     @classmethod
     def from_stored(cls, data: dict[str, Any]) -> MemberSettings:

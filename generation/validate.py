@@ -37,6 +37,8 @@ __all__ = [
     "RequestDraft",
     "build_request",
     "expand_prompt",
+    "flag_matches",
+    "is_builtin_flag",
     "max_pixels",
     "parse_flags",
     "size_for",
@@ -195,6 +197,16 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
             options[key] = _flag_value(key, flag, raw)
     clean = " ".join(" ".join(pieces).split())
     return clean, options
+
+
+def flag_matches(text: str) -> list[re.Match[str]]:
+    """Where flags start in `text` (group 1: the flag's name), as parse_flags reads them."""
+    return list(_FLAG_RE.finditer(text))
+
+
+def is_builtin_flag(name: str) -> bool:
+    """A flag this module (or prompt expansion: --repeat / --r) gives a meaning."""
+    return name.lower() in _FLAG_NAMES or name.lower() in ("repeat", "r")
 
 
 # ---------------------------------------------------------------------------------------------

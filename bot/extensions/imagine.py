@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.attachments import start_from_upload
-from bot.defaults import model_choices, personal_draft
+from bot.defaults import model_choices, personal_draft, personal_prompt
 from bot.expansion import BatchButton, start_expanded
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
@@ -64,7 +64,7 @@ class Imagine(commands.Cog):
                       strength: float | None = None) -> None:
         services = interaction.client.services
         # Permutations and --repeat: one prompt may make several jobs (bot/expansion.py).
-        prompts = expand_prompt(prompt)
+        prompts = expand_prompt(await personal_prompt(interaction, prompt))
         draft = RequestDraft(prompt=prompts[0], negative=negative, aspect=aspect, seed=seed, steps=steps,
                              guidance=guidance, sampler=sampler, model=model, count=count, strength=strength)
         if image is not None:
