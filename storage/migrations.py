@@ -283,7 +283,7 @@ MIGRATIONS: list[str] = [
     """,
     # 7: a prompt that expands into many jobs waits here for its author's confirmation (the Confirm
     # button names the row, so a restart in between loses nothing); `settled_at` makes a second click
-    # harmless.
+    # harmless. And an index for walking a job's children (/lineage).
     """
     CREATE TABLE pending_batches (
         id         INTEGER PRIMARY KEY,
@@ -295,6 +295,8 @@ MIGRATIONS: list[str] = [
         settled_at REAL,
         outcome    TEXT CHECK (outcome IN ('confirmed', 'cancelled'))
     );
+    -- /lineage walks a job's children.
+    CREATE INDEX jobs_parent ON jobs(parent_job_id) WHERE parent_job_id IS NOT NULL;
     """,
 ]
 
