@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.app import App
+from bot.settings_keys import GUILD
 from generation.request import RenderRequest
 from sandbox import Sandbox
 from tests.bot.helpers import button
@@ -67,6 +68,15 @@ async def test_the_queue_cap_and_banned_words_hold_for_every_expanded_prompt(san
         # A bad --repeat is a clear message too.
         sent = await _imagine(sandbox, alice, general, "a castle --repeat 99")
         assert sent.original is not None and "--repeat" in sent.original.content
+
+        # The cooldown holds the expansion as one command: all of it may start, then nothing until it ends.
+        await GUILD.set(bot.services.db, sandbox.guild.id, {"cooldown_s": 600})
+        sent = await _imagine(sandbox, alice, general, "a {castle, tower} --steps 1")
+        await sandbox.wait_for(lambda: len(sent.followups) == 1, timeout=30)
+        assert [r.prompt for r in await _requests(bot, alice)] == ["a castle", "a tower"]
+        sent = await _imagine(sandbox, alice, general, "a {moat, bridge} --steps 1")
+        assert sent.original is not None and "Slow down" in sent.original.content
+        assert len(await _requests(bot, alice)) == 2
     finally:
         await bot.services.scheduler.cancel_all()
         await bot.services.scheduler.resume()
