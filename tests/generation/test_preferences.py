@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from generation.errors import InvalidRequest
 from generation.preferences import MAX_OPTIONS, apply_preferences, check_option
-from generation.validate import parse_flags
+from generation.validate import expand_prompt, parse_flags
+from generation.wildcards import fill_wildcards
 
 OPTIONS = {"mine": "--ar 16:9 --stylize 300", "moody": "dark, rainy"}
 
@@ -46,3 +47,14 @@ def test_option_names_are_checked() -> None:
     ]:
         with pytest.raises(InvalidRequest, match=message):
             check_option(name, value, existing)
+
+
+@given(st.text(max_size=60), st.one_of(st.none(), st.text(max_size=20)), st.integers(0, 2**32 - 1))
+def test_the_whole_prompt_language_gives_prompts_or_a_clear_error(prompt: str, suffix: str | None,
+                                                                  seed: int) -> None:
+    """/imagine's order: preferences, then permutations and --repeat, then each job's wildcards."""
+    try:
+        for expanded in expand_prompt(apply_preferences(prompt, OPTIONS, suffix)):
+            assert isinstance(fill_wildcards(expanded, {"colour": ["red"]}, seed), str)
+    except InvalidRequest as exc:
+        assert exc.user_message
