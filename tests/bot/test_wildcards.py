@@ -57,6 +57,16 @@ async def test_wildcards_are_managed_by_moderators_and_drawn_with_the_seed(sandb
     assert "`__size__`" in sent.original.content and "`__colour__`" in sent.original.content
     assert len(await db.jobs.list_for_user(alice.id, limit=5)) == 2
 
+    # `/imagine image:` draws them too, and the prompt it checked is the one that renders.
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 120, 40)).save(buf, format="PNG")
+    sent = await sandbox.slash(alice, general, "imagine", {"prompt": "a __colour__ boat --steps 1 --seed 5"},
+                               attachments={"image": ("boat.png", buf.getvalue())})
+    await sent.wait_ack()
+    assert sent.original is not None and "queued" in sent.original.content, sent.original.content
+    upload = (await db.jobs.list_for_user(alice.id, limit=1))[0]
+    assert upload.kind == "img2img" and "__" not in upload.request["prompt"]
+
     removed = await _admin(sandbox, mod, "remove", name="colour")
     assert "Removed" in removed.content
     assert (await db.audit.list(gid, limit=1))[0].action == "wildcards.remove"
