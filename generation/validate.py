@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from generation.prompts import cut_notes, multi_error, tokenizer_for_notes
 from generation.references import IMAGE, IMAGE_FLAGS, NOT_CONFIGURED, WEIGHT_FLAGS, build_references
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
+from generation.wildcards import fill_wildcards
 
 if TYPE_CHECKING:
     from generation.models import ModelCatalog
@@ -36,6 +38,8 @@ __all__ = [
     "RequestDraft",
     "build_request",
     "expand_prompt",
+    "flag_matches",
+    "is_builtin_flag",
     "max_pixels",
     "parse_flags",
     "size_for",
@@ -205,6 +209,16 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
     return clean, options
 
 
+def flag_matches(text: str) -> list[re.Match[str]]:
+    """Where flags start in `text` (group 1: the flag's name), as parse_flags reads them."""
+    return list(_FLAG_RE.finditer(text))
+
+
+def is_builtin_flag(name: str) -> bool:
+    """A flag this module (or prompt expansion: --repeat / --r) gives a meaning."""
+    return name.lower() in _FLAG_NAMES or name.lower() in ("repeat", "r")
+
+
 # ---------------------------------------------------------------------------------------------
 # Permutations and --repeat: one prompt -> several jobs
 # ---------------------------------------------------------------------------------------------
@@ -341,8 +355,11 @@ def build_request(  # noqa: C901
     registry: ModelCatalog,
     limits: Limits | None = None,
     source_size: tuple[int, int] | None = None,
+    wildcards: Mapping[str, Sequence[str]] | None = None,
 ) -> RenderRequest:
-    """Validate `draft` into a RenderRequest; inline flags in the prompt beat explicit options."""
+    """Validate `draft` into a RenderRequest; inline flags in the prompt beat explicit options.
+    `wildcards`: the server's lists; each `__name__` in the prompt takes an entry drawn with the seed
+    (None leaves the text as it is)."""
     limits = limits or Limits()
     if not isinstance(draft.prompt, str):
         raise InvalidRequest("The prompt must be text.")
@@ -363,6 +380,15 @@ def build_request(  # noqa: C901
     opts.update(flags)
     negative_parts = [p for p in (draft.negative, flags.get("negative")) if p and p.strip()]
     negative = ", ".join(" ".join(p.split()) for p in negative_parts)
+    seed = opts["seed"]
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InvalidRequest(f"Seed must be a whole number from 0 to {MAX_SEED}.")
+
+    # 1b. Server wildcards, drawn with the first image's seed: the same seed repeats the same words.
+    if wildcards is not None:
+        prompt = fill_wildcards(prompt, wildcards, seed)
 
     # 2. Prompt text.
     # /blend's image prompt may stand alone, as a Midjourney blend does.
@@ -410,15 +436,10 @@ def build_request(  # noqa: C901
             f"Try {sampler_label(spec.default_sampler)}."
         )
 
-    # 4. Count and seeds.
+    # 4. Count (the seed was settled in step 1).
     count = 1 if opts["count"] is None else opts["count"]
     if not isinstance(count, int) or not 1 <= count <= limits.max_count:
         raise InvalidRequest(f"Count must be between 1 and {limits.max_count}.")
-    seed = opts["seed"]
-    if seed is None:
-        seed = secrets.randbelow(MAX_SEED + 1)
-    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise InvalidRequest(f"Seed must be a whole number from 0 to {MAX_SEED}.")
 
     # 5. Size, source and strength.
     strength: float | None = None
