@@ -4,6 +4,7 @@ message lives so its updates and result can find it later (even after a restart)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -11,9 +12,11 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot import presenter
+from bot.defaults import personal_draft
 from bot.policy import check_request
-from generation.request import RenderRequest
+from generation.request import Kind, RenderRequest
 from generation.scheduler import JobOwner
+from generation.validate import RequestDraft, build_request
 
 if TYPE_CHECKING:
     from bot.interaction import AtelierInteraction
@@ -23,6 +26,7 @@ log = logging.getLogger(__name__)
 # Discord interaction tokens live 15 minutes; a little margin keeps us from racing the expiry.
 TOKEN_LIFETIME_S = 15 * 60
 TOKEN_MARGIN_S = 30
+DEFAULT_GRID = 4
 
 
 async def start_job(interaction: AtelierInteraction, request: RenderRequest, *,
@@ -45,8 +49,14 @@ async def start_job(interaction: AtelierInteraction, request: RenderRequest, *,
         # None when it already started: the worker's events say more soon.
         shown = presenter.queued(request, interaction.user.id, services.scheduler.entry(job_id))
         created = interaction.created_at.timestamp()
-        response = await interaction.response.send_message(shown.content, ephemeral=rules.private)
-        message_id = getattr(response, "message_id", None)
+        if interaction.response.is_done():
+            # A second job from one click (/describe's "Imagine all"): a followup, edited through the same
+            # token as the first.
+            sent = await interaction.followup.send(shown.content, ephemeral=rules.private, wait=True)
+            message_id: int | None = sent.id
+        else:
+            response = await interaction.response.send_message(shown.content, ephemeral=rules.private)
+            message_id = getattr(response, "message_id", None)
         if message_id is None:
             message_id = (await interaction.original_response()).id
         # 4. Remember where the message lives: updates go through the interaction token while it lives,
@@ -63,6 +73,16 @@ async def start_job(interaction: AtelierInteraction, request: RenderRequest, *,
         bot.delivery.refs_recorded(job_id)
     log.info("job %s queued by user %s in guild %s", job_id, interaction.user.id, interaction.guild_id)
     return job_id
+
+
+async def imagine_prompt(interaction: AtelierInteraction, draft: RequestDraft) -> int:
+    """A text-to-image job from a draft as /imagine makes it (the member's defaults, a 2x2 grid unless they
+    chose a count); returns the job id."""
+    draft = await personal_draft(interaction, draft)
+    if draft.count is None and draft.kind == Kind.TXT2IMG:
+        # Like Midjourney: a 2x2 grid unless the member (options, flags, /settings) chose otherwise.
+        draft = dataclasses.replace(draft, count=DEFAULT_GRID)
+    return await start_job(interaction, build_request(draft, interaction.client.services.registry))
 
 
 def token_alive(expires_at: float | None) -> bool:

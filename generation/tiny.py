@@ -581,3 +581,68 @@ def write_single_file(model_dir: Path, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
+
+
+# --- the tiny captioner (/describe) --------------------------------------------------------------------
+
+CAPTIONER_RECIPE = "1"
+# Real words, so the tiny captioner's random output reads like (nonsense) prompts, plus WordPiece's
+# letter pieces so any text tokenizes.
+_CAPTION_WORDS = (
+    "a an the of in on with and at by painting photo portrait city sky sea forest cat dog woman man tree "
+    "house light night dusk mountain river street red blue green gold dark bright old small large misty "
+    "glowing soft"
+).split()
+
+
+def write_tiny_captioner(dir: Path) -> Path:
+    """A tiny BLIP captioner (BlipForConditionalGeneration with fixed random weights, a WordPiece
+    tokenizer built in memory, a 32-pixel image processor) saved as a transformers folder: the same
+    AutoProcessor / AutoModelForImageTextToText loading path as Salesforce/blip-image-captioning-*."""
+    import torch
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]  # [DEC] starts BLIP's captions
+    tokens = [*special, *_CAPTION_WORDS, *(c for c in letters if c not in _CAPTION_WORDS),
+              *("##" + c for c in letters)]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    tokenizer = BertTokenizer(vocab=vocab, bos_token="[DEC]", model_max_length=40)
+    torch.manual_seed(_SEED)
+    config = BlipConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8, "projection_dim": 32},
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 37,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64,
+                     "bos_token_id": vocab["[DEC]"], "pad_token_id": vocab["[PAD]"],
+                     "sep_token_id": vocab["[SEP]"], "eos_token_id": vocab["[SEP]"],
+                     "encoder_hidden_size": 32},
+        projection_dim=32,
+    )
+    model = BlipForConditionalGeneration(config).eval()
+    processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dir)
+    processor.save_pretrained(dir)
+    (dir / _MARKER).write_text(f"{CAPTIONER_RECIPE}\ncaptioner\n")
+    return dir
+
+
+def ensure_tiny_captioner(data_dir: Path) -> Path:
+    """The tiny captioner's folder under the data dir, written once (beside, then swapped in)."""
+    import shutil
+
+    target = Path(data_dir) / "models" / "tiny-captioner"
+    marker = target / _MARKER
+    if marker.exists() and marker.read_text().splitlines()[:1] == [CAPTIONER_RECIPE]:
+        return target
+    log.info("writing the tiny captioner to %s", target)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_tiny_captioner(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target

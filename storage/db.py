@@ -10,6 +10,7 @@ import aiosqlite
 
 from storage.audit import AuditStore
 from storage.connection import Connection
+from storage.descriptions import DescriptionStore
 from storage.gallery import GalleryStore
 from storage.images import ImageStore
 from storage.jobs import JobStore
@@ -48,6 +49,7 @@ class Database:
         self.pauses = PauseStore(self.connection)
         self.audit = AuditStore(self.connection)
         self.stats = StatsStore(self.connection)
+        self.descriptions = DescriptionStore(self.connection)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:

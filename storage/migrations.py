@@ -281,6 +281,17 @@ MIGRATIONS: list[str] = [
     UPDATE guild_settings SET data = json_remove(data, '$.queue_paused')
         WHERE json_extract(data, '$.queue_paused') IS NOT NULL;
     """,
+    # 7: /describe's prompt suggestions, so its Imagine buttons work after a restart.
+    """
+    CREATE TABLE descriptions (
+        id         INTEGER PRIMARY KEY,
+        guild_id   INTEGER,
+        channel_id INTEGER,
+        user_id    INTEGER NOT NULL,
+        prompts    TEXT    NOT NULL,
+        created_at REAL    NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,7 +3,6 @@ live in bot/buttons.py."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 import discord
@@ -11,21 +10,18 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.attachments import start_from_upload
-from bot.defaults import model_choices, personal_draft
+from bot.defaults import model_choices
 from bot.interaction import AtelierInteraction
-from bot.jobflow import start_job
-from generation.request import Kind
+from bot.jobflow import imagine_prompt
 from generation.samplers import sampler_label
 from generation.validate import (
     ASPECTS,
     SAMPLER_NAMES,
     RequestDraft,
-    build_request,
 )
 
 log = logging.getLogger(__name__)
 
-DEFAULT_GRID = 4
 SEED_MAX = 2**32 - 1
 
 
@@ -58,18 +54,12 @@ class Imagine(commands.Cog):
                       guidance: float | None = None, sampler: str | None = None, model: str | None = None,
                       count: int | None = None, image: discord.Attachment | None = None,
                       strength: float | None = None) -> None:
-        services = interaction.client.services
         draft = RequestDraft(prompt=prompt, negative=negative, aspect=aspect, seed=seed, steps=steps,
                              guidance=guidance, sampler=sampler, model=model, count=count, strength=strength)
         if image is not None:
             await start_from_upload(interaction, draft, image)
             return
-        draft = await personal_draft(interaction, draft)
-        if draft.count is None and draft.kind == Kind.TXT2IMG:
-            # Like Midjourney: a 2x2 grid unless the member (options, flags, /settings) chose otherwise.
-            draft = dataclasses.replace(draft, count=DEFAULT_GRID)
-        request = build_request(draft, services.registry)
-        await start_job(interaction, request)
+        await imagine_prompt(interaction, draft)
 
 
 async def setup(bot: commands.Bot) -> None:
