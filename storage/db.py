@@ -19,6 +19,7 @@ from storage.moderation import ModerationStore
 from storage.pauses import PauseStore
 from storage.settings import GuildSettingsStore, UserSettingsStore
 from storage.stats import StatsStore
+from storage.styles import StyleStore
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -50,6 +51,7 @@ class Database:
         self.audit = AuditStore(self.connection)
         self.stats = StatsStore(self.connection)
         self.descriptions = DescriptionStore(self.connection)
+        self.styles = StyleStore(self.connection)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:

@@ -292,6 +292,23 @@ MIGRATIONS: list[str] = [
         created_at REAL    NOT NULL
     );
     """,
+    # 8: server styles (/style): a name per guild for a prompt suffix, an optional LoRA, and up to five
+    # sample images as blob keys (a JSON list; their files are kept while the style exists).
+    """
+    CREATE TABLE styles (
+        id            INTEGER PRIMARY KEY,
+        guild_id      INTEGER NOT NULL,
+        name          TEXT    NOT NULL,
+        user_id       INTEGER NOT NULL,
+        suffix        TEXT    NOT NULL DEFAULT '',
+        lora          TEXT,
+        lora_weight   REAL    NOT NULL DEFAULT 1.0,
+        images        TEXT    NOT NULL DEFAULT '[]',
+        source_job_id INTEGER,
+        created_at    REAL    NOT NULL,
+        UNIQUE (guild_id, name)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

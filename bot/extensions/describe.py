@@ -22,8 +22,8 @@ from bot.attachments import check_declared, fetch, image_attachment
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from bot.jobflow import imagine_prompt
-from bot.policy import guild_config
-from generation.errors import InvalidRequest, NotAllowed, NotFound
+from bot.standing import check_member_here
+from generation.errors import InvalidRequest, NotFound
 from generation.images import decode_upload, encode_upload
 from generation.validate import RequestDraft
 
@@ -32,19 +32,6 @@ NOT_CONFIGURED = "Describing images is not configured on this server."
 # The captioners look at 384 px or less; the reply shows the image at this size too.
 DESCRIBE_PIXELS = 512 * 512
 _NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
-
-
-async def check_member_here(interaction: AtelierInteraction) -> None:
-    """Who and where, before anything is downloaded: a member banned from making images, or a channel the
-    moderators closed, gets no captions either."""
-    guild_id = interaction.guild_id
-    if guild_id is None:
-        return
-    services = interaction.client.services
-    if await services.db.moderation.get_ban(guild_id, interaction.user.id) is not None:
-        raise NotAllowed("You are banned from making images here.")
-    if not (await guild_config(services, guild_id)).channel_allowed(interaction.channel_id):
-        raise NotAllowed("Atelier is not available in this channel.")
 
 
 def describe_text(user_id: int, prompts: tuple[str, ...] | list[str]) -> str:
