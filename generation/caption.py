@@ -3,7 +3,8 @@
 The model is any image-to-text model transformers opens with AutoProcessor and
 AutoModelForImageTextToText: BLIP (`Salesforce/blip-image-captioning-large`) or Florence-2
 (`florence-community/Florence-2-base`, asked for its `<MORE_DETAILED_CAPTION>` task), a hub id or a local
-folder; `tiny` builds a tiny random BLIP offline (generation/tiny.py), whose captions are nonsense.
+folder; `tiny` / `tiny-florence` build a tiny random BLIP / Florence-2 offline (generation/tiny.py),
+whose captions are nonsense.
 
 Four suggestions, always different: the captioner's best beams (then seeded samples when the beams
 repeat themselves), each phrased in another medium, with the light and colour measured from the image
@@ -55,10 +56,10 @@ class Captioner:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         folder: str = self.source
-        if self.source == "tiny":
-            from generation.tiny import ensure_tiny_captioner
+        from generation.tiny import TINY_CAPTIONERS, ensure_tiny_captioner
 
-            folder = str(ensure_tiny_captioner(self.data_dir))
+        if self.source in TINY_CAPTIONERS:
+            folder = str(ensure_tiny_captioner(self.data_dir, self.source))
         local = Path(folder).is_dir()
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -137,12 +138,14 @@ def looks_of(image: Image.Image) -> list[str]:
     """Light and colour words measured from the pixels: brightness, saturation and the main hue."""
     small = image.convert("RGB").resize((32, 32))
     r, g, b = (v / 255 for v in ImageStat.Stat(small).mean)
-    hue, light, sat = colorsys.rgb_to_hls(r, g, b)
+    hue, light, _ = colorsys.rgb_to_hls(r, g, b)
+    # Chroma, not HLS saturation: a pale cream or a near-black navy is not "vivid".
+    chroma = max(r, g, b) - min(r, g, b)
     words = ["low-key lighting" if light < 0.3 else "bright airy light" if light > 0.7
              else "soft natural light"]
-    if sat < 0.15:
+    if chroma < 0.1:
         words.append("muted tones")
     else:
         name = next(n for limit, n in _HUES if hue * 360 <= limit)
-        words.append(f"vivid {name} palette" if sat > 0.5 else f"{name} tones")
+        words.append(f"vivid {name} palette" if chroma > 0.4 else f"{name} tones")
     return words
