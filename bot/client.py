@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 EXTENSIONS = (
     "bot.extensions.imagine", "bot.extensions.jobs", "bot.extensions.gallery", "bot.extensions.settings",
     "bot.extensions.admin", "bot.extensions.imagine_from_image", "bot.extensions.describe",
-    "bot.extensions.styles",
+    "bot.extensions.styles", "bot.extensions.personalize",
 )
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from discord import app_commands
 
+from bot.personal import expand_personal
 from bot.settings_keys import MEMBER, MemberSettings
 from bot.styles import expand_style
 from generation.errors import InvalidRequest
@@ -60,8 +61,9 @@ def apply_personal_defaults(draft: RequestDraft, member: MemberSettings,
 
 async def personal_draft(interaction: AtelierInteraction, draft: RequestDraft) -> RequestDraft:
     """The draft with the interacting member's defaults applied (the one call /imagine makes)."""
-    # The server style first: its suffix and LoRA become part of the prompt the defaults then read.
-    draft = await expand_style(interaction, draft)
+    # The server style and the personal style (--p) first: their suffixes and LoRAs become part of the
+    # prompt the defaults then read.
+    draft = await expand_personal(interaction, await expand_style(interaction, draft))
     return apply_personal_defaults(draft, await member_settings(interaction),
                                    interaction.client.services.registry)
 

@@ -17,6 +17,7 @@ from storage.jobs import JobStore
 from storage.migrations import migrate
 from storage.moderation import ModerationStore
 from storage.pauses import PauseStore
+from storage.personal import PersonalStyleStore
 from storage.settings import GuildSettingsStore, UserSettingsStore
 from storage.stats import StatsStore
 from storage.styles import StyleStore
@@ -52,6 +53,7 @@ class Database:
         self.stats = StatsStore(self.connection)
         self.descriptions = DescriptionStore(self.connection)
         self.styles = StyleStore(self.connection)
+        self.personal = PersonalStyleStore(self.connection)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:

@@ -309,6 +309,24 @@ MIGRATIONS: list[str] = [
         UNIQUE (guild_id, name)
     );
     """,
+    # 9: personal styles (`--p`): each version a member's starred jobs gave, kept so `--p v2` means the
+    # same later; and when they last reset it (only stars after that count).
+    """
+    CREATE TABLE personal_styles (
+        user_id     INTEGER NOT NULL,
+        version     INTEGER NOT NULL,
+        suffix      TEXT    NOT NULL,
+        lora        TEXT,
+        lora_weight REAL    NOT NULL DEFAULT 1.0,
+        liked_jobs  INTEGER NOT NULL,
+        created_at  REAL    NOT NULL,
+        PRIMARY KEY (user_id, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE personal_style_resets (
+        user_id  INTEGER PRIMARY KEY,
+        reset_at REAL    NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
