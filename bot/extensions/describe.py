@@ -17,13 +17,15 @@ from typing import Any
 import discord
 from discord import app_commands
 from discord.ext import commands
+from PIL import Image
 
 from bot.attachments import check_declared, fetch, image_attachment
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from bot.jobflow import imagine_prompt
+from bot.policy import channel_is_age_restricted, nsfw_image_presentation
 from bot.standing import check_member_here
-from generation.errors import InvalidRequest, NotFound
+from generation.errors import InvalidRequest, NotAllowed, NotFound
 from generation.images import decode_upload, encode_upload
 from generation.validate import RequestDraft
 
@@ -32,6 +34,19 @@ NOT_CONFIGURED = "Describing images is not configured on this server."
 # The captioners look at 384 px or less; the reply shows the image at this size too.
 DESCRIBE_PIXELS = 512 * 512
 _NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
+
+
+async def presentation(interaction: AtelierInteraction, image: Image.Image) -> str:
+    """How the member's image may be shown back here: judged by the default model's safety checker (the
+    one its renders get), under the server's NSFW policy. Remote mode loads no model in the bot: shown."""
+    services = interaction.client.services
+    engine = services.engine
+    if engine is None:
+        return "show"
+    checker = await asyncio.to_thread(engine.safety_checker, engine.registry.default.name)
+    flagged = checker is not None and (await asyncio.to_thread(checker.check, [image]))[0]
+    return await nsfw_image_presentation(services, interaction.guild_id,
+                                         channel_is_age_restricted(interaction), flagged)
 
 
 def describe_text(user_id: int, prompts: tuple[str, ...] | list[str]) -> str:
@@ -96,6 +111,9 @@ async def describe_attachment(interaction: AtelierInteraction, attachment: disco
     # 2. Download, header check and bounded decode off the loop; a bad file is still an ephemeral refusal.
     data = await fetch(attachment)
     image = await asyncio.to_thread(decode_upload, data, DESCRIBE_PIXELS)
+    shown = await presentation(interaction, image)
+    if shown == "block":  # its captions could say what the image shows: none either
+        raise NotAllowed("That image looks NSFW: it can't be described in this channel.")
     # 3. Captioning may take seconds on a real model: acknowledge first, then caption in a thread (its own
     # model and lock, so renders go on meanwhile).
     await interaction.response.defer(thinking=True)
@@ -104,7 +122,8 @@ async def describe_attachment(interaction: AtelierInteraction, attachment: disco
                                                         interaction.user.id, prompts)
     png = await asyncio.to_thread(encode_upload, image)
     await interaction.followup.send(describe_text(interaction.user.id, prompts),
-                                    file=discord.File(io.BytesIO(png), "described.png"),
+                                    file=discord.File(io.BytesIO(png), "described.png",
+                                                      spoiler=shown == "spoiler"),
                                     view=describe_view(description_id, len(prompts)),
                                     allowed_mentions=discord.AllowedMentions.none())
 

@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 
 from bot.app import App
-from bot.settings_keys import MEMBER
+from bot.settings_keys import GUILD, MEMBER
 from generation.request import RenderRequest
 from sandbox import Sandbox
 from tests.bot.helpers import button, labels, result_for, shows_rendering
@@ -48,12 +48,12 @@ async def test_four_different_prompts_whose_buttons_queue_them_as_the_clicker_af
         sandbox: Sandbox, start_bot: Callable[..., Any]) -> None:
     alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
     app = await start_bot(**TINY)
-    shown = await describe(sandbox, alice, general, png((300, 200)))
+    shown = await describe(sandbox, alice, general, png((300, 200), (40, 120, 200)))
     assert not shown.ephemeral and shown.attachments
     prompts = suggestions(shown)
     # Four different prompts: the captioner's text, a medium each, the image's own aspect.
     assert len(prompts) == 4 and len(set(prompts)) == 4
-    assert all(p.endswith("--ar 3:2") and "orange" in p for p in prompts)
+    assert all(p.endswith("--ar 3:2") and "vivid blue palette" in p for p in prompts)
     assert labels(shown) == ["Imagine 1", "Imagine 2", "Imagine 3", "Imagine 4", "Imagine all"]
     [row] = await description_rows(app)
     assert row["user_id"] == alice.id
@@ -119,3 +119,22 @@ async def test_the_menu_describes_while_a_render_holds_the_engine(
     assert job.status == "running"  # still held: the captioner did not wait for it
     hold.open()
     await asyncio.wait_for(sandbox.wait_for(lambda: result_for(sandbox, general, job.id), timeout=60), 90)
+
+
+async def test_an_image_the_safety_checker_flags_follows_the_nsfw_policy(
+        sandbox: Sandbox, start_bot: Callable[..., Any]) -> None:
+    # The tiny stand-in checker flags every image at threshold 0; the server's default policy shows NSFW
+    # in age-restricted channels only.
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    restricted = sandbox.channel("nsfw-art")
+    app = await start_bot(own_engine=True, ATELIER_TINY_NSFW_THRESHOLD="0", **TINY)
+    refused = await describe(sandbox, alice, general, png((64, 64)))
+    assert refused.ephemeral and "looks NSFW" in refused.content and not refused.attachments
+    assert await description_rows(app) == []
+    shown = await describe(sandbox, alice, restricted, png((64, 64)))
+    assert not shown.ephemeral and len(suggestions(shown)) == 4
+    assert not shown.attachments[0].filename.startswith("SPOILER_")
+    assert app.services is not None
+    await GUILD.set(app.services.db, sandbox.guild.id, {"nsfw": "spoiler"})
+    spoiled = await describe(sandbox, alice, general, png((64, 64)))
+    assert not spoiled.ephemeral and spoiled.attachments[0].filename.startswith("SPOILER_")
