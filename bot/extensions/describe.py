@@ -83,7 +83,10 @@ class DescribeButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
 
     async def act(self, interaction: AtelierInteraction) -> None:
         found = await interaction.client.services.db.descriptions.get(self.description_id)
-        if found is None:
+        # A custom_id is the client's word: suggestions are seen where they were made (their server; in a DM
+        # by their member only), as a job is (bot/access.py). Anything else reads as missing.
+        if found is None or found.guild_id != interaction.guild_id or (
+                found.guild_id is None and found.user_id != interaction.user.id):
             raise NotFound("Those suggestions are gone; describe the image again.")
         prompts = found.prompts if self.which == "all" else found.prompts[int(self.which) - 1:int(self.which)]
         # One job per prompt; the first answers the click, the others follow it (bot/jobflow.py).

@@ -78,6 +78,12 @@ async def test_four_different_prompts_whose_buttons_queue_them_as_the_clicker_af
     for j in jobs:
         assert await sandbox.wait_for(lambda j=j: result_for(sandbox, general, j.id), timeout=60)
     assert not await app.services.db.jobs.list_for_user(alice.id, limit=10)
+    # Another server's suggestions, named by a crafted custom_id, read as missing and queue nothing.
+    theirs = await app.services.db.descriptions.add(sandbox.guild.id + 1, None, alice.id, ["secret"] * 4)
+    crafted = await sandbox.click_crafted(bob, shown, f"atelier:desc:{theirs}:i1")
+    await crafted.wait_ack()
+    assert crafted.original.ephemeral and "gone" in crafted.original.content
+    assert len(await app.services.db.jobs.list_for_user(bob.id, limit=10)) == 5
 
 
 async def test_without_a_captioner_or_with_a_bomb_nothing_is_described(
