@@ -13,6 +13,7 @@ from bot.personal import expand_personal
 from bot.settings_keys import MEMBER, MemberSettings
 from bot.styles import expand_style
 from generation.errors import InvalidRequest
+from generation.preferences import apply_preferences
 from generation.request import Kind
 from generation.validate import RequestDraft, parse_flags
 
@@ -61,11 +62,21 @@ def apply_personal_defaults(draft: RequestDraft, member: MemberSettings,
 
 async def personal_draft(interaction: AtelierInteraction, draft: RequestDraft) -> RequestDraft:
     """The draft with the interacting member's defaults applied (the one call /imagine makes)."""
-    # The server style and the personal style (--p) first: their suffixes and LoRAs become part of the
-    # prompt the defaults then read.
+    # The server style and the personal style (--p) first (paths that skip personal_prompt): their
+    # suffixes and LoRAs become part of the prompt the defaults then read.
     draft = await expand_personal(interaction, await expand_style(interaction, draft))
     return apply_personal_defaults(draft, await member_settings(interaction),
                                    interaction.client.services.registry)
+
+
+async def personal_prompt(interaction: AtelierInteraction, prompt: str) -> str:
+    """The prompt with the member's /prefer options expanded and suffix added (before permutations)."""
+    member = await member_settings(interaction)
+    prompt = apply_preferences(prompt, member.options, member.suffix)
+    # Then the server style and the personal style (--p, which a /prefer suffix may name), before anything
+    # parses the prompt's flags (references, permutations): they add `--lora`, and are no flags themselves.
+    draft = await expand_personal(interaction, await expand_style(interaction, RequestDraft(prompt=prompt)))
+    return draft.prompt
 
 
 async def model_choices(interaction: AtelierInteraction, current: str) -> list[app_commands.Choice[str]]:

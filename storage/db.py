@@ -9,6 +9,7 @@ from pathlib import Path
 import aiosqlite
 
 from storage.audit import AuditStore
+from storage.batches import BatchStore
 from storage.connection import Connection
 from storage.descriptions import DescriptionStore
 from storage.gallery import GalleryStore
@@ -54,6 +55,7 @@ class Database:
         self.descriptions = DescriptionStore(self.connection)
         self.styles = StyleStore(self.connection)
         self.personal = PersonalStyleStore(self.connection)
+        self.batches = BatchStore(self.connection)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:

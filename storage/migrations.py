@@ -281,7 +281,24 @@ MIGRATIONS: list[str] = [
     UPDATE guild_settings SET data = json_remove(data, '$.queue_paused')
         WHERE json_extract(data, '$.queue_paused') IS NOT NULL;
     """,
-    # 7: /describe's prompt suggestions, so its Imagine buttons work after a restart.
+    # 7: a prompt that expands into many jobs waits here for its author's confirmation (the Confirm
+    # button names the row, so a restart in between loses nothing); `settled_at` makes a second click
+    # harmless. And an index for walking a job's children (/lineage).
+    """
+    CREATE TABLE pending_batches (
+        id         INTEGER PRIMARY KEY,
+        user_id    INTEGER NOT NULL,
+        guild_id   INTEGER,
+        channel_id INTEGER,
+        requests   TEXT    NOT NULL,
+        created_at REAL    NOT NULL,
+        settled_at REAL,
+        outcome    TEXT CHECK (outcome IN ('confirmed', 'cancelled'))
+    );
+    -- /lineage walks a job's children.
+    CREATE INDEX jobs_parent ON jobs(parent_job_id) WHERE parent_job_id IS NOT NULL;
+    """,
+    # 8: /describe's prompt suggestions, so its Imagine buttons work after a restart.
     """
     CREATE TABLE descriptions (
         id         INTEGER PRIMARY KEY,
@@ -292,7 +309,7 @@ MIGRATIONS: list[str] = [
         created_at REAL    NOT NULL
     );
     """,
-    # 8: server styles (/style): a name per guild for a prompt suffix, an optional LoRA, and up to five
+    # 9: server styles (/style): a name per guild for a prompt suffix, an optional LoRA, and up to five
     # sample images as blob keys (a JSON list; their files are kept while the style exists).
     """
     CREATE TABLE styles (
@@ -309,7 +326,7 @@ MIGRATIONS: list[str] = [
         UNIQUE (guild_id, name)
     );
     """,
-    # 9: personal styles (`--p`): each version a member's starred jobs gave, kept so `--p v2` means the
+    # 10: personal styles (`--p`): each version a member's starred jobs gave, kept so `--p v2` means the
     # same later; and when they last reset it (only stars after that count).
     """
     CREATE TABLE personal_styles (

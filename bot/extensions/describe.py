@@ -10,6 +10,7 @@ server's rules, as if they had typed the prompt into /imagine.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import re
 from typing import Any
@@ -20,20 +21,36 @@ from discord.ext import commands
 from PIL import Image
 
 from bot.attachments import check_declared, fetch, image_attachment
+from bot.defaults import personal_draft, personal_prompt
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
-from bot.jobflow import imagine_prompt
+from bot.jobflow import start_job
 from bot.policy import channel_is_age_restricted, nsfw_image_presentation
 from bot.standing import check_member_here
+from bot.wildcards import server_wildcards
 from generation.errors import InvalidRequest, NotAllowed, NotFound
 from generation.images import decode_upload, encode_upload
-from generation.validate import RequestDraft
+from generation.request import Kind
+from generation.validate import RequestDraft, build_request
 
 MENU_NAME = "Describe this image"
 NOT_CONFIGURED = "Describing images is not configured on this server."
 # The captioners look at 384 px or less; the reply shows the image at this size too.
 DESCRIBE_PIXELS = 512 * 512
 _NUMBERS = ("1️⃣", "2️⃣", "3️⃣", "4️⃣")
+DEFAULT_GRID = 4  # as /imagine: a 2x2 grid unless the member chose a count
+
+
+async def imagine_text(interaction: AtelierInteraction, prompt: str) -> int:
+    """A job from a suggestion as /imagine makes one from a typed prompt: the member's /prefer options and
+    suffix, styles, defaults and the server's wildcards. Returns the job id."""
+    services = interaction.client.services
+    draft = RequestDraft(prompt=await personal_prompt(interaction, prompt))
+    draft = await personal_draft(interaction, draft)
+    if draft.count is None and draft.kind == Kind.TXT2IMG:
+        draft = dataclasses.replace(draft, count=DEFAULT_GRID)
+    lists = await server_wildcards(services.db, interaction.guild_id)
+    return await start_job(interaction, build_request(draft, services.registry, wildcards=lists))
 
 
 async def presentation(interaction: AtelierInteraction, image: Image.Image) -> str:
@@ -91,7 +108,7 @@ class DescribeButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
         prompts = found.prompts if self.which == "all" else found.prompts[int(self.which) - 1:int(self.which)]
         # One job per prompt; the first answers the click, the others follow it (bot/jobflow.py).
         for prompt in prompts:
-            await imagine_prompt(interaction, RequestDraft(prompt=prompt))
+            await imagine_text(interaction, prompt)
 
 
 def describe_view(description_id: int, count: int) -> discord.ui.View:

@@ -16,6 +16,7 @@ from bot.access import is_moderator, load_job
 from bot.attachments import check_declared, fetch
 from bot.interaction import AtelierInteraction
 from bot.loras import lora_choices
+from bot.references import register_named, unregister_named
 from bot.standing import check_member_here
 from bot.styles import style_choices
 from generation.errors import InvalidRequest, NotAllowed, NotFound
@@ -164,5 +165,22 @@ class Styles(commands.Cog):
         await interaction.response.send_message(f"Removed style `{style.name}`.", ephemeral=True)
 
 
+async def style_reference(interaction: AtelierInteraction, name: str) -> bytes | None:
+    """`--sref @name` (bot/references.py): the style's first sample image; None when the server has no
+    style of that name (another resolver may know it)."""
+    if interaction.guild_id is None:
+        return None
+    services = interaction.client.services
+    style = await services.db.styles.get(interaction.guild_id, name.strip().lower())
+    if style is None or not style.images:
+        return None
+    return await asyncio.to_thread(services.blobs.read, style.images[0])
+
+
 async def setup(bot: commands.Bot) -> None:
+    register_named(style_reference)
     await bot.add_cog(Styles(bot))
+
+
+async def teardown(bot: commands.Bot) -> None:
+    unregister_named(style_reference)

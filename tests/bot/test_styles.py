@@ -152,3 +152,30 @@ async def test_style_list_sheet_shows_each_styles_samples_and_sweeps_keep_them(
     await bot.services.collect_blobs(grace_s=-60)
     assert not bot.services.blobs.exists(sea.images[0])
     assert all(bot.services.blobs.exists(key) for key in dusk.images)
+
+
+async def test_sref_at_name_takes_the_styles_first_sample(sandbox: Sandbox, start_bot: Any,
+                                                          tiny_data_dir: Path) -> None:
+    from generation.tiny import IP_ADAPTER_FOLDER, ensure_tiny_model
+    from tests.bot.test_references import diff
+    from tests.bot.test_references import png as patterned
+
+    adapter = ensure_tiny_model(tiny_data_dir) / IP_ADAPTER_FOLDER
+    app: App = await start_bot(own_engine=True, ATELIER_MODELS=f"ref=tiny?ip_adapter={adapter},plain=tiny")
+    assert app.services is not None
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    red = patterned((220, 30, 30))
+    await style(sandbox, alice, "save", {"name": "redstyle"}, image1=red, image2=patterned((30, 40, 220)))
+    prompt = "a lighthouse --steps 2 --seed 3 --n 1"
+    by_name = await imagine(sandbox, alice, general, f"{prompt} --sref @redstyle")
+    interaction = await sandbox.slash(alice, general, "imagine", {"prompt": prompt},
+                                      attachments={"reference": ("red.png", red)})
+    await interaction.wait_ack()
+    by_file = await sandbox.wait_for(lambda: next((m for m in sandbox.messages(general) if m.attachments
+                                                   and f"job `{job_id_of(by_name) + 1}`" in m.content
+                                                   and m.buttons()), None), timeout=120)
+    plain = await imagine(sandbox, alice, general, prompt)
+    assert diff(image_of(by_name), image_of(by_file)) == 0 and diff(image_of(by_name), image_of(plain)) > 10
+    unknown = await sandbox.slash(alice, general, "imagine", {"prompt": f"{prompt} --sref @nope"})
+    await unknown.wait_ack()
+    assert unknown.original.ephemeral and "no style `@nope`" in unknown.original.content
