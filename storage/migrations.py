@@ -281,6 +281,10 @@ MIGRATIONS: list[str] = [
     UPDATE guild_settings SET data = json_remove(data, '$.queue_paused')
         WHERE json_extract(data, '$.queue_paused') IS NOT NULL;
     """,
+    # 7: the web gallery's image page lists the jobs made from an image (its lineage's children).
+    """
+    CREATE INDEX jobs_parent ON jobs(parent_job_id, parent_index) WHERE parent_job_id IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
