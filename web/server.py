@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
     """CSRF on every state change (a token from the session, in the form or the X-CSRF-Token header, and
     a same-origin Origin when the browser sends one), then the security headers on every answer."""
     config = request.app[CONFIG]
+    started = time.perf_counter()
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         origin = request.headers.get("Origin")
         token = request.headers.get("X-CSRF-Token")
@@ -116,6 +118,8 @@ async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable
         response = exc
         _secure(response, config)
         raise
+    # What this request cost the server (browsers' dev tools show it; bench/web.py reads it).
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.2f}"
     return _secure(response, config)
 
 

@@ -30,7 +30,7 @@ async def test_login_scroll_search_star_download(site: SiteFactory, tmp_path: Pa
     for i in range(35):  # one page and a bit (30 per page)
         ids.append((await done_job(s.db, s.blobs, alice.id, g, f"harbour number{i}",
                                    colours=[(7 * i, 120, 200 - 5 * i)]))[0].id)
-    ARTEFACTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (test set-up)
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
 
     async with async_playwright() as pw:
         # --no-sandbox: CI runs as root, where Chromium's own sandbox cannot start.
@@ -74,7 +74,7 @@ async def test_login_scroll_search_star_download(site: SiteFactory, tmp_path: Pa
             await download.save_as(saved)
             image = await s.db.images.get(ids[7])
             assert image is not None
-            assert hashlib.sha256(saved.read_bytes()).hexdigest() == image.blob[:64]  # noqa: ASYNC240
+            assert hashlib.sha256(saved.read_bytes()).hexdigest() == image.blob[:64]
             assert saved.name.endswith(".png")
         finally:
             await browser.close()
