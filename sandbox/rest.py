@@ -732,7 +732,7 @@ async def get_member(api: RestApi, call: Call) -> Any:
 
 
 def build_app(sandbox: Sandbox) -> web.Application:
-    from sandbox import oauth  # registers its API routes
+    from sandbox import client, oauth  # oauth registers its API routes
 
     api = RestApi(sandbox)
     app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -747,4 +747,5 @@ def build_app(sandbox: Sandbox) -> web.Application:
 
     app.router.add_get("/cdn/attachments/{cid}/{aid}/{filename}", cdn)
     oauth.add_routes(app, sandbox)
+    client.add_routes(app)  # the demo's channel page in a browser
     return app
