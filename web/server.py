@@ -8,6 +8,7 @@ bytes is visible to the member; anything else answers exactly as a missing thing
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import secrets
@@ -18,6 +19,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from PIL import Image, ImageFilter
 
 from storage.access import Viewer, gallery_scope, member_can_see
 from storage.blobs import BlobStore
@@ -299,11 +301,24 @@ def _cached(request: web.Request, key: str) -> web.Response | None:
     return None
 
 
+def _blur(jpeg: bytes) -> bytes:
+    # As /gallery outside age-restricted channels: a flagged image is blurred beyond recognition (the web
+    # has no age-restricted place to show it in).
+    with Image.open(io.BytesIO(jpeg)) as im:
+        blurred = im.convert("RGB").filter(ImageFilter.GaussianBlur(24))
+    buf = io.BytesIO()
+    blurred.save(buf, format="JPEG", quality=70)
+    return buf.getvalue()
+
+
 async def original(request: web.Request) -> web.Response:
     found = await _visible_blob(request)
     if found is None:
         return not_found(request)
     key, row = found
+    session = current(request)
+    if row.nsfw and (session is None or row.user_id != session.user_id):
+        return not_found(request)  # flagged: its maker alone gets the file
     hit = _cached(request, key)
     if hit is not None:
         return hit
@@ -321,14 +336,19 @@ async def thumbnail(request: web.Request) -> web.Response:
     found = await _visible_blob(request)
     if found is None:
         return not_found(request)
-    key, _ = found
-    hit = _cached(request, key)
+    key, row = found
+    hit = None if row.nsfw else _cached(request, key)
     if hit is not None:
         return hit
     try:
         data = await asyncio.to_thread(request.app[BLOBS].thumbnail, key, 320)
+        if row.nsfw:
+            data = await asyncio.to_thread(_blur, data)
     except (KeyError, OSError):
         return not_found(request)
+    if row.nsfw:  # a moderator may clear the flag: not cached as if it could never change
+        return web.Response(body=data, headers={"Cache-Control": "private, no-cache",
+                                                "Content-Type": "image/jpeg"})
     return web.Response(body=data, headers={"ETag": f'"{key.split(".")[0]}"', "Cache-Control": IMMUTABLE,
                                             "Content-Type": "image/jpeg"})
 

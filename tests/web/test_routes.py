@@ -160,6 +160,24 @@ async def test_search_filters_paging_and_the_image_page(site: SiteFactory) -> No
         assert again.status == 304
 
 
+async def test_flagged_images_are_blurred_and_kept_to_their_maker(site: SiteFactory) -> None:
+    s = await site()
+    alice, bob = s.sandbox.users["alice"], s.sandbox.users["bob"]
+    flagged = (await done_job(s.db, s.blobs, alice.id, s.sandbox.guild.id, "a flagged dune",
+                              colours=[(250, 200, 160)]))[0]
+    await s.db.images.set_nsfw(flagged.id, True)
+    clear = s.blobs.thumbnail(flagged.blob, 320)
+    for user, file_status in ((alice, 200), (bob, 404)):
+        async with s.http() as http:
+            await s.login(http, user)
+            thumb = await http.get(s.url / "thumb" / flagged.blob)
+            assert thumb.status == 200 and await thumb.read() != clear
+            assert (await http.get(s.url / "file" / flagged.blob)).status == file_status
+            page = await (await http.get(s.url / "image" / str(flagged.id))).text()
+            assert f"/file/{flagged.blob}" not in page or user is alice
+            assert "Flagged" in page
+
+
 async def test_csrf_redirects_traversal_cookies(site: SiteFactory) -> None:
     s = await site(login_limit=(100, 60.0))
     alice = s.sandbox.users["alice"]
