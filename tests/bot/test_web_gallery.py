@@ -51,3 +51,30 @@ async def test_the_gallery_serves_what_the_bot_made(sandbox: Sandbox, start_bot:
             raise AssertionError("the gallery outlived the bot")
         except OSError:
             pass
+
+
+def test_web_settings_fail_fast_and_keep_the_session_key(tmp_path: Any) -> None:
+    from bot.app import session_key, web_config
+    from bot.config import Settings
+    from bot.services import StartupFailed
+
+    def settings(**values: Any) -> Settings:
+        return Settings(_env_file=None, ATELIER_DATA_DIR=str(tmp_path), **values)  # type: ignore[call-arg]
+
+    try:
+        web_config(settings(ATELIER_WEB_ADDR="127.0.0.1:8080"), 42, [])
+        raise AssertionError("a web gallery without an OAuth2 secret started")
+    except StartupFailed as exc:
+        assert "ATELIER_OAUTH_CLIENT_SECRET" in str(exc)
+    config = web_config(settings(ATELIER_WEB_ADDR="127.0.0.1:8080", ATELIER_OAUTH_CLIENT_SECRET="s3cret",
+                                 ATELIER_DISCORD_API_BASE="http://127.0.0.1:9/api/v10"), 42, ["tiny"])
+    assert config.client_id == "42" and config.public_url == "http://127.0.0.1:8080"
+    assert str(config.authorize_url) == "http://127.0.0.1:9/oauth2/authorize"
+    assert config.token_url == "http://127.0.0.1:9/api/v10/oauth2/token"
+    assert "s3cret" not in repr(config)
+    assert "s3cret" not in repr(settings(ATELIER_OAUTH_CLIENT_SECRET="s3cret"))
+    # The signing key is made once, kept owner-only, and the same after a restart.
+    first = session_key(settings())
+    assert first == session_key(settings()) and len(first) == 32
+    assert (tmp_path / "web-session.key").stat().st_mode & 0o777 == 0o600
+    assert session_key(settings(ATELIER_WEB_SECRET="mine")) == b"mine"
