@@ -7,7 +7,9 @@ the real discord.py, does all the work, exactly as in the tests.
 - GET  /client/{channel_id}?as=NAME  the page (static/client.js polls and renders)
 - GET  /client/{channel_id}/messages?as=NAME   what that member sees there (ephemeral replies included)
 - POST /client/{channel_id}/imagine  JSON {as, prompt, negative?, aspect?, seed?, steps?, count?}
-- POST /client/{channel_id}/click    JSON {as, message_id, custom_id}
+- POST /client/{channel_id}/click    JSON {as, message_id, custom_id}; answers with the modal the bot opened,
+                                     if it opened one (🖋 Remix and the like)
+- POST /client/{channel_id}/modal    JSON {as, custom_id, message_id?, fields: {input id: value}}
 State changes take JSON only: a cross-site form cannot send it (CORS preflight), so no other page can
 drive a member's clicks.
 """
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from sandbox.world import Channel, Message, User
 
 STATIC = Path(__file__).parent / "static"
+MODAL = 9  # the interaction callback that opens a modal
 IMAGINE_OPTIONS = {"negative": str, "aspect": str, "seed": int, "steps": int, "count": int}
 
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
@@ -151,6 +154,53 @@ async def click(request: web.Request) -> web.Response:
         interaction = await sb.click(user, message, str(body.get("custom_id", "")))
     except SandboxError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
+    answer: dict[str, Any] = {"interaction": str(interaction.id)}
+    try:
+        kind = await interaction.wait_ack(timeout=5)
+    except TimeoutError:  # the bot is slow: the page shows what happens as it polls
+        return web.json_response(answer)
+    if kind == MODAL and interaction.modal is not None:
+        opened = interaction.modal
+        answer["modal"] = {"custom_id": opened.get("custom_id"), "title": opened.get("title", ""),
+                           "message_id": str(message.id), "inputs": _inputs(opened.get("components", []))}
+    return web.json_response(answer)
+
+
+def _inputs(items: list[dict[str, Any]], label: str = "") -> list[dict[str, Any]]:
+    """A modal's text inputs with their labels (on the input in action rows, on the wrapper in a label)."""
+    found: list[dict[str, Any]] = []
+    for item in items:
+        if item.get("type") == 4:
+            found.append({"custom_id": item.get("custom_id"), "label": item.get("label") or label,
+                          "value": item.get("value") or "", "required": item.get("required", True),
+                          "paragraph": item.get("style") == 2})
+        found += _inputs(item.get("components", []), label)
+        if isinstance(item.get("component"), dict):
+            found += _inputs([item["component"]], str(item.get("label", "")))
+    return found
+
+
+async def modal(request: web.Request) -> web.Response:
+    sb = request.app[SANDBOX]
+    channel = _channel(sb, request)
+    body = await _json(request)
+    user = _member(sb, body.get("as"))
+    fields = body.get("fields")
+    if not isinstance(fields, dict):
+        raise web.HTTPBadRequest(text="fields: an object of input id -> text")
+    message = None
+    if body.get("message_id"):
+        try:
+            message = sb.message(int(body["message_id"]))
+        except (TypeError, ValueError):
+            message = None
+    from sandbox.server import SandboxError
+
+    try:
+        interaction = await sb.submit_modal(user, channel, str(body.get("custom_id", "")),
+                                            {str(k): str(v) for k, v in fields.items()}, message=message)
+    except SandboxError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
     return web.json_response({"interaction": str(interaction.id)})
 
 
@@ -160,4 +210,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/client/{channel_id}/messages", messages)
     app.router.add_post("/client/{channel_id}/imagine", imagine)
     app.router.add_post("/client/{channel_id}/click", click)
+    app.router.add_post("/client/{channel_id}/modal", modal)
     app.router.add_static("/client-static/", STATIC)

@@ -14,6 +14,46 @@
       body: JSON.stringify({ as: member, ...data }),
     });
     if (!response.ok) throw new Error(await response.text());
+    return response.json();
+  }
+
+  // A modal the bot opened (🖋 Remix and the like), as a native <dialog>: focus stays inside it, Esc closes.
+  function openModal(modal) {
+    const dialog = document.createElement("dialog");
+    dialog.id = "modal";
+    const form = document.createElement("form");
+    const title = document.createElement("h2");
+    title.textContent = modal.title;
+    form.append(title);
+    for (const input of modal.inputs) {
+      const label = document.createElement("label");
+      label.textContent = input.label;
+      const field = document.createElement(input.paragraph ? "textarea" : "input");
+      field.name = input.custom_id;
+      field.value = input.value;
+      field.required = input.required;
+      label.append(field);
+      form.append(label);
+    }
+    const submit = document.createElement("button");
+    submit.type = "submit";
+    submit.textContent = "Submit";
+    const cancel = document.createElement("button");
+    cancel.type = "button";
+    cancel.textContent = "Cancel";
+    cancel.addEventListener("click", () => dialog.close());
+    form.append(submit, cancel);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const fields = Object.fromEntries(new FormData(form).entries());
+      post("modal", { custom_id: modal.custom_id, message_id: modal.message_id, fields })
+        .catch((err) => showError(err.message));
+      dialog.close();
+    });
+    dialog.addEventListener("close", () => dialog.remove());
+    dialog.append(form);
+    document.body.append(dialog);
+    dialog.showModal();
   }
 
   function button(b, message) {
@@ -23,6 +63,7 @@
     el.disabled = b.disabled;
     el.dataset.customId = b.custom_id;
     el.addEventListener("click", () => post("click", { message_id: message.id, custom_id: b.custom_id })
+      .then((answer) => { if (answer.modal) openModal(answer.modal); })
       .catch((err) => showError(err.message)));
     return el;
   }

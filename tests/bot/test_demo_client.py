@@ -4,6 +4,7 @@ bot through the real discord.py. Screenshots land in out/test-artifacts/web/ (gi
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,5 +45,18 @@ async def test_imagine_and_u1_from_the_browser(sandbox: Sandbox, bot: Any) -> No
             await expect(shown.locator(".buttons button").first).to_be_visible()  # the result, not progress
             await expect(shown.locator("img")).to_be_visible()
             await page.screenshot(path=ARTEFACTS / "demo-2-upscaled.png", full_page=True)
+
+            # 🖋 Remix opens the bot's modal as a dialog; a new prompt from it starts a new job.
+            original = page.locator(f'article.msg[data-id="{first[0].id}"]')
+            await original.locator("button", has_text="🖋").click()
+            dialog = page.locator("dialog#modal")
+            await expect(dialog).to_be_visible()
+            field = dialog.locator("input, textarea").first
+            await expect(field).to_have_value(re.compile("a red kite"))
+            await field.fill("a blue kite over the sea")
+            await page.screenshot(path=ARTEFACTS / "demo-3-remix.png")
+            await dialog.locator("button[type=submit]").click()
+            await sandbox.wait_for(lambda: any("a blue kite" in m.content for m in results(sandbox, general)),
+                                   timeout=120)
         finally:
             await browser.close()
