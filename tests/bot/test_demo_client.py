@@ -5,17 +5,15 @@ bot through the real discord.py. Screenshots land in out/test-artifacts/web/ (gi
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sandbox import Sandbox
 from tests.bot.helpers import results
-from tests.web.test_browser import ARTEFACTS, CHROMIUM
+from tests.web.test_browser import ARTEFACTS, CHROMIUM, NO_BROWSER
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"no {CHROMIUM}: `make setup` installs Debian's chromium")
+pytestmark = pytest.mark.skipif(NO_BROWSER, reason=f"no {CHROMIUM}: `make setup` installs Debian's chromium")
 
 
 async def test_imagine_and_u1_from_the_browser(sandbox: Sandbox, bot: Any) -> None:
