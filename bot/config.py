@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # The LoRA library (`.safetensors` files, optionally in family subfolders: sd15/, sdxl/, ...);
     # None: <data dir>/loras.
     lora_dir: Path | None = Field(default=None, validation_alias="ATELIER_LORA_DIR")
+    # /describe's captioning model: a BLIP or Florence-2 hub id or folder (transformers), or `tiny` /
+    # `tiny-florence` (random offline BLIP / Florence-2, for tests and trying it out). Unset: /describe says
+    # it is not configured.
+    caption_model: str | None = Field(default=None, validation_alias="ATELIER_CAPTION_MODEL")
     max_batch: int = Field(default=4, ge=1, le=16, validation_alias="ATELIER_MAX_BATCH")
     queue_max_per_user: int = Field(default=5, ge=1, validation_alias="ATELIER_QUEUE_MAX_PER_USER")
     queue_max_total: int = Field(default=200, ge=1, validation_alias="ATELIER_QUEUE_MAX_TOTAL")
