@@ -56,7 +56,8 @@ def open_registry(settings: Settings, sources: list[tuple[str, str]], device: st
 
 
 async def _open_remote(settings: Settings) -> RemoteBackend:
-    """The broker connection of remote mode; a broker that refuses us is a one-line StartupFailed."""
+    """The broker connection of remote mode; a broker that refuses us is a one-line StartupFailed, one that
+    is down is connected to in the background."""
     from generation.remote.broker import BrokerRefused
     from generation.remote.dispatcher import RemoteBackend
     from generation.remote.wire import Subjects, WireError
@@ -64,7 +65,8 @@ async def _open_remote(settings: Settings) -> RemoteBackend:
     assert settings.broker_url is not None
     try:
         backend = RemoteBackend(settings.broker_url.get_secret_value(), Subjects(settings.broker_prefix),
-                            settings.lora_dir or settings.data_dir / "loras")
+                                settings.lora_dir or settings.data_dir / "loras",
+                                remembered=settings.data_dir / "remote-models.json")
         await backend.start()
     except (BrokerRefused, WireError) as exc:
         raise StartupFailed(str(exc)) from None

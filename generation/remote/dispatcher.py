@@ -12,6 +12,7 @@ import asyncio
 import base64
 import contextlib
 import io
+import json
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -22,8 +23,10 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
@@ -32,7 +35,7 @@ from generation.events import JobCancelled, JobDone, JobEvent, JobProgress, JobS
 from generation.images import encode_grid
 from generation.loras import LoraLibrary
 from generation.models import ModelSpec
-from generation.remote.broker import connect, ensure_streams, get_blob, put_blob
+from generation.remote.broker import connect, ensure_streams, get_blob, put_blob, where
 from generation.remote.wire import (
     MSG_ID_HEADER,
     Dispatch,
@@ -69,19 +72,53 @@ class RemoteModels:
     as the live workers announce them. A model stays known after its last worker leaves, so its queued
     jobs wait for a worker instead of being refused."""
 
-    def __init__(self, lora_dir: Path | None = None) -> None:
+    def __init__(self, lora_dir: Path | None = None, remembered: Path | None = None) -> None:
         self._specs: dict[str, ModelSpec] = {}
         # LoRA names are checked against the bot's own library; the workers must hold the same files
         # (distributing them to workers is not designed yet).
         self.loras = LoraLibrary(lora_dir if lora_dir is not None else Path("loras"))
+        # The catalog as last announced, kept on disk: a bot restarted while the broker is down still
+        # knows its models, so members' jobs queue instead of being refused.
+        self._remembered = remembered
+        if remembered is not None:
+            self._recall(remembered)
+
+    def _recall(self, path: Path) -> None:
+        try:
+            items = json.loads(path.read_text())
+            for item in items:
+                spec = ModelSpec(name=str(item["name"]), source="remote", family=str(item["family"]),
+                                 default_steps=int(item["steps"]), default_guidance=float(item["guidance"]),
+                                 default_sampler=str(item["sampler"]))
+                self._specs.setdefault(spec.name, spec)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # a damaged file: the workers re-announce
+            log.warning("the remembered model catalog %s is ignored: %s", path, exc)
+
+    def _remember(self) -> None:
+        if self._remembered is None:
+            return
+        items = [{"name": s.name, "family": s.family, "steps": s.default_steps,
+                  "guidance": s.default_guidance, "sampler": s.default_sampler} for s in self._specs.values()]
+        try:
+            temp = self._remembered.with_suffix(".tmp")
+            temp.write_text(json.dumps(items))
+            temp.replace(self._remembered)
+        except OSError as exc:  # a read-only data dir costs only the memory across restarts
+            log.warning("the model catalog could not be remembered: %s", exc)
 
     def update(self, workers: Sequence[WorkerInfo]) -> None:
+        added = False
         for info in sorted(workers, key=lambda w: w.name):
             for model in info.models:
                 if model.name not in self._specs:
                     self._specs[model.name] = ModelSpec(
                         name=model.name, source="remote", family=model.family, default_steps=model.steps,
                         default_guidance=model.guidance, default_sampler=model.sampler)
+                    added = True
+        if added:
+            self._remember()
 
     def names(self) -> list[str]:
         return list(self._specs)
@@ -116,13 +153,20 @@ async def _next_event(pending: _Pending, should_stop: Callable[[], bool]) -> tup
     return None
 
 
+def _report_late_refusal(task: asyncio.Task[None]) -> None:
+    """A broker that came up refusing us (after the bot started): one line for the operator."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the broker cannot be used: %s", task.exception())
+
+
 class RemoteBackend:
     """The connection to the broker, shared by the scheduler's runner and the bot's views of workers."""
 
-    def __init__(self, url: str, subjects: Subjects, lora_dir: Path | None = None) -> None:
+    def __init__(self, url: str, subjects: Subjects, lora_dir: Path | None = None,
+                 remembered: Path | None = None) -> None:
         self._url = url
         self.subjects = subjects
-        self.models = RemoteModels(lora_dir)
+        self.models = RemoteModels(lora_dir, remembered)
         self.workers: dict[str, WorkerInfo] = {}
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
@@ -130,6 +174,9 @@ class RemoteBackend:
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._pending: dict[int, _Pending] = {}
+        self._connecting: asyncio.Task[None] | None = None
+        self._events_sub: Subscription | None = None
+        self._progress_sub: Subscription | None = None
 
     @property
     def js(self) -> JetStreamContext:
@@ -138,18 +185,61 @@ class RemoteBackend:
         return self._js
 
     async def start(self) -> None:
-        self._nc, self._js = await connect(self._url, "atelier-bot")
-        self._kv = await ensure_streams(self._js, self.subjects)
-        await self._read_registry()
+        """Connect and set up. A broker that is down does not hold the bot: this returns at its first
+        failed attempt and keeps connecting in the background (jobs queue meanwhile and are dispatched
+        once it is up). Wrong credentials or no JetStream raise BrokerRefused here."""
+        unreachable = asyncio.Event()
+        self._connecting = asyncio.create_task(self._connect(unreachable), name="atelier-broker-connect")
+        down = asyncio.create_task(unreachable.wait())
+        await asyncio.wait({self._connecting, down}, return_when=asyncio.FIRST_COMPLETED)
+        down.cancel()
+        if self._connecting.done():
+            self._connecting.result()  # raises BrokerRefused
+            return
+        log.warning("the broker at %s is unreachable; jobs wait in the queue until it is up",
+                    where(self._url))
+        self._connecting.add_done_callback(_report_late_refusal)
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected and self._kv is not None
+
+    async def _connect(self, unreachable: asyncio.Event) -> None:
+        self._nc, self._js = await connect(self._url, "atelier-bot", unreachable)
+        await self.repair(force=True)
+        log.info("connected to the broker at %s", where(self._url))
+        self._tasks.append(asyncio.create_task(self._watch_registry(), name="atelier-worker-registry"))
+
+    async def repair(self, *, force: bool = False) -> None:
+        """(Re)create the streams, the registry bucket and the bot's durable events consumer when they
+        are missing: at the first connection, and after the broker lost its store (wiped, or a new
+        server). Harmless to repeat."""
+        js = self.js
+        if not force:
+            try:
+                await js.consumer_info(self.subjects.events_stream, "bot")
+                return
+            except NotFoundError:
+                log.warning("the broker lost its streams; creating them again")
+        self._kv = await ensure_streams(js, self.subjects)
+        if self._events_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._events_sub.unsubscribe()
         # Events: one durable consumer for the bot, acked after the SQLite write (a restart resumes).
-        await self._js.subscribe(
+        self._events_sub = await js.subscribe(
             self.subjects.events(">"), durable="bot", cb=self._on_event, manual_ack=True,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL),
         )
-        await self._nc.subscribe(self.subjects.progress("*"), cb=self._on_progress)
-        self._tasks.append(asyncio.create_task(self._watch_registry(), name="atelier-worker-registry"))
+        if self._progress_sub is None:
+            assert self._nc is not None
+            self._progress_sub = await self._nc.subscribe(self.subjects.progress("*"), cb=self._on_progress)
+        await self._read_registry()
 
     async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(BaseException):

@@ -261,3 +261,56 @@ async def test_cancel_while_a_worker_renders_ends_the_job_and_its_late_result_is
     assert row is not None and row.status == "cancelled"
     assert result_for(sandbox, general, job_id) is None
     assert await services.db.images.for_job(job_id) == []
+
+
+async def test_the_bot_starts_and_queues_while_the_broker_is_down_then_dispatches(
+    sandbox: Sandbox, workers: WorkerProcesses, start_bot: Callable[..., Any], spare_nats: NatsServer
+) -> None:
+    prefix = f"d{uuid.uuid4().hex[:8]}"
+    # Remembered from an earlier run: the catalog the workers announced then.
+    data_dir = Path(str(workers.data_dir)).parent / f"bot-{prefix}"
+    data_dir.mkdir()
+    (data_dir / "remote-models.json").write_text(
+        '[{"name": "tiny", "family": "sd15", "steps": 3, "guidance": 5.0, "sampler": "euler"}]')
+    # Nothing listens on the broker's port: the bot must start anyway (before, start-up waited for it).
+    app: App = await start_bot(own_engine=True, ATELIER_BROKER_URL=spare_nats.url(BOT_USER, BOT_PASS),
+                               ATELIER_BROKER_PREFIX=prefix, ATELIER_DATA_DIR=str(data_dir))
+    services = app.services
+    assert services is not None and services.remote is not None and not services.remote.connected
+
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    interaction = await sandbox.slash(alice, general, "imagine",
+                                      {"prompt": "a harbour at dawn --seed 5 --steps 3", "count": 1})
+    await interaction.wait_ack()
+    assert interaction.original is not None and "queued — position 1" in interaction.original.content
+    [row] = await services.db.jobs.list_active()
+    assert row.status == "queued"
+    job_id = row.id
+
+    # A worker started meanwhile retries too; once the broker is up, the job is dispatched and rendered.
+    workers.start("w1", prefix, "--models", "tiny", url=spare_nats.url(WORKER_USER, WORKER_PASS))
+    spare_nats.start()
+    message = await sandbox.wait_for(lambda: result_for(sandbox, general, job_id), timeout=PATIENCE_S)
+    assert message.id == interaction.original.id
+    row = await services.db.jobs.get(job_id)
+    assert row is not None and row.status == "done" and row.attempts == 1
+
+
+@pytest.mark.parametrize("which", ["credentials", "jetstream"])
+async def test_a_broker_the_bot_cannot_use_is_one_line_and_exit_2(
+    which: str, nats_server: NatsServer, spare_nats: NatsServer, tmp_path: Path
+) -> None:
+    from tests.bot.test_startup_failures import run_atelier, the_error
+
+    if which == "credentials":
+        url = nats_server.url(BOT_USER, "wrong-password")
+    else:
+        spare_nats.config.write_text(f"listen: 127.0.0.1:{spare_nats.port}\n")  # no jetstream block
+        spare_nats.start()
+        url = f"nats://{BOT_USER}:wrong-password@127.0.0.1:{spare_nats.port}"
+    env = {"ATELIER_BROKER_URL": url, "ATELIER_DATA_DIR": str(tmp_path / "d")}
+    code, err = await run_atelier(tmp_path, env)
+    line = the_error(code, err)
+    assert code == 2
+    assert ("credentials" if which == "credentials" else "JetStream") in line
+    assert "wrong-password" not in err
