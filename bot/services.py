@@ -22,6 +22,7 @@ from storage.lock import ProcessLock
 
 if TYPE_CHECKING:
     from generation.remote.dispatcher import RemoteBackend
+    from generation.remote.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,14 @@ def open_registry(settings: Settings, sources: list[tuple[str, str]], device: st
                          lora_dir=settings.lora_dir)
 
 
-async def _open_remote(settings: Settings) -> RemoteBackend:
-    """The broker connection of remote mode; a broker that refuses us is a one-line StartupFailed, one that
-    is down is connected to in the background."""
+async def _open_remote(settings: Settings, db: Database, blobs: BlobStore
+                       ) -> tuple[Scheduler, RemoteBackend, Watchdog]:
+    """Remote mode's scheduler, broker connection and watchdog. Jobs a worker may still be rendering are
+    adopted before the connection delivers their events. A broker that refuses us is a one-line
+    StartupFailed; one that is down is connected to in the background."""
     from generation.remote.broker import BrokerRefused
     from generation.remote.dispatcher import RemoteBackend
+    from generation.remote.watchdog import Watchdog
     from generation.remote.wire import Subjects, WireError
 
     assert settings.broker_url is not None
@@ -67,10 +71,23 @@ async def _open_remote(settings: Settings) -> RemoteBackend:
         backend = RemoteBackend(settings.broker_url.get_secret_value(), Subjects(settings.broker_prefix),
                                 settings.lora_dir or settings.data_dir / "loras",
                                 remembered=settings.data_dir / "remote-models.json")
-        await backend.start()
-    except (BrokerRefused, WireError) as exc:
+    except WireError as exc:
         raise StartupFailed(str(exc)) from None
-    return backend
+    scheduler = Scheduler(db, None, blobs, max_batch=settings.max_batch,
+                          max_queued_per_user=settings.queue_max_per_user,
+                          max_queued_total=settings.queue_max_total, runner=backend.runner(db, blobs))
+    watchdog = Watchdog(backend, db, lease_owner=scheduler.lease_owner, readmit=scheduler.readmit)
+    # Before the scheduler's recovery, which would count every running job as abandoned.
+    await watchdog.adopt()
+    try:
+        await backend.start()
+    except BaseException as exc:
+        await watchdog.stop()
+        await backend.close()
+        if isinstance(exc, BrokerRefused):
+            raise StartupFailed(str(exc)) from None
+        raise
+    return scheduler, backend, watchdog
 
 
 @dataclass
@@ -83,6 +100,8 @@ class Services:
     lock: ProcessLock
     # ATELIER_BROKER_URL: renders happen in `atelier worker` processes; their announcements are the catalog.
     remote: RemoteBackend | None = None
+    # Remote mode: requeues running jobs that no worker has and the broker lost; adopts them at start.
+    watchdog: Watchdog | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -127,16 +146,8 @@ class Services:
             except OSError as exc:
                 raise _unusable(data_dir, exc) from None
             if settings.broker_url is not None and engine is None:
-                remote = await _open_remote(settings)
-                try:
-                    scheduler = Scheduler(db, None, blobs, max_batch=settings.max_batch,
-                                          max_queued_per_user=settings.queue_max_per_user,
-                                          max_queued_total=settings.queue_max_total,
-                                          runner=remote.runner(db, blobs))
-                except BaseException:
-                    await remote.close()
-                    raise
-                return cls(settings, db, blobs, None, scheduler, lock, remote)
+                scheduler, remote, watchdog = await _open_remote(settings, db, blobs)
+                return cls(settings, db, blobs, None, scheduler, lock, remote, watchdog)
             if engine is None:
                 try:
                     registry = open_registry(settings, sources)
@@ -158,6 +169,8 @@ class Services:
         """Start the scheduler; if that fails, everything opened is closed (lock released) before raising."""
         try:
             await self.scheduler.start()
+            if self.watchdog is not None:
+                self.watchdog.start()
         except BaseException as exc:
             await self.close()
             if isinstance(exc, sqlite3.Error):  # e.g. another process holding the database locked
@@ -190,6 +203,8 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         try:
+            if self.watchdog is not None:
+                await self.watchdog.stop()
             await self.scheduler.stop()
         finally:
             try:

@@ -45,13 +45,14 @@ from generation.remote.wire import (
     Subjects,
     WireError,
     WorkerInfo,
+    decode_dispatch,
     decode_event,
     decode_progress,
     decode_worker,
     encode,
 )
 from generation.request import Kind, RenderRequest
-from generation.worker import BAD_REQUEST, BatchJob, BatchOutcome, JobTransitions
+from generation.worker import BAD_REQUEST, BatchJob, BatchOutcome, JobsLost, JobTransitions
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.images import NewImage
@@ -143,6 +144,8 @@ class _Pending:
 
     requests: dict[int, RenderRequest]
     events: asyncio.Queue[tuple[Event, Msg]] = field(default_factory=asyncio.Queue)
+    # Set by the watchdog (generation.remote.watchdog): no worker has this batch and the broker lost it.
+    lost: bool = False
 
 
 async def _next_event(pending: _Pending, should_stop: Callable[[], bool]) -> tuple[Event, Msg] | None:
@@ -325,6 +328,8 @@ class RemoteBackend:
             self._emit(JobProgress(progress.job_id, progress.step, progress.total, preview))
 
     _emit: Callable[[JobEvent], None] | None = None
+    # The runner the scheduler built (the watchdog records adopted jobs' events through it too).
+    active_runner: RemoteRunner | None = None
 
     async def dispatch(self, model: str, jobs: Sequence[tuple[int, RenderRequest]]) -> _Pending:
         dispatch_id = uuid.uuid4().hex
@@ -340,6 +345,61 @@ class RemoteBackend:
         for job_id in job_ids:
             self._pending.pop(job_id, None)
 
+    # -- what the watchdog (generation.remote.watchdog) asks ------------------------------------
+
+    def adopt(self, jobs: Sequence[tuple[int, RenderRequest]]) -> _Pending:
+        """Wait for the events of jobs dispatched by an earlier run of the bot (nothing is published)."""
+        pending = _Pending({job_id: request for job_id, request in jobs})
+        for job_id in pending.requests:
+            self._pending[job_id] = pending
+        return pending
+
+    def waiting_for(self, job_ids: Sequence[int]) -> set[int]:
+        """Those of `job_ids` whose events this bot waits for."""
+        return {job_id for job_id in job_ids if job_id in self._pending}
+
+    def lose(self, job_ids: Sequence[int]) -> None:
+        """The watchdog's verdict: these jobs are nowhere; whoever waits for their batch stops waiting."""
+        for job_id in job_ids:
+            pending = self._pending.get(job_id)
+            if pending is not None:
+                pending.lost = True
+
+    def busy_job_ids(self) -> set[int]:
+        """Jobs a live worker lists as its own (rendering or prefetched)."""
+        return {job_id for info in self.workers.values() for job_id in info.busy}
+
+    async def held_job_ids(self) -> set[int]:
+        """Jobs in a batch the broker still holds (not yet acked by a worker). The jobs stream only holds
+        batches that had a free slot, so reading it whole stays small."""
+        js = self.js
+        state = (await js.stream_info(self.subjects.jobs_stream)).state
+        held: set[int] = set()
+        if not state.messages:
+            return held
+        for seq in range(state.first_seq, state.last_seq + 1):
+            try:
+                msg = await js.get_msg(self.subjects.jobs_stream, seq)
+                held.update(job.job_id for job in decode_dispatch(msg.data or b"").jobs)
+            except NotFoundError:  # acked meanwhile, or a gap
+                continue
+            except WireError:  # a malformed batch holds no job of ours; its worker terminates it
+                continue
+        return held
+
+    async def ended_job_ids(self, job_ids: Sequence[int]) -> set[int]:
+        """Jobs whose last event in the broker ends them (done, failed, cancelled): the bot has yet to
+        record it, so they are not lost."""
+        ended: set[int] = set()
+        for job_id in job_ids:
+            try:
+                msg = await self.js.get_last_msg(self.subjects.events_stream, self.subjects.events(job_id))
+                if decode_event(msg.data or b"").kind != "started":
+                    ended.add(job_id)
+            except (NotFoundError, WireError):
+                continue
+        return ended
+
     def runner(self, db: Database, blobs: BlobStore, *,
                storage_retry_delays: Sequence[float] = DEFAULT_DELAYS,
                lease_seconds: float = 3600.0) -> Callable[[Callable[[JobEvent], None], str], RemoteRunner]:
@@ -347,8 +407,10 @@ class RemoteBackend:
 
         def build(emit: Callable[[JobEvent], None], lease_owner: str) -> RemoteRunner:
             self._emit = emit
-            return RemoteRunner(self, db, blobs, emit=emit, lease_owner=lease_owner,
-                                lease_seconds=lease_seconds, storage_retry_delays=storage_retry_delays)
+            self.active_runner = RemoteRunner(self, db, blobs, emit=emit, lease_owner=lease_owner,
+                                              lease_seconds=lease_seconds,
+                                              storage_retry_delays=storage_retry_delays)
+            return self.active_runner
 
         return build
 
@@ -408,26 +470,34 @@ class RemoteRunner(JobTransitions):
         pending = await self._backend.dispatch(model, live)
 
         # 4. Record each job's end as its events arrive (SQLite first, then the ack).
-        seconds, images = 0.0, 0
-        open_jobs = set(pending.requests)
         try:
-            while open_jobs:
-                got = await _next_event(pending, should_stop)
-                if got is None:
-                    # A shutdown or its owners' cancels: the worker may finish, but its late events are
-                    # ignored; a stopped job goes back to the queue with its attempt refunded.
-                    await self._stopped(sorted(open_jobs), is_cancelled)
-                    break
-                event, msg = got
-                if event.job_id in open_jobs:
-                    made = await self._record(event, pending.requests[event.job_id], is_cancelled)
-                    if made is not None:
-                        open_jobs.discard(event.job_id)
-                        seconds += event.render_seconds if made else 0.0
-                        images += made
-                await msg.ack()
+            return await self.collect(pending, should_stop, is_cancelled)
         finally:
             self._backend.forget(list(pending.requests))
+
+    async def collect(self, pending: _Pending, should_stop: Callable[[], bool],
+                      is_cancelled: Callable[[int], bool]) -> BatchOutcome | None:
+        """Record each job's end as its events arrive (SQLite first, then the ack). Raises JobsLost when
+        the watchdog finds the batch lost: the scheduler requeues its unfinished jobs."""
+        seconds, images = 0.0, 0
+        open_jobs = set(pending.requests)
+        while open_jobs:
+            got = await _next_event(pending, lambda: should_stop() or pending.lost)
+            if got is None:
+                if pending.lost and not should_stop():
+                    raise JobsLost(f"jobs {sorted(open_jobs)} are on no worker and no longer in the broker")
+                # A shutdown or its owners' cancels: the worker may finish, but its late events are
+                # ignored; a stopped job goes back to the queue with its attempt refunded.
+                await self._stopped(sorted(open_jobs), is_cancelled)
+                break
+            event, msg = got
+            if event.job_id in open_jobs:
+                made = await self._record(event, pending.requests[event.job_id], is_cancelled)
+                if made is not None:
+                    open_jobs.discard(event.job_id)
+                    seconds += event.render_seconds if made else 0.0
+                    images += made
+            await msg.ack()
         return BatchOutcome(seconds, images) if images else None
 
     async def _stopped_waiting(self, job_ids: list[int], is_cancelled: Callable[[int], bool]) -> None:
