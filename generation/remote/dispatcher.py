@@ -37,6 +37,7 @@ from generation.loras import LoraLibrary
 from generation.models import ModelSpec
 from generation.remote.broker import connect, ensure_streams, get_blob, put_blob, where
 from generation.remote.wire import (
+    MAX_DELIVERIES,
     MSG_ID_HEADER,
     Dispatch,
     DispatchJob,
@@ -61,7 +62,8 @@ from storage.retry import DEFAULT_DELAYS
 log = logging.getLogger(__name__)
 
 NO_WORKERS = "No render worker is online yet; please try again in a minute."
-DAMAGED = "The rendered image of this job arrived damaged; please try again."
+DAMAGED = (f"The rendered image of this job arrived damaged {MAX_DELIVERIES} times; please try again, "
+           "or tell the server's admins.")
 # How often the bot reads the worker registry (entries expire on their own after WORKER_TTL_S).
 REGISTRY_POLL_S = 1.0
 # How often a batch waiting for its events looks at the scheduler's stop (a shutdown, a cancel).
@@ -332,14 +334,19 @@ class RemoteBackend:
     active_runner: RemoteRunner | None = None
 
     async def dispatch(self, model: str, jobs: Sequence[tuple[int, RenderRequest]]) -> _Pending:
-        dispatch_id = uuid.uuid4().hex
         pending = _Pending({job_id: request for job_id, request in jobs})
         for job_id in pending.requests:
             self._pending[job_id] = pending
+        await self.publish(model, jobs)
+        return pending
+
+    async def publish(self, model: str, jobs: Sequence[tuple[int, RenderRequest]]) -> None:
+        """One batch on `jobs.<model>` under a new dispatch id (a retry of a job is a new batch: its events
+        reach whoever waits for the job already)."""
+        dispatch_id = uuid.uuid4().hex
         body = encode(Dispatch(dispatch_id=dispatch_id, jobs=tuple(
             DispatchJob(job_id=job_id, request=request.to_json()) for job_id, request in jobs)))
         await self.js.publish(self.subjects.jobs(model), body, headers={MSG_ID_HEADER: dispatch_id})
-        return pending
 
     def forget(self, job_ids: Sequence[int]) -> None:
         for job_id in job_ids:
@@ -532,7 +539,8 @@ class RemoteRunner(JobTransitions):
                                partial(self._db.jobs.count_attempt, event.job_id, event.attempt))
         return None
 
-    async def _done(self, event: Event, request: RenderRequest, is_cancelled: Callable[[int], bool]) -> int:
+    async def _done(self, event: Event, request: RenderRequest, is_cancelled: Callable[[int], bool]
+                    ) -> int | None:
         job_id = event.job_id
         if is_cancelled(job_id):
             await self._cancelled(job_id)
@@ -543,8 +551,7 @@ class RemoteRunner(JobTransitions):
                 raise WireError(f"{len(pictures)} images for a job of {request.count}")
         except WireError as exc:
             log.error("job %s: the result from worker %s is refused: %s", job_id, event.worker, exc)
-            await self._fail(job_id, DAMAGED)
-            return 0
+            return await self._retry_damaged(job_id, request)
         grid = None
         if len(pictures) > 1:
             grid_png = await asyncio.to_thread(encode_grid, [image for _, image in pictures], request)
@@ -556,6 +563,21 @@ class RemoteRunner(JobTransitions):
         if first:
             self._emit(JobDone(job_id))
         return len(rows)
+
+    async def _retry_damaged(self, job_id: int, request: RenderRequest) -> int | None:
+        """A corrupt, oversized or missing image is a failed attempt of its job, not the job's end: it is
+        dispatched again (another delivery, maybe another worker) until its attempts run out. Returns None
+        while the job goes on, 0 once it failed."""
+        row = await self._stored(f"read job {job_id}", partial(self._db.jobs.get, job_id))
+        if row is None or row.status != "running":
+            return 0
+        if row.attempts >= MAX_DELIVERIES:
+            await self._fail(job_id, DAMAGED)
+            return 0
+        await self._stored(f"count attempt of job {job_id}",
+                           partial(self._db.jobs.count_attempt, job_id, row.attempts + 1))
+        await self._backend.publish(request.model, [(job_id, request)])
+        return None
 
     async def _fetch(self, ref: ImageRef, request: RenderRequest) -> tuple[str, Image.Image]:
         """One image from the broker, checked (hash, size, decode, dimensions), stored as a blob."""

@@ -135,51 +135,85 @@ async def test_a_worker_killed_mid_render_hands_the_job_to_another(
     assert sorted(r.index for r in rows) == list(range(len(job.request["seeds"])))  # stored once
 
 
-async def test_an_image_that_does_not_match_its_hash_fails_the_job_clearly(
+class FakeWorker:
+    """The test plays a worker over the real broker, one delivery at a time, so it can send back a
+    damaged result on purpose."""
+
+    def __init__(self, js: Any, subjects: Subjects) -> None:
+        self.js, self.subjects = js, subjects
+
+    async def announce(self) -> None:
+        kv = await self.js.key_value(self.subjects.workers_bucket)
+        await kv.put("fake", encode(WorkerInfo(
+            name="fake", device="cpu", slots=2, max_batch=4,
+            models=(ModelInfo(name="tiny", family="sd15", steps=3, guidance=5.0, sampler="euler"),))))
+
+    async def serve_one(self, damage: str) -> int:
+        """Take the next batch of one job and send back its image: good, or damaged as `damage` says."""
+        sub = await self.js.pull_subscribe(self.subjects.jobs("tiny"), durable=self.subjects.consumer("tiny"),
+                                           stream=self.subjects.jobs_stream)
+        msg = (await sub.fetch(1, timeout=PATIENCE_S))[0]
+        await sub.unsubscribe()
+        dispatch = decode_dispatch(msg.data)
+        job = dispatch.jobs[0]
+        request = RenderRequest.from_json(job.request)
+        side = (request.width // 2 if damage == "dimensions" else request.width, request.height)
+        png = io.BytesIO()
+        # A colour of its own: the blobs stream keeps earlier images, and a "missing" one must be missing.
+        Image.new("RGB", side, tuple(uuid.uuid4().bytes[:3])).save(png, format="PNG")
+        data = png.getvalue()
+        # "hash": announced under a hash that is not its bytes'; "missing": never uploaded.
+        digest = sha256_hex(b"some other image" if damage == "hash" else data)
+        if damage != "missing":
+            await self.js.publish(f"{self.subjects.blob(digest)}.0", data,
+                                  headers={CHUNK_HEADER: chunk_header(0, 1)})
+        ref = ImageRef(index=0, seed=request.seeds[0], width=side[0], height=side[1], sha256=digest,
+                       size=len(data))
+        await self.js.publish(self.subjects.events(job.job_id), encode(Event(
+            kind="done", job_id=job.job_id, dispatch_id=dispatch.dispatch_id, worker="fake", images=(ref,))))
+        await msg.ack()
+        return job.job_id
+
+
+async def test_a_damaged_image_is_a_failed_attempt_retried_then_a_clear_message(
     sandbox: Sandbox, nats_server: NatsServer, remote_bot: Callable[..., Any]
 ) -> None:
-    """The test plays a broken worker over the real broker: the bot must refuse its image, not show it."""
     subjects = Subjects(f"h{uuid.uuid4().hex[:8]}")
     app = await remote_bot(subjects.prefix)
     services = app.services
     assert services is not None
     nc = await nats.connect(nats_server.url(WORKER_USER, WORKER_PASS))
     try:
-        js = nc.jetstream()
-        kv = await js.key_value(subjects.workers_bucket)
-        await kv.put("fake", encode(WorkerInfo(
-            name="fake", device="cpu", slots=2, max_batch=4,
-            models=(ModelInfo(name="tiny", family="sd15", steps=3, guidance=5.0, sampler="euler"),))))
+        fake = FakeWorker(nc.jetstream(), subjects)
+        await fake.announce()
         await sandbox.wait_for(lambda: services.registry.names() == ["tiny"], timeout=PATIENCE_S)
-
         alice, general = sandbox.users["alice"], sandbox.channel("general")
-        interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a quiet pond --seed 4",
-                                                                      "count": 1})
-        await interaction.wait_ack()
-        sub = await js.pull_subscribe(subjects.jobs("tiny"), durable=subjects.consumer("tiny"),
-                                      stream=subjects.jobs_stream)
-        msg = (await sub.fetch(1, timeout=PATIENCE_S))[0]
-        dispatch = decode_dispatch(msg.data)
-        job = dispatch.jobs[0]
-        request = RenderRequest.from_json(job.request)
-        png = io.BytesIO()
-        Image.new("RGB", (request.width, request.height), (9, 9, 9)).save(png, format="PNG")
-        data = png.getvalue()
-        claimed = sha256_hex(b"some other image")  # the hash it announces is not its bytes' hash
-        await js.publish(f"{subjects.blob(claimed)}.0", data, headers={CHUNK_HEADER: chunk_header(0, 1)})
-        ref = ImageRef(index=0, seed=4, width=request.width, height=request.height, sha256=claimed,
-                       size=len(data))
-        await js.publish(subjects.events(job.job_id), encode(Event(
-            kind="done", job_id=job.job_id, dispatch_id=dispatch.dispatch_id, worker="fake", images=(ref,))))
-        await msg.ack()
 
+        # A wrong hash, then a good image: the job is done at its second attempt, the member sees it once.
+        first = await sandbox.slash(alice, general, "imagine", {"prompt": "a quiet pond --seed 4 --n 1"})
+        await first.wait_ack()
+        job_a = await fake.serve_one("hash")
+        assert await fake.serve_one("good") == job_a
+        message = await sandbox.wait_for(lambda: result_for(sandbox, general, job_a), timeout=PATIENCE_S)
+        assert message.id == first.original.id
+        row = await services.db.jobs.get(job_a)
+        assert row is not None and row.status == "done" and row.attempts == 2
+        assert len(await services.db.images.for_job(job_a)) == 1
+
+        # Damaged at every attempt (a wrong hash, a missing blob, the wrong size): a clear message after
+        # the last one, and nothing shown or stored.
+        second = await sandbox.slash(alice, general, "imagine", {"prompt": "a still lake --seed 5 --n 1"})
+        await second.wait_ack()
+        job_b = await fake.serve_one("hash")
+        assert await fake.serve_one("missing") == job_b
+        assert await fake.serve_one("dimensions") == job_b
         shown = await sandbox.wait_for(
-            lambda: interaction.original is not None and "arrived damaged" in interaction.original.content
-            and interaction.original, timeout=PATIENCE_S)
+            lambda: second.original is not None and "arrived damaged" in second.original.content
+            and second.original, timeout=PATIENCE_S)
         assert not shown.attachments
-        row = await services.db.jobs.get(job.job_id)
-        assert row is not None and row.status == "failed"
-        assert await services.db.images.for_job(job.job_id) == []
+        row = await services.db.jobs.get(job_b)
+        assert row is not None and row.status == "failed" and row.attempts == 3
+        assert await services.db.images.for_job(job_b) == []
     finally:
         await nc.close()
 
