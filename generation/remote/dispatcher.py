@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from generation.loras import LoraLibrary
 from generation.models import ModelSpec
 from generation.remote.broker import connect, ensure_streams, get_blob, put_blob, where
 from generation.remote.wire import (
+    HEARTBEAT_S,
     MAX_DELIVERIES,
     MSG_ID_HEADER,
     Dispatch,
@@ -66,6 +68,9 @@ DAMAGED = (f"The rendered image of this job arrived damaged {MAX_DELIVERIES} tim
            "or tell the server's admins.")
 # How often the bot reads the worker registry (entries expire on their own after WORKER_TTL_S).
 REGISTRY_POLL_S = 1.0
+# A worker silent for two heartbeats (and a registry read) is shown offline; forgotten after an hour.
+OFFLINE_AFTER_S = 2 * HEARTBEAT_S + REGISTRY_POLL_S
+FORGET_AFTER_S = 3600.0
 # How often a batch waiting for its events looks at the scheduler's stop (a shutdown, a cancel).
 STOP_POLL_S = 0.25
 
@@ -140,6 +145,15 @@ class RemoteModels:
         return None  # no tokenizer here: notes about unreadable words are the workers' to make
 
 
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One worker as /admin workers shows it: its last announcement, seconds since it was last heard."""
+
+    info: WorkerInfo
+    heard_s: float
+    online: bool
+
+
 @dataclass
 class _Pending:
     """One dispatched batch: its jobs by id and the events that reach them."""
@@ -180,6 +194,10 @@ class RemoteBackend:
         self._changed = asyncio.Event()
         self._pending: dict[int, _Pending] = {}
         self._connecting: asyncio.Task[None] | None = None
+        # Every worker seen, and when its entry last changed (a heartbeat), for /admin workers.
+        self._seen: dict[str, WorkerInfo] = {}
+        self._heard: dict[str, float] = {}
+        self._revisions: dict[str, int] = {}
         self._events_sub: Subscription | None = None
         self._progress_sub: Subscription | None = None
 
@@ -269,13 +287,37 @@ class RemoteBackend:
             try:
                 entry = await self._kv.get(key)
                 workers[key] = decode_worker(entry.value or b"")
+                if self._revisions.get(key) != entry.revision:  # a new heartbeat
+                    self._revisions[key] = entry.revision or 0
+                    self._heard[key] = time.monotonic()
             except WireError as exc:
                 log.warning("worker entry %r ignored: %s", key, exc)
             except Exception:  # expired between keys() and get()
                 continue
         self.workers = workers
+        self._seen.update(workers)
         self.models.update(list(workers.values()))
         self._changed.set()
+
+    def roster(self) -> list[WorkerStatus]:
+        """Every worker this bot heard from in the last FORGET_AFTER_S, online ones first, by name."""
+        now = time.monotonic()
+        out = []
+        for name, info in list(self._seen.items()):
+            age = now - self._heard.get(name, now)
+            if name not in self.workers and age > FORGET_AFTER_S:
+                del self._seen[name]
+                continue
+            out.append(WorkerStatus(info, age, name in self.workers and age <= OFFLINE_AFTER_S))
+        return sorted(out, key=lambda w: (not w.online, w.info.name))
+
+    def worker_of(self, job_id: int) -> str | None:
+        """The live worker that lists `job_id` as busy."""
+        return next((w.name for w in self.workers.values() if job_id in w.busy), None)
+
+    def serves(self, model: str) -> bool:
+        """A live worker serves `model` (busy or not)."""
+        return any(model in {m.name for m in w.models} for w in self.workers.values())
 
     async def _watch_registry(self) -> None:
         while True:

@@ -86,6 +86,11 @@ class RemoteWorker:
         self._nc: NATS | None = None
         self._sending: set[asyncio.Future[None]] = set()
         self._lost_consumers: set[str] = set()
+        # For its registry entry (/admin workers): since when, how many jobs, seconds per image per model.
+        self._since = time.monotonic()
+        self._state = "loading"
+        self._jobs_done = 0
+        self._render_time: dict[str, tuple[float, int]] = {}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -104,6 +109,9 @@ class RemoteWorker:
             loaded=tuple(n for n in self._options.models if registry.is_loaded(n)),
             slots=self._options.slots, max_batch=self._options.max_batch, busy=tuple(self._busy),
             step=self._step[0], total=self._step[1],
+            state="stopping" if self._stopping.is_set() else self._state,
+            uptime_s=time.monotonic() - self._since, jobs_done=self._jobs_done,
+            seconds_per_image={m: secs / n for m, (secs, n) in self._render_time.items() if n},
         )
 
     async def _heartbeat(self, js: JetStreamContext, kv: KeyValue) -> None:
@@ -145,6 +153,7 @@ class RemoteWorker:
         subs = {}
         for model in self._options.models:
             subs[model] = await self._subscribe(js, model)
+        self._state = "idle"
         beat = asyncio.create_task(self._heartbeat(js, kv))
         log.info("worker %s serving %s", self._options.name, ", ".join(self._options.models))
         try:
@@ -299,10 +308,17 @@ class RemoteWorker:
                 loop.call_soon_threadsafe(self._publish_progress, js, job_id, message)
 
         started = time.perf_counter()
-        rendered = await loop.run_in_executor(self._thread, _render, self._engine, requests, sources,
-                                              on_progress, self._stopping.is_set)
+        self._state = "rendering"
+        try:
+            rendered = await loop.run_in_executor(self._thread, _render, self._engine, requests, sources,
+                                                  on_progress, self._stopping.is_set)
+        finally:
+            self._state = "idle"
         seconds = time.perf_counter() - started
         total_images = sum(len(images) for images in rendered) or 1
+        spent, count = self._render_time.get(requests[0].model, (0.0, 0))
+        self._render_time[requests[0].model] = (spent + seconds, count + total_images)
+        self._jobs_done += len(rendered)
         for (job, request, _), images in zip(group, rendered, strict=True):
             checker = self._engine.safety_checker(request.model)
             flags = checker.check(images) if checker is not None else [False] * len(images)

@@ -348,3 +348,87 @@ async def test_a_broker_the_bot_cannot_use_is_one_line_and_exit_2(
     assert code == 2
     assert ("credentials" if which == "credentials" else "JetStream") in line
     assert "wrong-password" not in err
+
+
+async def test_admin_workers_and_queue_say_where_jobs_are(
+    sandbox: Sandbox, workers: WorkerProcesses, remote_bot: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Issue test 10: /admin workers lists both workers, then one offline after a kill; members are denied.
+    /queue says which worker renders a job, and which model a job waits for a worker of."""
+    from tests.bot.test_admin import admin
+
+    prefix = f"a{uuid.uuid4().hex[:8]}"
+    hold = tmp_path / "hold"
+    # tiny-xl is known from an earlier run, but no worker serves it now.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "remote-models.json").write_text(
+        '[{"name": "tiny", "family": "sd15", "steps": 3, "guidance": 5.0, "sampler": "euler"},'
+        ' {"name": "tiny-xl", "family": "sdxl", "steps": 3, "guidance": 5.0, "sampler": "euler"}]')
+    workers.start("w1", prefix, "--models", "tiny", extra_env={"ATELIER_TEST_HOLD_FILE": str(hold)})
+    w2 = workers.start("w2", prefix, "--models", "tiny", extra_env={"ATELIER_TEST_HOLD_FILE": str(hold)})
+    app = await remote_bot(prefix)
+    services = app.services
+    assert services is not None and services.remote is not None
+    remote = services.remote
+    alice, mod, general = sandbox.users["alice"], sandbox.users["mod"], sandbox.channel("general")
+
+    shown = await admin(sandbox, mod, general, "workers", {})
+    assert shown.ephemeral and shown.content == "No workers are online."
+    await sandbox.wait_for(lambda: len(remote.workers) == 2, timeout=PATIENCE_S)
+    hold.touch()  # after both warm-up renders
+
+    # A job held mid-render on one worker; one for tiny-xl that no worker serves.
+    held = await sandbox.slash(alice, general, "imagine", {"prompt": "a mill --seed 1 --steps 3 --n 1"})
+    await held.wait_ack()
+    await sandbox.wait_for(lambda: shows_rendering(held) and remote.worker_of(
+        next(iter(e.job_id for e in services.scheduler.snapshot() if e.status == "running"), 0)),
+        timeout=PATIENCE_S)
+    [running] = [e for e in services.scheduler.snapshot() if e.status == "running"]
+    renderer = remote.worker_of(running.job_id)
+    await sandbox.wait_for(lambda: remote.workers[str(renderer)].step > 0, timeout=PATIENCE_S)
+    xl = await sandbox.slash(alice, general, "imagine",
+                             {"prompt": "a tower --seed 2 --steps 3 --n 1", "model": "tiny-xl"})
+    await xl.wait_ack()
+
+    listing = await sandbox.slash(alice, general, "queue")
+    await listing.wait_ack()
+    text = listing.original.content
+    assert f"`{running.job_id}` **a mill** — rendering on {renderer}" in text, text
+    assert "waiting for a worker with model tiny-xl" in text, text
+
+    shown = await admin(sandbox, mod, general, "workers", {})
+    lines = shown.content.splitlines()
+    assert shown.ephemeral and lines[0] == "2 workers online:", shown.content
+    busy = next(line for line in lines if line.startswith(f"**{renderer}**"))
+    assert f"rendering on `cpu` · models: tiny (loaded) · job {running.job_id} step " in busy, busy
+    assert " · 0.0 jobs/h" in busy and "heartbeat" in busy, busy
+    refused = await admin(sandbox, alice, general, "workers", {})
+    assert refused.ephemeral and "Manage Server" in refused.content
+
+    # The other worker dies: shown offline once its heartbeats stop.
+    other = "w2" if renderer == "w1" else "w1"
+    victim = w2 if other == "w2" else workers.started[0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+
+    async def offline() -> str:
+        return (await admin(sandbox, mod, general, "workers", {})).content
+
+    for _ in range(int(PATIENCE_S)):
+        text = await offline()
+        if f"**{other}** — offline (last heard" in text:
+            break
+        await asyncio.sleep(1)
+    assert f"**{other}** — offline (last heard" in text, text
+    assert text.splitlines()[0] == "1 worker online:", text
+
+    # Once the held job is done, its worker reports its rate and seconds per image.
+    hold.unlink()
+    await sandbox.wait_for(lambda: result_for(sandbox, general, running.job_id), timeout=PATIENCE_S)
+    for _ in range(int(PATIENCE_S)):
+        text = await offline()
+        if "tiny " in text and " s/image" in text:
+            break
+        await asyncio.sleep(1)
+    line = next(line for line in text.splitlines() if line.startswith(f"**{renderer}**"))
+    assert " · tiny " in line and line.endswith(" s/image") and " · 0.0 jobs/h" not in line, line
