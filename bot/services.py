@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from bot.config import Settings
 from generation.engine import Engine
+from generation.metrics import parse_addr
 from generation.models import ModelCatalog, ModelRegistry
 from generation.scheduler import Scheduler
 from storage.blobs import BlobStore, SweepResult
@@ -21,6 +22,7 @@ from storage.db import Database
 from storage.lock import ProcessLock
 
 if TYPE_CHECKING:
+    from generation.metrics import Metrics
     from generation.remote.dispatcher import RemoteBackend
     from generation.remote.watchdog import Watchdog
 
@@ -102,6 +104,8 @@ class Services:
     remote: RemoteBackend | None = None
     # Remote mode: requeues running jobs that no worker has and the broker lost; adopts them at start.
     watchdog: Watchdog | None = None
+    # ATELIER_METRICS_ADDR: the Prometheus exporter.
+    metrics: Metrics | None = field(default=None, init=False, repr=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -116,6 +120,8 @@ class Services:
         data_dir = settings.data_dir
         try:
             sources = settings.model_sources()
+            if settings.metrics_addr:
+                parse_addr(settings.metrics_addr)
         except ValueError as exc:
             raise StartupFailed(str(exc)) from None
         try:
@@ -171,12 +177,27 @@ class Services:
             await self.scheduler.start()
             if self.watchdog is not None:
                 self.watchdog.start()
+            if self.settings.metrics_addr:
+                self._start_metrics(self.settings.metrics_addr)
         except BaseException as exc:
             await self.close()
             if isinstance(exc, sqlite3.Error):  # e.g. another process holding the database locked
                 raise StartupFailed(f"the job queue could not be read from {self.db.path}: {exc}") from None
             raise
         self._sweeper = asyncio.create_task(self._sweep_blobs(), name="atelier-blob-sweep")
+
+    def _start_metrics(self, addr: str) -> None:
+        from generation.metrics import Metrics
+
+        metrics = Metrics()
+        try:
+            metrics.serve(addr)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise StartupFailed(f"the metrics address {addr} cannot be served: {reason}") from None
+        self.metrics = metrics
+        metrics.follow(self.scheduler, self.db, self.blobs,
+                       self.remote.worker_states if self.remote is not None else None)
 
     async def collect_blobs(self, grace_s: float = BLOB_GRACE_S) -> SweepResult:
         """Remove the image files nothing references any more (see BlobStore.sweep)."""
@@ -203,6 +224,8 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         try:
+            if self.metrics is not None:
+                await self.metrics.close()
             if self.watchdog is not None:
                 await self.watchdog.stop()
             await self.scheduler.stop()

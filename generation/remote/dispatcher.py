@@ -311,6 +311,14 @@ class RemoteBackend:
             out.append(WorkerStatus(info, age, name in self.workers and age <= OFFLINE_AFTER_S))
         return sorted(out, key=lambda w: (not w.online, w.info.name))
 
+    def worker_states(self) -> dict[str, int]:
+        """How many workers are in each state ("offline" for those not heard from lately)."""
+        states: dict[str, int] = {}
+        for status in self.roster():
+            state = status.info.state if status.online else "offline"
+            states[state] = states.get(state, 0) + 1
+        return states
+
     def worker_of(self, job_id: int) -> str | None:
         """The live worker that lists `job_id` as busy."""
         return next((w.name for w in self.workers.values() if job_id in w.busy), None)

@@ -45,6 +45,7 @@ from tests.bot.helpers import (
     results,
     shows_rendering,
 )
+from tests.bot.test_metrics import free_port, scrape
 from tests.generation.remote.conftest import (
     BOT_PASS,
     BOT_USER,
@@ -61,9 +62,9 @@ PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timi
 def remote_bot(start_bot: Callable[..., Any], nats_server: NatsServer) -> Callable[..., Any]:
     """Start the bot in remote mode (no engine of its own: ATELIER_BROKER_URL) under `prefix`."""
 
-    async def start(prefix: str) -> App:
+    async def start(prefix: str, **extra: str) -> App:
         app: App = await start_bot(own_engine=True, ATELIER_BROKER_URL=nats_server.url(BOT_USER, BOT_PASS),
-                                   ATELIER_BROKER_PREFIX=prefix)
+                                   ATELIER_BROKER_PREFIX=prefix, **extra)
         return app
 
     return start
@@ -75,12 +76,18 @@ async def test_imagine_through_two_workers(
     prefix = f"b{uuid.uuid4().hex[:8]}"
     workers.start("w1", prefix, "--models", "tiny")
     workers.start("w2", prefix, "--models", "tiny")
-    app = await remote_bot(prefix)
+    port = free_port()
+    app = await remote_bot(prefix, ATELIER_METRICS_ADDR=f"127.0.0.1:{port}")
     services = app.services
     assert services is not None and services.engine is None  # no model in the bot
     await sandbox.wait_for(lambda: services.remote is not None and len(services.remote.workers) == 2,
                            timeout=PATIENCE_S)
     assert services.registry.names() == ["tiny"]
+    for _ in range(100):  # the exporter refreshes its gauges every few seconds
+        if (await scrape(port)).get(("atelier_workers", (("state", "idle"),))) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert (await scrape(port))[("atelier_workers", (("state", "idle"),))] == 2
 
     alice, general = sandbox.users["alice"], sandbox.channel("general")
     message = await imagine(sandbox, alice, general, "a lighthouse at dusk --seed 7 --steps 3", count=4,
@@ -94,6 +101,13 @@ async def test_imagine_through_two_workers(
     rows = await services.db.images.for_job(job.id)
     assert [r.seed for r in rows] == [7, 8, 9, 10]
     assert all(services.blobs.exists(r.blob) for r in rows)
+    # The workers' images, counted by the exporter (the grid the bot built is not a result).
+    stored = sum(services.blobs.path(r.blob).stat().st_size for r in rows)
+    for _ in range(100):
+        if (await scrape(port)).get(("atelier_result_bytes_total", ())) == stored:
+            break
+        await asyncio.sleep(0.1)
+    assert (await scrape(port))[("atelier_result_bytes_total", ())] == stored
 
     # U1: an upscale starts from the bot's stored image, which travels to a worker through the broker.
     upscaled = await click_for_result(sandbox, alice, general, message, "U1", timeout=PATIENCE_S)
