@@ -39,6 +39,8 @@ class ImageRow:
     guild_id: int | None = None
     user_id: int | None = None
     prompt: str = ""
+    # The job's private mode, copied onto the image (migration 5): what storage.access needs to decide.
+    private: bool = False
 
 
 def image_from_row(row: aiosqlite.Row) -> ImageRow:
@@ -57,6 +59,7 @@ def image_from_row(row: aiosqlite.Row) -> ImageRow:
         guild_id=row["guild_id"] or None,
         user_id=row["user_id"],
         prompt=row["prompt"],
+        private=bool(row["private"]),
     )
 
 
@@ -77,6 +80,23 @@ class ImageStore:
     async def get_by_index(self, job_id: int, index: int) -> ImageRow | None:
         row = await self._db.fetchone("SELECT * FROM images WHERE job_id = ? AND idx = ?", (job_id, index))
         return None if row is None else image_from_row(row)
+
+    async def with_blob(self, blob: str, limit: int = 50) -> list[ImageRow]:
+        """The live images showing these bytes (a file is shared by every image that rendered them alike),
+        newest first: who may fetch a file is decided from these rows."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM images WHERE blob = ? AND deleted = 0 ORDER BY id DESC LIMIT ?", (blob, limit))
+        return [image_from_row(r) for r in rows]
+
+    async def children(self, job_id: int, index: int, limit: int = 24) -> list[ImageRow]:
+        """The first images of jobs made from this image (U / V / zoom of it) or from its whole job
+        (reroll), newest first (index jobs_parent)."""
+        rows = await self._db.fetchall(
+            """SELECT images.* FROM jobs JOIN images ON images.job_id = jobs.id
+               WHERE jobs.parent_job_id = ? AND (jobs.parent_index = ? OR jobs.parent_index IS NULL)
+                 AND images.deleted = 0
+               ORDER BY images.id DESC LIMIT ?""", (job_id, index, limit))
+        return [image_from_row(r) for r in rows]
 
     async def set_favourite(self, image_id: int, favourite: bool) -> bool:
         """The owner's own star on one of their images."""
