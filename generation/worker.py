@@ -108,6 +108,12 @@ class BatchRunner(Protocol):
     def close(self) -> None: ...
 
 
+class JobsLost(Exception):
+    """Raised by a runner whose render backend lost jobs of the batch (remote mode: no worker has them and
+    the broker no longer holds them). The scheduler puts the batch's unfinished jobs back in the queue with
+    the attempt refunded, as after a storage failure, but without blaming the storage."""
+
+
 # Builds a scheduler's runner from the scheduler's event sink and lease owner.
 RunnerFactory = Callable[[Callable[[JobEvent], None], str], BatchRunner]
 
