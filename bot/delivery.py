@@ -190,7 +190,8 @@ class Delivery:
                                  job_id, biggest)
                         shown = await results.final_message(self.bot, job, upload_limit=biggest // 2)
                 await db.jobs.mark_delivered(job_id)
-                log.info("job %s delivered (%s)", job_id, job.status)
+                log.info("job %s delivered (%s); max event-loop lag since the previous delivery %.1f ms",
+                         job_id, job.status, self.bot.loop_lag.take_max() * 1000)
             finally:
                 self._deliver_lock.pop(job_id, None)
 
