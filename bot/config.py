@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Least seconds between two live previews of a render: each one syncs the GPU, and Discord shows about
     # one edit per 1.5 s anyway. 0 previews every step.
     preview_interval: float = Field(default=1.0, ge=0.0, validation_alias="ATELIER_PREVIEW_INTERVAL")
+    # torch's intra-op threads in this process; unset: all cores but one on CPU (at least 1), so the event
+    # loop, uploads and PNG encoding keep a core while a render runs; torch's own default elsewhere.
+    torch_threads: int | None = Field(default=None, ge=1, validation_alias="ATELIER_TORCH_THREADS")
     max_loaded_models: int = Field(default=2, ge=1, validation_alias="ATELIER_MAX_LOADED_MODELS")
     # The tiny model's stand-in NSFW checker flags an image when this share of its pixels is skin-toned
     # (real models bring their own checker). 0 flags everything: useful to see the NSFW path offline.
