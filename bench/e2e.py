@@ -153,6 +153,7 @@ class Figures:
     fixed: dict[str, list[float]] = field(default_factory=dict)  # "1 image" / ... / "upscale"
     acks: list[float] = field(default_factory=list)
     lag_ms: list[float] = field(default_factory=list)
+    load: str = ""  # the machine's load average when this setting's runs ended
 
 
 class BotProcess:
@@ -303,6 +304,7 @@ async def measure(setting: str, args: argparse.Namespace, tmp: Path) -> Figures:
             figures.acks.append(interaction.ack_latency or 0.0)
         await sandbox.wait_for(lambda: len(sandbox.final) >= len(sandbox.visible) and _all_done(bot), 600)
         figures.lag_ms = bot.lags_ms()
+        figures.load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     finally:
         await bot.stop()
         await bare.stop()
@@ -353,6 +355,7 @@ def report(results: dict[str, Figures], args: argparse.Namespace) -> None:
         cells.append(f"p50 {statistics.median(acks) * 1000:.1f} / p99 {p99:.1f} ms")
     row(f"ack latency (/imagine, {len(next(iter(results.values())).acks)})", cells)
     row("max event-loop lag in the bot", [f"{max(f.lag_ms, default=0):.1f} ms" for f in results.values()])
+    row("load average at the end", [f.load for f in results.values()])
     print("goals: one thread visible ÷ bare <= 1.03, default threads <= 1.05; "
           "ack p99 <= 100 ms; lag <= 50 ms")
 
