@@ -128,6 +128,10 @@ class Delivery:
                     pending = None
                     await self._safely(self._show_rendered, job_id, event)
                     continue
+                if isinstance(event, JobProgress) and event.step >= event.total:
+                    # The render's last step: its grid follows at once (JobRendered), and an edit sent
+                    # now would only make that one wait for it.
+                    continue
                 if time.monotonic() - self._last_edit.get(job_id, 0.0) < EDIT_INTERVAL_S:
                     pending = event
                     continue

@@ -94,7 +94,7 @@ class Engine:
         registry: ModelRegistry,
         max_images_per_call: int | None = None,
         vae_tile_pixels: int = VAE_TILE_PIXELS,
-        preview_interval_s: float = 1.0,
+        preview_interval_s: float = 1.5,
     ) -> None:
         self.registry = registry
         # A memory ceiling known in advance (e.g. a small GPU); out-of-memory splits further on its own.
