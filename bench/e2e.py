@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 PROMPT = "a lighthouse at dusk"
 RESULT_NAME = re.compile(r"^(?:SPOILER_)?atelier_(\d+)\.\w+$")
+THREADS_LINE = re.compile(r"torch uses (\d+) threads")
 LAG_LINE = re.compile(r"max event-loop lag since the previous delivery ([\d.]+) ms")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATELIER_TORCH_THREADS")
 
@@ -206,6 +207,11 @@ class BotProcess:
             db.close()
         return row
 
+    def torch_threads(self) -> str:
+        """What the bot applied at start (ATELIER_TORCH_THREADS or its default), from its log."""
+        found = THREADS_LINE.search(self.log_path.read_text(errors="replace"))
+        return found.group(1) if found else "torch default"
+
     def lags_ms(self) -> list[float]:
         return [float(m.group(1)) for m in LAG_LINE.finditer(self.log_path.read_text(errors="replace"))]
 
@@ -265,7 +271,7 @@ async def measure(setting: str, args: argparse.Namespace, tmp: Path) -> Figures:
         env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATELIER_TORCH_THREADS": "1"})
     data_dir = tmp / f"data-{setting}"
     folder = await asyncio.to_thread(ensure_tiny_model, data_dir)  # the bot's tiny model, written once
-    figures = Figures(threads_bot=env.get("ATELIER_TORCH_THREADS", "bot default"))
+    figures = Figures()
 
     sandbox = timed_sandbox()
     await sandbox.start()
@@ -274,6 +280,7 @@ async def measure(setting: str, args: argparse.Namespace, tmp: Path) -> Figures:
     try:
         await bot.start()
         member = Member(sandbox, bot)
+        figures.threads_bot = bot.torch_threads()
         for steps in args.steps:  # warm the bot's path too (first upload, first edit)
             await member.imagine(4, steps, 1)
         seed = 100
