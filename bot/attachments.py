@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 from typing import TYPE_CHECKING
 
 import discord
@@ -19,10 +20,11 @@ from bot.defaults import personal_draft
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
 from bot.policy import check_request
+from bot.wildcards import server_wildcards
 from generation.errors import InvalidRequest
 from generation.images import decode_upload, encode_upload
 from generation.request import Kind
-from generation.validate import RequestDraft, build_request, max_pixels
+from generation.validate import MAX_SEED, RequestDraft, build_request, max_pixels
 
 if TYPE_CHECKING:
     from storage.blobs import BlobStore
@@ -59,7 +61,11 @@ async def start_from_upload(interaction: AtelierInteraction, draft: RequestDraft
     # 2. Who, where, what and how much, on the request as it will be: refused before any download.
     draft = dataclasses.replace(draft, kind=Kind.IMG2IMG, source=_PENDING)
     draft = await personal_draft(interaction, draft)
-    planned = build_request(draft, services.registry, source_size=declared_size(attachment))
+    # Server wildcards draw with the seed: fix it now so the checked prompt is the one that renders.
+    lists = await server_wildcards(services.db, interaction.guild_id)
+    if draft.seed is None:
+        draft = dataclasses.replace(draft, seed=secrets.randbelow(MAX_SEED + 1))
+    planned = build_request(draft, services.registry, source_size=declared_size(attachment), wildcards=lists)
     await check_request(services, interaction, planned)
     # 3. Download; header check, bounded decode and downscale to the model's own limit, off the loop.
     try:
@@ -72,5 +78,6 @@ async def start_from_upload(interaction: AtelierInteraction, draft: RequestDraft
     key, size = await asyncio.to_thread(store_upload, services.blobs, data, fit_to)
     # 4. The real request from the stored image; start_job checks it again (a ban may have landed
     # during the download) before it queues.
-    request = build_request(dataclasses.replace(draft, source=key), services.registry, source_size=size)
+    request = build_request(dataclasses.replace(draft, source=key), services.registry, source_size=size,
+                            wildcards=lists)
     return await start_job(interaction, request)

@@ -29,6 +29,7 @@ from bot.defaults import member_settings
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
+from bot.references import plan_references
 from bot.reply import reply
 from generation.canvas import (
     ALL_CELLS,
@@ -199,9 +200,14 @@ class RemixModal(discord.ui.Modal, title="Remix prompt"):
         draft = RequestDraft(prompt=self.prompt.value, negative=self.negative.value or None,
                              steps=parent.steps, guidance=parent.guidance, sampler=parent.sampler,
                              model=parent.model, count=parent.count)
+        # Images the edited prompt names (--sref ...) are fetched and checked; without any, the parent's
+        # references (and their weights) carry over, as its size does.
+        draft = await plan_references(interaction, draft, {})
         request = build_request(draft, services.registry)
         if "--ar" not in self.prompt.value and parent.kind == Kind.TXT2IMG:
             request = dataclasses.replace(request, width=parent.width, height=parent.height)
+        if not draft.references and parent.references:
+            request = dataclasses.replace(request, references=parent.references)
         await start_job(interaction, request, parent_job_id=self.job_id)
 
     async def on_error(  # type: ignore[override]  # Modal's own signature has no item argument

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = (
     "bot.extensions.imagine", "bot.extensions.jobs", "bot.extensions.gallery", "bot.extensions.settings",
-    "bot.extensions.admin", "bot.extensions.imagine_from_image",
+    "bot.extensions.admin", "bot.extensions.imagine_from_image", "bot.extensions.blend",
+    "bot.extensions.style_reference", "bot.extensions.lineage", "bot.extensions.shorten",
 )
 
 

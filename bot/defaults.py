@@ -11,6 +11,7 @@ from discord import app_commands
 
 from bot.settings_keys import MEMBER, MemberSettings
 from generation.errors import InvalidRequest
+from generation.preferences import apply_preferences
 from generation.request import Kind
 from generation.validate import RequestDraft, parse_flags
 
@@ -61,6 +62,12 @@ async def personal_draft(interaction: AtelierInteraction, draft: RequestDraft) -
     """The draft with the interacting member's defaults applied (the one call /imagine makes)."""
     return apply_personal_defaults(draft, await member_settings(interaction),
                                    interaction.client.services.registry)
+
+
+async def personal_prompt(interaction: AtelierInteraction, prompt: str) -> str:
+    """The prompt with the member's /prefer options expanded and suffix added (before permutations)."""
+    member = await member_settings(interaction)
+    return apply_preferences(prompt, member.options, member.suffix)
 
 
 async def model_choices(interaction: AtelierInteraction, current: str) -> list[app_commands.Choice[str]]:

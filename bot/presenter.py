@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import discord
 from PIL import Image
 
+from generation.references import describe
 from generation.request import Kind, RenderRequest
 from generation.samplers import sampler_label
 
@@ -179,6 +180,10 @@ def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = 
     embed.add_field(name="Kind", value=str(request.kind))
     if request.loras:
         embed.add_field(name="LoRAs", value=" ".join(f"`<lora:{n}:{w:g}>`" for n, w in request.loras))
+    if request.references:
+        # By the images' hashes: the weights as the flags took them.
+        embed.add_field(name="Image references", value=f"`{describe(request.references)}`"[:1024],
+                        inline=False)
     for key, value in (extra or {}).items():
         embed.add_field(name=key, value=str(value))
     return embed

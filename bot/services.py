@@ -141,6 +141,8 @@ class Services:
                 except ValueError as exc:
                     raise StartupFailed(str(exc)) from None
                 engine = Engine(registry, preview_interval_s=settings.preview_interval)
+            # Reference images (--sref ...) and their cached embeddings live in this data dir's blob store.
+            engine.embeddings.blobs = blobs
             # Before the scheduler and the gateway exist, so no job waits on loading or compiling a model
             # (a no-op for an engine already warm).
             await asyncio.to_thread(engine.warm_up, max_batch=settings.max_batch)

@@ -35,6 +35,8 @@ class GuildSettings:
     allowed_channels: list[int] = field(default_factory=list)  # empty: every channel
     denied_channels: list[int] = field(default_factory=list)
     nsfw: NsfwMode = DEFAULT_NSFW
+    # Server wildcards (`__colour__` in a prompt): list name -> entries (/admin wildcards).
+    wildcards: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_stored(cls, data: dict[str, Any]) -> GuildSettings:
@@ -53,6 +55,7 @@ class GuildSettings:
             allowed_channels=[int(c) for c in data.get("allowed_channels") or []],
             denied_channels=[int(c) for c in data.get("denied_channels") or []],
             nsfw=nsfw if nsfw in NSFW_MODES else DEFAULT_NSFW,
+            wildcards={str(k): [str(v) for v in vs] for k, vs in (data.get("wildcards") or {}).items()},
         )
 
     def channel_allowed(self, channel_id: int | None) -> bool:
@@ -79,6 +82,9 @@ class MemberSettings:
     negative: str | None = None
     count: int | None = None
     private: bool = False
+    # /prefer: custom options (`--mine` -> its saved text and flags) and a suffix added to every prompt.
+    options: dict[str, str] = field(default_factory=dict)
+    suffix: str | None = None
 
     @classmethod
     def from_stored(cls, data: dict[str, Any]) -> MemberSettings:

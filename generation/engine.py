@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -28,9 +28,13 @@ from generation.loras import expand_embeddings
 from generation.models import VAE_TILE_PIXELS, ModelRegistry, ModelSpec, fit_vae, is_oom
 from generation.previews import PreviewThrottle, latent_to_preview, placeholder, x0_estimate
 from generation.prompts import MAX_CHUNKS, call_arguments, chunk_count
+from generation.references import AdapterState, EmbeddingCache, call_embeds
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
 from generation.validate import ASPECTS, Limits, size_for, upscale_of
+
+if TYPE_CHECKING:
+    from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +99,11 @@ class Engine:
         max_images_per_call: int | None = None,
         vae_tile_pixels: int = VAE_TILE_PIXELS,
         preview_interval_s: float = 1.5,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.registry = registry
+        # Reference images come from the blob store; their embeddings are cached there (references.py).
+        self.embeddings = EmbeddingCache(blobs)
         # A memory ceiling known in advance (e.g. a small GPU); out-of-memory splits further on its own.
         self.max_images_per_call = max_images_per_call
         # Images larger than this are decoded in tiles (see fit_vae).
@@ -182,6 +189,7 @@ class Engine:
             else:
                 pipe = self.registry.img2img(spec.name) if img2img else self.registry.pipeline(spec.name)
             requests = self._use_adapters(spec.name, pipe, requests)
+            adapter = self._use_references(spec.name, first)
             # SDXL's refiner finishes txt2img renders only (a variation or upscale is already refined).
             refiner = refiner_config = None
             if not img2img and spec.refiner is not None:
@@ -221,6 +229,7 @@ class Engine:
                 should_stop=should_stop,
                 chunks=[list(g) for g in groups],
                 decode=decode,
+                adapter=adapter,
             )
             run.execute(results)
             if canvas and prepared is not None and masks is not None:
@@ -240,6 +249,19 @@ class Engine:
             return requests
         return [replace(r, prompt=expand_embeddings(pipe, r.prompt),
                         negative=expand_embeddings(pipe, r.negative)) for r in requests]
+
+    def _use_references(self, model: str, first: RenderRequest) -> AdapterState | None:
+        """Switch the UNet that renders this batch to its image references (or off them): model `model`'s
+        own, or for a canvas job its `?inpaint=` checkpoint's, which keeps no references unless it has an
+        IP-Adapter of its own (Zoom Out of a referenced job still works, guided by its prompt alone)."""
+        spec = self.registry.spec(model)
+        references = first.references
+        if first.kind == Kind.CANVAS and spec.inpaint is not None:
+            model = spec.inpaint
+            if self.registry.spec(model).ip_adapter is None:
+                references = ()
+        adapter = self.registry.use_references(model, references)
+        return adapter if references else None
 
     @staticmethod
     def _prepare_sources(
@@ -343,8 +365,11 @@ class _Run:
         should_stop: Callable[[], bool] | None,
         chunks: list[list[_Slot]],
         decode: bool = True,
+        adapter: AdapterState | None = None,
     ) -> None:
         self.engine = engine
+        # The IP-Adapter switched on for this batch's references (None: a plain render).
+        self.adapter = adapter
         self.pipe = pipe
         self.scheduler_config = engine.registry.scheduler_config(requests[0].model)
         self.spec = engine.registry.spec(requests[0].model)
@@ -403,6 +428,15 @@ class _Run:
                 for slot, image in zip(chunk, images, strict=True):
                     results[slot] = image
             self.chunks_done += 1
+
+    def _image_embeds(self, pipe: Any, rows: int) -> list[Any]:
+        """The references' embeddings for a call of `rows` images (encoded once per image and encoder, then
+        read from the cache), with the unconditional half when the pipeline runs classifier-free guidance."""
+        assert self.adapter is not None
+        first = self.requests[0]
+        cfg = first.guidance > 1 and pipe.unet.config.time_cond_proj_dim is None
+        return call_embeds(self.adapter, self.engine.embeddings, first.references, rows, cfg,
+                           pipe.unet.dtype, pipe.unet.device)
 
     def _total_chunks(self) -> int:
         return self.chunks_done + 1 + len(self.pending)
@@ -494,6 +528,8 @@ class _Run:
             call["num_inference_steps"] = steps
         if self.masks is not None:
             call["mask_image"] = [self.masks[s.request] for s in chunk]
+        if self.adapter is not None:
+            call["ip_adapter_image_embeds"] = self._image_embeds(pipe, len(chunk))
         if self.sources is None or self.family.flow or self.masks is not None:
             # SD3 / Flux img2img and every inpaint pipeline render at the model's native size unless told
             # (the source is already laid out at the request's size).
@@ -519,7 +555,7 @@ class _Run:
                     phase["offset"] = int(getattr(pipe, "_num_timesteps", 0))
                     refiner_scheduler = fresh_scheduler(self.refiner, self.refiner_config)
                     fit_vae(self.refiner, first.width, first.height, len(chunk), self.engine.vae_tile_pixels)
-                    skip = {*prompt_args, "width", "height", "output_type"}
+                    skip = {*prompt_args, "width", "height", "output_type", "ip_adapter_image_embeds"}
                     refine = {k: v for k, v in call.items() if k not in skip}
                     # The refiner's own encoder (OpenCLIP-G only) encodes the prompts again.
                     refine.update(call_arguments(self.refiner, prompts, negatives, clip_skip=clip_skip))

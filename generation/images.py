@@ -14,6 +14,7 @@ from PIL import Image, PngImagePlugin
 
 from generation.errors import InvalidRequest
 from generation.loras import a1111_tags
+from generation.references import describe
 from generation.request import RenderRequest
 
 # Our own chunk holds JSON; `parameters` holds the A1111-style text other tools already read.
@@ -37,6 +38,9 @@ def image_params(request: RenderRequest, index: int) -> dict[str, Any]:
         "strength": request.strength,
         **({"loras": [[name, weight] for name, weight in request.loras],
             "lora_hashes": request.extra.get("lora_hashes", {})} if request.loras else {}),
+        # The reference images by their blob hash (the images themselves stay on this server).
+        **({"references": [[role, key.split(".")[0], scale] for role, key, scale in request.references]}
+           if request.references else {}),
     }
 
 
@@ -60,6 +64,9 @@ def _a1111_text(params: dict[str, Any]) -> str:
     if loras and hashes:
         listed = ", ".join(f"{n}: {hashes[n]}" for n, _ in loras if n in hashes)
         fields.append(f'Lora hashes: "{listed}"')
+    references = [(str(r), str(k), float(w)) for r, k, w in params.get("references", ())]
+    if references:
+        fields.append(f'Image references: "{describe(tuple(references))}"')
     lines.append(", ".join(fields))
     return "\n".join(lines)
 

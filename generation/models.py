@@ -28,6 +28,14 @@ from urllib.parse import parse_qsl
 from generation.errors import ConfigError, InvalidRequest, RenderError
 from generation.families import FAMILIES, Family, family_of
 from generation.loras import LoraLibrary, LoraSet, adapter_name, load_embedding
+from generation.references import (
+    NOT_CONFIGURED,
+    AdapterConfig,
+    AdapterState,
+    ReferenceSet,
+    load_adapter,
+    switch,
+)
 from generation.safety import SafetyChecker, detach_checker, load_standalone_checker
 from generation.samplers import SAMPLERS, normalize_sampler, sampler_label, supports_zero_snr
 from generation.tiny import ensure_tiny_model
@@ -77,6 +85,9 @@ class ModelSpec:
     # `?inpaint=name`: a configured inpaint checkpoint (9-channel UNet) that paints this model's canvas jobs;
     # None: this model's own modules inpaint by masked latent blending.
     inpaint: str | None = None
+    # `?ip_adapter=<file or folder>&image_encoder=<folder>`: the IP-Adapter behind --sref / --cref / --oref /
+    # /blend (generation/references.py); None: this model takes no image references.
+    ip_adapter: AdapterConfig | None = None
 
     @property
     def is_tiny(self) -> bool:
@@ -126,6 +137,8 @@ class _Loaded:
     adapters: set[str] = field(default_factory=set)
     # Textual-inversion embeddings added to its tokenizers and text encoders, by trigger word.
     embeddings: set[str] = field(default_factory=set)
+    # Its IP-Adapter once a job with image references loaded it (switched off for plain calls).
+    adapter: AdapterState | None = None
 
 
 def pick_device(device: str = "auto") -> str:
@@ -246,6 +259,8 @@ MODEL_OPTIONS: dict[str, str] = {
     "refiner_at": "where the refiner takes over, between 0 and 1 (default 0.8)",
     "inpaint": "the name of a configured inpaint checkpoint (9-channel UNet) of the same family, preferred "
                "for Zoom Out / Pan / Make Square / Vary (Region)",
+    "ip_adapter": "an IP-Adapter weights file (or a folder holding one) for --sref / --cref / --oref, /blend",
+    "image_encoder": "the IP-Adapter's CLIP vision encoder folder (default: image_encoder beside ip_adapter)",
 }
 _SPACINGS = ("trailing", "leading", "linspace")
 _PREDICTIONS = {"v": "v_prediction", "v_prediction": "v_prediction", "eps": "epsilon", "epsilon": "epsilon"}
@@ -465,6 +480,16 @@ def _noise_schedule(overrides: dict[str, str], settings: dict[str, Any]) -> tupl
     return zero_snr, rescale
 
 
+def _ip_adapter(overrides: dict[str, str], fam: Family) -> AdapterConfig | None:
+    if "ip_adapter" not in overrides:
+        if "image_encoder" in overrides:
+            raise ValueError("image_encoder goes with ip_adapter")
+        return None
+    if fam.flow or fam.name == "sd3":
+        raise ValueError("ip_adapter works on SD 1.x, SD 2.x and SDXL models (a UNet)")
+    return AdapterConfig.parse(overrides["ip_adapter"], overrides.get("image_encoder"))
+
+
 def make_spec(name: str, source: str) -> ModelSpec:
     """The ModelSpec for `name=source`. Raises ConfigError naming the bad option or value."""
     try:
@@ -493,6 +518,7 @@ def make_spec(name: str, source: str) -> ModelSpec:
             if settings["size"] % 8:
                 raise ValueError(f"size={settings['size']}: {MODEL_OPTIONS['size']}")
         vae = _check_vae(overrides["vae"]) if "vae" in overrides else None
+        ip_adapter = _ip_adapter(overrides, fam)
         if zero_snr and not supports_zero_snr(sampler):
             raise ValueError(
                 f"sampler {sampler_label(sampler)!r} cannot run the zero-terminal-SNR schedule of a "
@@ -506,7 +532,7 @@ def make_spec(name: str, source: str) -> ModelSpec:
                      spacing=settings.get("spacing"),
                      prediction=settings.get("prediction"), zero_snr=zero_snr, guidance_rescale=rescale,
                      clip_skip=clip_skip, vae=vae, size=settings.get("size"),
-                     inpaint=overrides.get("inpaint") or None)
+                     inpaint=overrides.get("inpaint") or None, ip_adapter=ip_adapter)
 
 
 def _check_inpaint_models(specs: dict[str, ModelSpec]) -> None:
@@ -728,6 +754,22 @@ class ModelRegistry:
                     ) from exc
                 entry.embeddings.add(embedding.name)
             return bool(entry.embeddings)
+
+    def use_references(self, name: str, references: ReferenceSet) -> AdapterState | None:
+        """Switch model `name`'s UNet (shared by its img2img / inpaint pipelines) to `references`: its
+        IP-Adapter is loaded by the first job that has any and stays; a call without references switches
+        it off, so plain renders are exactly what they were before it was loaded. Returns the adapter state
+        (None while the model never had one)."""
+        with self._lock:
+            entry = self._entry(name)
+            spec = self.spec(name)
+            if references and entry.adapter is None:
+                if spec.ip_adapter is None:
+                    raise RenderError(NOT_CONFIGURED)
+                log.info("loading the IP-Adapter %s into model %r", spec.ip_adapter.weights, spec.name)
+                entry.adapter = load_adapter(entry.pipe, spec.ip_adapter, self.dtype, self.device)
+            switch(entry.pipe, entry.adapter, references)
+            return entry.adapter
 
     def scheduler_config(self, name: str) -> Any:
         return self._entry(name).scheduler_config

@@ -52,6 +52,9 @@ class RenderRequest:
     # the repainted cells (one bit per cell of generation/canvas.py's grid); None paints around the box.
     box: tuple[int, int, int, int] | None = None
     cells: int | None = None
+    # Image references (generation/references.py): (role, blob key of the image, adapter scale), from --sref /
+    # --cref / --oref / /blend.
+    references: tuple[tuple[str, str, float], ...] = ()
 
     @property
     def count(self) -> int:
@@ -76,6 +79,8 @@ class RenderRequest:
             # Adapters are switched per pipeline call: jobs with different LoRA sets never share one.
             tuple((name, round(weight, 4)) for name, weight in self.loras),
             self.kind == Kind.CANVAS,  # the inpaint pipeline
+            # The IP-Adapter's scales and image embeddings are set per call: the same references or none.
+            tuple((role, key, round(scale, 4)) for role, key, scale in self.references),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -86,6 +91,7 @@ class RenderRequest:
         data["loras"] = [[name, weight] for name, weight in self.loras]
         if self.box is not None:
             data["box"] = list(self.box)
+        data["references"] = [list(ref) for ref in self.references]
         return data
 
     @classmethod
@@ -98,5 +104,7 @@ class RenderRequest:
         data["loras"] = tuple((str(name), float(weight)) for name, weight in data.get("loras", ()))
         if data.get("box") is not None:
             data["box"] = tuple(int(v) for v in data["box"])
+        data["references"] = tuple((str(role), str(key), float(scale))
+                                   for role, key, scale in data.get("references", ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})

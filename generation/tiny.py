@@ -15,7 +15,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # Bump when the recipe changes so stale copies under the data dir are rebuilt.
-RECIPE_VERSION = "5"
+RECIPE_VERSION = "6"
 _SEED = 1234
 _MARKER = "atelier-tiny.txt"
 
@@ -151,6 +151,10 @@ def _sd_unet(cross_attention_dim: int, linear_projection: bool = False, in_chann
         use_linear_projection=linear_projection,
     )
 
+
+# The tiny UNet models also get a tiny IP-Adapter (generation/references.py) in this subfolder.
+IP_ADAPTER_FAMILIES = ("sd15", "sd2", "sdxl")
+IP_ADAPTER_FOLDER = "ip_adapter"
 
 # The SDXL refiner is no family of its own (SDXL's latents and limits) but a second-stage img2img model.
 REFINER = "sdxl-refiner"
@@ -336,6 +340,49 @@ def write_tiny_inpaint_model(dir: Path) -> Path:
     return dir
 
 
+def write_tiny_ip_adapter(dir: Path, unet: Any, seed: int = 99, embed_dim: int = 16) -> Path:
+    """A tiny IP-Adapter for `unet` in the layout `load_ip_adapter` reads, made offline: `image_encoder/`
+    (a random CLIPVisionModelWithProjection) and `ip-adapter.safetensors` (`image_proj.proj` / `.norm`, and
+    `ip_adapter.<n>.to_k_ip` / `to_v_ip` for every cross-attention layer, numbered as diffusers counts
+    attention processors: 1, 3, 5, ...). Returns the weights file."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(seed)
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=8, projection_dim=embed_dim))
+    encoder.save_pretrained(dir / "image_encoder", safe_serialization=True)
+    cross = int(unet.config.cross_attention_dim)
+    blocks = list(unet.config.block_out_channels)
+    state: dict[str, Any] = {
+        "image_proj.proj.weight": torch.randn(cross * 4, embed_dim) * 0.5,
+        "image_proj.proj.bias": torch.zeros(cross * 4),
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = blocks[-1]
+        elif name.startswith("up_blocks"):
+            hidden = list(reversed(blocks))[int(name[len("up_blocks.")])]
+        else:
+            hidden = blocks[int(name[len("down_blocks.")])]
+        # Strong enough that a reference visibly changes the tiny model's pixels.
+        state[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross)
+        state[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross)
+        key_id += 2
+    path = dir / "ip-adapter.safetensors"
+    save_file(state, str(path))
+    return path
+
+
 def write_tiny_model(dir: Path, xl: bool = False, family: str | None = None) -> Path:
     """Build the tiny model of `family` (`xl`: SDXL, default SD1.x) and save it as a diffusers folder."""
     from generation.families import family_of
@@ -345,6 +392,9 @@ def write_tiny_model(dir: Path, xl: bool = False, family: str | None = None) -> 
     dir.mkdir(parents=True, exist_ok=True)
     pipe = build_tiny_pipeline(family=name)
     pipe.save_pretrained(dir, safe_serialization=True)
+    if name in IP_ADAPTER_FAMILIES:
+        # Beside the model, as an operator would keep one: `<model>?ip_adapter=<dir>/ip_adapter`.
+        write_tiny_ip_adapter(dir / IP_ADAPTER_FOLDER, pipe.unet)
     (dir / _MARKER).write_text(f"{RECIPE_VERSION}\n{name}\n")
     return dir
 

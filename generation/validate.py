@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -16,8 +17,10 @@ from generation.families import FAMILIES, family_of
 from generation.knobs import MAX_CHAOS, MAX_STYLIZE
 from generation.loras import parse_lora, strip_inline
 from generation.prompts import cut_notes, multi_error, tokenizer_for_notes
+from generation.references import IMAGE, IMAGE_FLAGS, NOT_CONFIGURED, WEIGHT_FLAGS, build_references
 from generation.request import Kind, RenderRequest
 from generation.samplers import SAMPLER_NAMES, normalize_sampler, sampler_label, supports_zero_snr
+from generation.wildcards import fill_wildcards
 
 if TYPE_CHECKING:
     from generation.models import ModelCatalog
@@ -35,6 +38,8 @@ __all__ = [
     "RequestDraft",
     "build_request",
     "expand_prompt",
+    "flag_matches",
+    "is_builtin_flag",
     "max_pixels",
     "parse_flags",
     "size_for",
@@ -82,6 +87,9 @@ class RequestDraft:
     kind: Kind = Kind.TXT2IMG
     source: str | None = None  # blob key of the source image (img2img / variation / upscale)
     strength: float | None = None
+    # Reference images as (role, blob key): the prompt's --sref / --cref / --oref in their order once the bot
+    # has fetched them, or /blend's images (role "image").
+    references: tuple[tuple[str, str], ...] = ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,9 +118,13 @@ _FLAG_NAMES: dict[str, str] = {
     "chaos": "chaos",
     "c": "chaos",
     "lora": "loras",
+    # Image references (generation/references.py): an image flag may repeat; its weight flag may not.
+    **{flag: "references" for flag in IMAGE_FLAGS},
+    **{flag: flag for flag in WEIGHT_FLAGS},
 }
 _FLAG_HELP = ("--ar W:H, --seed N, --no a,b, --steps N, --cfg X, --n N, --sampler NAME, --model NAME, "
-              "--q .5|1|2, --stop 10-100, --stylize 0-1000, --tile, --chaos 0-100, --lora NAME:WEIGHT")
+              "--q .5|1|2, --stop 10-100, --stylize 0-1000, --tile, --chaos 0-100, --lora NAME:WEIGHT, "
+              "--sref / --cref / --oref IMAGE, --sw 0-1000, --cw 0-100, --ow 0-1000, --iw 0-3")
 # --q multiplies the steps (Midjourney's quality: more time, more detail).
 QUALITIES = (0.5, 1.0, 2.0)
 
@@ -142,7 +154,7 @@ def _flag_value(key: str, flag: str, raw: str) -> Any:
     """The value of a one-value flag, checked."""
     if key in ("seed", "steps", "count", "stop", "stylize", "chaos"):
         return _int_value(flag, raw)
-    if key in ("guidance", "quality"):
+    if key in ("guidance", "quality", *WEIGHT_FLAGS):
         return _float_value(flag, raw)
     if key == "aspect":
         return _normalize_aspect(raw, flag=f"--{flag}")
@@ -170,7 +182,7 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
         key = _FLAG_NAMES.get(flag)
         if key is None:
             raise InvalidRequest(f"Unknown flag `--{_clip(flag)}`. Known flags: {_FLAG_HELP}.")
-        if key in options and key != "loras":
+        if key in options and key not in ("loras", "references"):
             raise InvalidRequest(f"Flag `--{flag}` is given twice.")
         if key == "tile":  # a switch: what follows it is prompt text
             options[key] = True
@@ -189,10 +201,22 @@ def parse_flags(prompt: str) -> tuple[str, dict[str, Any]]:
         pieces.append(rest)
         if key == "loras":
             options.setdefault(key, []).append(parse_lora(raw))
+        elif key == "references":
+            options.setdefault(key, []).append((IMAGE_FLAGS[flag], raw))
         else:
             options[key] = _flag_value(key, flag, raw)
     clean = " ".join(" ".join(pieces).split())
     return clean, options
+
+
+def flag_matches(text: str) -> list[re.Match[str]]:
+    """Where flags start in `text` (group 1: the flag's name), as parse_flags reads them."""
+    return list(_FLAG_RE.finditer(text))
+
+
+def is_builtin_flag(name: str) -> bool:
+    """A flag this module (or prompt expansion: --repeat / --r) gives a meaning."""
+    return name.lower() in _FLAG_NAMES or name.lower() in ("repeat", "r")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,8 +355,11 @@ def build_request(  # noqa: C901
     registry: ModelCatalog,
     limits: Limits | None = None,
     source_size: tuple[int, int] | None = None,
+    wildcards: Mapping[str, Sequence[str]] | None = None,
 ) -> RenderRequest:
-    """Validate `draft` into a RenderRequest; inline flags in the prompt beat explicit options."""
+    """Validate `draft` into a RenderRequest; inline flags in the prompt beat explicit options.
+    `wildcards`: the server's lists; each `__name__` in the prompt takes an entry drawn with the seed
+    (None leaves the text as it is)."""
     limits = limits or Limits()
     if not isinstance(draft.prompt, str):
         raise InvalidRequest("The prompt must be text.")
@@ -353,9 +380,19 @@ def build_request(  # noqa: C901
     opts.update(flags)
     negative_parts = [p for p in (draft.negative, flags.get("negative")) if p and p.strip()]
     negative = ", ".join(" ".join(p.split()) for p in negative_parts)
+    seed = opts["seed"]
+    if seed is None:
+        seed = secrets.randbelow(MAX_SEED + 1)
+    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InvalidRequest(f"Seed must be a whole number from 0 to {MAX_SEED}.")
+
+    # 1b. Server wildcards, drawn with the first image's seed: the same seed repeats the same words.
+    if wildcards is not None:
+        prompt = fill_wildcards(prompt, wildcards, seed)
 
     # 2. Prompt text.
-    if draft.kind == Kind.TXT2IMG and not prompt:
+    # /blend's image prompt may stand alone, as a Midjourney blend does.
+    if draft.kind == Kind.TXT2IMG and not prompt and not any(role == IMAGE for role, _ in draft.references):
         raise InvalidRequest("Write a prompt describing the picture.")
     if len(prompt) > limits.max_prompt_chars:
         raise InvalidRequest(
@@ -399,15 +436,10 @@ def build_request(  # noqa: C901
             f"Try {sampler_label(spec.default_sampler)}."
         )
 
-    # 4. Count and seeds.
+    # 4. Count (the seed was settled in step 1).
     count = 1 if opts["count"] is None else opts["count"]
     if not isinstance(count, int) or not 1 <= count <= limits.max_count:
         raise InvalidRequest(f"Count must be between 1 and {limits.max_count}.")
-    seed = opts["seed"]
-    if seed is None:
-        seed = secrets.randbelow(MAX_SEED + 1)
-    if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-        raise InvalidRequest(f"Seed must be a whole number from 0 to {MAX_SEED}.")
 
     # 5. Size, source and strength.
     strength: float | None = None
@@ -449,6 +481,9 @@ def build_request(  # noqa: C901
     # The files' hashes go with the job (A1111's `Lora hashes:` in its PNGs, and in its variations' PNGs).
     extra = {"lora_hashes": registry.loras.hashes(loras)} if loras else {}
 
+    # 6c. Image references: the model needs an IP-Adapter; the weights must fit their flags.
+    references = _references(draft, flags, spec)
+
     # 7. Words the model cannot read are dropped; the member is told (known only where the model is
     # loaded in this process: counting needs its tokenizer).
     pipe = registry.resident_pipeline(spec.name)
@@ -472,7 +507,28 @@ def build_request(  # noqa: C901
         **style,
         loras=loras,
         extra=extra,
+        references=references,
     )
+
+
+def reference_flags(prompt: str) -> list[tuple[str, str]]:
+    """The prompt's --sref / --cref / --oref values as (role, what the member wrote), for the bot to fetch."""
+    return list(parse_flags(prompt)[1].get("references", []))
+
+
+def _references(draft: RequestDraft, flags: dict[str, Any], spec: Any) -> tuple[tuple[str, str, float], ...]:
+    named = flags.get("references", [])
+    weights = {WEIGHT_FLAGS[f]: float(flags[f]) for f in WEIGHT_FLAGS if f in flags}
+    if not (named or draft.references or weights):
+        return ()
+    if getattr(spec, "ip_adapter", None) is None:
+        raise InvalidRequest(NOT_CONFIGURED)
+    images = list(draft.references)
+    if named and [role for role, _ in named] != [role for role, _ in images]:
+        # The bot fetches every named image before the request is built: reaching here is a bug, not the
+        # member's fault, but a clear refusal beats a job that renders without its references.
+        raise InvalidRequest("The reference images could not be read; please try again.")
+    return build_references(images, weights)
 
 
 def _style_flags(flags: dict[str, Any], steps: int, fam: Any, limits: Limits) -> tuple[int, dict[str, Any]]:

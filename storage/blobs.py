@@ -76,6 +76,13 @@ class BlobStore:
             _atomic_write(path, data)
         return key
 
+    def put_as(self, key: str, data: bytes) -> str:
+        """Store `data` under a key derived from something other than the bytes (a cache entry: e.g. an
+        image embedding keyed by image and encoder). The caller owns the key's meaning; read_verified does
+        not apply to such a blob."""
+        _atomic_write(self.path(key), data)
+        return key
+
     def path(self, key: str) -> Path:
         if not isinstance(key, str) or not _KEY.match(key):
             raise ValueError(f"not a blob key: {key!r}")

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiosqlite
 
 from storage.audit import AuditStore
+from storage.batches import BatchStore
 from storage.connection import Connection
 from storage.gallery import GalleryStore
 from storage.images import ImageStore
@@ -48,6 +49,7 @@ class Database:
         self.pauses = PauseStore(self.connection)
         self.audit = AuditStore(self.connection)
         self.stats = StatsStore(self.connection)
+        self.batches = BatchStore(self.connection)
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Database:

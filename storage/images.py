@@ -156,7 +156,8 @@ class ImageStore:
     async def referenced_blobs(self, deleted_before: float) -> set[str]:
         """Every blob key the database still needs: images not deleted (or deleted after
         `deleted_before`, still in their grace period), the grids of jobs that show such an image, and
-        every job's source image (a queued job's upload is referenced by its request alone)."""
+        every job's source image (a queued job's upload is referenced by its request alone) and reference
+        images (--sref ..., which its variations and upscales use again)."""
         rows = await self._db.fetchall(
             """SELECT blob FROM images WHERE deleted = 0 OR deleted_at IS NULL OR deleted_at > ?
                UNION
@@ -165,7 +166,10 @@ class ImageStore:
                    AND (i.deleted = 0 OR i.deleted_at IS NULL OR i.deleted_at > ?))
                UNION
                SELECT json_extract(request, '$.source') FROM jobs
-               WHERE json_extract(request, '$.source') IS NOT NULL""",
+               WHERE json_extract(request, '$.source') IS NOT NULL
+               UNION
+               SELECT json_extract(ref.value, '$[1]')
+               FROM jobs, json_each(jobs.request, '$.references') AS ref""",
             (deleted_before, deleted_before),
         )
         return {str(r[0]) for r in rows}

@@ -179,6 +179,33 @@ class JobStore:
             params.append(guild_id)
         return [job_from_row(r) for r in await self._db.fetchall(sql + " ORDER BY id", params)]
 
+    async def ancestors(self, job_id: int, *, limit: int = 20) -> list[JobRow]:
+        """The jobs `job_id` was made from, its parent first, at most `limit` of them."""
+        rows = await self._db.fetchall(
+            """WITH RECURSIVE up(id, depth) AS (
+                   SELECT parent_job_id, 1 FROM jobs WHERE id = ? AND parent_job_id IS NOT NULL
+                   UNION ALL
+                   SELECT jobs.parent_job_id, up.depth + 1 FROM jobs JOIN up ON jobs.id = up.id
+                   WHERE jobs.parent_job_id IS NOT NULL AND up.depth < ?)
+               SELECT jobs.* FROM up JOIN jobs ON jobs.id = up.id ORDER BY up.depth""",
+            (job_id, limit),
+        )
+        return [job_from_row(r) for r in rows]
+
+    async def descendants(self, job_id: int, *, max_depth: int = 10, limit: int = 200) -> list[JobRow]:
+        """Every job made from `job_id`, from those made from them, and so on (`max_depth` generations,
+        at most `limit` jobs), in id order; each row's parent_job_id places it in the tree."""
+        rows = await self._db.fetchall(
+            """WITH RECURSIVE down(id, depth) AS (
+                   SELECT id, 1 FROM jobs WHERE parent_job_id = ?
+                   UNION ALL
+                   SELECT jobs.id, down.depth + 1 FROM jobs JOIN down ON jobs.parent_job_id = down.id
+                   WHERE down.depth < ?)
+               SELECT jobs.* FROM down JOIN jobs ON jobs.id = down.id ORDER BY jobs.id LIMIT ?""",
+            (job_id, max_depth, limit),
+        )
+        return [job_from_row(r) for r in rows]
+
     async def list_undelivered(self) -> list[JobRow]:
         """Finished jobs whose result the bot has not yet delivered (e.g. it stopped mid-way)."""
         rows = await self._db.fetchall(

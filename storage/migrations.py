@@ -281,6 +281,23 @@ MIGRATIONS: list[str] = [
     UPDATE guild_settings SET data = json_remove(data, '$.queue_paused')
         WHERE json_extract(data, '$.queue_paused') IS NOT NULL;
     """,
+    # 7: a prompt that expands into many jobs waits here for its author's confirmation (the Confirm
+    # button names the row, so a restart in between loses nothing); `settled_at` makes a second click
+    # harmless. And an index for walking a job's children (/lineage).
+    """
+    CREATE TABLE pending_batches (
+        id         INTEGER PRIMARY KEY,
+        user_id    INTEGER NOT NULL,
+        guild_id   INTEGER,
+        channel_id INTEGER,
+        requests   TEXT    NOT NULL,
+        created_at REAL    NOT NULL,
+        settled_at REAL,
+        outcome    TEXT CHECK (outcome IN ('confirmed', 'cancelled'))
+    );
+    -- /lineage walks a job's children.
+    CREATE INDEX jobs_parent ON jobs(parent_job_id) WHERE parent_job_id IS NOT NULL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,6 +20,7 @@ from bot.policy import guild_config
 from bot.presenter import short_prompt
 from bot.reply import reply
 from bot.settings_keys import GUILD, LIMIT_KEYS, NSFW_MODES, GuildSettings
+from bot.wildcards import describe_lists, remove_list, server_wildcards, set_list
 from generation.charts import ChartData, merge_days, stats_chart_png
 from generation.errors import InvalidRequest
 from generation.loras import LORA
@@ -71,6 +72,7 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
     channels = app_commands.Group(name="channels", description="Where the bot may be used")
     queue = app_commands.Group(name="queue", description="The render queue")
     lora = app_commands.Group(name="lora", description="The LoRA and embedding library (every server's)")
+    wildcards = app_commands.Group(name="wildcards", description="Lists behind __name__ in prompts")
 
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
@@ -314,6 +316,29 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
     async def lora_list(self, interaction: AtelierInteraction) -> None:
         await audit(interaction, "lora.list")
         await reply(interaction, await library_text(interaction), ephemeral=True)
+
+    # -- wildcards (bot/wildcards.py) ----------------------------------------------------------
+    @wildcards.command(name="set", description="Create or replace a wildcard list")
+    @app_commands.describe(name="Its name: members write __name__", values="Entries separated by commas")
+    async def wildcards_set(self, interaction: AtelierInteraction, name: app_commands.Range[str, 1, 40],
+                            values: app_commands.Range[str, 1, 4000]) -> None:
+        db = interaction.client.services.db
+        saved, entries = await set_list(db, guild_id_of(interaction), name, values)
+        await audit(interaction, "wildcards.set", saved, {"entries": len(entries)})
+        await reply(interaction, f"Saved `__{saved}__` with {len(entries)} entries.", ephemeral=True)
+
+    @wildcards.command(name="remove", description="Delete a wildcard list")
+    async def wildcards_remove(self, interaction: AtelierInteraction,
+                               name: app_commands.Range[str, 1, 40]) -> None:
+        removed = await remove_list(interaction.client.services.db, guild_id_of(interaction), name)
+        await audit(interaction, "wildcards.remove", removed)
+        await reply(interaction, f"Removed `__{removed}__`.", ephemeral=True)
+
+    @wildcards.command(name="list", description="This server's wildcard lists")
+    async def wildcards_list(self, interaction: AtelierInteraction) -> None:
+        lists = await server_wildcards(interaction.client.services.db, guild_id_of(interaction))
+        await audit(interaction, "wildcards.list")
+        await reply(interaction, describe_lists(lists), ephemeral=True)
 
     # -- stats and audit -----------------------------------------------------------------------
     @app_commands.command(name="stats", description="Jobs, images, render time, failures and top users")

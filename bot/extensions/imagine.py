@@ -11,9 +11,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.attachments import start_from_upload
-from bot.defaults import model_choices, personal_draft
+from bot.defaults import model_choices, personal_draft, personal_prompt
+from bot.expansion import BatchButton, start_expanded
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
+from bot.references import ATTACHMENT, plan_references
+from bot.wildcards import server_wildcards
+from generation.errors import InvalidRequest
 from generation.request import Kind
 from generation.samplers import sampler_label
 from generation.validate import (
@@ -21,6 +25,8 @@ from generation.validate import (
     SAMPLER_NAMES,
     RequestDraft,
     build_request,
+    expand_prompt,
+    reference_flags,
 )
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,7 @@ class Imagine(commands.Cog):
         count="How many images (1-4)",
         image="A starting image (img2img)",
         strength="How much to change the starting image (0-1)",
+        reference="A style reference image (as --sref; or name it: --cref attachment / --oref attachment)",
     )
     @app_commands.choices(
         aspect=[app_commands.Choice(name=a, value=a) for a in ASPECTS],
@@ -57,20 +64,40 @@ class Imagine(commands.Cog):
                       aspect: str | None = None, seed: int | None = None, steps: int | None = None,
                       guidance: float | None = None, sampler: str | None = None, model: str | None = None,
                       count: int | None = None, image: discord.Attachment | None = None,
-                      strength: float | None = None) -> None:
+                      strength: float | None = None, reference: discord.Attachment | None = None) -> None:
         services = interaction.client.services
-        draft = RequestDraft(prompt=prompt, negative=negative, aspect=aspect, seed=seed, steps=steps,
-                             guidance=guidance, sampler=sampler, model=model, count=count, strength=strength)
+        # Permutations and --repeat: one prompt may make several jobs (bot/expansion.py).
+        prompts = expand_prompt(await personal_prompt(interaction, prompt))
+        if image is not None and len(prompts) > 1:
+            raise InvalidRequest("Permutations and `--repeat` make several jobs from a prompt alone; "
+                                 "leave out the image.")
+        drafts = []
+        for text in prompts:
+            # Each expanded prompt names its own references (`--sref {a, b}` permutes them too).
+            draft = RequestDraft(prompt=text, negative=negative, aspect=aspect, seed=seed, steps=steps,
+                                 guidance=guidance, sampler=sampler, model=model, count=count,
+                                 strength=strength)
+            if reference is not None or reference_flags(text):
+                attached = {ATTACHMENT: reference} if reference else {}
+                draft = await plan_references(interaction, draft, attached)
+            drafts.append(draft)
         if image is not None:
-            await start_from_upload(interaction, draft, image)
+            await start_from_upload(interaction, drafts[0], image)
             return
-        draft = await personal_draft(interaction, draft)
-        if draft.count is None and draft.kind == Kind.TXT2IMG:
-            # Like Midjourney: a 2x2 grid unless the member (options, flags, /settings) chose otherwise.
-            draft = dataclasses.replace(draft, count=DEFAULT_GRID)
-        request = build_request(draft, services.registry)
-        await start_job(interaction, request)
+        lists = await server_wildcards(services.db, interaction.guild_id)
+        requests = []
+        for draft in drafts:
+            draft = await personal_draft(interaction, draft)
+            if draft.count is None and draft.kind == Kind.TXT2IMG:
+                # Like Midjourney: a 2x2 grid unless the member (options, flags, /settings) chose otherwise.
+                draft = dataclasses.replace(draft, count=DEFAULT_GRID)
+            requests.append(build_request(draft, services.registry, wildcards=lists))
+        if len(requests) == 1:
+            await start_job(interaction, requests[0])
+        else:
+            await start_expanded(interaction, requests)
 
 
 async def setup(bot: commands.Bot) -> None:
+    bot.add_dynamic_items(BatchButton)
     await bot.add_cog(Imagine(bot))

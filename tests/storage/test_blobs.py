@@ -88,7 +88,7 @@ async def test_sweep_removes_only_old_orphans_and_keeps_what_the_database_refere
     async with await Database.open(tmp_path / "atelier.db") as db:
         keys = {name: store.put(_png((i * 20, 0, 0), (8, 8))) for i, name in enumerate([
             "orphan", "young_orphan", "image", "deleted_long_ago", "deleted_just_now", "grid", "dead_grid",
-            "queued_source", "refused_upload"])}
+            "queued_source", "refused_upload", "reference"])}
         for key in keys.values():
             _age(store, key, 30)
         _age(store, keys["young_orphan"], 1)  # a job may be about to reference it
@@ -109,6 +109,9 @@ async def test_sweep_removes_only_old_orphans_and_keeps_what_the_database_refere
                                grid_blob=keys["dead_grid"])
         # A queued img2img job: its upload is referenced by nothing but the request JSON.
         await db.jobs.create(user_id=1, kind="img2img", request=job(keys["queued_source"]), batch_key="k")
+        # A job's reference image (--sref): its variations need it again, long after the job ran.
+        await db.jobs.create(user_id=1, kind="txt2img", batch_key="k",
+                             request={**job(), "references": [["style", keys["reference"], 1.0]]})
         [just_now] = [r for r in await db.images.for_job(shown.id) if r.blob == keys["deleted_just_now"]]
         assert await db.images.set_deleted(just_now.id)
         assert await db.images.delete_job_images(gone.id) == 1
@@ -123,7 +126,7 @@ async def test_sweep_removes_only_old_orphans_and_keeps_what_the_database_refere
         result = store.sweep(await db.images.referenced_blobs(deleted_before=cutoff), cutoff)
 
     left = {name for name, key in keys.items() if store.exists(key)}
-    assert left == {"young_orphan", "image", "deleted_just_now", "grid", "queued_source"}
+    assert left == {"young_orphan", "image", "deleted_just_now", "grid", "queued_source", "reference"}
     assert result.removed == 4 + 1 + 1  # four blobs, the orphan's thumbnail, the temp file
     assert not stale_tmp.exists()
     thumbs = {p.stem for p in (store.root / "thumbs").rglob("*.jpg")}
