@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # The LoRA library (`.safetensors` files, optionally in family subfolders: sd15/, sdxl/, ...);
     # None: <data dir>/loras.
     lora_dir: Path | None = Field(default=None, validation_alias="ATELIER_LORA_DIR")
+    # /describe's captioning model: a BLIP or Florence-2 hub id or folder (transformers), or `tiny` /
+    # `tiny-florence` (random offline BLIP / Florence-2, for tests and trying it out). Unset: /describe says
+    # it is not configured.
+    caption_model: str | None = Field(default=None, validation_alias="ATELIER_CAPTION_MODEL")
     max_batch: int = Field(default=4, ge=1, le=16, validation_alias="ATELIER_MAX_BATCH")
     queue_max_per_user: int = Field(default=5, ge=1, validation_alias="ATELIER_QUEUE_MAX_PER_USER")
     queue_max_total: int = Field(default=200, ge=1, validation_alias="ATELIER_QUEUE_MAX_TOTAL")
@@ -74,6 +78,16 @@ class Settings(BaseSettings):
     broker_prefix: str = Field(default="atelier", validation_alias="ATELIER_BROKER_PREFIX")
     # host:port for Prometheus metrics; unset serves none.
     metrics_addr: str | None = Field(default=None, validation_alias="ATELIER_METRICS_ADDR")
+    # The web gallery (web/): host:port to serve it on, inside `atelier run`; unset serves none.
+    web_addr: str | None = Field(default=None, validation_alias="ATELIER_WEB_ADDR")
+    # Where members reach it (behind a proxy, the outside address): the OAuth2 redirect and cookies use it.
+    public_url: str | None = Field(default=None, validation_alias="ATELIER_PUBLIC_URL")
+    # Discord OAuth2 client: the id defaults to the application's own; the secret is a secret.
+    oauth_client_id: int | None = Field(default=None, validation_alias="ATELIER_OAUTH_CLIENT_ID")
+    oauth_client_secret: SecretStr | None = Field(default=None,
+                                                  validation_alias="ATELIER_OAUTH_CLIENT_SECRET")
+    # Signs session cookies; unset, a random key is made once and kept in <data dir>/web-session.key.
+    web_secret: SecretStr | None = Field(default=None, validation_alias="ATELIER_WEB_SECRET")
 
     def model_sources(self) -> list[tuple[str, str]]:
         """Configured (name, source) pairs, default first."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import Settings
+from generation.caption import Captioner
 from generation.engine import Engine
 from generation.models import ModelCatalog, ModelRegistry
 from generation.scheduler import Scheduler
@@ -81,6 +82,8 @@ class Services:
     lock: ProcessLock
     # ATELIER_BROKER_URL: renders happen in `atelier worker` processes; their announcements are the catalog.
     remote: RemoteBackend | None = None
+    # ATELIER_CAPTION_MODEL: /describe's model, loaded on first use (None: /describe is not configured).
+    captioner: Captioner | None = None
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -92,6 +95,13 @@ class Services:
 
     @classmethod
     async def open(cls, settings: Settings, *, engine: Engine | None = None) -> Services:
+        services = await cls._open_locked(settings, engine=engine)
+        if settings.caption_model:
+            services.captioner = Captioner(settings.caption_model, settings.data_dir, device=settings.device)
+        return services
+
+    @classmethod
+    async def _open_locked(cls, settings: Settings, *, engine: Engine | None = None) -> Services:
         data_dir = settings.data_dir
         try:
             sources = settings.model_sources()
