@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo generate test lint gpu-check clean
+.PHONY: setup browser demo generate test lint gpu-check clean
 
 # The CPU torch wheel goes in first (it lies on disk here), so the range in pyproject.toml is
 # already satisfied and pip never downloads a CUDA build. GPU users install their own torch.
@@ -15,7 +15,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The web gallery's browser test drives Debian's chromium (Playwright with the system executable: no
+# browser download). Installed only when missing, and only as root (CI); elsewhere the test says it skipped.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "no /usr/bin/chromium: 'sudo apt-get install chromium' for the browser test"; \
+		fi; \
+	fi
 
 # The main job on the embedded defaults: SQLite, in-process queue, tiny model.
 demo: $(STAMP)

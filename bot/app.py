@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import secrets
 import signal
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -33,6 +37,7 @@ class App:
         self.services: Services | None = None
         self.bot: AtelierBot | None = None
         self._task: asyncio.Task[None] | None = None
+        self._web: Any = None  # the web gallery's aiohttp runner, when ATELIER_WEB_ADDR is set
 
     async def start(self) -> None:
         """Open the services and log in. On any failure everything opened so far is closed again (the
@@ -55,6 +60,30 @@ class App:
             await self.stop()
             raise
         self._task = asyncio.create_task(self.bot.connect(reconnect=True), name="atelier-gateway")
+        if self.settings.web_addr:
+            try:
+                await self._start_web(services)
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def _start_web(self, services: Services) -> None:
+        """The web gallery, in this process on this database (after login: its OAuth2 client id defaults
+        to the application's id, which login learns)."""
+        from web.server import start_web
+
+        assert self.bot is not None
+        config = web_config(self.settings, self.bot.application_id, services.registry.names())
+        bot = self.bot
+
+        def bot_guilds() -> set[int] | None:
+            return {g.id for g in bot.guilds} if bot.is_ready() else None
+
+        try:
+            self._web = await start_web(config, services.db, services.blobs, self.settings.web_addr or "",
+                                        bot_guilds)
+        except OSError as exc:
+            raise StartupFailed(f"cannot serve the web gallery on {self.settings.web_addr}: {exc}") from None
 
     async def _reach_gateway(self) -> None:
         """Open and close one socket to the gateway before discord.py's connect loop takes over.
@@ -79,8 +108,10 @@ class App:
     async def stop(self) -> None:
         """Idempotent: close the client, then the scheduler (running job finishes or is requeued), then
         the database."""
-        bot, task, services = self.bot, self._task, self.services
-        self.bot = self._task = self.services = None
+        bot, task, services, web = self.bot, self._task, self.services, self._web
+        self.bot = self._task = self.services = self._web = None
+        if web is not None:
+            await web.cleanup()
         if bot is not None:
             await bot.close()
         if task is not None:
@@ -96,6 +127,39 @@ class App:
     @property
     def gateway_task(self) -> asyncio.Task[None] | None:
         return self._task
+
+
+def web_config(settings: Settings, application_id: int | None, models: Sequence[str]) -> Any:
+    """The web gallery's settings: OAuth2 against the same Discord the bot talks to (DESIGN §3)."""
+    from web.config import DISCORD_API, WebConfig
+
+    if settings.oauth_client_secret is None or not settings.oauth_client_secret.get_secret_value():
+        raise StartupFailed("ATELIER_WEB_ADDR is set but ATELIER_OAUTH_CLIENT_SECRET is not "
+                            "(the OAuth2 secret of the bot's Discord application)")
+    client_id = settings.oauth_client_id or application_id
+    if client_id is None:
+        raise StartupFailed("set ATELIER_OAUTH_CLIENT_ID (the application id could not be read)")
+    return WebConfig(
+        public_url=(settings.public_url or f"http://{settings.web_addr}").rstrip("/"),
+        client_id=str(client_id), client_secret=settings.oauth_client_secret.get_secret_value(),
+        secret_key=session_key(settings), api_base=settings.discord_api_base or DISCORD_API,
+        models=tuple(models))
+
+
+def session_key(settings: Settings) -> bytes:
+    """ATELIER_WEB_SECRET, or a random key made once and kept (owner-only) in the data dir, so sessions
+    outlive a restart."""
+    if settings.web_secret is not None and settings.web_secret.get_secret_value():
+        return settings.web_secret.get_secret_value().encode()
+    path = Path(settings.data_dir) / "web-session.key"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        key = secrets.token_bytes(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex())
+        return key
 
 
 def discord_failure(exc: BaseException) -> StartupFailed | None:
@@ -114,10 +178,38 @@ def discord_failure(exc: BaseException) -> StartupFailed | None:
     return None
 
 
+def torch_threads(settings: Settings, cpu_count: int | None = None) -> int | None:
+    """The intra-op threads torch should use in `atelier run`, or None to leave torch's default.
+
+    On CPU torch takes every core, and the render then competes with the event loop (acks, uploads,
+    progress) and the PNG encoders: one core is left to them. On a GPU torch's threads barely matter, and
+    with remote workers this process renders nothing."""
+    if settings.torch_threads is not None:
+        return settings.torch_threads
+    if settings.broker_url is not None:
+        return None
+    from generation.models import pick_device
+
+    if pick_device(settings.device) != "cpu":
+        return None
+    return max(1, (cpu_count if cpu_count is not None else os.cpu_count() or 1) - 1)
+
+
+def apply_torch_threads(settings: Settings) -> None:
+    threads = torch_threads(settings)
+    if threads is None:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+    log.info("torch uses %d threads (ATELIER_TORCH_THREADS)", threads)
+
+
 def run_bot(settings: Settings) -> int:
     """Serve until SIGINT / SIGTERM (exit 0). A start that fails, or a gateway connection that ends on
     its own, raises StartupFailed: the process must exit non-zero so its supervisor restarts it."""
     settings.token()  # fail fast, with a clear message, before loading a model
+    apply_torch_threads(settings)  # before the model loads; not in tests, which build App themselves
 
     async def main() -> None:
         app = App(settings)

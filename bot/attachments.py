@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import secrets
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,34 @@ MAX_SOURCE_BYTES = 10 * 1024 * 1024
 TOO_MANY_BYTES = f"That image is too large ({MAX_SOURCE_BYTES // 2**20} MB at most)."
 # Stands in for the blob key while the checks run on the request before the download.
 _PENDING = "pending-upload"
+_IMAGE_NAME = re.compile(r"\.(png|jpe?g|webp|gif|bmp)$", re.I)
+
+
+def image_attachment(message: discord.Message) -> discord.Attachment | None:
+    """A message's first image attachment (the message menus start from it)."""
+    for attachment in message.attachments:
+        if (attachment.content_type or "").startswith("image/") or _IMAGE_NAME.search(attachment.filename):
+            return attachment
+    return None
+
+
+def check_declared(attachment: discord.Attachment) -> None:
+    """What Discord tells us about the file, before a byte is downloaded."""
+    if attachment.size > MAX_SOURCE_BYTES:
+        raise InvalidRequest(TOO_MANY_BYTES)
+    if attachment.content_type and not attachment.content_type.startswith("image/"):
+        raise InvalidRequest("The attachment must be an image (PNG, JPEG or WebP).")
+
+
+async def fetch(attachment: discord.Attachment) -> bytes:
+    """The attachment's bytes, refused when Discord's declared size was wrong."""
+    try:
+        data = await attachment.read()
+    except discord.HTTPException as exc:  # an expired or deleted attachment URL
+        raise InvalidRequest("I could not fetch that image from Discord; please attach it again.") from exc
+    if len(data) > MAX_SOURCE_BYTES:  # the declared size was wrong
+        raise InvalidRequest(TOO_MANY_BYTES)
+    return data
 
 
 def declared_size(attachment: discord.Attachment) -> tuple[int, int]:
@@ -54,10 +83,7 @@ async def start_from_upload(interaction: AtelierInteraction, draft: RequestDraft
     """Check, fetch, store and queue an img2img job from `attachment`; returns the job id."""
     services = interaction.client.services
     # 1. What Discord tells us about the file.
-    if attachment.size > MAX_SOURCE_BYTES:
-        raise InvalidRequest(TOO_MANY_BYTES)
-    if attachment.content_type and not attachment.content_type.startswith("image/"):
-        raise InvalidRequest("The attachment must be an image (PNG, JPEG or WebP).")
+    check_declared(attachment)
     # 2. Who, where, what and how much, on the request as it will be: refused before any download.
     draft = dataclasses.replace(draft, kind=Kind.IMG2IMG, source=_PENDING)
     draft = await personal_draft(interaction, draft)
@@ -68,12 +94,7 @@ async def start_from_upload(interaction: AtelierInteraction, draft: RequestDraft
     planned = build_request(draft, services.registry, source_size=declared_size(attachment), wildcards=lists)
     await check_request(services, interaction, planned)
     # 3. Download; header check, bounded decode and downscale to the model's own limit, off the loop.
-    try:
-        data = await attachment.read()
-    except discord.HTTPException as exc:  # an expired or deleted attachment URL
-        raise InvalidRequest("I could not fetch that image from Discord; please attach it again.") from exc
-    if len(data) > MAX_SOURCE_BYTES:  # the declared size was wrong
-        raise InvalidRequest(TOO_MANY_BYTES)
+    data = await fetch(attachment)
     fit_to = max_pixels(services.registry.spec(planned.model).family)
     key, size = await asyncio.to_thread(store_upload, services.blobs, data, fit_to)
     # 4. The real request from the stored image; start_job checks it again (a ban may have landed

@@ -39,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="the sandbox Discord server and the bot, side by side, offline")
     demo.add_argument("--port", type=int, default=0)
     demo.add_argument("--serve", action="store_true",
-                      help="after the scripted run, keep the sandbox and the bot running (Ctrl-C stops)")
+                      help="after the scripted run, keep the sandbox and the bot running, with the sandbox's "
+                           "channel page and the web gallery to use in a browser (Ctrl-C stops)")
+    demo.add_argument("--web-port", type=int, default=0,
+                      help="the web gallery's port with --serve (default: a free one)")
     demo.add_argument("--out", default="out/demo")
 
     tiny = sub.add_parser("tiny-model", help="write the tiny offline model to DIR")

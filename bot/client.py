@@ -14,6 +14,7 @@ from discord.ext import commands
 from bot import buttons, logsafe
 from bot.delivery import Delivery
 from bot.errors import report_error
+from bot.looplag import LoopLag
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ EXTENSIONS = (
     "bot.extensions.imagine", "bot.extensions.jobs", "bot.extensions.gallery", "bot.extensions.settings",
     "bot.extensions.admin", "bot.extensions.imagine_from_image", "bot.extensions.blend",
     "bot.extensions.style_reference", "bot.extensions.lineage", "bot.extensions.shorten",
+    "bot.extensions.describe", "bot.extensions.styles", "bot.extensions.personalize",
 )
 
 
@@ -44,6 +46,7 @@ class AtelierBot(commands.Bot):
             **options,
         )
         self.services = services
+        self.loop_lag = LoopLag()
         self.delivery = Delivery(self)
         self.tree.error(self.on_tree_error)
 
@@ -52,10 +55,12 @@ class AtelierBot(commands.Bot):
         for name in EXTENSIONS:
             await self.load_extension(name)
         await self.sync_commands()
+        self.loop_lag.start()
         await self.delivery.start()
 
     async def close(self) -> None:
         await self.delivery.stop()
+        await self.loop_lag.stop()
         await super().close()
 
     async def on_tree_error(self, interaction: discord.Interaction[Any],

@@ -38,9 +38,13 @@ class Settings(BaseSettings):
     offload: Literal["none", "model", "sequential"] = Field(
         default="none", validation_alias="ATELIER_OFFLOAD"
     )
-    # Least seconds between two live previews of a render: each one syncs the GPU, and Discord shows about
-    # one edit per 1.5 s anyway. 0 previews every step.
-    preview_interval: float = Field(default=1.0, ge=0.0, validation_alias="ATELIER_PREVIEW_INTERVAL")
+    # Least seconds between two live previews of a render: each one syncs the GPU, and the bot edits a job's
+    # message at most once per 1.5 s (bot.delivery.EDIT_INTERVAL_S): more would be made and never shown.
+    # 0 previews every step.
+    preview_interval: float = Field(default=1.5, ge=0.0, validation_alias="ATELIER_PREVIEW_INTERVAL")
+    # torch's intra-op threads in this process; unset: all cores but one on CPU (at least 1), so the event
+    # loop, uploads and PNG encoding keep a core while a render runs; torch's own default elsewhere.
+    torch_threads: int | None = Field(default=None, ge=1, validation_alias="ATELIER_TORCH_THREADS")
     max_loaded_models: int = Field(default=2, ge=1, validation_alias="ATELIER_MAX_LOADED_MODELS")
     # The tiny model's stand-in NSFW checker flags an image when this share of its pixels is skin-toned
     # (real models bring their own checker). 0 flags everything: useful to see the NSFW path offline.
@@ -53,6 +57,10 @@ class Settings(BaseSettings):
     # The LoRA library (`.safetensors` files, optionally in family subfolders: sd15/, sdxl/, ...);
     # None: <data dir>/loras.
     lora_dir: Path | None = Field(default=None, validation_alias="ATELIER_LORA_DIR")
+    # /describe's captioning model: a BLIP or Florence-2 hub id or folder (transformers), or `tiny` /
+    # `tiny-florence` (random offline BLIP / Florence-2, for tests and trying it out). Unset: /describe says
+    # it is not configured.
+    caption_model: str | None = Field(default=None, validation_alias="ATELIER_CAPTION_MODEL")
     max_batch: int = Field(default=4, ge=1, le=16, validation_alias="ATELIER_MAX_BATCH")
     queue_max_per_user: int = Field(default=5, ge=1, validation_alias="ATELIER_QUEUE_MAX_PER_USER")
     queue_max_total: int = Field(default=200, ge=1, validation_alias="ATELIER_QUEUE_MAX_TOTAL")
@@ -70,6 +78,16 @@ class Settings(BaseSettings):
     broker_prefix: str = Field(default="atelier", validation_alias="ATELIER_BROKER_PREFIX")
     # host:port for Prometheus metrics; unset serves none.
     metrics_addr: str | None = Field(default=None, validation_alias="ATELIER_METRICS_ADDR")
+    # The web gallery (web/): host:port to serve it on, inside `atelier run`; unset serves none.
+    web_addr: str | None = Field(default=None, validation_alias="ATELIER_WEB_ADDR")
+    # Where members reach it (behind a proxy, the outside address): the OAuth2 redirect and cookies use it.
+    public_url: str | None = Field(default=None, validation_alias="ATELIER_PUBLIC_URL")
+    # Discord OAuth2 client: the id defaults to the application's own; the secret is a secret.
+    oauth_client_id: int | None = Field(default=None, validation_alias="ATELIER_OAUTH_CLIENT_ID")
+    oauth_client_secret: SecretStr | None = Field(default=None,
+                                                  validation_alias="ATELIER_OAUTH_CLIENT_SECRET")
+    # Signs session cookies; unset, a random key is made once and kept in <data dir>/web-session.key.
+    web_secret: SecretStr | None = Field(default=None, validation_alias="ATELIER_WEB_SECRET")
 
     def model_sources(self) -> list[tuple[str, str]]:
         """Configured (name, source) pairs, default first."""

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from discord import app_commands
 
+from bot.personal import expand_personal
 from bot.settings_keys import MEMBER, MemberSettings
+from bot.styles import expand_style
 from generation.errors import InvalidRequest
 from generation.preferences import apply_preferences
 from generation.request import Kind
@@ -60,6 +62,9 @@ def apply_personal_defaults(draft: RequestDraft, member: MemberSettings,
 
 async def personal_draft(interaction: AtelierInteraction, draft: RequestDraft) -> RequestDraft:
     """The draft with the interacting member's defaults applied (the one call /imagine makes)."""
+    # The server style and the personal style (--p) first (paths that skip personal_prompt): their
+    # suffixes and LoRAs become part of the prompt the defaults then read.
+    draft = await expand_personal(interaction, await expand_style(interaction, draft))
     return apply_personal_defaults(draft, await member_settings(interaction),
                                    interaction.client.services.registry)
 
@@ -67,7 +72,11 @@ async def personal_draft(interaction: AtelierInteraction, draft: RequestDraft) -
 async def personal_prompt(interaction: AtelierInteraction, prompt: str) -> str:
     """The prompt with the member's /prefer options expanded and suffix added (before permutations)."""
     member = await member_settings(interaction)
-    return apply_preferences(prompt, member.options, member.suffix)
+    prompt = apply_preferences(prompt, member.options, member.suffix)
+    # Then the server style and the personal style (--p, which a /prefer suffix may name), before anything
+    # parses the prompt's flags (references, permutations): they add `--lora`, and are no flags themselves.
+    draft = await expand_personal(interaction, await expand_style(interaction, RequestDraft(prompt=prompt)))
+    return draft.prompt
 
 
 async def model_choices(interaction: AtelierInteraction, current: str) -> list[app_commands.Choice[str]]:

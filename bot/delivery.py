@@ -19,7 +19,17 @@ import discord
 
 from bot import presenter, results
 from bot.jobflow import token_alive
-from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobQueued, JobStarted
+from bot.policy import nsfw_presentation
+from generation.events import (
+    JobCancelled,
+    JobDone,
+    JobEvent,
+    JobFailed,
+    JobProgress,
+    JobQueued,
+    JobRendered,
+    JobStarted,
+)
 from generation.request import RenderRequest
 
 if TYPE_CHECKING:
@@ -113,6 +123,15 @@ class Delivery:
                 if isinstance(event, JobDone | JobFailed | JobCancelled):
                     await self._safely(self.deliver, job_id)
                     return
+                if isinstance(event, JobRendered):
+                    # Not throttled: the member is waiting for exactly this; any held progress is stale.
+                    pending = None
+                    await self._safely(self._show_rendered, job_id, event)
+                    continue
+                if isinstance(event, JobProgress) and event.step >= event.total:
+                    # The render's last step: its grid follows at once (JobRendered), and an edit sent
+                    # now would only make that one wait for it.
+                    continue
                 if time.monotonic() - self._last_edit.get(job_id, 0.0) < EDIT_INTERVAL_S:
                     pending = event
                     continue
@@ -165,6 +184,26 @@ class Delivery:
         self._last_edit[job_id] = time.monotonic()
         await self._edit_existing(job, shown)
 
+    async def _show_rendered(self, job_id: int, event: JobRendered) -> None:
+        """The grid as soon as the render ends: the fast JPEG, edited into the job's message. Nothing is
+        written here (the job is not done until its files are stored); a message that cannot be edited
+        now simply waits for the final delivery."""
+        job = await self.bot.services.db.jobs.get(job_id)
+        if job is None or job.finished or job.message_id is None:
+            return
+        if job.interaction_token is not None and not token_alive(job.token_expires_at):
+            return
+        request = RenderRequest.from_json(job.request)
+        # The policy reads the guild's settings only when the image or the prompt is NSFW.
+        channel = self.bot.get_channel(job.channel_id) if job.channel_id else None
+        age_restricted = bool(channel is not None and getattr(channel, "is_nsfw", lambda: False)())
+        how = await nsfw_presentation(self.bot.services, job.guild_id, age_restricted, request, event.nsfw)
+        if how == "block":
+            return  # the final delivery says it is hidden
+        shown = presenter.rendered(job_id, request, job.user_id, event.grid, spoiler=how == "spoiler")
+        self._last_edit[job_id] = time.monotonic()
+        await self._edit_existing(job, shown)
+
     # -- final delivery --------------------------------------------------------------------------
     async def deliver(self, job_id: int) -> None:
         """Show a finished job's final state and mark it delivered (once)."""
@@ -190,7 +229,8 @@ class Delivery:
                                  job_id, biggest)
                         shown = await results.final_message(self.bot, job, upload_limit=biggest // 2)
                 await db.jobs.mark_delivered(job_id)
-                log.info("job %s delivered (%s)", job_id, job.status)
+                log.info("job %s delivered (%s); max event-loop lag since the previous delivery %.1f ms",
+                         job_id, job.status, self.bot.loop_lag.take_max() * 1000)
             finally:
                 self._deliver_lock.pop(job_id, None)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,12 @@ from bot.app import App
 from bot.config import Settings
 
 log = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -40,6 +47,12 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
         "discord_gateway_url": sandbox.gateway_url,
         "dev_guild_id": sandbox.guild.id,
     })
+    if args.serve:  # the web gallery too, logged in through the sandbox's OAuth2
+        web_addr = f"127.0.0.1:{args.web_port or free_port()}"
+        settings = settings.model_copy(update={
+            "web_addr": web_addr, "public_url": f"http://{web_addr}",
+            "oauth_client_secret": SecretStr(sandbox.oauth.client_secret),
+        })
     app = App(settings, guild_ready_timeout=0.5)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, before anything runs)
@@ -80,6 +93,8 @@ async def _demo(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{label}: {message.content.splitlines()[0]}")
         print(f"images written to {out}/")
         if args.serve:
+            print(f"open {sandbox.base_url}/client to run /imagine and click buttons in a browser")
+            print(f"open {settings.public_url} for the web gallery (log in as any sandbox member)")
             print(f"serving; bot token {sandbox.bot_token!r}; Ctrl-C stops")
             await app.run_forever()
     finally:

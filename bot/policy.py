@@ -192,7 +192,13 @@ async def nsfw_presentation(services: Services, guild_id: int | None, channel_ag
     """How a finished image is shown under the guild's NSFW policy. `flagged` is the safety checker's
     verdict for the image (False when the model has none: then the prompt decides). In a DM the
     operator's rule applies: NSFW is blocked."""
-    nsfw = flagged or is_nsfw_prompt(request.prompt)
+    return await nsfw_image_presentation(services, guild_id, channel_age_restricted,
+                                         flagged or is_nsfw_prompt(request.prompt))
+
+
+async def nsfw_image_presentation(services: Services, guild_id: int | None, channel_age_restricted: bool,
+                                  nsfw: bool) -> Literal["show", "spoiler", "block"]:
+    """How an image judged `nsfw` (a render, or a member's upload shown back by /describe) is shown."""
     if not nsfw:
         return "show"
     if guild_id is None:

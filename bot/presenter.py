@@ -132,6 +132,18 @@ def result(job_id: int, request: RenderRequest, user_id: int, image: bytes, view
     )
 
 
+def rendered(job_id: int, request: RenderRequest, user_id: int, jpeg: bytes, *,
+             spoiler: bool = False) -> Shown:
+    """The grid the moment the render ends (JPEG), without buttons: they come with the final message,
+    once the lossless files they work on are stored."""
+    name = f"{'SPOILER_' if spoiler else ''}atelier_{job_id}.jpg"
+    return Shown(
+        f"{headline(request, user_id)} · job `{job_id}` · seed {request.seeds[0]} (saving)"
+        f"{notes_line(request)}",
+        [(name, jpeg)],
+    )
+
+
 def blocked(job_id: int, request: RenderRequest, user_id: int) -> Shown:
     return Shown(f"{headline(request, user_id)} · job `{job_id}` (hidden: this server does not allow "
                  "NSFW images in this channel)")

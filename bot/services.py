@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import Settings
+from generation.caption import Captioner
 from generation.engine import Engine
+from generation.metrics import parse_addr
 from generation.models import ModelCatalog, ModelRegistry
 from generation.scheduler import Scheduler
 from storage.blobs import BlobStore, SweepResult
@@ -21,7 +23,9 @@ from storage.db import Database
 from storage.lock import ProcessLock
 
 if TYPE_CHECKING:
+    from generation.metrics import Metrics
     from generation.remote.dispatcher import RemoteBackend
+    from generation.remote.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -55,20 +59,38 @@ def open_registry(settings: Settings, sources: list[tuple[str, str]], device: st
                          lora_dir=settings.lora_dir)
 
 
-async def _open_remote(settings: Settings) -> RemoteBackend:
-    """The broker connection of remote mode; a broker that refuses us is a one-line StartupFailed."""
+async def _open_remote(settings: Settings, db: Database, blobs: BlobStore
+                       ) -> tuple[Scheduler, RemoteBackend, Watchdog]:
+    """Remote mode's scheduler, broker connection and watchdog. Jobs a worker may still be rendering are
+    adopted before the connection delivers their events. A broker that refuses us is a one-line
+    StartupFailed; one that is down is connected to in the background."""
     from generation.remote.broker import BrokerRefused
     from generation.remote.dispatcher import RemoteBackend
+    from generation.remote.watchdog import Watchdog
     from generation.remote.wire import Subjects, WireError
 
     assert settings.broker_url is not None
     try:
         backend = RemoteBackend(settings.broker_url.get_secret_value(), Subjects(settings.broker_prefix),
-                            settings.lora_dir or settings.data_dir / "loras")
-        await backend.start()
-    except (BrokerRefused, WireError) as exc:
+                                settings.lora_dir or settings.data_dir / "loras",
+                                remembered=settings.data_dir / "remote-models.json")
+    except WireError as exc:
         raise StartupFailed(str(exc)) from None
-    return backend
+    scheduler = Scheduler(db, None, blobs, max_batch=settings.max_batch,
+                          max_queued_per_user=settings.queue_max_per_user,
+                          max_queued_total=settings.queue_max_total, runner=backend.runner(db, blobs))
+    watchdog = Watchdog(backend, db, lease_owner=scheduler.lease_owner, readmit=scheduler.readmit)
+    # Before the scheduler's recovery, which would count every running job as abandoned.
+    await watchdog.adopt()
+    try:
+        await backend.start()
+    except BaseException as exc:
+        await watchdog.stop()
+        await backend.close()
+        if isinstance(exc, BrokerRefused):
+            raise StartupFailed(str(exc)) from None
+        raise
+    return scheduler, backend, watchdog
 
 
 @dataclass
@@ -81,6 +103,12 @@ class Services:
     lock: ProcessLock
     # ATELIER_BROKER_URL: renders happen in `atelier worker` processes; their announcements are the catalog.
     remote: RemoteBackend | None = None
+    # ATELIER_CAPTION_MODEL: /describe's model, loaded on first use (None: /describe is not configured).
+    captioner: Captioner | None = None
+    # Remote mode: requeues running jobs that no worker has and the broker lost; adopts them at start.
+    watchdog: Watchdog | None = None
+    # ATELIER_METRICS_ADDR: the Prometheus exporter.
+    metrics: Metrics | None = field(default=None, init=False, repr=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -92,9 +120,18 @@ class Services:
 
     @classmethod
     async def open(cls, settings: Settings, *, engine: Engine | None = None) -> Services:
+        services = await cls._open_locked(settings, engine=engine)
+        if settings.caption_model:
+            services.captioner = Captioner(settings.caption_model, settings.data_dir, device=settings.device)
+        return services
+
+    @classmethod
+    async def _open_locked(cls, settings: Settings, *, engine: Engine | None = None) -> Services:
         data_dir = settings.data_dir
         try:
             sources = settings.model_sources()
+            if settings.metrics_addr:
+                parse_addr(settings.metrics_addr)
         except ValueError as exc:
             raise StartupFailed(str(exc)) from None
         try:
@@ -125,16 +162,8 @@ class Services:
             except OSError as exc:
                 raise _unusable(data_dir, exc) from None
             if settings.broker_url is not None and engine is None:
-                remote = await _open_remote(settings)
-                try:
-                    scheduler = Scheduler(db, None, blobs, max_batch=settings.max_batch,
-                                          max_queued_per_user=settings.queue_max_per_user,
-                                          max_queued_total=settings.queue_max_total,
-                                          runner=remote.runner(db, blobs))
-                except BaseException:
-                    await remote.close()
-                    raise
-                return cls(settings, db, blobs, None, scheduler, lock, remote)
+                scheduler, remote, watchdog = await _open_remote(settings, db, blobs)
+                return cls(settings, db, blobs, None, scheduler, lock, remote, watchdog=watchdog)
             if engine is None:
                 try:
                     registry = open_registry(settings, sources)
@@ -158,12 +187,29 @@ class Services:
         """Start the scheduler; if that fails, everything opened is closed (lock released) before raising."""
         try:
             await self.scheduler.start()
+            if self.watchdog is not None:
+                self.watchdog.start()
+            if self.settings.metrics_addr:
+                self._start_metrics(self.settings.metrics_addr)
         except BaseException as exc:
             await self.close()
             if isinstance(exc, sqlite3.Error):  # e.g. another process holding the database locked
                 raise StartupFailed(f"the job queue could not be read from {self.db.path}: {exc}") from None
             raise
         self._sweeper = asyncio.create_task(self._sweep_blobs(), name="atelier-blob-sweep")
+
+    def _start_metrics(self, addr: str) -> None:
+        from generation.metrics import Metrics
+
+        metrics = Metrics()
+        try:
+            metrics.serve(addr)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise StartupFailed(f"the metrics address {addr} cannot be served: {reason}") from None
+        self.metrics = metrics
+        metrics.follow(self.scheduler, self.db, self.blobs,
+                       self.remote.worker_states if self.remote is not None else None)
 
     async def collect_blobs(self, grace_s: float = BLOB_GRACE_S) -> SweepResult:
         """Remove the image files nothing references any more (see BlobStore.sweep)."""
@@ -190,6 +236,10 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         try:
+            if self.metrics is not None:
+                await self.metrics.close()
+            if self.watchdog is not None:
+                await self.watchdog.stop()
             await self.scheduler.stop()
         finally:
             try:

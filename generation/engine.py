@@ -98,7 +98,7 @@ class Engine:
         registry: ModelRegistry,
         max_images_per_call: int | None = None,
         vae_tile_pixels: int = VAE_TILE_PIXELS,
-        preview_interval_s: float = 1.0,
+        preview_interval_s: float = 1.5,
         blobs: BlobStore | None = None,
     ) -> None:
         self.registry = registry

@@ -38,6 +38,18 @@ class JobProgress:
 
 
 @dataclass(frozen=True)
+class JobRendered:
+    """The render ended: `grid` is the fast-encoded grid (JPEG) to show at once, while the lossless PNGs
+    are written. The one event that carries a product: that image is shown and never stored (the job is
+    done, and its final message made from the stored files, only once they are written). `nsfw` is the
+    safety checker's verdict on any of the job's images."""
+
+    job_id: int
+    grid: bytes
+    nsfw: bool
+
+
+@dataclass(frozen=True)
 class JobDone:
     job_id: int
 
@@ -52,7 +64,7 @@ class JobCancelled:
     job_id: int
 
 
-JobEvent = JobQueued | JobStarted | JobProgress | JobDone | JobFailed | JobCancelled
+JobEvent = JobQueued | JobStarted | JobProgress | JobRendered | JobDone | JobFailed | JobCancelled
 TERMINAL = (JobDone, JobFailed, JobCancelled)
 
 # A subscriber that stops reading must not grow memory without bound: past this many waiting

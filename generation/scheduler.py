@@ -27,7 +27,7 @@ from generation.errors import QueueFull
 from generation.events import EventStream, JobCancelled, JobDone, JobEvent, JobFailed, JobQueued, JobStarted
 from generation.fair_queue import FairQueue, Ticket
 from generation.request import RenderRequest
-from generation.worker import BatchJob, BatchRunner, RenderBackend, RunnerFactory, Worker
+from generation.worker import BatchJob, BatchRunner, JobsLost, RenderBackend, RunnerFactory, Worker
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.jobs import CapExceeded
@@ -331,6 +331,22 @@ class Scheduler:
         ]
         return sum([await self.cancel(job_id) for job_id in targets])
 
+    async def readmit(self, job_ids: Sequence[int]) -> None:
+        """Jobs requeued in the table behind the scheduler's back (remote mode: a job a worker was
+        rendering when the bot restarted, then lost) join the fair order again."""
+        rows = [row for job_id in job_ids if (row := await self.db.jobs.get(job_id)) is not None]
+        owners = set()
+        for row in rows:
+            if row.status == "queued" and row.id not in self._jobs:
+                self._track(row.id, row.request, row.batch_key, row.priority, row.private,
+                            JobOwner(row.user_id, row.guild_id, row.channel_id))
+                owners.add(row.user_id)
+        self._refile(owners)  # a user's jobs must be in id order
+        for entry in self.snapshot():
+            if entry.job_id in job_ids:
+                self._emit_queued(entry)
+        self._wake.set()
+
     # -- watching -------------------------------------------------------------------------------
 
     def subscribe(self, job_id: int | None = None) -> EventStream:
@@ -494,6 +510,9 @@ class Scheduler:
             )
             if outcome is not None and outcome.images:
                 self._learn(jobs[0].batch_key, outcome.render_seconds / outcome.images)
+        except JobsLost as exc:
+            log.warning("%s: back to the queue", exc)
+            kept = await self._keep_unfinished(jobs)
         except Exception:
             # Only storage trouble gets here (render errors fail their jobs inside run()), after the
             # worker's own retries: a database locked for long, a disk full.

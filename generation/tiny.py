@@ -631,3 +631,114 @@ def write_single_file(model_dir: Path, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
+
+
+# --- the tiny captioner (/describe) --------------------------------------------------------------------
+
+CAPTIONER_RECIPE = "1"
+# Real words, so the tiny captioner's random output reads like (nonsense) prompts, plus WordPiece's
+# letter pieces so any text tokenizes.
+_CAPTION_WORDS = (
+    "a an the of in on with and at by painting photo portrait city sky sea forest cat dog woman man tree "
+    "house light night dusk mountain river street red blue green gold dark bright old small large misty "
+    "glowing soft"
+).split()
+
+
+def write_tiny_captioner(dir: Path) -> Path:
+    """A tiny BLIP captioner (BlipForConditionalGeneration with fixed random weights, a WordPiece
+    tokenizer built in memory, a 32-pixel image processor) saved as a transformers folder: the same
+    AutoProcessor / AutoModelForImageTextToText loading path as Salesforce/blip-image-captioning-*."""
+    import torch
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipProcessor
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]  # [DEC] starts BLIP's captions
+    tokens = [*special, *_CAPTION_WORDS, *(c for c in letters if c not in _CAPTION_WORDS),
+              *("##" + c for c in letters)]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    tokenizer = BertTokenizer(vocab=vocab, bos_token="[DEC]", model_max_length=40)
+    torch.manual_seed(_SEED)
+    config = BlipConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8, "projection_dim": 32},
+        text_config={"vocab_size": len(vocab), "hidden_size": 32, "intermediate_size": 37,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 64,
+                     "bos_token_id": vocab["[DEC]"], "pad_token_id": vocab["[PAD]"],
+                     "sep_token_id": vocab["[SEP]"], "eos_token_id": vocab["[SEP]"],
+                     "encoder_hidden_size": 32},
+        projection_dim=32,
+    )
+    model = BlipForConditionalGeneration(config).eval()
+    processor = BlipProcessor(image_processor=BlipImageProcessorPil(size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dir)
+    processor.save_pretrained(dir)
+    (dir / _MARKER).write_text(f"{CAPTIONER_RECIPE}\ncaptioner\n")
+    return dir
+
+
+def write_tiny_florence(dir: Path) -> Path:
+    """A tiny Florence-2 captioner (Florence2ForConditionalGeneration: a two-stage DaViT and a one-layer
+    BART, random weights; a byte-level BART tokenizer with no merges and the `<image>` token), saved as a
+    transformers folder: the loading path and task prompts of florence-community/Florence-2-*."""
+    import torch
+    from transformers import (
+        BartTokenizer,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    tokens = ["<s>", "<pad>", "</s>", "<unk>", *_bytes_to_unicode().values(), "<mask>", "<image>"]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    tokenizer = BartTokenizer(vocab=vocab, merges=[], extra_special_tokens={"image_token": "<image>"},
+                              model_max_length=256)
+    # 32 px in, 4x4 patches after the two stages, plus the pooled token: 17 image tokens.
+    image_processor = CLIPImageProcessorPil(size={"height": 32, "width": 32}, do_center_crop=False,
+                                            crop_size={"height": 32, "width": 32}, image_seq_length=17)
+    torch.manual_seed(_SEED)
+    config = Florence2Config(
+        vision_config={"depths": (1, 1), "patch_size": (7, 3), "patch_stride": (4, 2),
+                       "patch_padding": (3, 1), "patch_prenorm": (False, True), "embed_dim": (16, 32),
+                       "num_heads": (2, 4), "num_groups": (2, 4), "window_size": 2, "projection_dim": 32},
+        text_config={"model_type": "bart", "vocab_size": len(vocab), "d_model": 32, "encoder_layers": 1,
+                     "decoder_layers": 1, "encoder_attention_heads": 4, "decoder_attention_heads": 4,
+                     "encoder_ffn_dim": 37, "decoder_ffn_dim": 37, "max_position_embeddings": 128,
+                     "bos_token_id": 0, "pad_token_id": 1, "eos_token_id": 2, "decoder_start_token_id": 2,
+                     "forced_eos_token_id": 2},
+        image_token_id=vocab["<image>"],
+    )
+    model = Florence2ForConditionalGeneration(config).eval()
+    dir = Path(dir)
+    dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(dir)
+    Florence2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(dir)
+    (dir / _MARKER).write_text(f"{CAPTIONER_RECIPE}\nflorence2\n")
+    return dir
+
+
+# The tiny captioners by source name (ATELIER_CAPTION_MODEL), and their writers.
+TINY_CAPTIONERS = {"tiny": write_tiny_captioner, "tiny-florence": write_tiny_florence}
+
+
+def ensure_tiny_captioner(data_dir: Path, name: str = "tiny") -> Path:
+    """A tiny captioner's folder under the data dir (`tiny`: BLIP, `tiny-florence`: Florence-2), written
+    once (beside, then swapped in)."""
+    import shutil
+
+    target = Path(data_dir) / "models" / ("tiny-captioner" if name == "tiny" else f"{name}-captioner")
+    marker = target / _MARKER
+    if marker.exists() and marker.read_text().splitlines()[:1] == [CAPTIONER_RECIPE]:
+        return target
+    log.info("writing the tiny captioner %s to %s", name, target)
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    TINY_CAPTIONERS[name](tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target

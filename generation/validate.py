@@ -215,8 +215,9 @@ def flag_matches(text: str) -> list[re.Match[str]]:
 
 
 def is_builtin_flag(name: str) -> bool:
-    """A flag this module (or prompt expansion: --repeat / --r) gives a meaning."""
-    return name.lower() in _FLAG_NAMES or name.lower() in ("repeat", "r")
+    """A flag this module (or prompt expansion: --repeat / --r; the bot's --style and --p, expanded before
+    validation) gives a meaning."""
+    return name.lower() in _FLAG_NAMES or name.lower() in ("repeat", "r", "style", "p")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,9 +20,18 @@ from typing import Any, Protocol, TypeVar
 
 from PIL import Image
 
+from generation.engine import StepGate
 from generation.errors import AtelierError, RenderCancelled
-from generation.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
-from generation.images import encode_grid, encode_png, image_params
+from generation.events import (
+    JobCancelled,
+    JobDone,
+    JobEvent,
+    JobFailed,
+    JobProgress,
+    JobRendered,
+    JobStarted,
+)
+from generation.images import encode_fast_grid, encode_grid, encode_png, image_params, make_grid
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
 from storage.blobs import BlobStore
@@ -61,6 +70,10 @@ class RenderBackend(Protocol):
 
 
 ENCODE_THREADS = max(2, min(4, os.cpu_count() or 2))
+
+# Test-only: `atelier run` as a subprocess holds each batch between its fast grid (shown) and its lossless
+# files (stored) while the file at this path exists: the window a crash must not lose a job in.
+STORE_HOLD_FILE_ENV = "ATELIER_TEST_STORE_HOLD_FILE"
 
 @dataclass(frozen=True)
 class BatchJob:
@@ -111,6 +124,12 @@ class BatchRunner(Protocol):
         """May a batch of `model` start now, beside the batches of `in_flight` (their models) still
         running? The scheduler asks before each take, so a batch starts only where it can run."""
         ...
+
+
+class JobsLost(Exception):
+    """Raised by a runner whose render backend lost jobs of the batch (remote mode: no worker has them and
+    the broker no longer holds them). The scheduler puts the batch's unfinished jobs back in the queue with
+    the attempt refunded, as after a storage failure, but without blaming the storage."""
 
 
 # Builds a scheduler's runner from the scheduler's event sink and lease owner.
@@ -171,6 +190,7 @@ class Worker(JobTransitions):
         self._executor: ThreadPoolExecutor | None = None
         # Encoders: PNG compression of a batch's images and grids, beside the single render thread.
         self._encoders: ThreadPoolExecutor | None = None
+        self.store_gate = StepGate(os.environ.get(STORE_HOLD_FILE_ENV) or None)
 
     def _thread(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -244,17 +264,12 @@ class Worker(JobTransitions):
         # 3. Render and store, in the render thread.
         loop = asyncio.get_running_loop()
         ids = batch.ids
-
-        def on_progress(step: int, total: int, previews: list[Image.Image]) -> None:
-            for i, job_id in enumerate(ids):
-                preview = previews[i] if i < len(previews) else None
-                loop.call_soon_threadsafe(self._emit, JobProgress(job_id, step, total, preview))
-
+        on_progress, on_rendered = self._callbacks(loop, ids)
         requests = [request for _, request in batch.live]
         try:
             results, grids, seconds = await loop.run_in_executor(
                 self._thread(), self._render_and_store, requests, batch.sources, on_progress,
-                batch.should_stop,
+                batch.should_stop, on_rendered,
             )
         except RenderCancelled:
             await self._stopped(ids, batch.is_cancelled)
@@ -293,6 +308,20 @@ class Worker(JobTransitions):
                 self._emit(JobDone(job_id))
         return BatchOutcome(seconds, total_images)
 
+    def _callbacks(self, loop: asyncio.AbstractEventLoop, ids: list[int]) -> tuple[
+            Callable[[int, int, list[Image.Image]], None], Callable[[int, bytes, bool], None]]:
+        """The render thread's progress and rendered hooks: each hands its event to the loop."""
+
+        def on_progress(step: int, total: int, previews: list[Image.Image]) -> None:
+            for i, job_id in enumerate(ids):
+                preview = previews[i] if i < len(previews) else None
+                loop.call_soon_threadsafe(self._emit, JobProgress(job_id, step, total, preview))
+
+        def on_rendered(index: int, grid: bytes, nsfw: bool) -> None:
+            loop.call_soon_threadsafe(self._emit, JobRendered(ids[index], grid, nsfw))
+
+        return on_progress, on_rendered
+
     async def _one_by_one(self, batch: _Batch) -> BatchOutcome | None:
         seconds, images = 0.0, 0
         for i, job_id in enumerate(batch.ids):
@@ -314,10 +343,20 @@ class Worker(JobTransitions):
         sources: list[Image.Image | None] | None,
         on_progress: Callable[[int, int, list[Image.Image]], None],
         should_stop: Callable[[], bool],
+        on_rendered: Callable[[int, bytes, bool], None],
     ) -> tuple[list[list[NewImage]], list[str | None], float]:
         started = time.perf_counter()
         rendered = self._engine.render(requests, sources, on_progress=on_progress, should_stop=should_stop)
         seconds = time.perf_counter() - started
+        # The member's view first: the safety verdict (the NSFW policy needs it to decide how to show the
+        # grid) and a JPEG grid, tens of ms, handed to the bot before any PNG is encoded or file written.
+        # The job stays running until its files are stored: a crash in between re-renders it.
+        flags: list[list[bool]] = []
+        for index, (request, images) in enumerate(zip(requests, rendered, strict=True)):
+            checker = self._engine.safety_checker(request.model)
+            flags.append(checker.check(images) if checker is not None else [False] * len(images))
+            on_rendered(index, encode_fast_grid(make_grid(images)), any(flags[-1]))
+        self.store_gate.hold(should_stop)  # a stop ends the hold; the files are stored either way
         # PNG encoding (zlib releases the GIL) runs on all cores at once: each image and each job's
         # grid in parallel, so the bytes are ready when the render thread moves on.
         pending: list[list[Future[str]]] = []
@@ -331,12 +370,10 @@ class Worker(JobTransitions):
             pending.append([encoder.submit(self._store_png, image, image_params(request, index))
                             for index, image in enumerate(images)])
         out: list[list[NewImage]] = []
-        for request, images, keys in zip(requests, rendered, pending, strict=True):
-            checker = self._engine.safety_checker(request.model)
-            flags = checker.check(images) if checker is not None else [False] * len(images)
+        for request, images, keys, nsfw in zip(requests, rendered, pending, flags, strict=True):
             out.append([
                 NewImage(index, request.seeds[index], key.result(), image.width, image.height,
-                         nsfw=flags[index])
+                         nsfw=nsfw[index])
                 for index, (image, key) in enumerate(zip(images, keys, strict=True))
             ])
         return out, [grid.result() if grid is not None else None for grid in grids], seconds

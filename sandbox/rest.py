@@ -116,6 +116,8 @@ async def read_body(request: web.Request) -> tuple[Any, Files]:
                 if m:
                     files[int(m.group(1))] = (part.filename or f"file{m.group(1)}", bytes(data))
         return payload, files
+    if request.content_type == "application/x-www-form-urlencoded":  # OAuth2's token endpoint
+        return dict(await request.post()), files
     raw = await request.read()
     if not raw:
         return None, files
@@ -388,8 +390,15 @@ def validate_modal(data: dict[str, Any]) -> None:
 # -- users, application, gateway ---------------------------------------------------------------
 
 
-@route("GET", "/users/@me")
+@route("GET", "/users/@me", auth=False)
 async def get_me(api: RestApi, call: Call) -> Any:
+    # The bot, with its token; the member behind an OAuth2 Bearer token (sandbox/oauth.py).
+    if call.request.headers.get("Authorization") != f"Bot {api.sb.bot_token}":
+        grant = api.sb.oauth.bearer(call.request.headers.get("Authorization"))
+        user = None if grant is None else api.sb.user_by_id(grant.user_id)
+        if user is None:
+            raise ApiError(401, 0, "401: Unauthorized")
+        return user.payload() | {"locale": "en-US", "mfa_enabled": False}
     return api.sb.bot_user.payload() | {"verified": True, "mfa_enabled": False, "locale": "en-US",
                                         "email": None}
 
@@ -723,6 +732,8 @@ async def get_member(api: RestApi, call: Call) -> Any:
 
 
 def build_app(sandbox: Sandbox) -> web.Application:
+    from sandbox import client, oauth  # oauth registers its API routes
+
     api = RestApi(sandbox)
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_get("/", sandbox.gateway.handle)
@@ -735,4 +746,6 @@ def build_app(sandbox: Sandbox) -> web.Application:
         return web.Response(body=att.data, headers={"Content-Type": att.content_type})
 
     app.router.add_get("/cdn/attachments/{cid}/{aid}/{filename}", cdn)
+    oauth.add_routes(app, sandbox)
+    client.add_routes(app)  # the demo's channel page in a browser
     return app

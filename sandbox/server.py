@@ -96,6 +96,9 @@ class Sandbox:
         self._tasks: set[asyncio.Task[None]] = set()
         self.host = "127.0.0.1"
         self.port = 0
+        from sandbox.oauth import OAuthState
+
+        self.oauth = OAuthState()  # the application's OAuth2 secret, codes and Bearer tokens
         self._build_default_world()
 
     # -- lifecycle ------------------------------------------------------------------------

@@ -11,14 +11,17 @@ import aiosqlite
 from storage.audit import AuditStore
 from storage.batches import BatchStore
 from storage.connection import Connection
+from storage.descriptions import DescriptionStore
 from storage.gallery import GalleryStore
 from storage.images import ImageStore
 from storage.jobs import JobStore
 from storage.migrations import migrate
 from storage.moderation import ModerationStore
 from storage.pauses import PauseStore
+from storage.personal import PersonalStyleStore
 from storage.settings import GuildSettingsStore, UserSettingsStore
 from storage.stats import StatsStore
+from storage.styles import StyleStore
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -49,6 +52,9 @@ class Database:
         self.pauses = PauseStore(self.connection)
         self.audit = AuditStore(self.connection)
         self.stats = StatsStore(self.connection)
+        self.descriptions = DescriptionStore(self.connection)
+        self.styles = StyleStore(self.connection)
+        self.personal = PersonalStyleStore(self.connection)
         self.batches = BatchStore(self.connection)
 
     @classmethod

@@ -43,6 +43,47 @@ def fts_query(text: str, guild_id: int | None, user_id: int | None, *, public: b
     return f"owner:{_owner_token(guild_id, user_id, public)} AND " + " AND ".join(terms)
 
 
+ASPECTS = ("square", "landscape", "portrait")
+
+
+@dataclass(frozen=True)
+class Facets:
+    """Narrower views for the web gallery: the job's model and kind, the image's shape, a time window.
+    Model and kind live on the job row: each candidate image probes its job by primary key."""
+
+    model: str | None = None
+    kind: str | None = None
+    aspect: str | None = None  # one of ASPECTS
+    since: float | None = None  # created_at >= since
+    until: float | None = None  # created_at < until
+
+    def conditions(self) -> tuple[list[str], list[Any]]:
+        conds: list[str] = []
+        params: list[Any] = []
+        job: list[str] = []
+        if self.model:
+            job.append("json_extract(jobs.request, '$.model') = ?")
+            params.append(self.model)
+        if self.kind:
+            job.append("jobs.kind = ?")
+            params.append(self.kind)
+        if job:
+            conds.append(f"EXISTS (SELECT 1 FROM jobs WHERE jobs.id = images.job_id AND {' AND '.join(job)})")
+        if self.aspect == "square":
+            conds.append("images.width = images.height")
+        elif self.aspect == "landscape":
+            conds.append("images.width > images.height")
+        elif self.aspect == "portrait":
+            conds.append("images.width < images.height")
+        if self.since is not None:
+            conds.append("images.created_at >= ?")
+            params.append(self.since)
+        if self.until is not None:
+            conds.append("images.created_at < ?")
+            params.append(self.until)
+        return conds, params
+
+
 @dataclass(frozen=True)
 class GalleryFilter:
     guild_id: int | None
@@ -54,6 +95,7 @@ class GalleryFilter:
     # any member (what they may see); in another member's, that member's images they starred.
     # Without one, the owner's own stars.
     viewer_id: int | None = None
+    facets: Facets | None = None
 
     @property
     def anyone(self) -> bool:
@@ -125,6 +167,9 @@ class GalleryStore:
             else:
                 conds.append("favourites.owner_id = ? AND favourites.private = 0")
                 params.append(f.owner_id)
+            extra, extra_params = f.facets.conditions() if f.facets else ([], [])
+            conds += extra
+            params += extra_params
             if expr is not None:
                 # A member's stars are few next to the prompts matching a word: the matches are read
                 # from the index once, as a set of rowids, and probed for each star.
@@ -141,6 +186,9 @@ class GalleryStore:
             conds.append("images.private = 0")
         if f.favourites:  # no viewer: the owner's own stars
             conds.append("images.favourite = 1")
+        extra, extra_params = f.facets.conditions() if f.facets else ([], [])
+        conds += extra
+        params += extra_params
         if expr is None:
             where = " AND ".join(conds)
             return _View("images", where, "images.id", params,
@@ -150,14 +198,14 @@ class GalleryStore:
         # counts the matches (except the owner's own stars, which it does not hold).
         # CROSS JOIN keeps FTS the outer loop: it returns rowids newest first, so LIMIT stops early.
         source = "images_fts CROSS JOIN images ON images.id = images_fts.rowid"
-        if f.favourites:
+        if f.favourites or extra:
             return _View(source, where, "images_fts.rowid", [expr, *params],
                          f"SELECT count(*) FROM {source} WHERE {where}", [expr, *params])
         return _View(source, where, "images_fts.rowid", [expr, *params],
                      "SELECT count(*) FROM images_fts WHERE images_fts MATCH ?", [expr])
 
     async def count(self, f: GalleryFilter) -> int:
-        if not f.favourites and not f.search.strip():
+        if not f.favourites and not f.search.strip() and not (f.facets and f.facets.conditions()[0]):
             row = await self._db.fetchone(
                 f"SELECT {'public' if f.public_only else 'visible'} FROM gallery_counts"
                 " WHERE guild_id = ? AND user_id = ?", (f.guild_id or 0, f.owner_id))

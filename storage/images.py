@@ -39,6 +39,8 @@ class ImageRow:
     guild_id: int | None = None
     user_id: int | None = None
     prompt: str = ""
+    # The job's private mode, copied onto the image (migration 5): what storage.access needs to decide.
+    private: bool = False
 
 
 def image_from_row(row: aiosqlite.Row) -> ImageRow:
@@ -57,6 +59,7 @@ def image_from_row(row: aiosqlite.Row) -> ImageRow:
         guild_id=row["guild_id"] or None,
         user_id=row["user_id"],
         prompt=row["prompt"],
+        private=bool(row["private"]),
     )
 
 
@@ -77,6 +80,23 @@ class ImageStore:
     async def get_by_index(self, job_id: int, index: int) -> ImageRow | None:
         row = await self._db.fetchone("SELECT * FROM images WHERE job_id = ? AND idx = ?", (job_id, index))
         return None if row is None else image_from_row(row)
+
+    async def with_blob(self, blob: str, limit: int = 50) -> list[ImageRow]:
+        """The live images showing these bytes (a file is shared by every image that rendered them alike),
+        newest first: who may fetch a file is decided from these rows."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM images WHERE blob = ? AND deleted = 0 ORDER BY id DESC LIMIT ?", (blob, limit))
+        return [image_from_row(r) for r in rows]
+
+    async def children(self, job_id: int, index: int, limit: int = 24) -> list[ImageRow]:
+        """The first images of jobs made from this image (U / V / zoom of it) or from its whole job
+        (reroll), newest first (index jobs_parent)."""
+        rows = await self._db.fetchall(
+            """SELECT images.* FROM jobs JOIN images ON images.job_id = jobs.id
+               WHERE jobs.parent_job_id = ? AND (jobs.parent_index = ? OR jobs.parent_index IS NULL)
+                 AND images.deleted = 0
+               ORDER BY images.id DESC LIMIT ?""", (job_id, index, limit))
+        return [image_from_row(r) for r in rows]
 
     async def set_favourite(self, image_id: int, favourite: bool) -> bool:
         """The owner's own star on one of their images."""
@@ -156,8 +176,9 @@ class ImageStore:
     async def referenced_blobs(self, deleted_before: float) -> set[str]:
         """Every blob key the database still needs: images not deleted (or deleted after
         `deleted_before`, still in their grace period), the grids of jobs that show such an image, and
-        every job's source image (a queued job's upload is referenced by its request alone) and reference
-        images (--sref ..., which its variations and upscales use again)."""
+        every job's source image (a queued job's upload is referenced by its request alone), reference
+        images (--sref ..., which its variations and upscales use again) and every server style's sample
+        images."""
         rows = await self._db.fetchall(
             """SELECT blob FROM images WHERE deleted = 0 OR deleted_at IS NULL OR deleted_at > ?
                UNION
@@ -169,7 +190,9 @@ class ImageStore:
                WHERE json_extract(request, '$.source') IS NOT NULL
                UNION
                SELECT json_extract(ref.value, '$[1]')
-               FROM jobs, json_each(jobs.request, '$.references') AS ref""",
+               FROM jobs, json_each(jobs.request, '$.references') AS ref
+               UNION
+               SELECT value FROM styles, json_each(styles.images)""",
             (deleted_before, deleted_before),
         )
         return {str(r[0]) for r in rows}

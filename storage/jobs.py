@@ -386,6 +386,18 @@ class JobStore:
         )
         return count == 1
 
+    async def adopt_running(self, *, lease_owner: str, lease_seconds: float) -> list[JobRow]:
+        """At start-up with remote workers: every running job is leased to `lease_owner` instead of being
+        counted as abandoned, since a worker may still be rendering it; the caller checks each and requeues
+        the lost ones. Harmless to repeat."""
+        now = time.time()
+        await self._db.write(
+            "UPDATE jobs SET lease_owner = ?, lease_expires_at = ? WHERE status = 'running'",
+            (lease_owner, now + lease_seconds),
+        )
+        rows = await self._db.fetchall("SELECT * FROM jobs WHERE status = 'running' ORDER BY id")
+        return [job_from_row(r) for r in rows]
+
     async def recover(self, *, lease_owner: str, max_attempts: int) -> tuple[list[int], list[int]]:
         """At start-up: running jobs not leased by `lease_owner` were abandoned by a dead worker.
         Each counts as a failed attempt; after `max_attempts` the job fails with its reason.

@@ -298,6 +298,52 @@ MIGRATIONS: list[str] = [
     -- /lineage walks a job's children.
     CREATE INDEX jobs_parent ON jobs(parent_job_id) WHERE parent_job_id IS NOT NULL;
     """,
+    # 8: /describe's prompt suggestions, so its Imagine buttons work after a restart.
+    """
+    CREATE TABLE descriptions (
+        id         INTEGER PRIMARY KEY,
+        guild_id   INTEGER,
+        channel_id INTEGER,
+        user_id    INTEGER NOT NULL,
+        prompts    TEXT    NOT NULL,
+        created_at REAL    NOT NULL
+    );
+    """,
+    # 9: server styles (/style): a name per guild for a prompt suffix, an optional LoRA, and up to five
+    # sample images as blob keys (a JSON list; their files are kept while the style exists).
+    """
+    CREATE TABLE styles (
+        id            INTEGER PRIMARY KEY,
+        guild_id      INTEGER NOT NULL,
+        name          TEXT    NOT NULL,
+        user_id       INTEGER NOT NULL,
+        suffix        TEXT    NOT NULL DEFAULT '',
+        lora          TEXT,
+        lora_weight   REAL    NOT NULL DEFAULT 1.0,
+        images        TEXT    NOT NULL DEFAULT '[]',
+        source_job_id INTEGER,
+        created_at    REAL    NOT NULL,
+        UNIQUE (guild_id, name)
+    );
+    """,
+    # 10: personal styles (`--p`): each version a member's starred jobs gave, kept so `--p v2` means the
+    # same later; and when they last reset it (only stars after that count).
+    """
+    CREATE TABLE personal_styles (
+        user_id     INTEGER NOT NULL,
+        version     INTEGER NOT NULL,
+        suffix      TEXT    NOT NULL,
+        lora        TEXT,
+        lora_weight REAL    NOT NULL DEFAULT 1.0,
+        liked_jobs  INTEGER NOT NULL,
+        created_at  REAL    NOT NULL,
+        PRIMARY KEY (user_id, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE personal_style_resets (
+        user_id  INTEGER PRIMARY KEY,
+        reset_at REAL    NOT NULL
+    ) WITHOUT ROWID;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -18,6 +18,7 @@ from bot.interaction import AtelierInteraction
 from bot.loras import family_label, library_text, lora_choices
 from bot.policy import guild_config
 from bot.presenter import short_prompt
+from bot.remote_status import roster_text
 from bot.reply import reply
 from bot.settings_keys import GUILD, LIMIT_KEYS, NSFW_MODES, GuildSettings
 from bot.wildcards import describe_lists, remove_list, server_wildcards, set_list
@@ -234,6 +235,17 @@ class Admin(commands.GroupCog, group_name="admin", group_description="Moderator 
         await audit(interaction, "unban", f"user:{user.id}", {"was_banned": removed})
         state = "may make images again" if removed else "was not banned"
         await reply(interaction, f"{user.mention} {state}.", ephemeral=True)
+
+    # -- workers -------------------------------------------------------------------------------
+    @app_commands.command(name="workers", description="The remote render workers and what they do")
+    async def workers(self, interaction: AtelierInteraction) -> None:
+        remote = interaction.client.services.remote
+        await audit(interaction, "workers.view")
+        if remote is None:
+            await reply(interaction, "This bot renders in its own process: it has no remote workers.",
+                        ephemeral=True)
+            return
+        await reply(interaction, roster_text(remote), ephemeral=True)
 
     # -- queue ---------------------------------------------------------------------------------
     @queue.command(name="view", description="Queued and running jobs in this server")

@@ -12,7 +12,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.access import can_see, viewer_of
-from bot.attachments import start_from_upload
+from bot.attachments import image_attachment, start_from_upload
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from generation.errors import InvalidRequest
@@ -20,14 +20,6 @@ from generation.validate import IMG2IMG_STRENGTH, RequestDraft
 
 MENU_NAME = "Imagine from this image"
 _JOB_REF = re.compile(r"job `(\d{1,19})`")
-_IMAGE_NAME = re.compile(r"\.(png|jpe?g|webp|gif|bmp)$", re.I)
-
-
-def image_attachment(message: discord.Message) -> discord.Attachment | None:
-    for attachment in message.attachments:
-        if (attachment.content_type or "").startswith("image/") or _IMAGE_NAME.search(attachment.filename):
-            return attachment
-    return None
 
 
 class ImagineFromImage(discord.ui.Modal, title="Imagine from this image"):

@@ -12,6 +12,7 @@ from bot.access import can_see, load_job, viewer_of
 from bot.buttons import Action, CancelButton
 from bot.interaction import AtelierInteraction
 from bot.policy import channel_is_age_restricted, channel_open
+from bot.remote_status import remote_state
 from bot.reply import reply
 from generation.request import RenderRequest
 
@@ -66,6 +67,10 @@ class Jobs(commands.Cog):
                 state = "held: the queue is paused by this server's moderators"
             else:
                 state = f"position {entry.position}, {presenter.format_eta(entry.eta_s)}"
+            remote = services.remote and remote_state(services.remote, entry)
+            if remote:
+                # Remote mode: which worker renders it, or which model it waits for a worker of.
+                state = remote if entry.status == "running" else f"{state}, {remote}"
             prompt = presenter.short_prompt(str(entry.request.get("prompt", "")))[:80]
             lines.append(f"`{entry.job_id}` **{prompt}** — {state}")
             if len(view.children) < 25:

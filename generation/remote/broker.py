@@ -50,9 +50,11 @@ def where(url: str) -> str:
     return f"{parts.hostname or '?'}:{parts.port or 4222}"
 
 
-async def connect(url: str, name: str) -> tuple[NATS, JetStreamContext]:
+async def connect(url: str, name: str, unreachable: asyncio.Event | None = None
+                  ) -> tuple[NATS, JetStreamContext]:
     """Connect, retrying with backoff while the broker is down (forever); refuse at once on wrong
-    credentials or a server without JetStream."""
+    credentials or a server without JetStream. `unreachable` is set at the first failed attempt to reach
+    the broker, so a caller that must not wait (the bot) can go on while this keeps trying."""
     loop = asyncio.get_running_loop()
     refused: asyncio.Future[str] = loop.create_future()
 
@@ -62,6 +64,8 @@ async def connect(url: str, name: str) -> tuple[NATS, JetStreamContext]:
             if not refused.done():
                 refused.set_result(f"the broker at {where(url)} refused our credentials")
             return
+        if unreachable is not None and isinstance(exc, OSError | TimeoutError):
+            unreachable.set()
         log.warning("broker %s: %s", where(url), type(exc).__name__)
 
     async def on_disconnected() -> None:

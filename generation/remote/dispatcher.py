@@ -13,7 +13,9 @@ import asyncio
 import base64
 import contextlib
 import io
+import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +25,10 @@ from typing import Any
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
@@ -33,8 +37,10 @@ from generation.events import JobDone, JobEvent, JobProgress, JobStarted
 from generation.images import encode_grid
 from generation.loras import LoraLibrary
 from generation.models import ModelSpec
-from generation.remote.broker import cancels_bucket, connect, ensure_streams, get_blob, put_blob
+from generation.remote.broker import cancels_bucket, connect, ensure_streams, get_blob, put_blob, where
 from generation.remote.wire import (
+    HEARTBEAT_S,
+    MAX_DELIVERIES,
     MSG_ID_HEADER,
     Dispatch,
     DispatchJob,
@@ -43,13 +49,14 @@ from generation.remote.wire import (
     Subjects,
     WireError,
     WorkerInfo,
+    decode_dispatch,
     decode_event,
     decode_progress,
     decode_worker,
     encode,
 )
 from generation.request import Kind, RenderRequest
-from generation.worker import BAD_REQUEST, BatchJob, BatchOutcome, JobTransitions
+from generation.worker import BAD_REQUEST, BatchJob, BatchOutcome, JobsLost, JobTransitions
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.images import NewImage
@@ -58,9 +65,13 @@ from storage.retry import DEFAULT_DELAYS
 log = logging.getLogger(__name__)
 
 NO_WORKERS = "No render worker is online yet; please try again in a minute."
-DAMAGED = "The rendered image of this job arrived damaged; please try again."
+DAMAGED = (f"The rendered image of this job arrived damaged {MAX_DELIVERIES} times; please try again, "
+           "or tell the server's admins.")
 # How often the bot reads the worker registry (entries expire on their own after WORKER_TTL_S).
 REGISTRY_POLL_S = 1.0
+# A worker silent for two heartbeats (and a registry read) is shown offline; forgotten after an hour.
+OFFLINE_AFTER_S = 2 * HEARTBEAT_S + REGISTRY_POLL_S
+FORGET_AFTER_S = 3600.0
 # How often a batch waiting for its events looks at the scheduler's stop (a shutdown) and its members'
 # cancels, which it passes on to the workers: a cancel reaches a rendering worker within about this.
 STOP_POLL_S = 0.05
@@ -71,19 +82,53 @@ class RemoteModels:
     as the live workers announce them. A model stays known after its last worker leaves, so its queued
     jobs wait for a worker instead of being refused."""
 
-    def __init__(self, lora_dir: Path | None = None) -> None:
+    def __init__(self, lora_dir: Path | None = None, remembered: Path | None = None) -> None:
         self._specs: dict[str, ModelSpec] = {}
         # LoRA names are checked against the bot's own library; the workers must hold the same files
         # (distributing them to workers is not designed yet).
         self.loras = LoraLibrary(lora_dir if lora_dir is not None else Path("loras"))
+        # The catalog as last announced, kept on disk: a bot restarted while the broker is down still
+        # knows its models, so members' jobs queue instead of being refused.
+        self._remembered = remembered
+        if remembered is not None:
+            self._recall(remembered)
+
+    def _recall(self, path: Path) -> None:
+        try:
+            items = json.loads(path.read_text())
+            for item in items:
+                spec = ModelSpec(name=str(item["name"]), source="remote", family=str(item["family"]),
+                                 default_steps=int(item["steps"]), default_guidance=float(item["guidance"]),
+                                 default_sampler=str(item["sampler"]))
+                self._specs.setdefault(spec.name, spec)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, KeyError) as exc:  # a damaged file: the workers re-announce
+            log.warning("the remembered model catalog %s is ignored: %s", path, exc)
+
+    def _remember(self) -> None:
+        if self._remembered is None:
+            return
+        items = [{"name": s.name, "family": s.family, "steps": s.default_steps,
+                  "guidance": s.default_guidance, "sampler": s.default_sampler} for s in self._specs.values()]
+        try:
+            temp = self._remembered.with_suffix(".tmp")
+            temp.write_text(json.dumps(items))
+            temp.replace(self._remembered)
+        except OSError as exc:  # a read-only data dir costs only the memory across restarts
+            log.warning("the model catalog could not be remembered: %s", exc)
 
     def update(self, workers: Sequence[WorkerInfo]) -> None:
+        added = False
         for info in sorted(workers, key=lambda w: w.name):
             for model in info.models:
                 if model.name not in self._specs:
                     self._specs[model.name] = ModelSpec(
                         name=model.name, source="remote", family=model.family, default_steps=model.steps,
                         default_guidance=model.guidance, default_sampler=model.sampler)
+                    added = True
+        if added:
+            self._remember()
 
     def names(self) -> list[str]:
         return list(self._specs)
@@ -102,12 +147,23 @@ class RemoteModels:
         return None  # no tokenizer here: notes about unreadable words are the workers' to make
 
 
+@dataclass(frozen=True)
+class WorkerStatus:
+    """One worker as /admin workers shows it: its last announcement, seconds since it was last heard."""
+
+    info: WorkerInfo
+    heard_s: float
+    online: bool
+
+
 @dataclass
 class _Pending:
     """One dispatched batch: its jobs by id and the events that reach them."""
 
     requests: dict[int, RenderRequest]
     events: asyncio.Queue[tuple[Event, Msg]] = field(default_factory=asyncio.Queue)
+    # Set by the watchdog (generation.remote.watchdog): no worker has this batch and the broker lost it.
+    lost: bool = False
 
 
 async def _next_event(pending: _Pending, should_stop: Callable[[], bool],
@@ -121,13 +177,20 @@ async def _next_event(pending: _Pending, should_stop: Callable[[], bool],
             return await asyncio.wait_for(pending.events.get(), STOP_POLL_S)
 
 
+def _report_late_refusal(task: asyncio.Task[None]) -> None:
+    """A broker that came up refusing us (after the bot started): one line for the operator."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the broker cannot be used: %s", task.exception())
+
+
 class RemoteBackend:
     """The connection to the broker, shared by the scheduler's runner and the bot's views of workers."""
 
-    def __init__(self, url: str, subjects: Subjects, lora_dir: Path | None = None) -> None:
+    def __init__(self, url: str, subjects: Subjects, lora_dir: Path | None = None,
+                 remembered: Path | None = None) -> None:
         self._url = url
         self.subjects = subjects
-        self.models = RemoteModels(lora_dir)
+        self.models = RemoteModels(lora_dir, remembered)
         self.workers: dict[str, WorkerInfo] = {}
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
@@ -139,6 +202,13 @@ class RemoteBackend:
         # Which worker took each dispatched job still open (its latest "started"), for /queue and
         # /admin workers; the registry's `busy` says which of them renders now and at which step.
         self.taken_by: dict[int, str] = {}
+        self._connecting: asyncio.Task[None] | None = None
+        # Every worker seen, and when its entry last changed (a heartbeat), for /admin workers.
+        self._seen: dict[str, WorkerInfo] = {}
+        self._heard: dict[str, float] = {}
+        self._revisions: dict[str, int] = {}
+        self._events_sub: Subscription | None = None
+        self._progress_sub: Subscription | None = None
 
     @property
     def js(self) -> JetStreamContext:
@@ -147,19 +217,62 @@ class RemoteBackend:
         return self._js
 
     async def start(self) -> None:
-        self._nc, self._js = await connect(self._url, "atelier-bot")
-        self._kv = await ensure_streams(self._js, self.subjects)
-        self._cancels = await cancels_bucket(self._js, self.subjects)
-        await self._read_registry()
+        """Connect and set up. A broker that is down does not hold the bot: this returns at its first
+        failed attempt and keeps connecting in the background (jobs queue meanwhile and are dispatched
+        once it is up). Wrong credentials or no JetStream raise BrokerRefused here."""
+        unreachable = asyncio.Event()
+        self._connecting = asyncio.create_task(self._connect(unreachable), name="atelier-broker-connect")
+        down = asyncio.create_task(unreachable.wait())
+        await asyncio.wait({self._connecting, down}, return_when=asyncio.FIRST_COMPLETED)
+        down.cancel()
+        if self._connecting.done():
+            self._connecting.result()  # raises BrokerRefused
+            return
+        log.warning("the broker at %s is unreachable; jobs wait in the queue until it is up",
+                    where(self._url))
+        self._connecting.add_done_callback(_report_late_refusal)
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected and self._kv is not None
+
+    async def _connect(self, unreachable: asyncio.Event) -> None:
+        self._nc, self._js = await connect(self._url, "atelier-bot", unreachable)
+        await self.repair(force=True)
+        log.info("connected to the broker at %s", where(self._url))
+        self._tasks.append(asyncio.create_task(self._watch_registry(), name="atelier-worker-registry"))
+
+    async def repair(self, *, force: bool = False) -> None:
+        """(Re)create the streams, the registry bucket and the bot's durable events consumer when they
+        are missing: at the first connection, and after the broker lost its store (wiped, or a new
+        server). Harmless to repeat."""
+        js = self.js
+        if not force:
+            try:
+                await js.consumer_info(self.subjects.events_stream, "bot")
+                return
+            except NotFoundError:
+                log.warning("the broker lost its streams; creating them again")
+        self._kv = await ensure_streams(js, self.subjects)
+        self._cancels = await cancels_bucket(js, self.subjects)
+        if self._events_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._events_sub.unsubscribe()
         # Events: one durable consumer for the bot, acked after the SQLite write (a restart resumes).
-        await self._js.subscribe(
+        self._events_sub = await js.subscribe(
             self.subjects.events(">"), durable="bot", cb=self._on_event, manual_ack=True,
             config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL),
         )
-        await self._nc.subscribe(self.subjects.progress("*"), cb=self._on_progress)
-        self._tasks.append(asyncio.create_task(self._watch_registry(), name="atelier-worker-registry"))
+        if self._progress_sub is None:
+            assert self._nc is not None
+            self._progress_sub = await self._nc.subscribe(self.subjects.progress("*"), cb=self._on_progress)
+        await self._read_registry()
 
     async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+            with contextlib.suppress(BaseException):
+                await self._connecting
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(BaseException):
@@ -184,13 +297,45 @@ class RemoteBackend:
             try:
                 entry = await self._kv.get(key)
                 workers[key] = decode_worker(entry.value or b"")
+                if self._revisions.get(key) != entry.revision:  # a new heartbeat
+                    self._revisions[key] = entry.revision or 0
+                    self._heard[key] = time.monotonic()
             except WireError as exc:
                 log.warning("worker entry %r ignored: %s", key, exc)
             except Exception:  # expired between keys() and get()
                 continue
         self.workers = workers
+        self._seen.update(workers)
         self.models.update(list(workers.values()))
         self._changed.set()
+
+    def roster(self) -> list[WorkerStatus]:
+        """Every worker this bot heard from in the last FORGET_AFTER_S, online ones first, by name."""
+        now = time.monotonic()
+        out = []
+        for name, info in list(self._seen.items()):
+            age = now - self._heard.get(name, now)
+            if name not in self.workers and age > FORGET_AFTER_S:
+                del self._seen[name]
+                continue
+            out.append(WorkerStatus(info, age, name in self.workers and age <= OFFLINE_AFTER_S))
+        return sorted(out, key=lambda w: (not w.online, w.info.name))
+
+    def worker_states(self) -> dict[str, int]:
+        """How many workers are in each state ("offline" for those not heard from lately)."""
+        states: dict[str, int] = {}
+        for status in self.roster():
+            state = status.info.state if status.online else "offline"
+            states[state] = states.get(state, 0) + 1
+        return states
+
+    def worker_of(self, job_id: int) -> str | None:
+        """The live worker that lists `job_id` as busy."""
+        return next((w.name for w in self.workers.values() if job_id in w.busy), None)
+
+    def serves(self, model: str) -> bool:
+        """A live worker serves `model` (busy or not)."""
+        return any(model in {m.name for m in w.models} for w in self.workers.values())
 
     async def _watch_registry(self) -> None:
         while True:
@@ -200,9 +345,11 @@ class RemoteBackend:
             except Exception as exc:  # broker away: the last view stands until it is back
                 log.warning("reading the worker registry failed: %s", type(exc).__name__)
 
-    def serves(self, model: str) -> list[str]:
-        """The live workers serving `model`, by name."""
-        return sorted(name for name, w in self.workers.items() if model in {m.name for m in w.models})
+    def has_capacity(self, model: str) -> bool:
+        """A live worker serving `model` lists fewer busy jobs than its slots (as its last heartbeat said;
+        the scheduler's own count is can_start)."""
+        return any(len(w.busy) < w.slots for w in self.workers.values()
+                   if model in {m.name for m in w.models})
 
     def can_start(self, model: str, in_flight: Sequence[str]) -> bool:
         """Would a batch of `model` find a free slot on a live worker serving it, beside the batches this
@@ -251,16 +398,23 @@ class RemoteBackend:
             self._emit(JobProgress(progress.job_id, progress.step, progress.total, preview))
 
     _emit: Callable[[JobEvent], None] | None = None
+    # The runner the scheduler built (the watchdog records adopted jobs' events through it too).
+    active_runner: RemoteRunner | None = None
 
     async def dispatch(self, model: str, jobs: Sequence[tuple[int, RenderRequest]]) -> _Pending:
-        dispatch_id = uuid.uuid4().hex
         pending = _Pending({job_id: request for job_id, request in jobs})
         for job_id in pending.requests:
             self._pending[job_id] = pending
+        await self.publish(model, jobs)
+        return pending
+
+    async def publish(self, model: str, jobs: Sequence[tuple[int, RenderRequest]]) -> None:
+        """One batch on `jobs.<model>` under a new dispatch id (a retry of a job is a new batch: its events
+        reach whoever waits for the job already)."""
+        dispatch_id = uuid.uuid4().hex
         body = encode(Dispatch(dispatch_id=dispatch_id, jobs=tuple(
             DispatchJob(job_id=job_id, request=request.to_json()) for job_id, request in jobs)))
         await self.js.publish(self.subjects.jobs(model), body, headers={MSG_ID_HEADER: dispatch_id})
-        return pending
 
     async def cancel(self, job_id: int) -> None:
         """Tell the workers a dispatched job was cancelled: one holding it drops it before rendering, one
@@ -277,6 +431,61 @@ class RemoteBackend:
             self._pending.pop(job_id, None)
             self.taken_by.pop(job_id, None)
 
+    # -- what the watchdog (generation.remote.watchdog) asks ------------------------------------
+
+    def adopt(self, jobs: Sequence[tuple[int, RenderRequest]]) -> _Pending:
+        """Wait for the events of jobs dispatched by an earlier run of the bot (nothing is published)."""
+        pending = _Pending({job_id: request for job_id, request in jobs})
+        for job_id in pending.requests:
+            self._pending[job_id] = pending
+        return pending
+
+    def waiting_for(self, job_ids: Sequence[int]) -> set[int]:
+        """Those of `job_ids` whose events this bot waits for."""
+        return {job_id for job_id in job_ids if job_id in self._pending}
+
+    def lose(self, job_ids: Sequence[int]) -> None:
+        """The watchdog's verdict: these jobs are nowhere; whoever waits for their batch stops waiting."""
+        for job_id in job_ids:
+            pending = self._pending.get(job_id)
+            if pending is not None:
+                pending.lost = True
+
+    def busy_job_ids(self) -> set[int]:
+        """Jobs a live worker lists as its own (rendering or prefetched)."""
+        return {job_id for info in self.workers.values() for job_id in info.busy}
+
+    async def held_job_ids(self) -> set[int]:
+        """Jobs in a batch the broker still holds (not yet acked by a worker). The jobs stream only holds
+        batches that had a free slot, so reading it whole stays small."""
+        js = self.js
+        state = (await js.stream_info(self.subjects.jobs_stream)).state
+        held: set[int] = set()
+        if not state.messages:
+            return held
+        for seq in range(state.first_seq, state.last_seq + 1):
+            try:
+                msg = await js.get_msg(self.subjects.jobs_stream, seq)
+                held.update(job.job_id for job in decode_dispatch(msg.data or b"").jobs)
+            except NotFoundError:  # acked meanwhile, or a gap
+                continue
+            except WireError:  # a malformed batch holds no job of ours; its worker terminates it
+                continue
+        return held
+
+    async def ended_job_ids(self, job_ids: Sequence[int]) -> set[int]:
+        """Jobs whose last event in the broker ends them (done, failed, cancelled): the bot has yet to
+        record it, so they are not lost."""
+        ended: set[int] = set()
+        for job_id in job_ids:
+            try:
+                msg = await self.js.get_last_msg(self.subjects.events_stream, self.subjects.events(job_id))
+                if decode_event(msg.data or b"").kind != "started":
+                    ended.add(job_id)
+            except (NotFoundError, WireError):
+                continue
+        return ended
+
     def runner(self, db: Database, blobs: BlobStore, *,
                storage_retry_delays: Sequence[float] = DEFAULT_DELAYS,
                lease_seconds: float = 3600.0) -> Callable[[Callable[[JobEvent], None], str], RemoteRunner]:
@@ -284,8 +493,10 @@ class RemoteBackend:
 
         def build(emit: Callable[[JobEvent], None], lease_owner: str) -> RemoteRunner:
             self._emit = emit
-            return RemoteRunner(self, db, blobs, emit=emit, lease_owner=lease_owner,
-                                lease_seconds=lease_seconds, storage_retry_delays=storage_retry_delays)
+            self.active_runner = RemoteRunner(self, db, blobs, emit=emit, lease_owner=lease_owner,
+                                              lease_seconds=lease_seconds,
+                                              storage_retry_delays=storage_retry_delays)
+            return self.active_runner
 
         return build
 
@@ -342,41 +553,46 @@ class RemoteRunner(JobTransitions):
             return None
         await self._upload_sources([request for _, request in live])
         pending = await self._backend.dispatch(model, live)
-        return await self._follow(pending, should_stop, is_cancelled)
 
-    async def _follow(self, pending: _Pending, should_stop: Callable[[], bool],
+        # 3. Record each job's end as its events arrive (SQLite first, then the ack).
+        try:
+            return await self.collect(pending, should_stop, is_cancelled)
+        finally:
+            self._backend.forget(list(pending.requests))
+
+    async def collect(self, pending: _Pending, should_stop: Callable[[], bool],
                       is_cancelled: Callable[[int], bool]) -> BatchOutcome | None:
-        """3. Record each job's end as its events arrive (SQLite first, then the ack). A member's cancel
-        reaches the workers at once: the job's result would be ignored anyway, but its render need not
-        hold a worker."""
+        """Record each job's end as its events arrive (SQLite first, then the ack). Raises JobsLost when
+        the watchdog finds the batch lost: the scheduler requeues its unfinished jobs."""
         seconds, images = 0.0, 0
         open_jobs = set(pending.requests)
         told: set[int] = set()
 
         async def tell_cancels() -> None:
+            # A member's cancel reaches the workers at once: the job's result would be ignored anyway, but
+            # its render need not hold a worker.
             for job_id in sorted(open_jobs - told):
                 if is_cancelled(job_id):
                     told.add(job_id)
                     await self._backend.cancel(job_id)
 
-        try:
-            while open_jobs:
-                got = await _next_event(pending, should_stop, tell_cancels)
-                if got is None:
-                    # A shutdown or its owners' cancels: the worker may finish, but its late events are
-                    # ignored; a stopped job goes back to the queue with its attempt refunded.
-                    await self._stopped(sorted(open_jobs), is_cancelled)
-                    break
-                event, msg = got
-                if event.job_id in open_jobs:
-                    made = await self._record(event, pending.requests[event.job_id], is_cancelled)
-                    if made is not None:
-                        open_jobs.discard(event.job_id)
-                        seconds += event.render_seconds if made else 0.0
-                        images += made
-                await msg.ack()
-        finally:
-            self._backend.forget(list(pending.requests))
+        while open_jobs:
+            got = await _next_event(pending, lambda: should_stop() or pending.lost, tell_cancels)
+            if got is None:
+                if pending.lost and not should_stop():
+                    raise JobsLost(f"jobs {sorted(open_jobs)} are on no worker and no longer in the broker")
+                # A shutdown or its owners' cancels: the worker may finish, but its late events are
+                # ignored; a stopped job goes back to the queue with its attempt refunded.
+                await self._stopped(sorted(open_jobs), is_cancelled)
+                break
+            event, msg = got
+            if event.job_id in open_jobs:
+                made = await self._record(event, pending.requests[event.job_id], is_cancelled)
+                if made is not None:
+                    open_jobs.discard(event.job_id)
+                    seconds += event.render_seconds if made else 0.0
+                    images += made
+            await msg.ack()
         return BatchOutcome(seconds, images) if images else None
 
     async def _upload_sources(self, requests: list[RenderRequest]) -> None:
@@ -404,7 +620,8 @@ class RemoteRunner(JobTransitions):
                                partial(self._db.jobs.count_attempt, event.job_id, event.attempt))
         return None
 
-    async def _done(self, event: Event, request: RenderRequest, is_cancelled: Callable[[int], bool]) -> int:
+    async def _done(self, event: Event, request: RenderRequest, is_cancelled: Callable[[int], bool]
+                    ) -> int | None:
         job_id = event.job_id
         if is_cancelled(job_id):
             await self._cancelled(job_id)
@@ -415,8 +632,7 @@ class RemoteRunner(JobTransitions):
                 raise WireError(f"{len(pictures)} images for a job of {request.count}")
         except WireError as exc:
             log.error("job %s: the result from worker %s is refused: %s", job_id, event.worker, exc)
-            await self._fail(job_id, DAMAGED)
-            return 0
+            return await self._retry_damaged(job_id, request)
         grid = None
         if len(pictures) > 1:
             grid_png = await asyncio.to_thread(encode_grid, [image for _, image in pictures], request)
@@ -428,6 +644,21 @@ class RemoteRunner(JobTransitions):
         if first:
             self._emit(JobDone(job_id))
         return len(rows)
+
+    async def _retry_damaged(self, job_id: int, request: RenderRequest) -> int | None:
+        """A corrupt, oversized or missing image is a failed attempt of its job, not the job's end: it is
+        dispatched again (another delivery, maybe another worker) until its attempts run out. Returns None
+        while the job goes on, 0 once it failed."""
+        row = await self._stored(f"read job {job_id}", partial(self._db.jobs.get, job_id))
+        if row is None or row.status != "running":
+            return 0
+        if row.attempts >= MAX_DELIVERIES:
+            await self._fail(job_id, DAMAGED)
+            return 0
+        await self._stored(f"count attempt of job {job_id}",
+                           partial(self._db.jobs.count_attempt, job_id, row.attempts + 1))
+        await self._backend.publish(request.model, [(job_id, request)])
+        return None
 
     async def _fetch(self, ref: ImageRef, request: RenderRequest) -> tuple[str, Image.Image]:
         """One image from the broker, checked (hash, size, decode, dimensions), stored as a blob."""

@@ -168,6 +168,13 @@ class WorkerInfo(_Message):
     # The job rendering now and its step, for /admin workers.
     step: int = 0
     total: int = 0
+    # For /admin workers and the metrics: what it does now ("idle", "loading", "rendering", "stopping"),
+    # seconds since it started (its own clock: no skew between machines), jobs ended since, and the mean
+    # render seconds per image of each model it rendered.
+    state: str = "idle"
+    uptime_s: float = Field(default=0.0, ge=0.0)
+    jobs_done: int = Field(default=0, ge=0)
+    seconds_per_image: dict[str, float] = Field(default_factory=dict)
 
 
 M = TypeVar("M", bound=_Message)

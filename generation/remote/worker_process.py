@@ -29,6 +29,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
@@ -95,6 +96,12 @@ class RemoteWorker:
         self._cancels: KeyValue | None = None
         self._nc: NATS | None = None
         self._sending: set[asyncio.Future[None]] = set()
+        self._lost_consumers: set[str] = set()
+        # For its registry entry (/admin workers): since when, how many jobs, seconds per image per model.
+        self._since = time.monotonic()
+        self._state = "loading"
+        self._jobs_done = 0
+        self._render_time: dict[str, tuple[float, int]] = {}
 
     def stop(self) -> None:
         self._stopping.set()
@@ -113,15 +120,40 @@ class RemoteWorker:
             loaded=tuple(n for n in self._options.models if registry.is_loaded(n)),
             slots=self._options.slots, max_batch=self._options.max_batch, busy=tuple(self._busy),
             step=self._step[0], total=self._step[1],
+            state="stopping" if self._stopping.is_set() else self._state,
+            uptime_s=time.monotonic() - self._since, jobs_done=self._jobs_done,
+            seconds_per_image={m: secs / n for m, (secs, n) in self._render_time.items() if n},
         )
 
-    async def _heartbeat(self, kv: KeyValue) -> None:
+    async def _heartbeat(self, js: JetStreamContext, kv: KeyValue) -> None:
         while True:
             try:
                 await kv.put(self._options.name, encode(self.info()))
             except Exception as exc:  # broker away for a moment: the next beat tries again
                 log.warning("heartbeat failed: %s", type(exc).__name__)
+                # A broker that lost its store lost the registry bucket too: create it again.
+                with contextlib.suppress(Exception):
+                    kv = await ensure_streams(js, self._subjects)
+            await self._check_consumers(js)
             await asyncio.sleep(HEARTBEAT_S)
+
+    async def _check_consumers(self, js: JetStreamContext) -> None:
+        """A broker that lost its store (or a new one) has no consumer of ours: the fetch loop subscribes
+        again (a fetch on a vanished consumer may only ever time out)."""
+        for model in self._options.models:
+            try:
+                await js.consumer_info(self._subjects.jobs_stream, self._subjects.consumer(model))
+            except NotFoundError:
+                self._lost_consumers.add(model)
+            except Exception:  # broker away: nothing to learn now
+                return
+
+    async def _subscribe(self, js: JetStreamContext, model: str) -> JetStreamContext.PullSubscription:
+        return await js.pull_subscribe(
+            self._subjects.jobs(model), durable=self._subjects.consumer(model),
+            stream=self._subjects.jobs_stream,
+            config=ConsumerConfig(ack_wait=self._options.ack_wait, max_deliver=-1),
+        )
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -133,12 +165,9 @@ class RemoteWorker:
         await asyncio.to_thread(self._engine.warm_up, self._options.models[0])
         subs = {}
         for model in self._options.models:
-            subs[model] = await js.pull_subscribe(
-                self._subjects.jobs(model), durable=self._subjects.consumer(model),
-                stream=self._subjects.jobs_stream,
-                config=ConsumerConfig(ack_wait=self._options.ack_wait, max_deliver=-1),
-            )
-        beat = asyncio.create_task(self._heartbeat(kv))
+            subs[model] = await self._subscribe(js, model)
+        self._state = "idle"
+        beat = asyncio.create_task(self._heartbeat(js, kv))
         log.info("worker %s serving %s", self._options.name, ", ".join(self._options.models))
         # One lane per slot, each fetching and handling one batch at a time.
         lanes = [asyncio.create_task(self._lane(js, subs), name=f"atelier-slot-{i}")
@@ -156,6 +185,9 @@ class RemoteWorker:
 
     async def _lane(self, js: JetStreamContext, subs: dict[str, JetStreamContext.PullSubscription]) -> None:
         while not self._stopping.is_set():
+            for model in list(self._lost_consumers):
+                self._lost_consumers.discard(model)
+                subs[model] = await self._resubscribe(js, model, subs[model])
             # Loaded models first: a batch for them starts without a load.
             order = sorted(subs, key=lambda m: not self._engine.registry.is_loaded(m))
             for model in order:
@@ -166,11 +198,31 @@ class RemoteWorker:
                 except Exception as exc:  # broker restarting: short pause, fetch again
                     log.warning("fetch for %s failed: %s", model, type(exc).__name__)
                     await asyncio.sleep(1)
+                    subs[model] = await self._resubscribe(js, model, subs[model])
                     continue
                 for msg in msgs:
-                    await self._handle(js, msg)
+                    try:
+                        await self._handle(js, msg)
+                    except Exception as exc:
+                        # The broker went away mid-batch (its events could not be stored): the batch
+                        # is not acked, so it comes back after the ack-wait; this worker goes on.
+                        log.warning("batch at stream seq %s not finished: %s",
+                                    msg.metadata.sequence.stream, type(exc).__name__)
                 if self._stopping.is_set():
                     break
+
+    async def _resubscribe(self, js: JetStreamContext, model: str,
+                           sub: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
+        """A broker that lost its store lost the streams and this model's consumer: create them again
+        (while it is away this fails, and the next fetch failure tries again)."""
+        try:
+            await ensure_streams(js, self._subjects)
+            fresh = await self._subscribe(js, model)
+        except Exception:
+            return sub
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+        return fresh
 
     async def _handle(self, js: JetStreamContext, msg: Msg) -> None:
         delivered = msg.metadata.num_delivered
@@ -354,13 +406,19 @@ class RemoteWorker:
         self._busy[:] = ids
         self._step = (0, requests[0].steps)
         started = time.perf_counter()
+        self._state = "rendering"
         try:
             rendered = await loop.run_in_executor(self._thread, _render, self._engine, requests, sources,
                                                   on_progress, should_stop)
         finally:
+            self._state = "idle"
             self._busy.clear()
             self._step = (0, 0)
-        return rendered, time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        spent, count = self._render_time.get(requests[0].model, (0.0, 0))
+        self._render_time[requests[0].model] = (spent + seconds, count + sum(len(i) for i in rendered))
+        self._jobs_done += len(rendered)
+        return rendered, seconds
 
     async def _upload(self, js: JetStreamContext, dispatch: Dispatch, job: DispatchJob,
                       request: RenderRequest, images: list[Image.Image], *, render_seconds: float) -> None:

@@ -73,3 +73,12 @@ def shows_rendering(interaction: Any) -> bool:
     shown = interaction.original
     return shown is not None and any("rendering" in snap.get("content", "")
                                      for snap in [*shown.history, {"content": shown.content}])
+
+
+def fast_grid(interaction: Any) -> Any:
+    """The job's message while it shows the fast grid: a JPEG named after the job, no buttons yet."""
+    message = interaction.original
+    if message is None or not message.attachments:
+        return None
+    name = message.attachments[0].filename
+    return message if name.startswith("atelier_") and name.endswith(".jpg") else None

@@ -75,6 +75,7 @@ async def test_every_admin_subcommand_is_refused_for_members_and_audited_for_mod
         (None, "unban", lambda: {"user": bob}, "unban"),
         (None, "stats", lambda: {"days": 7}, "stats"),
         (None, "audit", lambda: {}, "audit.view"),
+        (None, "workers", lambda: {}, "workers.view"),
     ]
     for group, sub, options, action in calls:
         name = f"/admin {group + ' ' if group else ''}{sub}"

@@ -27,3 +27,27 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     assert s.model_sources() == [("tiny", "tiny")]
     with pytest.raises(SystemExit):
         s.token()
+
+
+def test_torch_threads_leave_the_bot_a_core_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from pydantic import ValidationError
+
+    from bot.app import torch_threads
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ATELIER_TORCH_THREADS", raising=False)
+    cpu = Settings(ATELIER_DEVICE="cpu")  # type: ignore[call-arg]
+    assert [torch_threads(cpu, cpu_count=n) for n in (1, 2, 8)] == [1, 1, 7]
+    assert torch_threads(Settings(ATELIER_DEVICE="cpu", ATELIER_TORCH_THREADS="3"), cpu_count=8) == 3  # type: ignore[call-arg]
+    assert torch_threads(Settings(ATELIER_DEVICE="cuda"), cpu_count=8) is None  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        Settings(ATELIER_TORCH_THREADS="0")  # type: ignore[call-arg]
+
+
+def test_previews_are_made_at_the_edit_rate(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    from bot.delivery import EDIT_INTERVAL_S
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ATELIER_PREVIEW_INTERVAL", raising=False)
+    # More previews than edits would be made on the render's time and never shown.
+    assert Settings().preview_interval == EDIT_INTERVAL_S

@@ -10,14 +10,16 @@ from tests.bot.helpers import image_of, results
 
 
 def result_states(message: Any, job_id: int) -> list[dict[str, Any]]:
-    """Every state of the message (its edits and now) that showed the job's result."""
+    """Every state of the message (its edits and now) that showed the job's result (with its buttons: the
+    grid shown the moment the render ends has none yet)."""
     states = [*message.history, message.snapshot()]
-    return [s for s in states if f"job `{job_id}`" in s["content"] and s["attachments"]]
+    return [s for s in states if f"job `{job_id}`" in s["content"] and s["attachments"] and s["components"]]
 
 
 def refused_result(sandbox: Sandbox, job_id: int) -> bool:
-    """Discord refused the job's result edit (its content names the job; progress edits do not)."""
-    return any(c.status == 503 and c.method == "PATCH"
+    """Discord refused the job's result edit (its content names the job, as progress edits do not, and it
+    carries the buttons, as the fast grid does not)."""
+    return any(c.status == 503 and c.method == "PATCH" and (c.json or {}).get("components")
                and f"job `{job_id}`" in str((c.json or {}).get("content")) for c in sandbox.calls)
 
 

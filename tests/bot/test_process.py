@@ -12,15 +12,18 @@ from pathlib import Path
 from typing import Any
 
 from generation.engine import HOLD_FILE_ENV
+from generation.worker import STORE_HOLD_FILE_ENV
 from sandbox import Sandbox
 from storage.db import Database
 from tests.bot.conftest import sandbox_env
-from tests.bot.helpers import imagine, job_id_of, results, shows_rendering
+from tests.bot.helpers import fast_grid, imagine, job_id_of, results, shows_rendering
 
 
 async def start_process(sandbox: Sandbox, data_dir: Path, log: Path) -> asyncio.subprocess.Process:
     env = {**os.environ, **sandbox_env(sandbox, data_dir), "ATELIER_MAX_BATCH": "1", "HF_HUB_OFFLINE": "1",
-           HOLD_FILE_ENV: str(data_dir.parent / "hold")}  # renders wait while this file exists
+           HOLD_FILE_ENV: str(data_dir.parent / "hold"),  # renders wait while this file exists
+           # and batches wait between their fast grid (shown) and their files (stored) while this one does
+           STORE_HOLD_FILE_ENV: str(data_dir.parent / "store-hold")}
     handle = log.open("ab")
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.cli", "run", env=env, stdout=handle, stderr=handle,
@@ -91,6 +94,54 @@ async def test_sigkill_mid_queue_then_restart_delivers_each_job_once(sandbox: Sa
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        print(log.read_text()[-4000:] if log.exists() else "")
+
+
+async def test_sigkill_after_the_fast_grid_before_the_files_neither_loses_nor_repeats_the_job(
+        sandbox: Sandbox, tmp_path: Path) -> None:
+    """The member saw the grid, then the bot died before the PNGs were stored: the job was never done,
+    so the restarted bot renders it again and delivers it once, on the same message, with its files."""
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    data_dir, log, store_hold = tmp_path / "data", tmp_path / "bot.log", tmp_path / "store-hold"
+    store_hold.touch()
+    proc = await start_process(sandbox, data_dir, log)
+    try:
+        await sandbox.wait_until_ready(timeout=120)
+        interaction = await sandbox.slash(alice, general, "imagine",
+                                          {"prompt": "a kite --n 2 --steps 2 --seed 9"})
+        assert await interaction.wait_ack(timeout=30) == 4
+        shown = await sandbox.wait_for(lambda: fast_grid(interaction), timeout=120)
+        job_id = job_id_of(shown)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+        assert results(sandbox, general) == []
+        db = await Database.open(data_dir / "atelier.db")
+        try:
+            job = await db.jobs.get(job_id)
+            assert job is not None and job.status == "running" and await db.images.for_job(job_id) == []
+        finally:
+            await db.close()
+
+        store_hold.unlink()
+        proc = await start_process(sandbox, data_dir, log)
+        await sandbox.wait_for(lambda: results(sandbox, general), timeout=240)
+        await asyncio.sleep(2)  # anything delivered twice would show up now
+        [final] = results(sandbox, general)
+        assert (final.id, job_id_of(final)) == (shown.id, job_id)
+        assert final.attachments[0].filename == f"atelier_{job_id}.png"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        db = await Database.open(data_dir / "atelier.db")
+        try:
+            job = await db.jobs.get(job_id)
+            assert job is not None and job.status == "done" and job.delivered_at is not None
+            assert len(await db.images.for_job(job_id)) == 2
+        finally:
+            await db.close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
         print(log.read_text()[-4000:] if log.exists() else "")
 
 

@@ -97,6 +97,18 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     server.kill()
 
 
+@pytest.fixture
+def spare_nats(tmp_path: Path) -> Iterator[NatsServer]:
+    """A second, authenticated nats-server of the test's own, not started: a broker that is down until the
+    test starts it (and that the test may kill, restart or wipe without touching the session's)."""
+    root = tmp_path / "spare-nats"
+    root.mkdir()
+    server = NatsServer(_free_port(), root / "store", root / "nats.conf")
+    write_config(server.config, server.port, server.store)
+    yield server
+    server.kill()
+
+
 @dataclass
 class WorkerProcesses:
     """`atelier worker` subprocesses on the tiny model, one torch thread each; killed at the end."""

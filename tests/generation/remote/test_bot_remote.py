@@ -42,6 +42,7 @@ from tests.bot.helpers import (
     results,
     shows_rendering,
 )
+from tests.bot.test_metrics import free_port, scrape
 from tests.generation.remote.conftest import (
     BOT_PASS,
     BOT_USER,
@@ -58,9 +59,9 @@ PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timi
 def remote_bot(start_bot: Callable[..., Any], nats_server: NatsServer) -> Callable[..., Any]:
     """Start the bot in remote mode (no engine of its own: ATELIER_BROKER_URL) under `prefix`."""
 
-    async def start(prefix: str) -> App:
+    async def start(prefix: str, **extra: str) -> App:
         app: App = await start_bot(own_engine=True, ATELIER_BROKER_URL=nats_server.url(BOT_USER, BOT_PASS),
-                                   ATELIER_BROKER_PREFIX=prefix)
+                                   ATELIER_BROKER_PREFIX=prefix, **extra)
         return app
 
     return start
@@ -72,12 +73,18 @@ async def test_imagine_through_two_workers(
     prefix = f"b{uuid.uuid4().hex[:8]}"
     workers.start("w1", prefix, "--models", "tiny")
     workers.start("w2", prefix, "--models", "tiny")
-    app = await remote_bot(prefix)
+    port = free_port()
+    app = await remote_bot(prefix, ATELIER_METRICS_ADDR=f"127.0.0.1:{port}")
     services = app.services
     assert services is not None and services.engine is None  # no model in the bot
     await sandbox.wait_for(lambda: services.remote is not None and len(services.remote.workers) == 2,
                            timeout=PATIENCE_S)
     assert services.registry.names() == ["tiny"]
+    for _ in range(100):  # the exporter refreshes its gauges every few seconds
+        if (await scrape(port)).get(("atelier_workers", (("state", "idle"),))) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert (await scrape(port))[("atelier_workers", (("state", "idle"),))] == 2
 
     alice, general = sandbox.users["alice"], sandbox.channel("general")
     message = await imagine(sandbox, alice, general, "a lighthouse at dusk --seed 7 --steps 3", count=4,
@@ -91,6 +98,13 @@ async def test_imagine_through_two_workers(
     rows = await services.db.images.for_job(job.id)
     assert [r.seed for r in rows] == [7, 8, 9, 10]
     assert all(services.blobs.exists(r.blob) for r in rows)
+    # The workers' images, counted by the exporter (the grid the bot built is not a result).
+    stored = sum(services.blobs.path(r.blob).stat().st_size for r in rows)
+    for _ in range(100):
+        if (await scrape(port)).get(("atelier_result_bytes_total", ())) == stored:
+            break
+        await asyncio.sleep(0.1)
+    assert (await scrape(port))[("atelier_result_bytes_total", ())] == stored
 
     # U1: an upscale starts from the bot's stored image, which travels to a worker through the broker.
     upscaled = await click_for_result(sandbox, alice, general, message, "U1", timeout=PATIENCE_S)
@@ -132,51 +146,85 @@ async def test_a_worker_killed_mid_render_hands_the_job_to_another(
     assert sorted(r.index for r in rows) == list(range(len(job.request["seeds"])))  # stored once
 
 
-async def test_an_image_that_does_not_match_its_hash_fails_the_job_clearly(
+class FakeWorker:
+    """The test plays a worker over the real broker, one delivery at a time, so it can send back a
+    damaged result on purpose."""
+
+    def __init__(self, js: Any, subjects: Subjects) -> None:
+        self.js, self.subjects = js, subjects
+
+    async def announce(self) -> None:
+        kv = await self.js.key_value(self.subjects.workers_bucket)
+        await kv.put("fake", encode(WorkerInfo(
+            name="fake", device="cpu", slots=2, max_batch=4,
+            models=(ModelInfo(name="tiny", family="sd15", steps=3, guidance=5.0, sampler="euler"),))))
+
+    async def serve_one(self, damage: str) -> int:
+        """Take the next batch of one job and send back its image: good, or damaged as `damage` says."""
+        sub = await self.js.pull_subscribe(self.subjects.jobs("tiny"), durable=self.subjects.consumer("tiny"),
+                                           stream=self.subjects.jobs_stream)
+        msg = (await sub.fetch(1, timeout=PATIENCE_S))[0]
+        await sub.unsubscribe()
+        dispatch = decode_dispatch(msg.data)
+        job = dispatch.jobs[0]
+        request = RenderRequest.from_json(job.request)
+        side = (request.width // 2 if damage == "dimensions" else request.width, request.height)
+        png = io.BytesIO()
+        # A colour of its own: the blobs stream keeps earlier images, and a "missing" one must be missing.
+        Image.new("RGB", side, tuple(uuid.uuid4().bytes[:3])).save(png, format="PNG")
+        data = png.getvalue()
+        # "hash": announced under a hash that is not its bytes'; "missing": never uploaded.
+        digest = sha256_hex(b"some other image" if damage == "hash" else data)
+        if damage != "missing":
+            await self.js.publish(f"{self.subjects.blob(digest)}.0", data,
+                                  headers={CHUNK_HEADER: chunk_header(0, 1)})
+        ref = ImageRef(index=0, seed=request.seeds[0], width=side[0], height=side[1], sha256=digest,
+                       size=len(data))
+        await self.js.publish(self.subjects.events(job.job_id), encode(Event(
+            kind="done", job_id=job.job_id, dispatch_id=dispatch.dispatch_id, worker="fake", images=(ref,))))
+        await msg.ack()
+        return job.job_id
+
+
+async def test_a_damaged_image_is_a_failed_attempt_retried_then_a_clear_message(
     sandbox: Sandbox, nats_server: NatsServer, remote_bot: Callable[..., Any]
 ) -> None:
-    """The test plays a broken worker over the real broker: the bot must refuse its image, not show it."""
     subjects = Subjects(f"h{uuid.uuid4().hex[:8]}")
     app = await remote_bot(subjects.prefix)
     services = app.services
     assert services is not None
     nc = await nats.connect(nats_server.url(WORKER_USER, WORKER_PASS))
     try:
-        js = nc.jetstream()
-        kv = await js.key_value(subjects.workers_bucket)
-        await kv.put("fake", encode(WorkerInfo(
-            name="fake", device="cpu", slots=2, max_batch=4,
-            models=(ModelInfo(name="tiny", family="sd15", steps=3, guidance=5.0, sampler="euler"),))))
+        fake = FakeWorker(nc.jetstream(), subjects)
+        await fake.announce()
         await sandbox.wait_for(lambda: services.registry.names() == ["tiny"], timeout=PATIENCE_S)
-
         alice, general = sandbox.users["alice"], sandbox.channel("general")
-        interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a quiet pond --seed 4",
-                                                                      "count": 1})
-        await interaction.wait_ack()
-        sub = await js.pull_subscribe(subjects.jobs("tiny"), durable=subjects.consumer("tiny"),
-                                      stream=subjects.jobs_stream)
-        msg = (await sub.fetch(1, timeout=PATIENCE_S))[0]
-        dispatch = decode_dispatch(msg.data)
-        job = dispatch.jobs[0]
-        request = RenderRequest.from_json(job.request)
-        png = io.BytesIO()
-        Image.new("RGB", (request.width, request.height), (9, 9, 9)).save(png, format="PNG")
-        data = png.getvalue()
-        claimed = sha256_hex(b"some other image")  # the hash it announces is not its bytes' hash
-        await js.publish(f"{subjects.blob(claimed)}.0", data, headers={CHUNK_HEADER: chunk_header(0, 1)})
-        ref = ImageRef(index=0, seed=4, width=request.width, height=request.height, sha256=claimed,
-                       size=len(data))
-        await js.publish(subjects.events(job.job_id), encode(Event(
-            kind="done", job_id=job.job_id, dispatch_id=dispatch.dispatch_id, worker="fake", images=(ref,))))
-        await msg.ack()
 
+        # A wrong hash, then a good image: the job is done at its second attempt, the member sees it once.
+        first = await sandbox.slash(alice, general, "imagine", {"prompt": "a quiet pond --seed 4 --n 1"})
+        await first.wait_ack()
+        job_a = await fake.serve_one("hash")
+        assert await fake.serve_one("good") == job_a
+        message = await sandbox.wait_for(lambda: result_for(sandbox, general, job_a), timeout=PATIENCE_S)
+        assert message.id == first.original.id
+        row = await services.db.jobs.get(job_a)
+        assert row is not None and row.status == "done" and row.attempts == 2
+        assert len(await services.db.images.for_job(job_a)) == 1
+
+        # Damaged at every attempt (a wrong hash, a missing blob, the wrong size): a clear message after
+        # the last one, and nothing shown or stored.
+        second = await sandbox.slash(alice, general, "imagine", {"prompt": "a still lake --seed 5 --n 1"})
+        await second.wait_ack()
+        job_b = await fake.serve_one("hash")
+        assert await fake.serve_one("missing") == job_b
+        assert await fake.serve_one("dimensions") == job_b
         shown = await sandbox.wait_for(
-            lambda: interaction.original is not None and "arrived damaged" in interaction.original.content
-            and interaction.original, timeout=PATIENCE_S)
+            lambda: second.original is not None and "arrived damaged" in second.original.content
+            and second.original, timeout=PATIENCE_S)
         assert not shown.attachments
-        row = await services.db.jobs.get(job.job_id)
-        assert row is not None and row.status == "failed"
-        assert await services.db.images.for_job(job.job_id) == []
+        row = await services.db.jobs.get(job_b)
+        assert row is not None and row.status == "failed" and row.attempts == 3
+        assert await services.db.images.for_job(job_b) == []
     finally:
         await nc.close()
 
@@ -205,3 +253,140 @@ async def test_the_bot_in_remote_mode_loads_no_model_and_imports_no_torch(
                                    capture_output=True, timeout=PATIENCE_S)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert "engine None torch False diffusers False" in done.stdout.decode()
+
+
+async def test_the_bot_starts_and_queues_while_the_broker_is_down_then_dispatches(
+    sandbox: Sandbox, workers: WorkerProcesses, start_bot: Callable[..., Any], spare_nats: NatsServer
+) -> None:
+    prefix = f"d{uuid.uuid4().hex[:8]}"
+    # Remembered from an earlier run: the catalog the workers announced then.
+    data_dir = Path(str(workers.data_dir)).parent / f"bot-{prefix}"
+    data_dir.mkdir()
+    (data_dir / "remote-models.json").write_text(
+        '[{"name": "tiny", "family": "sd15", "steps": 3, "guidance": 5.0, "sampler": "euler"}]')
+    # Nothing listens on the broker's port: the bot must start anyway (before, start-up waited for it).
+    app: App = await start_bot(own_engine=True, ATELIER_BROKER_URL=spare_nats.url(BOT_USER, BOT_PASS),
+                               ATELIER_BROKER_PREFIX=prefix, ATELIER_DATA_DIR=str(data_dir))
+    services = app.services
+    assert services is not None and services.remote is not None and not services.remote.connected
+
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    interaction = await sandbox.slash(alice, general, "imagine",
+                                      {"prompt": "a harbour at dawn --seed 5 --steps 3", "count": 1})
+    await interaction.wait_ack()
+    assert interaction.original is not None and "queued — position 1" in interaction.original.content
+    [row] = await services.db.jobs.list_active()
+    assert row.status == "queued"
+    job_id = row.id
+
+    # A worker started meanwhile retries too; once the broker is up, the job is dispatched and rendered.
+    workers.start("w1", prefix, "--models", "tiny", url=spare_nats.url(WORKER_USER, WORKER_PASS))
+    spare_nats.start()
+    message = await sandbox.wait_for(lambda: result_for(sandbox, general, job_id), timeout=PATIENCE_S)
+    assert message.id == interaction.original.id
+    row = await services.db.jobs.get(job_id)
+    assert row is not None and row.status == "done" and row.attempts == 1
+
+
+@pytest.mark.parametrize("which", ["credentials", "jetstream"])
+async def test_a_broker_the_bot_cannot_use_is_one_line_and_exit_2(
+    which: str, nats_server: NatsServer, spare_nats: NatsServer, tmp_path: Path
+) -> None:
+    from tests.bot.test_startup_failures import run_atelier, the_error
+
+    if which == "credentials":
+        url = nats_server.url(BOT_USER, "wrong-password")
+    else:
+        spare_nats.config.write_text(f"listen: 127.0.0.1:{spare_nats.port}\n")  # no jetstream block
+        spare_nats.start()
+        url = f"nats://{BOT_USER}:wrong-password@127.0.0.1:{spare_nats.port}"
+    env = {"ATELIER_BROKER_URL": url, "ATELIER_DATA_DIR": str(tmp_path / "d")}
+    code, err = await run_atelier(tmp_path, env)
+    line = the_error(code, err)
+    assert code == 2
+    assert ("credentials" if which == "credentials" else "JetStream") in line
+    assert "wrong-password" not in err
+
+
+async def test_admin_workers_and_queue_say_where_jobs_are(
+    sandbox: Sandbox, workers: WorkerProcesses, remote_bot: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Issue test 10: /admin workers lists both workers, then one offline after a kill; members are denied.
+    /queue says which worker renders a job, and which model a job waits for a worker of."""
+    from tests.bot.test_admin import admin
+
+    prefix = f"a{uuid.uuid4().hex[:8]}"
+    hold = tmp_path / "hold"
+    # tiny-xl is known from an earlier run, but no worker serves it now.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "remote-models.json").write_text(
+        '[{"name": "tiny", "family": "sd15", "steps": 3, "guidance": 5.0, "sampler": "euler"},'
+        ' {"name": "tiny-xl", "family": "sdxl", "steps": 3, "guidance": 5.0, "sampler": "euler"}]')
+    workers.start("w1", prefix, "--models", "tiny", extra_env={"ATELIER_TEST_HOLD_FILE": str(hold)})
+    w2 = workers.start("w2", prefix, "--models", "tiny", extra_env={"ATELIER_TEST_HOLD_FILE": str(hold)})
+    app = await remote_bot(prefix)
+    services = app.services
+    assert services is not None and services.remote is not None
+    remote = services.remote
+    alice, mod, general = sandbox.users["alice"], sandbox.users["mod"], sandbox.channel("general")
+
+    shown = await admin(sandbox, mod, general, "workers", {})
+    assert shown.ephemeral and shown.content == "No workers are online."
+    await sandbox.wait_for(lambda: len(remote.workers) == 2, timeout=PATIENCE_S)
+    hold.touch()  # after both warm-up renders
+
+    # A job held mid-render on one worker; one for tiny-xl that no worker serves.
+    held = await sandbox.slash(alice, general, "imagine", {"prompt": "a mill --seed 1 --steps 3 --n 1"})
+    await held.wait_ack()
+    await sandbox.wait_for(lambda: shows_rendering(held) and remote.worker_of(
+        next(iter(e.job_id for e in services.scheduler.snapshot() if e.status == "running"), 0)),
+        timeout=PATIENCE_S)
+    [running] = [e for e in services.scheduler.snapshot() if e.status == "running"]
+    renderer = remote.worker_of(running.job_id)
+    await sandbox.wait_for(lambda: remote.workers[str(renderer)].step > 0, timeout=PATIENCE_S)
+    xl = await sandbox.slash(alice, general, "imagine",
+                             {"prompt": "a tower --seed 2 --steps 3 --n 1", "model": "tiny-xl"})
+    await xl.wait_ack()
+
+    listing = await sandbox.slash(alice, general, "queue")
+    await listing.wait_ack()
+    text = listing.original.content
+    assert f"`{running.job_id}` **a mill** — rendering on {renderer}" in text, text
+    assert "waiting for a worker with model tiny-xl" in text, text
+
+    shown = await admin(sandbox, mod, general, "workers", {})
+    lines = shown.content.splitlines()
+    assert shown.ephemeral and lines[0] == "2 workers online:", shown.content
+    busy = next(line for line in lines if line.startswith(f"**{renderer}**"))
+    assert f"rendering on `cpu` · models: tiny (loaded) · job {running.job_id} step " in busy, busy
+    assert " · 0.0 jobs/h" in busy and "heartbeat" in busy, busy
+    refused = await admin(sandbox, alice, general, "workers", {})
+    assert refused.ephemeral and "Manage Server" in refused.content
+
+    # The other worker dies: shown offline once its heartbeats stop.
+    other = "w2" if renderer == "w1" else "w1"
+    victim = w2 if other == "w2" else workers.started[0]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+
+    async def offline() -> str:
+        return (await admin(sandbox, mod, general, "workers", {})).content
+
+    for _ in range(int(PATIENCE_S)):
+        text = await offline()
+        if f"**{other}** — offline (last heard" in text:
+            break
+        await asyncio.sleep(1)
+    assert f"**{other}** — offline (last heard" in text, text
+    assert text.splitlines()[0] == "1 worker online:", text
+
+    # Once the held job is done, its worker reports its rate and seconds per image.
+    hold.unlink()
+    await sandbox.wait_for(lambda: result_for(sandbox, general, running.job_id), timeout=PATIENCE_S)
+    for _ in range(int(PATIENCE_S)):
+        text = await offline()
+        if "tiny " in text and " s/image" in text:
+            break
+        await asyncio.sleep(1)
+    line = next(line for line in text.splitlines() if line.startswith(f"**{renderer}**"))
+    assert " · tiny " in line and line.endswith(" s/image") and " · 0.0 jobs/h" not in line, line
