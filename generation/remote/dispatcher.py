@@ -99,7 +99,8 @@ class RemoteModels:
             for item in items:
                 spec = ModelSpec(name=str(item["name"]), source="remote", family=str(item["family"]),
                                  default_steps=int(item["steps"]), default_guidance=float(item["guidance"]),
-                                 default_sampler=str(item["sampler"]))
+                                 default_sampler=str(item["sampler"]),
+                                 size=int(item["size"]) if item.get("size") else None)
                 self._specs.setdefault(spec.name, spec)
         except FileNotFoundError:
             return
@@ -110,7 +111,8 @@ class RemoteModels:
         if self._remembered is None:
             return
         items = [{"name": s.name, "family": s.family, "steps": s.default_steps,
-                  "guidance": s.default_guidance, "sampler": s.default_sampler} for s in self._specs.values()]
+                  "guidance": s.default_guidance, "sampler": s.default_sampler, "size": s.size}
+                 for s in self._specs.values()]
         try:
             temp = self._remembered.with_suffix(".tmp")
             temp.write_text(json.dumps(items))
@@ -125,7 +127,7 @@ class RemoteModels:
                 if model.name not in self._specs:
                     self._specs[model.name] = ModelSpec(
                         name=model.name, source="remote", family=model.family, default_steps=model.steps,
-                        default_guidance=model.guidance, default_sampler=model.sampler)
+                        default_guidance=model.guidance, default_sampler=model.sampler, size=model.size)
                     added = True
         if added:
             self._remember()
