@@ -164,6 +164,10 @@ class _Pending:
 
     requests: dict[int, RenderRequest]
     events: asyncio.Queue[tuple[Event, Msg]] = field(default_factory=asyncio.Queue)
+    # Each job's current dispatch (a damaged result's retry is a new one); None when unknown (a batch
+    # adopted from an earlier run of the bot). An event of another dispatch is stale: a worker the bot
+    # gave up on (the watchdog requeued its job) must not fail or finish the job's current render.
+    dispatch_of: dict[int, str | None] = field(default_factory=dict)
     # Set by the watchdog (generation.remote.watchdog): no worker has this batch and the broker lost it.
     lost: bool = False
 
@@ -374,15 +378,27 @@ class RemoteBackend:
     async def _on_event(self, msg: Msg) -> None:
         try:
             event = decode_event(msg.data)
+            if msg.subject != self.subjects.events(event.job_id):
+                raise WireError(f"an event of job {event.job_id} from worker {event.worker} on another job's "
+                                "subject")
         except WireError as exc:
-            log.error("event on %s terminated: %s", msg.subject, exc)
+            log.error("event on %s (stream seq %s) terminated: %s", msg.subject, msg.metadata.sequence.stream,
+                      exc)
             await msg.term()
             return
         pending = self._pending.get(event.job_id)
         if pending is None:
             # A finished job's late or repeated event (completion is first-wins), or a job this bot is not
-            # waiting for: nothing to record.
-            await msg.ack()
+            # waiting for (a stray or forged message): nothing to record.
+            log.warning("%s event of job %s from worker %s (dispatch %s) terminated: no batch in flight has "
+                        "this job", event.kind, event.job_id, event.worker, event.dispatch_id)
+            await msg.term()
+            return
+        current = pending.dispatch_of.get(event.job_id)
+        if current is not None and event.dispatch_id != current:
+            log.warning("%s event of job %s from worker %s terminated: stale dispatch %s (current %s)",
+                        event.kind, event.job_id, event.worker, event.dispatch_id, current)
+            await msg.term()
             return
         await pending.events.put((event, msg))
 
@@ -412,8 +428,12 @@ class RemoteBackend:
 
     async def publish(self, model: str, jobs: Sequence[tuple[int, RenderRequest]]) -> None:
         """One batch on `jobs.<model>` under a new dispatch id (a retry of a job is a new batch: its events
-        reach whoever waits for the job already)."""
+        reach whoever waits for the job already, and the previous dispatch's become stale)."""
         dispatch_id = uuid.uuid4().hex
+        for job_id, _ in jobs:
+            pending = self._pending.get(job_id)
+            if pending is not None:
+                pending.dispatch_of[job_id] = dispatch_id
         body = encode(Dispatch(dispatch_id=dispatch_id, jobs=tuple(
             DispatchJob(job_id=job_id, request=request.to_json()) for job_id, request in jobs)))
         await self.js.publish(self.subjects.jobs(model), body, headers={MSG_ID_HEADER: dispatch_id})
