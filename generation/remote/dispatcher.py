@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,9 +33,10 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
+from generation.engine import StepGate
 from generation.errors import InvalidRequest
-from generation.events import JobDone, JobEvent, JobProgress, JobStarted
-from generation.images import encode_grid
+from generation.events import JobDone, JobEvent, JobProgress, JobRendered, JobStarted
+from generation.images import encode_fast_grid, encode_grid, make_grid
 from generation.loras import LoraLibrary
 from generation.models import ModelSpec
 from generation.remote.broker import cancels_bucket, connect, ensure_streams, get_blob, put_blob, where
@@ -56,7 +58,14 @@ from generation.remote.wire import (
     encode,
 )
 from generation.request import Kind, RenderRequest
-from generation.worker import BAD_REQUEST, BatchJob, BatchOutcome, JobsLost, JobTransitions
+from generation.worker import (
+    BAD_REQUEST,
+    STORE_HOLD_FILE_ENV,
+    BatchJob,
+    BatchOutcome,
+    JobsLost,
+    JobTransitions,
+)
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.images import NewImage
@@ -536,6 +545,8 @@ class RemoteRunner(JobTransitions):
         self._lease_owner = lease_owner
         self._lease_seconds = lease_seconds
         self._delays = tuple(storage_retry_delays)
+        # Test-only, like the in-process worker's: holds a result between its fast grid and its storing.
+        self.store_gate = StepGate(os.environ.get(STORE_HOLD_FILE_ENV) or None)
 
     def close(self) -> None:
         pass
@@ -655,6 +666,10 @@ class RemoteRunner(JobTransitions):
         except WireError as exc:
             log.error("job %s: the result from worker %s is refused: %s", job_id, event.worker, exc)
             return await self._retry_damaged(job_id, request)
+        # Grid first, as in-process: the member sees the fast JPEG now, the stored PNGs follow.
+        fast = await asyncio.to_thread(lambda: encode_fast_grid(make_grid([image for _, image in pictures])))
+        self._emit(JobRendered(job_id, fast, any(ref.nsfw for ref in event.images)))
+        await asyncio.to_thread(self.store_gate.hold, None)
         grid = None
         if len(pictures) > 1:
             grid_png = await asyncio.to_thread(encode_grid, [image for _, image in pictures], request)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -33,9 +34,11 @@ from generation.remote.wire import (
     sha256_hex,
 )
 from generation.request import RenderRequest
+from generation.worker import STORE_HOLD_FILE_ENV
 from sandbox import Sandbox
 from tests.bot.helpers import (
     click_for_result,
+    fast_grid,
     image_of,
     imagine,
     job_id_of,
@@ -293,6 +296,44 @@ async def test_malformed_stray_and_stale_events_are_terminated_and_the_job_compl
         assert row is not None and row.status == "done" and row.attempts == 1
         assert len(await services.db.images.for_job(job_id)) == 1
         assert await services.db.jobs.get(stray) is None
+    finally:
+        await nc.close()
+
+
+async def test_a_remote_result_shows_its_grid_first_then_the_stored_files(
+    sandbox: Sandbox, nats_server: NatsServer, remote_bot: Callable[..., Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hold = tmp_path / "store-hold"  # holds the bot between the fast grid and its SQLite writes
+    hold.touch()
+    monkeypatch.setenv(STORE_HOLD_FILE_ENV, str(hold))  # read when the bot's runner is made
+    subjects = Subjects(f"g{uuid.uuid4().hex[:8]}")
+    app = await remote_bot(subjects.prefix)
+    services = app.services
+    assert services is not None
+    nc = await nats.connect(nats_server.url(WORKER_USER, WORKER_PASS))
+    try:
+        fake = FakeWorker(nc.jetstream(), subjects)
+        await fake.announce()
+        await sandbox.wait_for(lambda: services.registry.names() == ["tiny"], timeout=PATIENCE_S)
+        alice, general = sandbox.users["alice"], sandbox.channel("general")
+        interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a red barn --seed 2 --n 1"})
+        await interaction.wait_ack()
+        job_id = await fake.serve_one("good")
+        shown = await sandbox.wait_for(lambda: fast_grid(interaction), timeout=PATIENCE_S)
+        assert shown.id == interaction.original.id and not shown.buttons()
+        row = await services.db.jobs.get(job_id)
+        assert row is not None and row.status == "running"  # nothing stored yet
+
+        hold.unlink()
+        message = await sandbox.wait_for(lambda: result_for(sandbox, general, job_id), timeout=PATIENCE_S)
+        assert message.id == interaction.original.id and message.attachments[0].filename.endswith(".png")
+        stored = await services.db.images.for_job(job_id)
+        assert len(stored) == 1
+        # The JPEG shown first is the worker's image (a solid colour: within JPEG's error).
+        png = np.asarray(Image.open(services.blobs.path(stored[0].blob)).convert("RGB"), dtype=int)
+        jpeg = np.asarray(Image.open(io.BytesIO(shown.attachments[0].data)).convert("RGB"), dtype=int)
+        assert png.shape == jpeg.shape and np.abs(png - jpeg).mean() < 3
     finally:
         await nc.close()
 
