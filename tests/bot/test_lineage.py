@@ -19,6 +19,13 @@ async def _lineage(sandbox: Sandbox, user: Any, job: int) -> str:
     return str(interaction.original.content)
 
 
+async def _details(sandbox: Sandbox, user: Any, message: Any, custom_id: str) -> str:
+    interaction = await sandbox.click_crafted(user, message, custom_id)
+    await interaction.wait_ack()
+    assert interaction.original is not None and interaction.original.ephemeral
+    return str(interaction.original.embeds)
+
+
 async def _newest(app: App, user: Any) -> int:
     assert app.services is not None
     return (await app.services.db.jobs.list_for_user(user.id, limit=1))[0].id
@@ -63,6 +70,14 @@ async def test_lineage_names_each_step_and_only_what_the_viewer_may_see(sandbox:
         shown = await _lineage(sandbox, alice, w)
         assert f"… → **#{w} 🔄**" in shown and f"#{v}" not in shown and f"#{g}" not in shown
         assert f"Job {v} does not exist" in await _lineage(sandbox, alice, v)
+
+        # Details names the parent and the action that made the job, never a parent hidden from the viewer.
+        assert f"job {g} · U2" in await _details(sandbox, alice, upscaled, f"atelier:info:{u}")
+        assert f"job {u} · Zoom Out 2x" in await _details(sandbox, alice, upscaled, f"atelier:info:{z}")
+        assert f"job {v} · 🔄" in await _details(sandbox, bob, grid, f"atelier:info:{w}")
+        hidden = await _details(sandbox, alice, grid, f"atelier:info:{w}")
+        assert "a job not shown here" in hidden and f"job {v}" not in hidden
+        assert "Made from" not in await _details(sandbox, alice, grid, f"atelier:info:{g}")
     finally:
         await bot.services.scheduler.cancel_all()
         await bot.services.scheduler.resume()
