@@ -4,17 +4,36 @@ made it ("#12 /imagine → #15 U2 → #19 Zoom Out 2x"). Only jobs the viewer ma
 
 from __future__ import annotations
 
+import asyncio
+import io
+import logging
+import re
+from typing import Any
+
+import discord
 from discord import app_commands
 from discord.ext import commands
+from PIL import Image, ImageFilter, UnidentifiedImageError
 
+from bot import results
 from bot.access import can_see, load_job, viewer_of
 from bot.interaction import AtelierInteraction
-from bot.presenter import action_label
+from bot.policy import channel_is_age_restricted
+from bot.presenter import action_label, short_prompt
 from bot.reply import reply
+from generation.errors import NotFound
+from generation.lineage import Layout, Node, family_png, layout
+from generation.request import RenderRequest
+from storage.blobs import BlobStore
 from storage.jobs import JobRow
+
+log = logging.getLogger(__name__)
 
 MAX_LINES = 25
 MAX_CHARS = 1900
+THUMB = 256
+# A thumbnail that cannot be read: its cell is a placeholder rather than an error.
+BROKEN_IMAGE = (KeyError, OSError, SyntaxError, ValueError, UnidentifiedImageError)
 
 
 def chain_text(job: JobRow, ancestors: list[JobRow], visible: set[int]) -> str:
@@ -50,6 +69,96 @@ def tree_lines(root: JobRow, descendants: list[JobRow], visible: set[int]) -> li
     return lines
 
 
+def family_nodes(job: JobRow, ancestors: list[JobRow], descendants: list[JobRow], visible: set[int],
+                 ) -> list[Node]:
+    """The jobs to draw, the oldest visible ancestor first (the chain stops below a hidden one, as the
+    text's "…"), then `job`, then its visible descendants (a hidden job's subtree is never reached)."""
+    by_id = {j.id: j for j in [job, *ancestors, *descendants]}
+    chain: list[JobRow] = []
+    for row in ancestors:
+        if row.id not in visible:
+            break
+        chain.append(row)
+    drawn = [*reversed(chain), job, *(d for d in descendants if d.id in visible)]
+    nodes = []
+    for i, row in enumerate(drawn):
+        parent = by_id.get(row.parent_job_id or 0)
+        nodes.append(Node(row.id, None if i == 0 else row.parent_job_id, action_label(row, parent)))
+    return nodes
+
+
+def _picture(blobs: BlobStore, key: str, blur: bool) -> Image.Image | None:
+    try:
+        with Image.open(io.BytesIO(blobs.thumbnail(key, THUMB))) as im:
+            im.load()
+            image = im.convert("RGB")
+    except BROKEN_IMAGE as exc:
+        log.warning("blob %s cannot be drawn in a lineage: %r", key, exc)
+        return None
+    # A flagged image is blurred beyond recognition outside age-restricted channels (as the gallery does).
+    return image.filter(ImageFilter.GaussianBlur(24)) if blur else image
+
+
+async def _pictures(interaction: AtelierInteraction, rows: dict[int, JobRow], plan: Layout,
+                    ) -> dict[int, Image.Image | None]:
+    """Each drawn job's picture: its stored grid (what its message shows), else its first image; None
+    (a placeholder) for a job without images yet or whose images were deleted."""
+    services = interaction.client.services
+    age_restricted = channel_is_age_restricted(interaction)
+    keys: dict[int, tuple[str, bool]] = {}
+    for job_id in plan.slots:
+        images = [r for r in await services.db.images.for_job(job_id) if not r.deleted]
+        if rows[job_id].status != "done" or not images:
+            continue
+        key = rows[job_id].grid_blob or min(images, key=lambda r: r.index).blob
+        keys[job_id] = (key, any(r.nsfw for r in images) and not age_restricted)
+
+    def load() -> dict[int, Image.Image | None]:
+        return {job_id: _picture(services.blobs, key, blur) for job_id, (key, blur) in keys.items()}
+
+    return await asyncio.to_thread(load)
+
+
+def _options(nodes: list[Node], rows: dict[int, JobRow], plan: Layout) -> list[discord.SelectOption]:
+    by_id = {n.job_id: n for n in nodes}
+    return [
+        discord.SelectOption(
+            label=f"#{job_id} {by_id[job_id].label}"[:100], value=str(job_id),
+            description=short_prompt(str(RenderRequest.from_json(rows[job_id].request).prompt))[:100] or None)
+        for job_id in plan.slots
+    ]
+
+
+class OpenNode(discord.ui.DynamicItem[discord.ui.Select[Any]],
+               template=r"atelier:lineage:open:(?P<job_id>[0-9]{1,19})"):
+    """The /lineage menu: open any drawn job as /job shows it, only for the viewer. The chosen value comes
+    from the client, so it goes through the same access rule as /job (a hidden job does not exist)."""
+
+    def __init__(self, job_id: int, options: list[discord.SelectOption] | None = None) -> None:
+        super().__init__(discord.ui.Select(
+            placeholder="Open a job…", custom_id=f"atelier:lineage:open:{job_id}",
+            options=options or [discord.SelectOption(label="-", value="0")]))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> OpenNode:
+        return cls(int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bot.errors import report_error
+
+        try:
+            data: dict[str, Any] = dict(interaction.data or {})
+            values = data.get("values") or []
+            chosen = str(values[0]) if values else ""
+            if not chosen.isdigit() or not 0 < int(chosen) < 2**63:
+                raise NotFound("Pick one of the jobs in the menu.")
+            await results.show_job(interaction, int(chosen), ephemeral=True)
+        except Exception as exc:
+            await report_error(interaction, exc, job_id=self.job_id)
+
+
 class Lineage(commands.Cog):
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
@@ -72,8 +181,20 @@ class Lineage(commands.Cog):
                 lines.append(f"… and {len(below) - MAX_LINES} more")
         else:
             lines.append("Nothing was made from it yet.")
-        await reply(interaction, "\n".join(lines)[:MAX_CHARS], ephemeral=True)
+        # 2. The picture: only visible jobs are drawn; the menu opens any of them.
+        nodes = family_nodes(row, ancestors, descendants, visible)
+        plan = layout(nodes)
+        if plan.more:
+            lines.append(f"The picture shows {len(plan.slots)} of them, and {plan.more} more not drawn.")
+        rows = {j.id: j for j in [row, *ancestors, *descendants]}
+        pictures = await _pictures(interaction, rows, plan)
+        png = await asyncio.to_thread(family_png, nodes, pictures, plan)
+        view = discord.ui.View(timeout=None)
+        view.add_item(OpenNode(row.id, _options(nodes, rows, plan)))
+        await reply(interaction, "\n".join(lines)[:MAX_CHARS], ephemeral=True, view=view,
+                    file=discord.File(io.BytesIO(png), filename=f"lineage_{row.id}.png"))
 
 
 async def setup(bot: commands.Bot) -> None:
     await bot.add_cog(Lineage(bot))
+    bot.add_dynamic_items(OpenNode)

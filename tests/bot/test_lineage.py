@@ -4,12 +4,19 @@ ancestor is "…", a hidden child is left out, a hidden job itself does not exis
 
 from __future__ import annotations
 
+import asyncio
+import io
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from bot.app import App
+from bot.results import result_png
 from bot.settings_keys import MEMBER
+from generation.lineage import CELL, GAP, LABEL, fit, thumbnail_box
 from sandbox import Sandbox
-from tests.bot.helpers import button, click_for_result, imagine, job_id_of
+from tests.bot.helpers import button, click_for_result, imagine, job_id_of, labels
 
 
 async def _lineage(sandbox: Sandbox, user: Any, job: int) -> str:
@@ -81,3 +88,100 @@ async def test_lineage_names_each_step_and_only_what_the_viewer_may_see(sandbox:
     finally:
         await bot.services.scheduler.cancel_all()
         await bot.services.scheduler.resume()
+
+TOLERANCE = 16  # mean absolute difference per channel, out of 255
+
+
+def _sheet_of(message: Any) -> Image.Image:
+    [attachment] = message.attachments
+    return Image.open(io.BytesIO(attachment.data)).convert("RGB")
+
+
+async def _picture(app: App, job_id: int) -> np.ndarray:
+    """What the job's cell should show: its result (grid or image) scaled into a cell."""
+    assert app.services is not None
+    png = await result_png(app.services, job_id)
+    return np.asarray(fit(Image.open(io.BytesIO(png))), np.float32)
+
+
+def _cell(sheet: Image.Image, slot: tuple[int, int]) -> np.ndarray:
+    return np.asarray(sheet.crop(thumbnail_box(*slot)), np.float32)
+
+
+async def _assert_drawn(app: App, sheet: Image.Image, where: dict[int, tuple[int, int]],
+                        others: list[int]) -> None:
+    """Each job's picture is in its slot (closer to it than to any other job's picture), and no picture of
+    `others` is anywhere on the sheet."""
+    pictures = {j: await _picture(app, j) for j in [*where, *others]}
+    for job, slot in where.items():
+        cell = _cell(sheet, slot)
+        own = float(np.abs(cell - pictures[job]).mean())
+        # The cell went through the stored JPEG thumbnail: a noisy tiny-model picture keeps some of the noise.
+        assert own < TOLERANCE, (job, own)
+        assert all(1.5 * own < float(np.abs(cell - p).mean()) for j, p in pictures.items() if j != job)
+    columns, rows = 1 + max(c for c, _ in where.values()), 1 + max(r for _, r in where.values())
+    assert sheet.size == (GAP + columns * (CELL + GAP), GAP + rows * (CELL + LABEL + GAP))
+    for job in others:
+        assert all(float(np.abs(_cell(sheet, s) - pictures[job]).mean()) > TOLERANCE for s in where.values())
+
+
+async def test_lineage_draws_the_visible_family_and_opens_any_node_after_a_restart(
+        sandbox: Sandbox, start_bot: Any) -> None:
+    """The sheet holds each visible job's picture where the tree puts it (parents left, later siblings
+    below), a private job of another member is neither drawn nor offered, and the menu opens a node with
+    its buttons, ephemeral, after a restart, through the same access rule as /job."""
+    first = await start_bot()
+    assert first.services is not None
+    alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    await MEMBER.set(first.services.db, alice.id, {"count": 1})
+    grid = await imagine(sandbox, alice, general, "a kite --steps 1 --n 2 --seed 5")
+    g = job_id_of(grid)
+    upscaled = await click_for_result(sandbox, alice, general, grid, "U1")
+    u = job_id_of(upscaled)
+    z = job_id_of(await click_for_result(sandbox, alice, general, upscaled, "Zoom Out 2x"))
+    u2 = job_id_of(await click_for_result(sandbox, alice, general, grid, "U2"))
+    await MEMBER.set(first.services.db, bob.id, {"private": True})
+    await (await sandbox.click(bob, grid, button(grid, "V1"))).wait_ack()
+    v = (await first.services.db.jobs.list_for_user(bob.id, limit=1))[0].id
+    await _wait_done(first, v)
+
+    shown = await _lineage_message(sandbox, alice, g)
+    await _assert_drawn(first, _sheet_of(shown), {g: (0, 0), u: (1, 0), z: (2, 0), u2: (1, 1)}, [v])
+    [menu] = [c for row in shown.components for c in row["components"] if c["type"] == 3]
+    assert [o["value"] for o in menu["options"]] == [str(g), str(u), str(z), str(u2)]
+    assert [o["label"] for o in menu["options"]][1:3] == [f"#{u} U1", f"#{z} Zoom Out 2x"]
+    # Bob may see his private variation: it is drawn for him, under alice's upscales.
+    await _assert_drawn(first, _sheet_of(await _lineage_message(sandbox, bob, g)),
+                        {g: (0, 0), u: (1, 0), z: (2, 0), u2: (1, 1), v: (1, 2)}, [])
+    # From the middle of the family: the parent on the left, the zoom on the right, no sibling.
+    await _assert_drawn(first, _sheet_of(await _lineage_message(sandbox, alice, u)),
+                        {g: (0, 0), u: (1, 0), z: (2, 0)}, [u2, v])
+    await first.stop()
+
+    await start_bot()
+    opened = await sandbox.select(alice, shown, menu["custom_id"], [str(u2)])
+    await opened.wait_ack()
+    assert opened.original is not None and opened.original.ephemeral
+    assert f"job `{u2}`" in opened.original.content and opened.original.attachments
+    assert "Details" in labels(opened.original) and "Zoom Out 2x" in labels(opened.original)
+    forged = await sandbox.select(alice, shown, menu["custom_id"], [str(v)])
+    await forged.wait_ack()
+    assert forged.original is not None and f"Job {v} does not exist" in forged.original.content
+
+
+async def _lineage_message(sandbox: Sandbox, user: Any, job: int) -> Any:
+    interaction = await sandbox.slash(user, sandbox.channel("general"), "lineage", {"job": job})
+    await interaction.wait_ack()
+    assert interaction.original is not None and interaction.original.ephemeral
+    return interaction.original
+
+
+
+async def _wait_done(app: App, job_id: int) -> None:
+    assert app.services is not None
+    for _ in range(1200):
+        job = await app.services.db.jobs.get(job_id)
+        if job is not None and job.status == "done":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish")
