@@ -136,3 +136,97 @@ def family_png(nodes: Sequence[Node], images: Mapping[int, Image.Image | None], 
     buf = io.BytesIO()
     draw_family(nodes, images, plan).save(buf, format="PNG", compress_level=3)
     return buf.getvalue()
+
+
+# -- infinite zoom --------------------------------------------------------------------------------------
+
+FRAMES_PER_STEP = 12  # frames from one image to the zoom made from it (the last is the next step's first)
+FRAME_MS = 70
+MAX_SIDE = 384
+
+
+@dataclass(frozen=True, slots=True)
+class ZoomStep:
+    """One Zoom Out: the result `image`, and `box` (x, y, w, h) where its source sat on its canvas of
+    `canvas` (w, h) pixels, as generation/canvas.py planned it."""
+
+    image: Image.Image
+    canvas: tuple[int, int]
+    box: tuple[int, int, int, int]
+
+
+Rect = tuple[float, float, float, float]  # x, y, w, h in the outermost image's pixels
+
+
+def _rects(steps: Sequence[ZoomStep]) -> list[Rect]:
+    """Where each image (innermost first, outermost last) lies in the outermost image's pixels."""
+    outer = steps[-1].image
+    rects: list[Rect] = [(0.0, 0.0, float(outer.width), float(outer.height))]
+    for step in reversed(steps):
+        x, y, w, h = rects[0]
+        sx, sy = w / step.canvas[0], h / step.canvas[1]
+        bx, by, bw, bh = step.box
+        rects.insert(0, (x + bx * sx, y + by * sy, bw * sx, bh * sy))
+    return rects
+
+
+def _view(a: Rect, b: Rect, t: float) -> Rect:
+    """The view a fraction `t` of the way from rect `a` to the larger rect `b`: the size grows
+    geometrically (a steady zoom speed) and the corner moves with the size, so the point the two rects
+    share in relative position stays still on screen, as a camera pulling back would."""
+    width = a[2] * (b[2] / a[2]) ** t
+    s = (width - a[2]) / (b[2] - a[2]) if b[2] != a[2] else t
+    return (a[0] + (b[0] - a[0]) * s, a[1] + (b[1] - a[1]) * s, width, a[3] + (b[3] - a[3]) * s)
+
+
+def _frame(layers: Sequence[Image.Image], rects: Sequence[Rect], view: Rect, size: tuple[int, int],
+           ) -> Image.Image:
+    """The view drawn from the layers, outermost first, each finer layer over the coarser one."""
+    frame = Image.new("RGB", size, BACKGROUND)
+    scale_x, scale_y = size[0] / view[2], size[1] / view[3]
+    for layer, (x, y, w, h) in zip(reversed(layers), reversed(rects), strict=True):
+        left, top = (x - view[0]) * scale_x, (y - view[1]) * scale_y
+        right, bottom = left + w * scale_x, top + h * scale_y
+        cl, ct = max(0, round(left)), max(0, round(top))
+        cr, cb = min(size[0], round(right)), min(size[1], round(bottom))
+        if cr - cl < 2 or cb - ct < 2:
+            continue  # too small to add anything the coarser layer does not show
+        # The part of the layer that lands on the frame's pixels [cl, cr) x [ct, cb).
+        fx, fy = layer.width / (right - left), layer.height / (bottom - top)
+        extent = ((cl - left) * fx, (ct - top) * fy, (cr - left) * fx, (cb - top) * fy)
+        piece = layer.transform((cr - cl, cb - ct), Image.Transform.EXTENT, extent, Image.Resampling.BICUBIC)
+        frame.paste(piece, (cl, ct))
+    return frame
+
+
+def zoom_frames(inner: Image.Image, steps: Sequence[ZoomStep], *, frames_per_step: int = FRAMES_PER_STEP,
+                max_side: int = MAX_SIDE) -> list[Image.Image]:
+    """The infinite zoom: from `inner` filling the frame, pulling back through each Zoom Out until the
+    outermost image fills it. len(steps) * frames_per_step + 1 frames, the outermost image's aspect."""
+    if not steps:
+        raise ValueError("an infinite zoom needs at least one Zoom Out")
+    outer = steps[-1].image
+    ratio = max_side / max(outer.size)
+    size = (max(1, round(outer.width * ratio)), max(1, round(outer.height * ratio)))
+    layers = [inner.convert("RGB"), *(s.image.convert("RGB") for s in steps)]
+    rects = _rects(steps)
+    frames = [_frame(layers, rects, _view(rects[k], rects[k + 1], i / frames_per_step), size)
+              for k in range(len(steps)) for i in range(frames_per_step)]
+    return [*frames, _frame(layers, rects, rects[-1], size)]
+
+
+def zoom_webp(inner: Image.Image, steps: Sequence[ZoomStep], *, limit: int) -> bytes:
+    """The infinite zoom as an animated WebP (looping, inner to outer, holding on the last frame) of at
+    most `limit` bytes: smaller frames and a lower quality until it fits."""
+    side, quality = MAX_SIDE, 80
+    while True:
+        frames = zoom_frames(inner, steps, max_side=side)
+        durations = [FRAME_MS] * (len(frames) - 1) + [FRAME_MS * 15]
+        buf = io.BytesIO()
+        frames[0].save(buf, format="WEBP", save_all=True, append_images=frames[1:], duration=durations,
+                       loop=0, quality=quality, method=4)
+        if buf.tell() <= limit or side <= 96:
+            if buf.tell() > limit:
+                raise ValueError("the infinite zoom does not fit the upload limit")
+            return buf.getvalue()
+        side, quality = int(side * 0.75), max(50, quality - 10)

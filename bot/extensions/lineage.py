@@ -21,9 +21,10 @@ from bot.interaction import AtelierInteraction
 from bot.policy import channel_is_age_restricted
 from bot.presenter import action_label, short_prompt
 from bot.reply import reply
-from generation.errors import NotFound
-from generation.lineage import Layout, Node, family_png, layout
-from generation.request import RenderRequest
+from generation.canvas import placed
+from generation.errors import InvalidRequest, NotFound
+from generation.lineage import Layout, Node, ZoomStep, family_png, layout, zoom_webp
+from generation.request import Kind, RenderRequest
 from storage.blobs import BlobStore
 from storage.jobs import JobRow
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 MAX_LINES = 25
 MAX_CHARS = 1900
 THUMB = 256
+MAX_ZOOM_STEPS = 8  # the outermost ones of a longer chain: about 7 s of animation
 # A thumbnail that cannot be read: its cell is a placeholder rather than an error.
 BROKEN_IMAGE = (KeyError, OSError, SyntaxError, ValueError, UnidentifiedImageError)
 
@@ -159,6 +161,94 @@ class OpenNode(discord.ui.DynamicItem[discord.ui.Select[Any]],
             await report_error(interaction, exc, job_id=self.job_id)
 
 
+def _is_zoom(row: JobRow) -> bool:
+    # `canvas` is inherited by a canvas job's children: only a canvas job made from one image is a Zoom Out
+    # (a 🔄 of a zoom keeps the kind but has no image index).
+    return (row.kind == Kind.CANVAS and row.parent_index is not None
+            and RenderRequest.from_json(row.request).extra.get("canvas") == "zoom")
+
+
+def zoom_chain(job: JobRow, ancestors: list[JobRow], visible: set[int]) -> list[tuple[JobRow, int]]:
+    """The images of the nearest run of Zoom Outs at or above `job`, innermost first, each as (job, image
+    index): the image each zoom was made from, then each zoom's image the next step (or `job`) used.
+    Stops below a job the viewer may not see; empty when there is no Zoom Out to animate."""
+    path = [job, *ancestors]
+    start = next((i for i, row in enumerate(path) if _is_zoom(row)), None)
+    if start is None or any(row.id not in visible for row in path[:start + 1]):
+        return []
+    chain = [(path[start], (path[start - 1].parent_index or 0) if start else 0)]
+    i = start
+    while _is_zoom(path[i]) and i + 1 < len(path) and path[i + 1].id in visible:
+        chain.append((path[i + 1], path[i].parent_index or 0))
+        i += 1
+    return chain[::-1][-(MAX_ZOOM_STEPS + 1):] if len(chain) > 1 else []
+
+
+async def _zoom_file(interaction: AtelierInteraction, chain: list[tuple[JobRow, int]], name: str,
+                     ) -> discord.File:
+    services = interaction.client.services
+    rows = []
+    for job, index in chain:
+        image = await services.db.images.get_by_index(job.id, index)
+        if image is None or image.deleted:
+            raise NotFound(f"An image of job {job.id} is gone, so the zoom cannot be drawn.")
+        rows.append((job, image))
+    limit = results.guild_upload_limit(interaction.client, interaction.guild_id)
+
+    def draw() -> bytes:
+        inner = services.blobs.open_image(rows[0][1].blob)
+        steps = []
+        for job, image in rows[1:]:
+            canvas = placed(RenderRequest.from_json(job.request))
+            steps.append(ZoomStep(services.blobs.open_image(image.blob), (canvas.width, canvas.height),
+                                  canvas.box))
+        return zoom_webp(inner, steps, limit=limit)
+
+    try:
+        data = await asyncio.to_thread(draw)
+    except BROKEN_IMAGE as exc:
+        log.warning("infinite zoom of %s cannot be drawn: %r", name, exc)
+        raise NotFound("An image of this zoom is missing or damaged, so it cannot be drawn.") from None
+    spoiler = any(image.nsfw for _, image in rows) and not channel_is_age_restricted(interaction)
+    return discord.File(io.BytesIO(data), filename=f"{name}.webp", spoiler=spoiler)
+
+
+class ZoomButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                 template=r"atelier:lineage:zoom:(?P<job_id>[0-9]{1,19})"):
+    """The infinite zoom of a job's chain of Zoom Outs, as an animated WebP only for the viewer. The chain
+    is read again at the click, through the access rule (nothing hidden is drawn)."""
+
+    def __init__(self, job_id: int) -> None:
+        super().__init__(discord.ui.Button(label="Infinite zoom", emoji="🌀",
+                                           style=discord.ButtonStyle.secondary,
+                                           custom_id=f"atelier:lineage:zoom:{job_id}"))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> ZoomButton:
+        return cls(int(match["job_id"]))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        from bot.errors import report_error
+
+        try:
+            row = await load_job(interaction, self.job_id)
+            viewer = viewer_of(interaction)
+            ancestors = await interaction.client.services.db.jobs.ancestors(row.id)
+            chain = zoom_chain(row, ancestors, {j.id for j in [row, *ancestors] if can_see(j, viewer)})
+            if not chain:
+                raise InvalidRequest(f"Job {row.id} was not made by a Zoom Out.")
+            await interaction.response.defer(ephemeral=True, thinking=True)  # frames take a few seconds
+            file = await _zoom_file(interaction, chain, f"zoom_{row.id}")
+            steps = len(chain) - 1
+            text = (f"Infinite zoom of job {row.id}: {steps} Zoom Out{'s' if steps > 1 else ''}, "
+                    f"from job {chain[0][0].id} outwards.")
+            await reply(interaction, text, ephemeral=True, file=file)
+        except Exception as exc:
+            await report_error(interaction, exc, job_id=self.job_id)
+
+
 class Lineage(commands.Cog):
     def __init__(self, bot: commands.Bot) -> None:
         self.bot = bot
@@ -191,10 +281,12 @@ class Lineage(commands.Cog):
         png = await asyncio.to_thread(family_png, nodes, pictures, plan)
         view = discord.ui.View(timeout=None)
         view.add_item(OpenNode(row.id, _options(nodes, rows, plan)))
+        if zoom_chain(row, ancestors, visible):
+            view.add_item(ZoomButton(row.id))
         await reply(interaction, "\n".join(lines)[:MAX_CHARS], ephemeral=True, view=view,
                     file=discord.File(io.BytesIO(png), filename=f"lineage_{row.id}.png"))
 
 
 async def setup(bot: commands.Bot) -> None:
     await bot.add_cog(Lineage(bot))
-    bot.add_dynamic_items(OpenNode)
+    bot.add_dynamic_items(OpenNode, ZoomButton)

@@ -14,7 +14,7 @@ from PIL import Image
 from bot.app import App
 from bot.results import result_png
 from bot.settings_keys import MEMBER
-from generation.lineage import CELL, GAP, LABEL, fit, thumbnail_box
+from generation.lineage import CELL, FRAMES_PER_STEP, GAP, LABEL, fit, thumbnail_box
 from sandbox import Sandbox
 from tests.bot.helpers import button, click_for_result, imagine, job_id_of, labels
 
@@ -92,6 +92,19 @@ async def test_lineage_names_each_step_and_only_what_the_viewer_may_see(sandbox:
 TOLERANCE = 16  # mean absolute difference per channel, out of 255
 
 
+async def _image(app: App, job_id: int, index: int) -> Image.Image:
+    assert app.services is not None
+    row = await app.services.db.images.get_by_index(job_id, index)
+    assert row is not None
+    return app.services.blobs.open_image(row.blob).convert("RGB")
+
+
+def _diff(frame: Image.Image, image: Image.Image) -> float:
+    """Mean difference of the two pictures' 32x32 averages: what a lossy frame keeps of a noisy image."""
+    small = [np.asarray(im.resize((32, 32), Image.Resampling.BOX), np.float32) for im in (frame, image)]
+    return float(np.abs(small[0] - small[1]).mean())
+
+
 def _sheet_of(message: Any) -> Image.Image:
     [attachment] = message.attachments
     return Image.open(io.BytesIO(attachment.data)).convert("RGB")
@@ -129,7 +142,8 @@ async def test_lineage_draws_the_visible_family_and_opens_any_node_after_a_resta
         sandbox: Sandbox, start_bot: Any) -> None:
     """The sheet holds each visible job's picture where the tree puts it (parents left, later siblings
     below), a private job of another member is neither drawn nor offered, and the menu opens a node with
-    its buttons, ephemeral, after a restart, through the same access rule as /job."""
+    its buttons, ephemeral, after a restart, through the same access rule as /job. A Zoom Out's lineage
+    exports the zoom as an animated WebP from its source image out to it."""
     first = await start_bot()
     assert first.services is not None
     alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
@@ -156,9 +170,35 @@ async def test_lineage_draws_the_visible_family_and_opens_any_node_after_a_resta
     # From the middle of the family: the parent on the left, the zoom on the right, no sibling.
     await _assert_drawn(first, _sheet_of(await _lineage_message(sandbox, alice, u)),
                         {g: (0, 0), u: (1, 0), z: (2, 0)}, [u2, v])
+    # The zoom's own lineage offers the infinite zoom; the grid's (no Zoom Out above it) does not.
+    assert "Infinite zoom" not in labels(shown)
+    zoomed = await _lineage_message(sandbox, alice, z)
+    inner, outer = await _image(first, u, 0), await _image(first, z, 0)
     await first.stop()
 
     await start_bot()
+    sent = await sandbox.click(alice, zoomed, button(zoomed, "Infinite zoom"))
+    await sandbox.wait_for(lambda: sent.followups, timeout=60)
+    [answer] = sent.followups
+    assert answer.ephemeral and f"from job {u} outwards" in answer.content
+    [attachment] = answer.attachments
+    assert attachment.filename == f"zoom_{z}.webp"
+    with Image.open(io.BytesIO(attachment.data)) as webp:
+        assert webp.format == "WEBP" and webp.is_animated and webp.n_frames == FRAMES_PER_STEP + 1
+        frames = []
+        for i in (0, webp.n_frames - 1):
+            webp.seek(i)
+            frames.append(webp.convert("RGB"))
+    # Lossy frames of noisy tiny-model images, compared by their 32x32 averages (out of 255): each end is
+    # close to its own image and at least twice as far from the other one.
+    assert _diff(frames[0], inner) < 4 < 2 * 4 < _diff(frames[0], outer)
+    assert _diff(frames[1], outer) < 4 < 2 * 4 < _diff(frames[1], inner)
+    # A job with no Zoom Out above it: a short ephemeral refusal, nothing drawn.
+    refused = await sandbox.click_crafted(alice, zoomed, f"atelier:lineage:zoom:{u}")
+    await refused.wait_ack()
+    assert refused.original is not None and refused.original.ephemeral
+    assert refused.original.content == f"Job {u} was not made by a Zoom Out."
+    assert not refused.original.attachments
     opened = await sandbox.select(alice, shown, menu["custom_id"], [str(u2)])
     await opened.wait_ack()
     assert opened.original is not None and opened.original.ephemeral
