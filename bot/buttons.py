@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import discord
 
 from bot import presenter
-from bot.access import load_job, require_owner_or_moderator
+from bot.access import can_see, load_job, require_owner_or_moderator, viewer_of
 from bot.defaults import member_settings
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
@@ -467,6 +467,15 @@ class RegionPreset(Acting, discord.ui.DynamicItem[discord.ui.Select[Any]],
 
 # -- about this job ----------------------------------------------------------------------------------
 
+async def _made_from(interaction: AtelierInteraction, job: Any) -> str:
+    """The parent job and the action that made this one ("job 12 · U2"); a parent the viewer may not see
+    is never named, only the action is."""
+    parent = await interaction.client.services.db.jobs.get(job.parent_job_id)
+    if parent is None or not can_see(parent, viewer_of(interaction)):
+        return "a job not shown here"
+    return f"job {parent.id} · {presenter.action_label(job, parent)}"
+
+
 class DetailsButton(JobButton, template=_template((Action.DETAILS,))):
     """Details: the whole prompt and settings, ephemeral."""
 
@@ -474,8 +483,10 @@ class DetailsButton(JobButton, template=_template((Action.DETAILS,))):
 
     async def act(self, interaction: AtelierInteraction) -> None:
         job = await load_job(interaction, self.job_id)
-        embed = presenter.details(self.job_id, RenderRequest.from_json(job.request),
-                                  {"By": f"<@{job.user_id}>", "Status": job.status})
+        extra = {"By": f"<@{job.user_id}>", "Status": job.status}
+        if job.parent_job_id is not None:
+            extra["Made from"] = await _made_from(interaction, job)
+        embed = presenter.details(self.job_id, RenderRequest.from_json(job.request), extra)
         await reply(interaction, embed=embed, ephemeral=True)
 
 

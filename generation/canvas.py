@@ -219,12 +219,17 @@ def prepare(source: Image.Image, canvas: CanvasPlan, cells: int | None = None,
     return image, mask
 
 
+def placed(request: RenderRequest) -> CanvasPlan:
+    """The plan a canvas request was made with: its canvas size and the box its source was placed in
+    (for a zoom, where the parent image sits inside the result: the infinite zoom reads it here)."""
+    return CanvasPlan(request.width, request.height, request.box or (0, 0, request.width, request.height))
+
+
 def canvas_inputs(request: RenderRequest, source: Image.Image | None) -> tuple[Image.Image, Image.Image]:
     """The canvas image and mask of a canvas request (as the engine feeds them to the inpaint pipeline)."""
     if source is None:
         raise ValueError("canvas requests need their source image")
-    box = request.box or (0, 0, request.width, request.height)
-    return prepare(source, CanvasPlan(request.width, request.height, box), request.cells)
+    return prepare(source, placed(request), request.cells)
 
 
 def overlay(rendered: Image.Image, image: Image.Image, mask: Image.Image) -> Image.Image:
