@@ -25,10 +25,12 @@ import discord
 
 from bot import presenter
 from bot.access import load_job, require_owner_or_moderator
+from bot.attachments import PENDING_UPLOAD, check_declared, fetch
 from bot.defaults import member_settings
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
+from bot.policy import check_request
 from bot.references import plan_references
 from bot.reply import reply
 from generation.canvas import (
@@ -42,6 +44,7 @@ from generation.canvas import (
     selection_thumbnail,
 )
 from generation.errors import InvalidRequest, NotFound
+from generation.masks import encode_mask, read_mask
 from generation.request import Kind, RenderRequest
 from generation.validate import RequestDraft, build_request, upscale_of, variation_of
 
@@ -255,6 +258,33 @@ async def start_canvas(interaction: AtelierInteraction, job_id: int, index: int,
     await start_job(interaction, request, parent_job_id=job_id, parent_index=index)
 
 
+async def start_masked_region(interaction: AtelierInteraction, job_id: int, index: int | None,
+                              attachment: discord.Attachment, prompt: str | None = None) -> None:
+    """Vary (Region) with the member's own mask (generation/masks.py) on image `index` of job `job_id`
+    (None: its only image). As an upload (bot/attachments.py): every check runs before the download,
+    the mask is read against the image's size, and only a mask that passed is stored."""
+    services = interaction.client.services
+    # 1. What Discord says about the file; the image (who may see it, and that it still exists).
+    check_declared(attachment)
+    job, blob = await _source_of(interaction, job_id, index)
+    parent = RenderRequest.from_json(job.request)
+    if index is None and parent.count > 1:
+        raise InvalidRequest(f"Job {job_id} has {parent.count} images: name one, e.g. `{job_id}.1`.")
+    index = index or 0
+    # 2. The request as it will be, checked (ban, channel, words, caps) before a byte is downloaded.
+    family = services.registry.spec(parent.model).family
+    count = (await member_settings(interaction)).defaults().get("count") or 4
+    planned = canvas_of(parent, index, blob, None, family=family, prompt=prompt, count=int(count),
+                        mask=PENDING_UPLOAD)
+    await check_request(services, interaction, planned)
+    # 3. Download, read (header first) and threshold at the image's size, off the loop; then store.
+    data = await fetch(attachment)
+    mask = await asyncio.to_thread(read_mask, data, (parent.width, parent.height))
+    key = await asyncio.to_thread(services.blobs.put, encode_mask(mask))
+    await start_job(interaction, dataclasses.replace(planned, mask=key), parent_job_id=job_id,
+                    parent_index=index)
+
+
 class CustomZoomModal(discord.ui.Modal, title="Custom Zoom"):
     """The prompt, a zoom from 1 to 2 and an optional new aspect for a Zoom Out."""
 
@@ -351,7 +381,8 @@ def region_view(job_id: int, index: int, cells: int) -> discord.ui.LayoutView:
     box: discord.ui.Container[Any] = discord.ui.Container()
     box.add_item(discord.ui.TextDisplay(
         f"**Vary (Region)** · job `{job_id}` · image {index + 1}: pick the parts to repaint "
-        f"({chosen} of {GRID * GRID} selected)."))
+        f"({chosen} of {GRID * GRID} selected).\n-# Or repaint with your own mask (white = repaint, black "
+        f"= keep; or transparent = repaint): `/region job:{job_id}.{index + 1} mask:<file>`"))
     box.add_item(discord.ui.MediaGallery(discord.MediaGalleryItem(f"attachment://{REGION_FILE}")))
     for row in range(GRID):
         line: discord.ui.ActionRow[Any] = discord.ui.ActionRow()
@@ -468,8 +499,10 @@ class DetailsButton(JobButton, template=_template((Action.DETAILS,))):
 
     async def act(self, interaction: AtelierInteraction) -> None:
         job = await load_job(interaction, self.job_id)
-        embed = presenter.details(self.job_id, RenderRequest.from_json(job.request),
-                                  {"By": f"<@{job.user_id}>", "Status": job.status})
+        extra = {"By": f"<@{job.user_id}>", "Status": job.status}
+        if job.parent_job_id is not None:
+            extra["Parent"] = f"job `{job.parent_job_id}` image {(job.parent_index or 0) + 1}"
+        embed = presenter.details(self.job_id, RenderRequest.from_json(job.request), extra)
         await reply(interaction, embed=embed, ephemeral=True)
 
 

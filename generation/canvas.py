@@ -31,6 +31,7 @@ from PIL import Image
 
 from generation.errors import InvalidRequest
 from generation.families import family_of
+from generation.masks import paint_of
 from generation.request import Kind, RenderRequest
 from generation.validate import MAX_SEED, Limits, max_pixels
 
@@ -196,10 +197,11 @@ def cell_box(index: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
 
 
 def prepare(source: Image.Image, canvas: CanvasPlan, cells: int | None = None,
-            ) -> tuple[Image.Image, Image.Image]:
+            paint: Image.Image | None = None) -> tuple[Image.Image, Image.Image]:
     """The inpaint pipeline's inputs: the canvas image (the source in its box, the border filled by
     stretching the source's edge pixels, a better start than grey for a 9-channel model) and the mask
-    (white = paint). With `cells`, only those cells of the source are painted (Vary (Region))."""
+    (white = paint). With `cells`, only those cells of the source are painted (Vary (Region)); with `paint`
+    (a mask at the source's size, white = repaint), only what it marks (Vary (Region) with a mask)."""
     x, y, w, h = canvas.box
     placed = source.convert("RGB")
     if placed.size != (w, h):
@@ -208,7 +210,10 @@ def prepare(source: Image.Image, canvas: CanvasPlan, cells: int | None = None,
     pad = ((y, canvas.height - y - h), (x, canvas.width - x - w), (0, 0))
     image = Image.fromarray(np.pad(pixels, pad, mode="edge"))
     mask = Image.new("L", (canvas.width, canvas.height), 255)
-    if cells is None:
+    if paint is not None:
+        mask.paste(0, (0, 0, canvas.width, canvas.height))
+        mask.paste(paint.convert("L").resize((w, h), Image.Resampling.NEAREST), (x, y))
+    elif cells is None:
         mask.paste(0, (x, y, x + w, y + h))
     else:
         mask.paste(0, (0, 0, canvas.width, canvas.height))
@@ -224,7 +229,9 @@ def canvas_inputs(request: RenderRequest, source: Image.Image | None) -> tuple[I
     if source is None:
         raise ValueError("canvas requests need their source image")
     box = request.box or (0, 0, request.width, request.height)
-    return prepare(source, CanvasPlan(request.width, request.height, box), request.cells)
+    # A member's mask rides on the source as its alpha channel (generation/masks.py).
+    paint = paint_of(source) if request.mask is not None else None
+    return prepare(source, CanvasPlan(request.width, request.height, box), request.cells, paint)
 
 
 def overlay(rendered: Image.Image, image: Image.Image, mask: Image.Image) -> Image.Image:
@@ -238,16 +245,20 @@ def overlay(rendered: Image.Image, image: Image.Image, mask: Image.Image) -> Ima
 def canvas_of(parent: RenderRequest, index: int, source: str, action: CanvasAction | None, *, family: str,
               limits: Limits | None = None, zoom: float = 2.0, aspect: str | None = None,
               cells: int | None = None, prompt: str | None = None, seed: int | None = None,
-              count: int = 4) -> RenderRequest:
+              count: int = 4, mask: str | None = None) -> RenderRequest:
     """A canvas job on image `index` of `parent` (whose blob key is `source`): `action` for Zoom Out /
-    Pan / Make Square, or `cells` (with action None) for Vary (Region). A fresh seed and a grid of `count`
+    Pan / Make Square, or `cells` or `mask` (a blob key, generation/masks.py; with action None) for Vary
+    (Region). A fresh seed and a grid of `count`
     like a new /imagine; `prompt` replaces the parent's (the custom zoom and remix modals)."""
     if not 0 <= index < parent.count:
         raise InvalidRequest(f"There is no image {index + 1} in that job.")
     if not 1 <= count <= 4:
         raise InvalidRequest("Count must be between 1 and 4.")
     size = (parent.width, parent.height)
-    if action is None:
+    if action is None and mask is not None:
+        # The mask was checked against this size when it was read (masks.read_mask).
+        canvas, cells = CanvasPlan(*size, (0, 0, *size)), None
+    elif action is None:
         if cells is None:
             raise InvalidRequest("Pick a canvas action or a region.")
         canvas = region_plan(size, cells)
@@ -270,6 +281,7 @@ def canvas_of(parent: RenderRequest, index: int, source: str, action: CanvasActi
         strength=1.0,
         box=canvas.box,
         cells=cells,
+        mask=mask if action is None else None,
         notes=parent.notes + ((canvas.note,) if canvas.note else ()),
         extra={**parent.extra, "parent_index": index, "canvas": str(action) if action else "region"},
     )

@@ -52,6 +52,9 @@ class RenderRequest:
     # the repainted cells (one bit per cell of generation/canvas.py's grid); None paints around the box.
     box: tuple[int, int, int, int] | None = None
     cells: int | None = None
+    # Vary (Region) with a member's own mask (generation/masks.py): its blob key (black and white at the
+    # source's size, white = repaint). Like `source`, the worker resolves it; cells are then None.
+    mask: str | None = None
     # Image references (generation/references.py): (role, blob key of the image, adapter scale), from --sref /
     # --cref / --oref / /blend.
     references: tuple[tuple[str, str, float], ...] = ()
