@@ -36,6 +36,7 @@ from bot.reply import reply
 from generation.canvas import (
     ALL_CELLS,
     GRID,
+    MAX_FEATHER,
     MAX_ZOOM,
     MIN_ZOOM,
     PRESETS,
@@ -259,11 +260,15 @@ async def start_canvas(interaction: AtelierInteraction, job_id: int, index: int,
 
 
 async def start_masked_region(interaction: AtelierInteraction, job_id: int, index: int | None,
-                              attachment: discord.Attachment, prompt: str | None = None) -> None:
+                              attachment: discord.Attachment, prompt: str | None = None,
+                              feather: int = 0) -> None:
     """Vary (Region) with the member's own mask (generation/masks.py) on image `index` of job `job_id`
     (None: its only image). As an upload (bot/attachments.py): every check runs before the download,
-    the mask is read against the image's size, and only a mask that passed is stored."""
+    the mask is read against the image's size, and only a mask that passed is stored. `feather`: pixels
+    over which the repainted area fades into the kept one."""
     services = interaction.client.services
+    if not 0 <= feather <= MAX_FEATHER:
+        raise InvalidRequest(f"Feather goes from 0 to {MAX_FEATHER} pixels.")
     # 1. What Discord says about the file; the image (who may see it, and that it still exists).
     check_declared(attachment)
     job, blob = await _source_of(interaction, job_id, index)
@@ -281,8 +286,8 @@ async def start_masked_region(interaction: AtelierInteraction, job_id: int, inde
     data = await fetch(attachment)
     mask = await asyncio.to_thread(read_mask, data, (parent.width, parent.height))
     key = await asyncio.to_thread(services.blobs.put, encode_mask(mask))
-    await start_job(interaction, dataclasses.replace(planned, mask=key), parent_job_id=job_id,
-                    parent_index=index)
+    request = dataclasses.replace(planned, mask=key, feather=feather)
+    await start_job(interaction, request, parent_job_id=job_id, parent_index=index)
 
 
 class CustomZoomModal(discord.ui.Modal, title="Custom Zoom"):

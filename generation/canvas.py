@@ -234,12 +234,33 @@ def canvas_inputs(request: RenderRequest, source: Image.Image | None) -> tuple[I
     return prepare(source, CanvasPlan(request.width, request.height, box), request.cells, paint)
 
 
-def overlay(rendered: Image.Image, image: Image.Image, mask: Image.Image) -> Image.Image:
+def overlay(rendered: Image.Image, image: Image.Image, mask: Image.Image, feather: int = 0) -> Image.Image:
     """The render where the mask is white, the canvas image (the source) everywhere else: the VAE's
-    round trip blurs even the pixels a masked render kept, so they are put back exactly."""
+    round trip blurs even the pixels a masked render kept, so they are put back exactly. With `feather`,
+    the render fades into the source over that many pixels outside the mask (`feathered`)."""
     if rendered.size != image.size:
         rendered = rendered.resize(image.size, Image.Resampling.LANCZOS)
-    return Image.composite(rendered.convert("RGB"), image, mask)
+    return Image.composite(rendered.convert("RGB"), image, feathered(mask, feather))
+
+
+MAX_FEATHER = 64
+
+
+def feathered(mask: Image.Image, feather: int) -> Image.Image:
+    """The mask grown into a ramp: 255 on the mask, 255 * (f + 1 - d) / (f + 1) at d pixels from it
+    (the larger of the row and column distances), 0 farther than `feather` = f. Growing the mask one pixel
+    at a time and averaging the f + 1 masks gives exactly that ramp, so every pixel farther than the feather
+    keeps the source bit for bit (a Gaussian blur would leak into them)."""
+    if feather <= 0:
+        return mask
+    from PIL import ImageFilter
+
+    grown = mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
+    total = np.asarray(grown, np.uint32).copy()
+    for _ in range(min(feather, MAX_FEATHER)):
+        grown = grown.filter(ImageFilter.MaxFilter(3))
+        total += np.asarray(grown, np.uint32)
+    return Image.fromarray((total // (min(feather, MAX_FEATHER) + 1)).astype(np.uint8), "L")
 
 
 def canvas_of(parent: RenderRequest, index: int, source: str, action: CanvasAction | None, *, family: str,

@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot.buttons import start_masked_region
 from bot.interaction import AtelierInteraction
+from generation.canvas import MAX_FEATHER
 from generation.errors import InvalidRequest
 
 # `12` (a job of one image) or `12.3` (its third image), as the editor and the U/V buttons count them.
@@ -33,12 +34,14 @@ class Region(commands.Cog):
     @app_commands.describe(
         job="The image: job number, and image number for a grid (e.g. 12.3)",
         mask="White = repaint, black = keep (or a PNG: transparent = repaint), at the image's shape",
-        prompt="A new prompt for the repainted region (default: the job's)")
+        prompt="A new prompt for the repainted region (default: the job's)",
+        feather="Pixels over which the repainted area fades into the kept one (default 0: a hard edge)")
     async def region(self, interaction: AtelierInteraction, job: app_commands.Range[str, 1, 30],
                      mask: discord.Attachment,
-                     prompt: app_commands.Range[str, 1, 1500] | None = None) -> None:
+                     prompt: app_commands.Range[str, 1, 1500] | None = None,
+                     feather: app_commands.Range[int, 0, MAX_FEATHER] = 0) -> None:
         job_id, index = parse_job(job)
-        await start_masked_region(interaction, job_id, index, mask, prompt)
+        await start_masked_region(interaction, job_id, index, mask, prompt, feather)
 
 
 async def setup(bot: commands.Bot) -> None:

@@ -1,6 +1,7 @@
-"""Vary (Region) with the member's own mask (/region job mask [prompt]) through the sandbox: only the mask's
-area is repainted, every other pixel stays the source's exactly; a bad mask or a job the member may not see
-is refused ephemerally and stores nothing; the job is rerollable and outlives a restart mid-render."""
+"""Vary (Region) with the member's own mask (/region job mask [prompt] [feather]) through the sandbox: only
+the mask's area (and its feather) is repainted, every other pixel stays the source's exactly; a bad mask
+or a job the member may not see is refused ephemerally and stores nothing; the job is rerollable and
+outlives a restart mid-render."""
 
 from __future__ import annotations
 
@@ -145,7 +146,7 @@ async def test_a_masked_job_still_renders_after_a_restart_mid_render(sandbox: Sa
     rgba = Image.new("RGBA", (w, h), (255, 255, 255, 255))
     rgba.paste((255, 255, 255, 0), (0, h // 2, w, h))
     hold.close()
-    await region(sandbox, alice, general, str(job_id_of(single)), png(rgba), filename="erased.png")
+    await region(sandbox, alice, general, str(job_id_of(single)), png(rgba), filename="erased.png", feather=4)
     assert await asyncio.to_thread(hold.holding.wait, 60)  # rendering, held
     await first.stop()
     hold.open()
@@ -153,7 +154,11 @@ async def test_a_masked_job_still_renders_after_a_restart_mid_render(sandbox: Sa
     result = await sandbox.wait_for(
         lambda: next((m for m in results(sandbox, general) if m.id != single.id), None), timeout=120)
     _, request, images = await masked_images(second, job_id_of(result))
-    assert request.mask is not None
+    assert request.mask is not None and request.feather == 4
     paint = np.zeros((h, w), bool)
-    paint[h // 2:] = True
+    paint[h // 2 - 4:] = True  # the mask and its 4-pixel feather
     check_repainted(images, source, paint)
+    src = np.asarray(source, np.int16)
+    for px in images:  # the band fades: changed, but less than the mask itself
+        band = np.abs(px[h // 2 - 4: h // 2] - src[h // 2 - 4: h // 2]).mean()
+        assert 0 < band < np.abs(px[h // 2:] - src[h // 2:]).mean()

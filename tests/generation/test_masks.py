@@ -7,9 +7,11 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from generation.canvas import canvas_inputs
+from generation.canvas import canvas_inputs, overlay
 from generation.images import UploadRefused
 from generation.masks import EVERYTHING, NO_AREA, attach_mask, read_mask
 from generation.request import Kind, RenderRequest
@@ -77,3 +79,34 @@ def test_the_engine_repaints_exactly_the_masks_white() -> None:
     image, mask = canvas_inputs(request, attach_mask(source, paint))
     assert image.mode == "RGB" and np.array_equal(np.asarray(image), np.asarray(source))
     assert np.array_equal(np.asarray(mask), np.asarray(paint))
+
+
+def _distance(paint: np.ndarray) -> np.ndarray:
+    """Each pixel's distance to the painted area, the larger of the row and column distances (brute force)."""
+    ys, xs = np.nonzero(paint)
+    rows, cols = np.indices(paint.shape)
+    return np.min(np.maximum(np.abs(rows[..., None] - ys), np.abs(cols[..., None] - xs)), axis=-1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(box=st.tuples(st.integers(0, 23), st.integers(0, 23), st.integers(1, 8), st.integers(1, 8)),
+       feather=st.integers(0, 6), seed=st.integers(0, 2**16))
+def test_feather_blends_only_within_its_width(box: tuple[int, int, int, int], feather: int,
+                                              seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    source = Image.fromarray(rng.integers(0, 256, (24, 24, 3), np.uint8))
+    rendered = Image.fromarray(rng.integers(0, 256, (24, 24, 3), np.uint8))
+    x, y, w, h = box
+    mask = Image.new("L", (24, 24), 0)
+    mask.paste(255, (x, y, x + w, y + h))
+    paint = np.asarray(mask) == 255
+    out = np.asarray(overlay(rendered, source, mask, feather))
+    far = _distance(paint) > feather
+    assert (out[far] == np.asarray(source)[far]).all()  # farther than the feather: the source, exactly
+    assert (out[paint] == np.asarray(rendered)[paint]).all()  # the mask itself: the render, exactly
+    near = ~far & ~paint
+    if feather and near.any():  # the band between: a blend of both
+        blend = out[near].astype(int)
+        src, ren = np.asarray(source)[near].astype(int), np.asarray(rendered)[near].astype(int)
+        assert ((blend >= np.minimum(src, ren) - 1) & (blend <= np.maximum(src, ren) + 1)).all()
+        assert not (blend == src).all()
