@@ -253,14 +253,20 @@ def feathered(mask: Image.Image, feather: int) -> Image.Image:
     keeps the source bit for bit (a Gaussian blur would leak into them)."""
     if feather <= 0:
         return mask
-    from PIL import ImageFilter
-
-    grown = mask.convert("L").point(lambda v: 255 if v >= 128 else 0)
-    total = np.asarray(grown, np.uint32).copy()
-    for _ in range(min(feather, MAX_FEATHER)):
-        grown = grown.filter(ImageFilter.MaxFilter(3))
-        total += np.asarray(grown, np.uint32)
-    return Image.fromarray((total // (min(feather, MAX_FEATHER) + 1)).astype(np.uint8), "L")
+    feather = min(feather, MAX_FEATHER)
+    grown = np.asarray(mask.convert("L")) >= 128
+    total = grown.astype(np.uint16)
+    for _ in range(feather):
+        # One pixel in each of the 8 directions, as two separable passes of boolean ORs (PIL's MaxFilter
+        # is a rank filter, 25x slower).
+        rows = grown.copy()
+        rows[1:] |= grown[:-1]
+        rows[:-1] |= grown[1:]
+        grown = rows.copy()
+        grown[:, 1:] |= rows[:, :-1]
+        grown[:, :-1] |= rows[:, 1:]
+        total += grown
+    return Image.fromarray((total.astype(np.uint32) * 255 // (feather + 1)).astype(np.uint8), "L")
 
 
 def canvas_of(parent: RenderRequest, index: int, source: str, action: CanvasAction | None, *, family: str,
