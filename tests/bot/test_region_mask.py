@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -162,3 +163,35 @@ async def test_a_masked_job_still_renders_after_a_restart_mid_render(sandbox: Sa
     for px in images:  # the band fades: changed, but less than the mask itself
         band = np.abs(px[h // 2 - 4: h // 2] - src[h // 2 - 4: h // 2]).mean()
         assert 0 < band < np.abs(px[h // 2:] - src[h // 2:]).mean()
+
+
+async def test_the_message_menu_takes_the_mask_a_member_posted(sandbox: Sandbox, bot: App) -> None:
+    alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    single = await imagine(sandbox, alice, general, "a lake --seed 8 --steps 2 --n 1")
+    source = image_of(single)
+    w, h = source.size
+    job = job_id_of(single)
+    # Bob posts a mask naming the job; the menu's modal is prefilled with it.
+    posted = await sandbox.post_message(bob, general, f"repaint the right of {job}.1 please",
+                                        attachments=[("mask.png", png(right_half((w, h))))])
+    menu = await sandbox.message_command(bob, general, "Vary (Region) with this mask", posted)
+    assert await menu.wait_ack() == 9 and menu.modal is not None
+    assert f'"{job}.1"' in json.dumps(menu.modal)
+    bad = await sandbox.submit_modal(bob, general, menu.modal["custom_id"],
+                                     {"job": f"{job}.1", "prompt": "", "feather": "wide"})
+    await bad.wait_ack()
+    assert bad.original is not None and bad.original.ephemeral and "whole number" in bad.original.content
+    before = {m.id for m in results(sandbox, general)}
+    sent = await sandbox.submit_modal(bob, general, menu.modal["custom_id"],
+                                      {"job": f"{job}.1", "prompt": "a frozen lake", "feather": ""})
+    await sent.wait_ack()
+    result = await sandbox.wait_for(
+        lambda: next((m for m in results(sandbox, general) if m.id not in before), None), timeout=120)
+    made, request, images = await masked_images(bot, job_id_of(result))
+    assert made.user_id == bob.id and made.parent_job_id == job and request.prompt == "a frozen lake"
+    check_repainted(images, source, np.asarray(right_half((w, h))) == 255)
+
+    # A message with no image: a clear refusal.
+    plain = await sandbox.post_message(bob, general, "no mask here")
+    refused = await answer(await sandbox.message_command(bob, general, "Vary (Region) with this mask", plain))
+    assert refused.ephemeral and "no mask image" in refused.content
