@@ -17,6 +17,12 @@ companion never passes a user who started waiting after that companion was last 
 is served twice in one round and nobody jumps a returning user twice, so batching keeps the
 guarantee above (checked by the hypothesis tests in tests/generation/test_fair_queue.py). The batch
 is capped in images (`max_images`), not jobs, since images are what a pipeline call must hold in memory.
+
+Capacity (several renderers, each serving some models): `take(runnable=...)` serves the first user of
+the current round whose next job can start now. A user whose job cannot (no free renderer for its
+model) keeps its turn: it stays at the front of the round, and when only such users are left the next
+round begins behind them, so a model without capacity never blocks the others. A held turn banks no
+extra credit, so once its model has capacity again that user still goes at most once per round.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -124,15 +131,40 @@ class FairQueue:
                 return True
             if not self._next:
                 return False
-            self._round += 1
-            # Nobody has been served in the new round yet.
-            self._served_round.clear()
-            # Service older than every waiting user can no longer matter (see take()).
-            oldest = min(self._waiting_since.values(), default=self._clock)
-            self._last_served = {u: t for u, t in self._last_served.items() if t >= oldest}
-            self._current, self._next = self._next, []
+            self._new_round()
+
+    def _new_round(self) -> None:
+        """Start the next round. Users still in the current one (their jobs could not start: held turns)
+        stay in front; one with a credit to spend gains none, so a held turn is kept, never banked."""
+        held = self._current
+        self._round += 1
+        # Nobody has been served in the new round yet.
+        self._served_round.clear()
+        # Service older than every waiting user can no longer matter (see take()).
+        oldest = min(self._waiting_since.values(), default=self._clock)
+        self._last_served = {u: t for u, t in self._last_served.items() if t >= oldest}
+        self._current, self._next = held + self._next, []
+        for user in self._current:
+            if user in held and self._has_credit(user):
+                continue
+            self._credit[user] = self._credit.get(user, 0.0) + _weight(self._jobs[user][0])
+
+    def _has_credit(self, user: int) -> bool:
+        return self._credit.get(user, 0.0) >= 1.0 - 1e-9
+
+    def _first_runnable(self, runnable: Callable[[Ticket], bool] | None) -> int | None:
+        """The user whose turn it is among those whose next job can start; None if nobody's can."""
+        if runnable is None:
+            return self._current[0]
+        # Rounds needed to give a runnable user a credit: each round adds at least MIN_WEIGHT.
+        for _ in range(math.ceil(1 / MIN_WEIGHT) + 1):
             for user in self._current:
-                self._credit[user] = self._credit.get(user, 0.0) + _weight(self._jobs[user][0])
+                if self._has_credit(user) and runnable(self._jobs[user][0]):
+                    return user
+            if not any(runnable(self._jobs[u][0]) for u in (*self._current, *self._next)):
+                return None
+            self._new_round()
+        return None
 
     def _serve(self, user: int) -> Ticket:
         ticket = self._jobs[user].popleft()
@@ -147,13 +179,19 @@ class FairQueue:
             self._next.append(user)
         return ticket
 
-    def take(self, max_images: int = 0) -> list[Ticket]:
+    def take(self, max_images: int = 0, runnable: Callable[[Ticket], bool] | None = None) -> list[Ticket]:
         """Remove and return the next batch: the next turn's job first, then companions with the
         same batch key from other users' turns this round while the batch holds at most
-        `max_images` images (the first job always runs, whatever its size)."""
+        `max_images` images (the first job always runs, whatever its size). With `runnable`, only a
+        job it accepts can start a batch (see the module docstring); [] when none can."""
+        if runnable is not None and not any(runnable(mine[0]) for mine in self._jobs.values()):
+            # Nothing changes while nothing can start: the round goes on exactly as it would have.
+            return []
         if not self._ensure_round():
             return []
-        first_user = self._current[0]
+        first_user = self._first_runnable(runnable)
+        if first_user is None:
+            return []
         first = self._serve(first_user)
         batch = [first]
         images = first.images

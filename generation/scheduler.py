@@ -1,20 +1,24 @@
 """The fair, durable job queue (the scheduler).
 
 The jobs table is the source of truth: `start()` rebuilds every bit of in-memory state from it
-(queued jobs in id order, render-time averages from recent jobs). The worker (generation.worker)
-runs one batch at a time in its own thread; this module decides what runs next, answers
-"where am I in the queue", and fans events out to subscribers. The fair order itself (round-robin,
-weights, batching companions) is the pure structure in generation.fair_queue.
+(queued jobs in id order, render-time averages from recent jobs). This module decides what runs next,
+answers "where am I in the queue", and fans events out to subscribers. A batch starts only when its
+runner says it can (BatchRunner.can_start): the in-process worker (generation.worker) runs one batch at
+a time in its own thread; remote workers (generation.remote) take as many as their free slots, each
+batch in flight on its own task, so the broker never holds work out of the fair order. The fair order
+itself (round-robin, weights, batching companions, per-model capacity) is the pure structure in
+generation.fair_queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -30,6 +34,9 @@ from storage.jobs import CapExceeded
 from storage.retry import DEFAULT_DELAYS, retry_async
 
 log = logging.getLogger(__name__)
+
+# How often a scheduler whose next jobs cannot start yet looks again (a remote worker came online).
+CAPACITY_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,20 @@ class QueueEntry:
     # Queued in a guild whose moderators paused the queue: it keeps its place in the table but is
     # out of the fair order until they resume.
     paused: bool = False
+
+
+@dataclass
+class _Flight:
+    """One batch handed to the runner and not yet ended."""
+
+    ids: list[int]
+    model: str
+    since: float
+    estimate: float
+    task: asyncio.Task[None] | None = None
+
+    def remaining(self) -> float:
+        return max(0.0, self.estimate - (time.monotonic() - self.since))
 
 
 @dataclass
@@ -115,9 +136,9 @@ class Scheduler:
             raise ValueError("a scheduler needs an engine or a runner")
         self._fair = FairQueue()
         self._jobs: dict[int, _Job] = {}
+        # Every job of every batch in flight, and the batches themselves.
         self._running: list[int] = []
-        self._running_since = 0.0
-        self._running_estimate = 0.0
+        self._flights: list[_Flight] = []
         self._cancel_running: set[int] = set()
         self._subscribers: dict[int | None, set[EventStream]] = {}
         self._paused = False
@@ -164,7 +185,7 @@ class Scheduler:
             self._emit_queued(entry)
 
     async def stop(self) -> None:
-        """Stop taking jobs. A running render is interrupted at its next step and its jobs go back
+        """Stop taking jobs. Running renders are interrupted at their next step and their jobs go back
         to the queue (their attempt is refunded); nothing queued is lost: it is all in the table."""
         self._stopping = True
         self._wake.set()
@@ -173,6 +194,9 @@ class Scheduler:
                 await self._task
             finally:
                 self._task = None
+        flying = [f.task for f in self._flights if f.task is not None]
+        if flying:
+            await asyncio.gather(*flying, return_exceptions=True)
         await asyncio.to_thread(self._worker.close)
 
     @property
@@ -374,11 +398,12 @@ class Scheduler:
 
     def snapshot(self) -> list[QueueEntry]:
         """Running jobs (position 0), then queued ones in the order they will start."""
-        remaining = max(0.0, self._running_estimate - (time.monotonic() - self._running_since))
-        out = [self._entry(self._jobs[i], "running", 0, remaining) for i in self._running if i in self._jobs]
+        out = [self._entry(self._jobs[i], "running", 0, flight.remaining())
+               for flight in self._flights for i in flight.ids if i in self._jobs]
         if self._order is None:
             self._order = self._fair.order()
-        eta = remaining
+        # The queue moves when the first batch in flight ends.
+        eta = min((flight.remaining() for flight in self._flights), default=0.0)
         for position, ticket in enumerate(self._order, start=1):
             job = self._jobs[ticket.job_id]
             eta += self._estimate(job.batch_key, job.images)
@@ -442,55 +467,72 @@ class Scheduler:
             seconds_per_image if old is None else old + self.EMA_ALPHA * (seconds_per_image - old)
         )
 
-    def _should_stop(self) -> bool:
-        # Read from the render thread: plain attribute reads, safe under the GIL.
-        running = self._running
-        return self._stopping or (bool(running) and all(i in self._cancel_running for i in running))
+    def _stop_check(self, flight: _Flight) -> Callable[[], bool]:
+        def should_stop() -> bool:
+            # Read from the render thread: plain attribute reads, safe under the GIL.
+            return self._stopping or all(i in self._cancel_running for i in flight.ids)
+
+        return should_stop
+
+    def _can_start(self, ticket: Ticket) -> bool:
+        return self._worker.can_start(self._model_of(ticket.job_id), [f.model for f in self._flights])
+
+    def _model_of(self, job_id: int) -> str:
+        return str(self._jobs[job_id].request.get("model") or "")
 
     async def _loop(self) -> None:
         while not self._stopping:
-            if self._paused or not len(self._fair):
+            idle = self._paused or not len(self._fair)
+            tickets = [] if idle else self._fair.take(self.max_batch, runnable=self._can_start)
+            if not tickets:
+                # Woken by a submit, a resume or a batch ending; capacity that appears elsewhere (a remote
+                # worker starting) is seen on the next look.
                 self._wake.clear()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), None if idle else CAPACITY_POLL_S)
                 continue
-            tickets = self._fair.take(self.max_batch)
             self._order = None
             jobs = [self._jobs[t.job_id] for t in tickets]
-            self._running = [j.job_id for j in jobs]
-            self._running_since = time.monotonic()
-            self._running_estimate = self._estimate(jobs[0].batch_key, sum(j.images for j in jobs))
-            kept: set[int] = set()
-            try:
-                outcome = await self._worker.run(
-                    [BatchJob(j.job_id, j.request) for j in jobs],
-                    should_stop=self._should_stop,
-                    is_cancelled=self._cancel_running.__contains__,
-                )
-                if outcome is not None and outcome.images:
-                    self._learn(jobs[0].batch_key, outcome.render_seconds / outcome.images)
-            except JobsLost as exc:
-                log.warning("%s: back to the queue", exc)
-                kept = await self._keep_unfinished(jobs)
-            except Exception:
-                # Only storage trouble gets here (render errors fail their jobs inside run()), after the
-                # worker's own retries: a database locked for long, a disk full.
-                log.exception("worker failed on jobs %s", self._running)
-                kept = await self._keep_unfinished(jobs)
-                await asyncio.sleep(1.0)
-            finally:
-                for job_id in self._running:
-                    if job_id not in kept:
-                        self._jobs.pop(job_id, None)
-                    self._cancel_running.discard(job_id)
-                self._running = []
-                self._running_estimate = 0.0
-                self._order = None
-            if kept:
-                self._refile({self._jobs[i].owner.user_id for i in kept})
-                for entry in self.snapshot():  # their messages said "rendering": back to "queued"
-                    if entry.job_id in kept:
-                        self._emit_queued(entry)
-                self._wake.set()
+            flight = _Flight([j.job_id for j in jobs], self._model_of(jobs[0].job_id), time.monotonic(),
+                             self._estimate(jobs[0].batch_key, sum(j.images for j in jobs)))
+            self._flights.append(flight)
+            self._running.extend(flight.ids)
+            flight.task = asyncio.create_task(self._fly(flight, jobs), name=f"atelier-batch-{flight.ids[0]}")
+
+    async def _fly(self, flight: _Flight, jobs: list[_Job]) -> None:
+        """Run one batch to its end, then let the loop start what its slot can take next."""
+        kept: set[int] = set()
+        try:
+            outcome = await self._worker.run(
+                [BatchJob(j.job_id, j.request) for j in jobs],
+                should_stop=self._stop_check(flight),
+                is_cancelled=self._cancel_running.__contains__,
+            )
+            if outcome is not None and outcome.images:
+                self._learn(jobs[0].batch_key, outcome.render_seconds / outcome.images)
+        except JobsLost as exc:
+            log.warning("%s: back to the queue", exc)
+            kept = await self._keep_unfinished(jobs)
+        except Exception:
+            # Only storage trouble gets here (render errors fail their jobs inside run()), after the
+            # worker's own retries: a database locked for long, a disk full.
+            log.exception("worker failed on jobs %s", flight.ids)
+            kept = await self._keep_unfinished(jobs)
+            await asyncio.sleep(1.0)
+        finally:
+            for job_id in flight.ids:
+                if job_id not in kept:
+                    self._jobs.pop(job_id, None)
+                self._cancel_running.discard(job_id)
+                self._running.remove(job_id)
+            self._flights.remove(flight)
+            self._order = None
+            self._wake.set()
+        if kept:
+            self._refile({self._jobs[i].owner.user_id for i in kept})
+            for entry in self.snapshot():  # their messages said "rendering": back to "queued"
+                if entry.job_id in kept:
+                    self._emit_queued(entry)
 
     async def _keep_unfinished(self, jobs: list[_Job]) -> set[int]:
         """After a storage failure mid-batch: jobs the table still holds as queued (the claim failed) or

@@ -121,6 +121,11 @@ class BatchRunner(Protocol):
 
     def close(self) -> None: ...
 
+    def can_start(self, model: str, in_flight: Sequence[str]) -> bool:
+        """May a batch of `model` start now, beside the batches of `in_flight` (their models) still
+        running? The scheduler asks before each take, so a batch starts only where it can run."""
+        ...
+
 
 class JobsLost(Exception):
     """Raised by a runner whose render backend lost jobs of the batch (remote mode: no worker has them and
@@ -197,6 +202,10 @@ class Worker(JobTransitions):
         if self._encoders is None:
             self._encoders = ThreadPoolExecutor(ENCODE_THREADS, thread_name_prefix="atelier-encode")
         return self._encoders
+
+    def can_start(self, model: str, in_flight: Sequence[str]) -> bool:
+        # One render thread, one pipeline: one batch at a time, whatever its model.
+        return not in_flight
 
     def close(self) -> None:
         if self._executor is not None:

@@ -117,6 +117,15 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects) -> KeyValue:
         return await js.create_key_value(bucket=subjects.workers_bucket, ttl=WORKER_TTL_S)
 
 
+async def cancels_bucket(js: JetStreamContext, subjects: Subjects) -> KeyValue:
+    """The bucket of cancelled job ids, created if missing (both ends may call it). Its entries outlive
+    any redelivery of their batch, then expire."""
+    try:
+        return await js.key_value(subjects.cancels_bucket)
+    except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        return await js.create_key_value(bucket=subjects.cancels_bucket, ttl=KEEP_S)
+
+
 async def put_blob(js: JetStreamContext, subjects: Subjects, data: bytes) -> str:
     """Upload `data` as chunks under its sha256 (a repeat upload is de-duplicated); returns the hash."""
     digest = sha256_hex(data)

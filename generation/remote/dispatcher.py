@@ -1,5 +1,6 @@
 """The bot's side of remote rendering (ATELIER_BROKER_URL): the scheduler still picks every batch in its
-fair order; this runner claims it in SQLite, waits until a live worker serving its model has a free slot,
+fair order, and starts one only when a live worker serving its model has a free slot (can_start: the
+workers' announced slots against the batches this bot has in flight); this runner claims it in SQLite,
 publishes it on `jobs.<model>`, and records what the workers report (SQLite first, then the event's ack).
 The bot loads no model and imports no torch: the model catalog comes from the workers' announcements.
 
@@ -16,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -32,11 +33,11 @@ from nats.js.kv import KeyValue
 from PIL import Image
 
 from generation.errors import InvalidRequest
-from generation.events import JobCancelled, JobDone, JobEvent, JobProgress, JobStarted
+from generation.events import JobDone, JobEvent, JobProgress, JobStarted
 from generation.images import encode_grid
 from generation.loras import LoraLibrary
 from generation.models import ModelSpec
-from generation.remote.broker import connect, ensure_streams, get_blob, put_blob, where
+from generation.remote.broker import cancels_bucket, connect, ensure_streams, get_blob, put_blob, where
 from generation.remote.wire import (
     HEARTBEAT_S,
     MAX_DELIVERIES,
@@ -71,8 +72,9 @@ REGISTRY_POLL_S = 1.0
 # A worker silent for two heartbeats (and a registry read) is shown offline; forgotten after an hour.
 OFFLINE_AFTER_S = 2 * HEARTBEAT_S + REGISTRY_POLL_S
 FORGET_AFTER_S = 3600.0
-# How often a batch waiting for its events looks at the scheduler's stop (a shutdown, a cancel).
-STOP_POLL_S = 0.25
+# How often a batch waiting for its events looks at the scheduler's stop (a shutdown) and its members'
+# cancels, which it passes on to the workers: a cancel reaches a rendering worker within about this.
+STOP_POLL_S = 0.05
 
 
 class RemoteModels:
@@ -164,12 +166,15 @@ class _Pending:
     lost: bool = False
 
 
-async def _next_event(pending: _Pending, should_stop: Callable[[], bool]) -> tuple[Event, Msg] | None:
-    """The batch's next event, or None once the scheduler says stop."""
-    while not should_stop():
+async def _next_event(pending: _Pending, should_stop: Callable[[], bool],
+                      tick: Callable[[], Awaitable[None]]) -> tuple[Event, Msg] | None:
+    """The batch's next event, or None once the scheduler says stop; `tick` runs between looks."""
+    while True:
+        await tick()
+        if should_stop():
+            return None
         with contextlib.suppress(TimeoutError):
             return await asyncio.wait_for(pending.events.get(), STOP_POLL_S)
-    return None
 
 
 def _report_late_refusal(task: asyncio.Task[None]) -> None:
@@ -190,9 +195,13 @@ class RemoteBackend:
         self._nc: NATS | None = None
         self._js: JetStreamContext | None = None
         self._kv: KeyValue | None = None
+        self._cancels: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._changed = asyncio.Event()
         self._pending: dict[int, _Pending] = {}
+        # Which worker took each dispatched job still open (its latest "started"), for /queue and
+        # /admin workers; the registry's `busy` says which of them renders now and at which step.
+        self.taken_by: dict[int, str] = {}
         self._connecting: asyncio.Task[None] | None = None
         # Every worker seen, and when its entry last changed (a heartbeat), for /admin workers.
         self._seen: dict[str, WorkerInfo] = {}
@@ -245,6 +254,7 @@ class RemoteBackend:
             except NotFoundError:
                 log.warning("the broker lost its streams; creating them again")
         self._kv = await ensure_streams(js, self.subjects)
+        self._cancels = await cancels_bucket(js, self.subjects)
         if self._events_sub is not None:
             with contextlib.suppress(Exception):
                 await self._events_sub.unsubscribe()
@@ -336,18 +346,26 @@ class RemoteBackend:
                 log.warning("reading the worker registry failed: %s", type(exc).__name__)
 
     def has_capacity(self, model: str) -> bool:
-        """A live worker serves `model` and has a free slot."""
+        """A live worker serving `model` lists fewer busy jobs than its slots (as its last heartbeat said;
+        the scheduler's own count is can_start)."""
         return any(len(w.busy) < w.slots for w in self.workers.values()
                    if model in {m.name for m in w.models})
 
-    async def wait_for_capacity(self, model: str, should_stop: Callable[[], bool]) -> bool:
-        while not self.has_capacity(model):
-            if should_stop():
-                return False
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), REGISTRY_POLL_S)
-        return True
+    def can_start(self, model: str, in_flight: Sequence[str]) -> bool:
+        """Would a batch of `model` find a free slot on a live worker serving it, beside the batches this
+        bot has in flight (their models)? Counted by the bot, not from the workers' `busy` (a heartbeat
+        old): each batch in flight is placed on a worker that can take it, the batches with the fewest
+        choices first and preferably where `model` is not served, so a shared worker is counted busy
+        only when it must be. A batch whose workers are all gone waits in the broker and holds no slot."""
+        slots = {name: w.slots for name, w in self.workers.items()}
+        served = {name: {m.name for m in w.models} for name, w in self.workers.items()}
+        if not any(model in names for names in served.values()):
+            return False
+        for other in sorted(in_flight, key=lambda m: sum(m in names for names in served.values())):
+            choices = [name for name in slots if slots[name] > 0 and other in served[name]]
+            if choices:
+                slots[min(choices, key=lambda name: (model in served[name], -slots[name], name))] -= 1
+        return any(free > 0 for name, free in slots.items() if model in served[name])
 
     # -- events and progress ------------------------------------------------------------------------
 
@@ -398,9 +416,20 @@ class RemoteBackend:
             DispatchJob(job_id=job_id, request=request.to_json()) for job_id, request in jobs)))
         await self.js.publish(self.subjects.jobs(model), body, headers={MSG_ID_HEADER: dispatch_id})
 
+    async def cancel(self, job_id: int) -> None:
+        """Tell the workers a dispatched job was cancelled: one holding it drops it before rendering, one
+        rendering it stops at the next step, and a later redelivery drops it too."""
+        if self._cancels is None:
+            return
+        try:
+            await self._cancels.put(str(job_id), b"")
+        except Exception as exc:  # broker away: the job is cancelled here anyway; its result is ignored
+            log.warning("telling the workers job %s was cancelled failed: %s", job_id, type(exc).__name__)
+
     def forget(self, job_ids: Sequence[int]) -> None:
         for job_id in job_ids:
             self._pending.pop(job_id, None)
+            self.taken_by.pop(job_id, None)
 
     # -- what the watchdog (generation.remote.watchdog) asks ------------------------------------
 
@@ -489,6 +518,9 @@ class RemoteRunner(JobTransitions):
     def close(self) -> None:
         pass
 
+    def can_start(self, model: str, in_flight: Sequence[str]) -> bool:
+        return self._backend.can_start(model, in_flight)
+
     async def run(
         self,
         jobs: Sequence[BatchJob],
@@ -508,13 +540,9 @@ class RemoteRunner(JobTransitions):
             return None
         model = readable[0][1].model
 
-        # 2. Dispatch only when a live worker serving this model has a free slot: until then the jobs stay
-        # queued in the table, and the broker never holds work out of the fair order.
-        if not await self._backend.wait_for_capacity(model, should_stop):
-            await self._stopped_waiting([job_id for job_id, _ in readable], is_cancelled)
-            return None
-
-        # 3. Claim (a job cancelled meanwhile is skipped); sources go to the broker beside the batch.
+        # 2. Claim (a job cancelled meanwhile is skipped); sources go to the broker beside the batch. The
+        # scheduler started this batch only because a live worker serving its model has a free slot, so
+        # the broker never holds work out of the fair order.
         claimed = set(await self._stored("claim", lambda: self._db.jobs.claim(
             [job_id for job_id, _ in readable], lease_owner=self._lease_owner,
             lease_seconds=self._lease_seconds)))
@@ -526,7 +554,7 @@ class RemoteRunner(JobTransitions):
         await self._upload_sources([request for _, request in live])
         pending = await self._backend.dispatch(model, live)
 
-        # 4. Record each job's end as its events arrive (SQLite first, then the ack).
+        # 3. Record each job's end as its events arrive (SQLite first, then the ack).
         try:
             return await self.collect(pending, should_stop, is_cancelled)
         finally:
@@ -538,8 +566,18 @@ class RemoteRunner(JobTransitions):
         the watchdog finds the batch lost: the scheduler requeues its unfinished jobs."""
         seconds, images = 0.0, 0
         open_jobs = set(pending.requests)
+        told: set[int] = set()
+
+        async def tell_cancels() -> None:
+            # A member's cancel reaches the workers at once: the job's result would be ignored anyway, but
+            # its render need not hold a worker.
+            for job_id in sorted(open_jobs - told):
+                if is_cancelled(job_id):
+                    told.add(job_id)
+                    await self._backend.cancel(job_id)
+
         while open_jobs:
-            got = await _next_event(pending, lambda: should_stop() or pending.lost)
+            got = await _next_event(pending, lambda: should_stop() or pending.lost, tell_cancels)
             if got is None:
                 if pending.lost and not should_stop():
                     raise JobsLost(f"jobs {sorted(open_jobs)} are on no worker and no longer in the broker")
@@ -556,14 +594,6 @@ class RemoteRunner(JobTransitions):
                     images += made
             await msg.ack()
         return BatchOutcome(seconds, images) if images else None
-
-    async def _stopped_waiting(self, job_ids: list[int], is_cancelled: Callable[[int], bool]) -> None:
-        """Stopped while waiting for a worker: the jobs were never claimed and stay queued in the table,
-        except those their owners cancelled meanwhile."""
-        for job_id in job_ids:
-            if is_cancelled(job_id) and await self._stored(
-                    f"cancel job {job_id}", partial(self._db.jobs.cancel, job_id)):
-                self._emit(JobCancelled(job_id))
 
     async def _upload_sources(self, requests: list[RenderRequest]) -> None:
         """Variations and upscales start from the bot's stored image: it travels beside the batch."""
@@ -587,6 +617,7 @@ class RemoteRunner(JobTransitions):
             await self._cancelled(event.job_id)
             return 0
         # started: a second start means its last worker died with it.
+        self._backend.taken_by[event.job_id] = event.worker
         if event.attempt > 1:
             await self._stored(f"count attempt of job {event.job_id}",
                                partial(self._db.jobs.count_attempt, event.job_id, event.attempt))

@@ -73,6 +73,16 @@ class Subjects:
     def workers_bucket(self) -> str:
         return f"{self.prefix}-workers"
 
+    @property
+    def cancels_bucket(self) -> str:
+        """Ids of dispatched jobs their members cancelled (KV, key = job id): a worker drops such a job
+        before rendering it and stops it at the next step while it renders."""
+        return f"{self.prefix}-cancels"
+
+    def cancel_updates(self) -> str:
+        """The subject a put into the cancels bucket is published on (for a plain subscription)."""
+        return f"$KV.{self.cancels_bucket}.>"
+
     def consumer(self, model: str) -> str:
         """The one durable pull consumer every worker serving `model` shares."""
         return f"render-{_token(model)}"

@@ -2,6 +2,10 @@
 them with the same Engine as the in-process worker, uploads the PNGs as checked chunks and reports
 started / done / failed as events; the bot keeps the queue, the fair order and SQLite.
 
+Slots: the worker holds up to `slots` batches at once (default 2: one rendering, one prefetched). Renders
+take turns on its one render thread; while one renders, the next batch's sources are fetched and the
+last one's PNGs encoded and uploaded, so the GPU does not wait for the network.
+
 At-least-once: a batch is acked only after its events are stored by the broker. Until then in-progress
 acks keep the lease; a worker that dies stops sending them and JetStream redelivers the batch to another
 worker after the ack-wait. Every event carries the job and dispatch ids, so a repeat is harmless.
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -32,7 +37,7 @@ from generation.engine import Engine
 from generation.errors import AtelierError, RenderCancelled
 from generation.images import encode_png, image_params
 from generation.masks import attach_mask
-from generation.remote.broker import connect, ensure_streams, get_blob, put_blob
+from generation.remote.broker import cancels_bucket, connect, ensure_streams, get_blob, put_blob
 from generation.remote.wire import (
     ACK_WAIT_S,
     HEARTBEAT_S,
@@ -55,6 +60,8 @@ from generation.worker import BAD_REQUEST, SOURCE_GONE, UNEXPECTED
 
 log = logging.getLogger(__name__)
 
+# How often a batch waiting for the render thread looks whether its members cancelled it meanwhile.
+CANCEL_POLL_S = 0.25
 # A batch that reached MAX_DELIVERIES workers and killed each: the in-process recovery's words.
 GAVE_UP = f"the renderer stopped during this job {MAX_DELIVERIES} times; giving up"
 PROGRESS_EVERY_S = 0.5  # at most 2 progress messages a second per job
@@ -81,9 +88,13 @@ class RemoteWorker:
         self._subjects = options.subjects
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-render")
         self._stopping = asyncio.Event()
+        # The jobs on the render thread now (one render at a time: a pipeline is not thread-safe).
         self._busy: list[int] = []
+        self._render_turn = asyncio.Lock()
         self._step = (0, 0)
-        self._interrupted = False
+        # Jobs their members cancelled (the cancels bucket, as its updates arrive).
+        self._cancelled: set[int] = set()
+        self._cancels: KeyValue | None = None
         self._nc: NATS | None = None
         self._sending: set[asyncio.Future[None]] = set()
         self._lost_consumers: set[str] = set()
@@ -150,6 +161,8 @@ class RemoteWorker:
     async def run(self, nc: NATS, js: JetStreamContext) -> None:
         self._nc = nc
         kv = await ensure_streams(js, self._subjects)
+        self._cancels = await cancels_bucket(js, self._subjects)
+        await nc.subscribe(self._subjects.cancel_updates(), cb=self._on_cancel)
         await asyncio.to_thread(self._engine.warm_up, self._options.models[0])
         subs = {}
         for model in self._options.models:
@@ -157,40 +170,47 @@ class RemoteWorker:
         self._state = "idle"
         beat = asyncio.create_task(self._heartbeat(js, kv))
         log.info("worker %s serving %s", self._options.name, ", ".join(self._options.models))
+        # One lane per slot, each fetching and handling one batch at a time.
+        lanes = [asyncio.create_task(self._lane(js, subs), name=f"atelier-slot-{i}")
+                 for i in range(self._options.slots)]
         try:
-            while not self._stopping.is_set():
-                for model in list(self._lost_consumers):
-                    self._lost_consumers.discard(model)
-                    subs[model] = await self._resubscribe(js, model, subs[model])
-                # Loaded models first: a batch for them starts without a load.
-                order = sorted(subs, key=lambda m: not self._engine.registry.is_loaded(m))
-                for model in order:
-                    try:
-                        msgs = await subs[model].fetch(1, timeout=1)
-                    except TimeoutError:
-                        continue
-                    except Exception as exc:  # broker restarting: short pause, fetch again
-                        log.warning("fetch for %s failed: %s", model, type(exc).__name__)
-                        await asyncio.sleep(1)
-                        subs[model] = await self._resubscribe(js, model, subs[model])
-                        continue
-                    for msg in msgs:
-                        try:
-                            await self._handle(js, msg)
-                        except Exception as exc:
-                            # The broker went away mid-batch (its events could not be stored): the batch
-                            # is not acked, so it comes back after the ack-wait; this worker goes on.
-                            log.warning("batch at stream seq %s not finished: %s",
-                                        msg.metadata.sequence.stream, type(exc).__name__)
-                    if self._stopping.is_set():
-                        break
+            await asyncio.gather(*lanes)
         finally:
-            beat.cancel()
-            with contextlib.suppress(BaseException):
-                await beat
+            for task in (beat, *lanes):
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
             with contextlib.suppress(Exception):
                 await kv.delete(self._options.name)
             self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def _lane(self, js: JetStreamContext, subs: dict[str, JetStreamContext.PullSubscription]) -> None:
+        while not self._stopping.is_set():
+            for model in list(self._lost_consumers):
+                self._lost_consumers.discard(model)
+                subs[model] = await self._resubscribe(js, model, subs[model])
+            # Loaded models first: a batch for them starts without a load.
+            order = sorted(subs, key=lambda m: not self._engine.registry.is_loaded(m))
+            for model in order:
+                try:
+                    msgs = await subs[model].fetch(1, timeout=1)
+                except TimeoutError:
+                    continue
+                except Exception as exc:  # broker restarting: short pause, fetch again
+                    log.warning("fetch for %s failed: %s", model, type(exc).__name__)
+                    await asyncio.sleep(1)
+                    subs[model] = await self._resubscribe(js, model, subs[model])
+                    continue
+                for msg in msgs:
+                    try:
+                        await self._handle(js, msg)
+                    except Exception as exc:
+                        # The broker went away mid-batch (its events could not be stored): the batch
+                        # is not acked, so it comes back after the ack-wait; this worker goes on.
+                        log.warning("batch at stream seq %s not finished: %s",
+                                    msg.metadata.sequence.stream, type(exc).__name__)
+                if self._stopping.is_set():
+                    break
 
     async def _resubscribe(self, js: JetStreamContext, model: str,
                            sub: JetStreamContext.PullSubscription) -> JetStreamContext.PullSubscription:
@@ -220,17 +240,54 @@ class RemoteWorker:
             return
         keep = asyncio.create_task(self._keep_lease(msg))
         try:
-            await self._render_dispatch(js, dispatch, attempt=delivered)
+            interrupted = await self._render_dispatch(js, dispatch, attempt=delivered)
         finally:
             keep.cancel()
             with contextlib.suppress(BaseException):
                 await keep
-            self._busy.clear()
-        if self._stopping.is_set() and self._interrupted:
+        if self._stopping.is_set() and interrupted:
             # Stopped mid-batch: hand it back at once instead of waiting out the ack-wait.
             await msg.nak()
         else:
             await msg.ack()
+
+    # -- cancels -----------------------------------------------------------------------------------
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        key = msg.subject.rsplit(".", 1)[-1]
+        if key.isdigit():
+            self._cancelled.add(int(key))
+
+    async def _is_cancelled(self, job_id: int) -> bool:
+        """From the updates seen, or the bucket itself: a cancel put before this worker subscribed (a
+        redelivered batch) or whose update is still on its way."""
+        if job_id in self._cancelled:
+            return True
+        if self._cancels is None:
+            return False
+        try:
+            await self._cancels.get(str(job_id))
+        except nats.js.errors.KeyNotFoundError:
+            return False
+        except Exception as exc:  # broker away for a moment: render it; the bot ignores its result
+            log.warning("reading the cancels of job %s failed: %s", job_id, type(exc).__name__)
+            return False
+        self._cancelled.add(job_id)
+        return True
+
+    def _all_cancelled(self, ids: list[int]) -> bool:
+        # Read from the render thread: a plain set lookup, safe under the GIL.
+        return all(job_id in self._cancelled for job_id in ids)
+
+    async def _my_turn(self, ids: list[int]) -> bool:
+        """Wait for the render thread; False (without it) once every job of the batch was cancelled."""
+        while not self._all_cancelled(ids):
+            try:
+                await asyncio.wait_for(self._render_turn.acquire(), CANCEL_POLL_S)
+                return True
+            except TimeoutError:
+                continue
+        return False
 
     async def _keep_lease(self, msg: Msg) -> None:
         while True:
@@ -238,9 +295,9 @@ class RemoteWorker:
             with contextlib.suppress(Exception):
                 await msg.in_progress()
 
-    async def _render_dispatch(self, js: JetStreamContext, dispatch: Dispatch, *, attempt: int) -> None:
+    async def _render_dispatch(self, js: JetStreamContext, dispatch: Dispatch, *, attempt: int) -> bool:
+        """Render a dispatch's jobs and report each; True when a stop interrupted it."""
         one_by_one = attempt > 1
-        self._interrupted = False
         live: list[tuple[DispatchJob, RenderRequest, Image.Image | None]] = []
         for job in dispatch.jobs:
             try:
@@ -268,13 +325,11 @@ class RemoteWorker:
         while groups:
             group = groups.pop(0)
             if self._stopping.is_set():
-                self._interrupted = True
-                return
+                return True
             try:
                 await self._render_group(js, dispatch, group)
             except RenderCancelled:
-                self._interrupted = True
-                return
+                return True
             except Exception as exc:
                 if len(group) > 1:
                     # One member's request must not fail the others: each runs alone.
@@ -289,16 +344,54 @@ class RemoteWorker:
                     log.exception("render of job %s failed", job.job_id)
                     reason, retryable = UNEXPECTED, True
                 await self._event(js, dispatch, job.job_id, "failed", reason=reason, retryable=retryable)
+        return False
 
     async def _render_group(
         self, js: JetStreamContext, dispatch: Dispatch,
         group: list[tuple[DispatchJob, RenderRequest, Image.Image | None]],
     ) -> None:
+        """Render one group when the render thread is free and upload what it made. Jobs cancelled before
+        their render are dropped; a render whose jobs are all cancelled stops at the next step; a job
+        cancelled while others of its batch go on is not uploaded."""
+        if not await self._my_turn([job.job_id for job, _, _ in group]):
+            for job, _, _ in group:
+                await self._event(js, dispatch, job.job_id, "cancelled")
+            return
+        try:
+            live = []
+            for item in group:
+                if await self._is_cancelled(item[0].job_id):
+                    await self._event(js, dispatch, item[0].job_id, "cancelled")
+                else:
+                    live.append(item)
+            if not live:
+                return
+            rendered, seconds = await self._render_now(js, live)
+        except RenderCancelled:
+            if self._stopping.is_set():
+                raise
+            for job, _, _ in live:
+                await self._event(js, dispatch, job.job_id, "cancelled")
+            return
+        finally:
+            self._render_turn.release()
+        # The upload runs beside the next batch's render.
+        total_images = sum(len(images) for images in rendered) or 1
+        for (job, request, _), images in zip(live, rendered, strict=True):
+            if job.job_id in self._cancelled:
+                await self._event(js, dispatch, job.job_id, "cancelled")
+                continue
+            await self._upload(js, dispatch, job, request, images,
+                               render_seconds=seconds * len(images) / total_images)
+
+    async def _render_now(
+        self, js: JetStreamContext, group: list[tuple[DispatchJob, RenderRequest, Image.Image | None]],
+    ) -> tuple[list[list[Image.Image]], float]:
+        """The render itself, on the render thread (the caller holds its turn)."""
         loop = asyncio.get_running_loop()
         ids = [job.job_id for job, _, _ in group]
         requests = [request for _, request, _ in group]
         sources = None if requests[0].kind == Kind.TXT2IMG else [s for _, _, s in group]
-        self._busy[:] = ids
         last = [0.0]
 
         def on_progress(step: int, total: int, previews: list[Image.Image]) -> None:
@@ -312,29 +405,37 @@ class RemoteWorker:
                 message = encode(Progress(job_id=job_id, step=step, total=total, preview=preview))
                 loop.call_soon_threadsafe(self._publish_progress, js, job_id, message)
 
+        def should_stop() -> bool:
+            return self._stopping.is_set() or self._all_cancelled(ids)
+
+        self._busy[:] = ids
+        self._step = (0, requests[0].steps)
         started = time.perf_counter()
         self._state = "rendering"
         try:
             rendered = await loop.run_in_executor(self._thread, _render, self._engine, requests, sources,
-                                                  on_progress, self._stopping.is_set)
+                                                  on_progress, should_stop)
         finally:
             self._state = "idle"
+            self._busy.clear()
+            self._step = (0, 0)
         seconds = time.perf_counter() - started
-        total_images = sum(len(images) for images in rendered) or 1
         spent, count = self._render_time.get(requests[0].model, (0.0, 0))
-        self._render_time[requests[0].model] = (spent + seconds, count + total_images)
+        self._render_time[requests[0].model] = (spent + seconds, count + sum(len(i) for i in rendered))
         self._jobs_done += len(rendered)
-        for (job, request, _), images in zip(group, rendered, strict=True):
-            checker = self._engine.safety_checker(request.model)
-            flags = checker.check(images) if checker is not None else [False] * len(images)
-            refs = []
-            for index, image in enumerate(images):
-                png = await asyncio.to_thread(encode_png, image, image_params(request, index))
-                digest = await put_blob(js, self._subjects, png)
-                refs.append(ImageRef(index=index, seed=request.seeds[index], width=image.width,
-                                     height=image.height, sha256=digest, size=len(png), nsfw=flags[index]))
-            await self._event(js, dispatch, job.job_id, "done", images=tuple(refs),
-                              render_seconds=seconds * len(images) / total_images)
+        return rendered, seconds
+
+    async def _upload(self, js: JetStreamContext, dispatch: Dispatch, job: DispatchJob,
+                      request: RenderRequest, images: list[Image.Image], *, render_seconds: float) -> None:
+        checker = self._engine.safety_checker(request.model)
+        flags = checker.check(images) if checker is not None else [False] * len(images)
+        refs = []
+        for index, image in enumerate(images):
+            png = await asyncio.to_thread(encode_png, image, image_params(request, index))
+            digest = await put_blob(js, self._subjects, png)
+            refs.append(ImageRef(index=index, seed=request.seeds[index], width=image.width,
+                                 height=image.height, sha256=digest, size=len(png), nsfw=flags[index]))
+        await self._event(js, dispatch, job.job_id, "done", images=tuple(refs), render_seconds=render_seconds)
 
     def _publish_progress(self, js: JetStreamContext, job_id: int, message: bytes) -> None:
         # Plain NATS, not JetStream: a lost progress message is harmless and the next one replaces it.

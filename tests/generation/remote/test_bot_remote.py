@@ -16,7 +16,6 @@ from typing import Any
 import nats
 import numpy as np
 import pytest
-from nats.js.api import DeliverPolicy
 from PIL import Image
 
 from bot.app import App
@@ -29,14 +28,12 @@ from generation.remote.wire import (
     WorkerInfo,
     chunk_header,
     decode_dispatch,
-    decode_event,
     encode,
     sha256_hex,
 )
 from generation.request import RenderRequest
 from sandbox import Sandbox
 from tests.bot.helpers import (
-    button,
     click_for_result,
     image_of,
     imagine,
@@ -257,59 +254,6 @@ async def test_the_bot_in_remote_mode_loads_no_model_and_imports_no_torch(
                                    capture_output=True, timeout=PATIENCE_S)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     assert "engine None torch False diffusers False" in done.stdout.decode()
-
-
-async def test_cancel_while_a_worker_renders_ends_the_job_and_its_late_result_is_ignored(
-    sandbox: Sandbox, workers: WorkerProcesses, remote_bot: Callable[..., Any], nats_server: NatsServer,
-    tmp_path: Path
-) -> None:
-    prefix = f"c{uuid.uuid4().hex[:8]}"
-    hold = tmp_path / "hold"
-    workers.start("w1", prefix, "--models", "tiny", extra_env={"ATELIER_TEST_HOLD_FILE": str(hold)})
-    app = await remote_bot(prefix)
-    services = app.services
-    assert services is not None and services.remote is not None
-    remote = services.remote
-    await sandbox.wait_for(lambda: "w1" in remote.workers, timeout=PATIENCE_S)
-    hold.touch()
-
-    alice, general = sandbox.users["alice"], sandbox.channel("general")
-    interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a red kite --steps 3 --n 1"})
-    await interaction.wait_ack()
-    await sandbox.wait_for(lambda: shows_rendering(interaction) and remote.workers["w1"].busy,
-                           timeout=PATIENCE_S)
-    job_id = remote.workers["w1"].busy[0]
-
-    listing = await sandbox.slash(alice, general, "queue")
-    await listing.wait_ack()
-    done = await sandbox.click(alice, listing.original, button(listing.original, f"Cancel {job_id}"))
-    await done.wait_ack()
-    await sandbox.wait_for(lambda: any("red kite" in m.content and "(cancelled)" in m.content
-                                       for m in sandbox.messages(general)), timeout=PATIENCE_S)
-
-    # The worker finishes anyway; its result reaches the bot, which records nothing for a finished job.
-    nc = await nats.connect(nats_server.url(BOT_USER, BOT_PASS))
-    try:
-        js = nc.jetstream()
-        sub = await js.subscribe(Subjects(prefix).events(job_id), deliver_policy=DeliverPolicy.ALL)
-        hold.unlink()
-        while decode_event((await sub.next_msg(timeout=PATIENCE_S)).data).kind != "done":
-            pass
-
-        async def bot_consumed() -> bool:
-            info = await js.consumer_info(Subjects(prefix).events_stream, "bot")
-            return info.num_pending == 0 and info.num_ack_pending == 0
-
-        for _ in range(int(PATIENCE_S * 10)):
-            if await bot_consumed():
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await nc.close()
-    row = await services.db.jobs.get(job_id)
-    assert row is not None and row.status == "cancelled"
-    assert result_for(sandbox, general, job_id) is None
-    assert await services.db.images.for_job(job_id) == []
 
 
 async def test_the_bot_starts_and_queues_while_the_broker_is_down_then_dispatches(
