@@ -110,3 +110,16 @@ def test_feather_blends_only_within_its_width(box: tuple[int, int, int, int], fe
         src, ren = np.asarray(source)[near].astype(int), np.asarray(rendered)[near].astype(int)
         assert ((blend >= np.minimum(src, ren) - 1) & (blend <= np.maximum(src, ren) + 1)).all()
         assert not (blend == src).all()
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.one_of(st.binary(max_size=300), st.builds(lambda b: encoded(left_white((16, 16)))[:b],
+                                                          st.integers(0, 200))),
+       side=st.integers(1, 64))
+def test_any_bytes_give_a_mask_or_a_clear_refusal(data: bytes, side: int) -> None:
+    try:
+        mask = read_mask(data, (side, side))
+    except UploadRefused as refused:
+        assert refused.user_message
+    else:
+        assert mask.size == (side, side) and set(np.unique(np.asarray(mask))) == {0, 255}
