@@ -99,9 +99,10 @@ def _template(actions: tuple[Action, ...]) -> str:
 
 
 class Acting:
-    """A persistent control's callback: run `act`, and turn any error into the one short reply."""
+    """A persistent control's callback: run `act`, and turn any error into the one short reply (naming the
+    job, for controls that belong to one)."""
 
-    job_id: int
+    job_id: int | None = None
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
@@ -118,6 +119,7 @@ class JobButton(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]], template
     (its template matches every action, so a click would run twice): the families below are."""
 
     ACTIONS: ClassVar[tuple[Action, ...]] = ()
+    job_id: int
 
     def __init__(self, action: Action, job_id: int, index: int | None = None, *, label: str | None = None,
                  emoji: str | discord.PartialEmoji | None = None,
@@ -439,6 +441,8 @@ class RegionControl(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]],
     """A cell toggle, Invert, Clear, Submit or 🖋 of the Vary (Region) editor; the selection before the
     click is in the custom_id."""
 
+    job_id: int
+
     def __init__(self, job_id: int, index: int, cells: int, op: str, *, label: str | None = None,
                  emoji: str | None = None, style: discord.ButtonStyle = discord.ButtonStyle.secondary,
                  disabled: bool = False) -> None:
@@ -475,6 +479,8 @@ class RegionControl(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]],
 class RegionPreset(Acting, discord.ui.DynamicItem[discord.ui.Select[Any]],
                    template=r"atelier:rgp:(?P<job_id>[0-9]{1,19}):(?P<index>[0-9]{1,3})"):
     """The editor's presets menu: a named selection replaces the current one."""
+
+    job_id: int
 
     def __init__(self, job_id: int, index: int) -> None:
         super().__init__(discord.ui.Select(
