@@ -25,15 +25,18 @@ import discord
 
 from bot import presenter
 from bot.access import can_see, load_job, require_owner_or_moderator, viewer_of
+from bot.attachments import PENDING_UPLOAD, check_declared, fetch
 from bot.defaults import member_settings
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
+from bot.policy import check_request
 from bot.references import plan_references
 from bot.reply import reply
 from generation.canvas import (
     ALL_CELLS,
     GRID,
+    MAX_FEATHER,
     MAX_ZOOM,
     MIN_ZOOM,
     PRESETS,
@@ -42,6 +45,7 @@ from generation.canvas import (
     selection_thumbnail,
 )
 from generation.errors import InvalidRequest, NotFound
+from generation.masks import encode_mask, read_mask
 from generation.request import Kind, RenderRequest
 from generation.validate import RequestDraft, build_request, upscale_of, variation_of
 
@@ -257,6 +261,37 @@ async def start_canvas(interaction: AtelierInteraction, job_id: int, index: int,
     await start_job(interaction, request, parent_job_id=job_id, parent_index=index)
 
 
+async def start_masked_region(interaction: AtelierInteraction, job_id: int, index: int | None,
+                              attachment: discord.Attachment, prompt: str | None = None,
+                              feather: int = 0) -> None:
+    """Vary (Region) with the member's own mask (generation/masks.py) on image `index` of job `job_id`
+    (None: its only image). As an upload (bot/attachments.py): every check runs before the download,
+    the mask is read against the image's size, and only a mask that passed is stored. `feather`: pixels
+    over which the repainted area fades into the kept one."""
+    services = interaction.client.services
+    if not 0 <= feather <= MAX_FEATHER:
+        raise InvalidRequest(f"Feather goes from 0 to {MAX_FEATHER} pixels.")
+    # 1. What Discord says about the file; the image (who may see it, and that it still exists).
+    check_declared(attachment)
+    job, blob = await _source_of(interaction, job_id, index)
+    parent = RenderRequest.from_json(job.request)
+    if index is None and parent.count > 1:
+        raise InvalidRequest(f"Job {job_id} has {parent.count} images: name one, e.g. `{job_id}.1`.")
+    index = index or 0
+    # 2. The request as it will be, checked (ban, channel, words, caps) before a byte is downloaded.
+    family = services.registry.spec(parent.model).family
+    count = (await member_settings(interaction)).defaults().get("count") or 4
+    planned = canvas_of(parent, index, blob, None, family=family, prompt=prompt, count=int(count),
+                        mask=PENDING_UPLOAD)
+    await check_request(services, interaction, planned)
+    # 3. Download, read (header first) and threshold at the image's size, off the loop; then store.
+    data = await fetch(attachment)
+    mask = await asyncio.to_thread(read_mask, data, (parent.width, parent.height))
+    key = await asyncio.to_thread(services.blobs.put, encode_mask(mask))
+    request = dataclasses.replace(planned, mask=key, feather=feather)
+    await start_job(interaction, request, parent_job_id=job_id, parent_index=index)
+
+
 class CustomZoomModal(discord.ui.Modal, title="Custom Zoom"):
     """The prompt, a zoom from 1 to 2 and an optional new aspect for a Zoom Out."""
 
@@ -353,7 +388,8 @@ def region_view(job_id: int, index: int, cells: int) -> discord.ui.LayoutView:
     box: discord.ui.Container[Any] = discord.ui.Container()
     box.add_item(discord.ui.TextDisplay(
         f"**Vary (Region)** · job `{job_id}` · image {index + 1}: pick the parts to repaint "
-        f"({chosen} of {GRID * GRID} selected)."))
+        f"({chosen} of {GRID * GRID} selected).\n-# Or repaint with your own mask (white = repaint, black "
+        f"= keep; or transparent = repaint): `/region job:{job_id}.{index + 1} mask:<file>`"))
     box.add_item(discord.ui.MediaGallery(discord.MediaGalleryItem(f"attachment://{REGION_FILE}")))
     for row in range(GRID):
         line: discord.ui.ActionRow[Any] = discord.ui.ActionRow()

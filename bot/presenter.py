@@ -181,6 +181,12 @@ def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = 
     if request.strength is not None:
         embed.add_field(name="Strength", value=f"{request.strength:g}")
     embed.add_field(name="Kind", value=str(request.kind))
+    if request.kind == Kind.CANVAS:
+        canvas = str(request.extra.get("canvas"))
+        embed.add_field(name="Canvas", value="Vary (Region), custom mask" if request.mask is not None
+                        else _CANVAS_WORDS.get(canvas, canvas))
+        if request.feather:
+            embed.add_field(name="Feather", value=f"{request.feather} px")
     if request.loras:
         embed.add_field(name="LoRAs", value=" ".join(f"`<lora:{n}:{w:g}>`" for n, w in request.loras))
     if request.references:
