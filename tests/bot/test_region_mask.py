@@ -92,7 +92,7 @@ async def test_a_mask_repaints_only_its_white_area_and_rerolls(sandbox: Sandbox,
     check_repainted(images, source, paint)
 
     details = await answer(await sandbox.click(alice, result, button(result, "Details")))
-    assert "Vary (Region), custom mask" in str(details.embeds) and f"job `{parent_id}` image 2" in str(
+    assert "Vary (Region), custom mask" in str(details.embeds) and f"job {parent_id} · Vary (Region)" in str(
         details.embeds)
 
     # 🔄 makes another masked job from the stored mask, new seeds, same kept pixels.
