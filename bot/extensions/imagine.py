@@ -67,7 +67,7 @@ class Imagine(commands.Cog):
                       strength: float | None = None, reference: discord.Attachment | None = None) -> None:
         services = interaction.client.services
         # Permutations and --repeat: one prompt may make several jobs (bot/expansion.py).
-        prompts = expand_prompt(await personal_prompt(interaction, prompt))
+        prompts = expand_prompt(await personal_prompt(interaction, prompt, model, references=True))
         if image is not None and len(prompts) > 1:
             raise InvalidRequest("Permutations and `--repeat` make several jobs from a prompt alone; "
                                  "leave out the image.")
