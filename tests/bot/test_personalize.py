@@ -119,7 +119,8 @@ async def test_p_adds_the_starred_images_as_a_style_reference_on_an_adapter_mode
 
     # A new star makes v2 from other images; `--p v1` renders as it did.
     await star(sandbox, alice, await imagine(sandbox, alice, general, f"a white dog, ink {quick}"))
-    assert await prompt_of(bot, await imagine(sandbox, alice, general, f"a house --p {quick}")) == "a house, ink"
+    newest = await imagine(sandbox, alice, general, f"a house --p {quick}")
+    assert await prompt_of(bot, newest) == "a house, ink"
     v2 = await bot.services.db.personal.get(alice.id, 2)
     assert v2 is not None and len(v2.images) == 4
     again = await imagine(sandbox, alice, general, f"a house --p v1 {quick}")
