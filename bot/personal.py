@@ -14,7 +14,7 @@ import dataclasses
 from bot.interaction import AtelierInteraction
 from generation.errors import InvalidRequest
 from generation.personalize import MIN_LIKED, Liked, p_flag_in, profile_of
-from generation.references import MAX_IMAGES_PER_ROLE
+from generation.references import MAX_IMAGES_PER_ROLE, STYLE
 from generation.styles import StyleParts, apply_style
 from generation.validate import RequestDraft, parse_flags
 from storage.personal import PersonalStyle
@@ -71,15 +71,19 @@ async def expand_personal(interaction: AtelierInteraction, draft: RequestDraft,
 
 
 async def _has_adapter(interaction: AtelierInteraction, prompt: str, model: str | None) -> bool:
-    """Whether the model this prompt will render on has an IP-Adapter: its `--model`, else the command's
-    option, else the member's default (as apply_personal_defaults picks it), else the server's first."""
+    """Whether the stars should join as this prompt's style reference: it names none of its own, and the
+    model it will render on has an IP-Adapter (its `--model`, else the command's option, else the member's
+    default as apply_personal_defaults picks it, else the server's first)."""
     from bot.defaults import member_settings  # bot.defaults imports this module
 
     registry = interaction.client.services.registry
     try:
-        flagged = parse_flags(prompt)[1].get("model")
+        flags = parse_flags(prompt)[1]
     except InvalidRequest:
         return False  # build_request reports the bad flag
+    if any(role == STYLE for role, _ in flags.get("references", [])):
+        return False
+    flagged = flags.get("model")
     default = (await member_settings(interaction)).defaults().get("model")
     name = flagged or model or (default if default in registry.names() else None)
     try:

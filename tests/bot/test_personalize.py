@@ -111,6 +111,11 @@ async def test_p_adds_the_starred_images_as_a_style_reference_on_an_adapter_mode
     shown = await personalize(sandbox, alice, "show")
     assert "your 3 latest starred images" in shown and "on other models `--p` is the words and LoRA" in shown
 
+    # The member's own `--sref` replaces the stars (rather than joining them past the 5-image limit).
+    own = await imagine(sandbox, alice, general, f"a house --p --sref {job_id_of(made[0])}.1 {quick}")
+    one = await imagine(sandbox, alice, general, f"a house, ink --sref {job_id_of(made[0])}.1 {quick}")
+    assert image_of(own).tobytes() == image_of(one).tobytes()
+
     # On the model without an adapter `--p` is the words alone.
     assert bot.services is not None
     plain = await imagine(sandbox, alice, general, f"a house --p --model plain {quick}")
