@@ -313,6 +313,34 @@ def check_compile(data_dir: Path, device: str, dtype: str, max_batch: int) -> No
                            f"recompiles, recompile limit hit {after[1]} times")
 
 
+def check_compile_lora_hotswap(data_dir: Path, device: str, dtype: str) -> None:
+    """ATELIER_COMPILE with LoRAs: the first LoRA adds its layers (one recompile at most), then switching to
+    another LoRA (hotswapped into the same rank-padded slot) and back must recompile nothing."""
+    from diffusers import StableDiffusionPipeline
+
+    from generation.loras import write_random_lora
+    from generation.tiny import ensure_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        lora_dir = Path(tmp)
+        maker = StableDiffusionPipeline.from_pretrained(ensure_tiny_model(data_dir), local_files_only=True)
+        write_random_lora(maker, lora_dir / "sd15" / "ink.safetensors", seed=1)
+        write_random_lora(maker, lora_dir / "sd15" / "glow.safetensors", seed=2, rank=8)
+        registry = ModelRegistry([("tiny", "tiny")], data_dir, device=device, dtype=dtype, compile=True,
+                                 lora_dir=lora_dir, lora_hotswap_rank=64)
+        engine = Engine(registry, max_images_per_call=1)
+        job = replace(_req("tiny", 64), steps=2)
+        counter = _RecompileCounter()
+        with counter.counting():
+            engine.render([replace(job, loras=(("ink", 1.0),))])
+            first = counter.recompiles
+            for name in ("glow", "ink", "glow"):
+                engine.render([replace(job, loras=((name, 0.8),))])
+        swaps = counter.recompiles - first
+    report("info", f"compile + LoRA: first LoRA {first} recompiles")
+    check(swaps == 0, f"compile + LoRA hotswap: 3 switches between LoRAs of rank 4 and 8: {swaps} recompiles")
+
+
 def check_offload(data_dir: Path, device: str, dtype: str) -> None:
     """ATELIER_OFFLOAD on a real card: a render, an upscale (img2img from_pipe shares the offloaded modules)
     and a render again, with the peak device memory of each mode beside the plain one."""
@@ -364,6 +392,7 @@ def main() -> int:
         check_speed(registry, device)
         if args.compile if args.compile is not None else cuda:
             check_compile(data_dir, device, dtype, args.max_batch)
+            check_compile_lora_hotswap(data_dir, device, dtype)
         else:
             report("skipped", "compile (minutes per shape on a CPU: pass --compile)")
         if cuda:

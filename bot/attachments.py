@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 MAX_SOURCE_BYTES = 10 * 1024 * 1024
 TOO_MANY_BYTES = f"That image is too large ({MAX_SOURCE_BYTES // 2**20} MB at most)."
 # Stands in for the blob key while the checks run on the request before the download.
-_PENDING = "pending-upload"
+PENDING_UPLOAD = "pending-upload"
 _IMAGE_NAME = re.compile(r"\.(png|jpe?g|webp|gif|bmp)$", re.I)
 
 
@@ -85,7 +85,7 @@ async def start_from_upload(interaction: AtelierInteraction, draft: RequestDraft
     # 1. What Discord tells us about the file.
     check_declared(attachment)
     # 2. Who, where, what and how much, on the request as it will be: refused before any download.
-    draft = dataclasses.replace(draft, kind=Kind.IMG2IMG, source=_PENDING)
+    draft = dataclasses.replace(draft, kind=Kind.IMG2IMG, source=PENDING_UPLOAD)
     draft = await personal_draft(interaction, draft)
     # Server wildcards draw with the seed: fix it now so the checked prompt is the one that renders.
     lists = await server_wildcards(services.db, interaction.guild_id)

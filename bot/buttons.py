@@ -24,16 +24,19 @@ from typing import Any, ClassVar
 import discord
 
 from bot import presenter
-from bot.access import load_job, require_owner_or_moderator
+from bot.access import can_see, load_job, require_owner_or_moderator, viewer_of
+from bot.attachments import PENDING_UPLOAD, check_declared, fetch
 from bot.defaults import member_settings
 from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
+from bot.policy import check_request
 from bot.references import plan_references
 from bot.reply import reply
 from generation.canvas import (
     ALL_CELLS,
     GRID,
+    MAX_FEATHER,
     MAX_ZOOM,
     MIN_ZOOM,
     PRESETS,
@@ -42,6 +45,7 @@ from generation.canvas import (
     selection_thumbnail,
 )
 from generation.errors import InvalidRequest, NotFound
+from generation.masks import encode_mask, read_mask
 from generation.request import Kind, RenderRequest
 from generation.validate import RequestDraft, build_request, upscale_of, variation_of
 
@@ -95,9 +99,10 @@ def _template(actions: tuple[Action, ...]) -> str:
 
 
 class Acting:
-    """A persistent control's callback: run `act`, and turn any error into the one short reply."""
+    """A persistent control's callback: run `act`, and turn any error into the one short reply (naming the
+    job, for controls that belong to one)."""
 
-    job_id: int
+    job_id: int | None = None
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         try:
@@ -114,6 +119,7 @@ class JobButton(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]], template
     (its template matches every action, so a click would run twice): the families below are."""
 
     ACTIONS: ClassVar[tuple[Action, ...]] = ()
+    job_id: int
 
     def __init__(self, action: Action, job_id: int, index: int | None = None, *, label: str | None = None,
                  emoji: str | discord.PartialEmoji | None = None,
@@ -255,6 +261,37 @@ async def start_canvas(interaction: AtelierInteraction, job_id: int, index: int,
     await start_job(interaction, request, parent_job_id=job_id, parent_index=index)
 
 
+async def start_masked_region(interaction: AtelierInteraction, job_id: int, index: int | None,
+                              attachment: discord.Attachment, prompt: str | None = None,
+                              feather: int = 0) -> None:
+    """Vary (Region) with the member's own mask (generation/masks.py) on image `index` of job `job_id`
+    (None: its only image). As an upload (bot/attachments.py): every check runs before the download,
+    the mask is read against the image's size, and only a mask that passed is stored. `feather`: pixels
+    over which the repainted area fades into the kept one."""
+    services = interaction.client.services
+    if not 0 <= feather <= MAX_FEATHER:
+        raise InvalidRequest(f"Feather goes from 0 to {MAX_FEATHER} pixels.")
+    # 1. What Discord says about the file; the image (who may see it, and that it still exists).
+    check_declared(attachment)
+    job, blob = await _source_of(interaction, job_id, index)
+    parent = RenderRequest.from_json(job.request)
+    if index is None and parent.count > 1:
+        raise InvalidRequest(f"Job {job_id} has {parent.count} images: name one, e.g. `{job_id}.1`.")
+    index = index or 0
+    # 2. The request as it will be, checked (ban, channel, words, caps) before a byte is downloaded.
+    family = services.registry.spec(parent.model).family
+    count = (await member_settings(interaction)).defaults().get("count") or 4
+    planned = canvas_of(parent, index, blob, None, family=family, prompt=prompt, count=int(count),
+                        mask=PENDING_UPLOAD)
+    await check_request(services, interaction, planned)
+    # 3. Download, read (header first) and threshold at the image's size, off the loop; then store.
+    data = await fetch(attachment)
+    mask = await asyncio.to_thread(read_mask, data, (parent.width, parent.height))
+    key = await asyncio.to_thread(services.blobs.put, encode_mask(mask))
+    request = dataclasses.replace(planned, mask=key, feather=feather)
+    await start_job(interaction, request, parent_job_id=job_id, parent_index=index)
+
+
 class CustomZoomModal(discord.ui.Modal, title="Custom Zoom"):
     """The prompt, a zoom from 1 to 2 and an optional new aspect for a Zoom Out."""
 
@@ -351,7 +388,8 @@ def region_view(job_id: int, index: int, cells: int) -> discord.ui.LayoutView:
     box: discord.ui.Container[Any] = discord.ui.Container()
     box.add_item(discord.ui.TextDisplay(
         f"**Vary (Region)** · job `{job_id}` · image {index + 1}: pick the parts to repaint "
-        f"({chosen} of {GRID * GRID} selected)."))
+        f"({chosen} of {GRID * GRID} selected).\n-# Or repaint with your own mask (white = repaint, black "
+        f"= keep; or transparent = repaint): `/region job:{job_id}.{index + 1} mask:<file>`"))
     box.add_item(discord.ui.MediaGallery(discord.MediaGalleryItem(f"attachment://{REGION_FILE}")))
     for row in range(GRID):
         line: discord.ui.ActionRow[Any] = discord.ui.ActionRow()
@@ -403,6 +441,8 @@ class RegionControl(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]],
     """A cell toggle, Invert, Clear, Submit or 🖋 of the Vary (Region) editor; the selection before the
     click is in the custom_id."""
 
+    job_id: int
+
     def __init__(self, job_id: int, index: int, cells: int, op: str, *, label: str | None = None,
                  emoji: str | None = None, style: discord.ButtonStyle = discord.ButtonStyle.secondary,
                  disabled: bool = False) -> None:
@@ -440,6 +480,8 @@ class RegionPreset(Acting, discord.ui.DynamicItem[discord.ui.Select[Any]],
                    template=r"atelier:rgp:(?P<job_id>[0-9]{1,19}):(?P<index>[0-9]{1,3})"):
     """The editor's presets menu: a named selection replaces the current one."""
 
+    job_id: int
+
     def __init__(self, job_id: int, index: int) -> None:
         super().__init__(discord.ui.Select(
             placeholder="Presets", custom_id=f"atelier:{Action.REGION_PRESET}:{job_id}:{index}",
@@ -461,6 +503,15 @@ class RegionPreset(Acting, discord.ui.DynamicItem[discord.ui.Select[Any]],
 
 # -- about this job ----------------------------------------------------------------------------------
 
+async def _made_from(interaction: AtelierInteraction, job: Any) -> str:
+    """The parent job and the action that made this one ("job 12 · U2"); a parent the viewer may not see
+    is never named, only the action is."""
+    parent = await interaction.client.services.db.jobs.get(job.parent_job_id)
+    if parent is None or not can_see(parent, viewer_of(interaction)):
+        return "a job not shown here"
+    return f"job {parent.id} · {presenter.action_label(job, parent)}"
+
+
 class DetailsButton(JobButton, template=_template((Action.DETAILS,))):
     """Details: the whole prompt and settings, ephemeral."""
 
@@ -468,8 +519,10 @@ class DetailsButton(JobButton, template=_template((Action.DETAILS,))):
 
     async def act(self, interaction: AtelierInteraction) -> None:
         job = await load_job(interaction, self.job_id)
-        embed = presenter.details(self.job_id, RenderRequest.from_json(job.request),
-                                  {"By": f"<@{job.user_id}>", "Status": job.status})
+        extra = {"By": f"<@{job.user_id}>", "Status": job.status}
+        if job.parent_job_id is not None:
+            extra["Made from"] = await _made_from(interaction, job)
+        embed = presenter.details(self.job_id, RenderRequest.from_json(job.request), extra)
         await reply(interaction, embed=embed, ephemeral=True)
 
 

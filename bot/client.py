@@ -23,7 +23,7 @@ EXTENSIONS = (
     "bot.extensions.imagine", "bot.extensions.jobs", "bot.extensions.gallery", "bot.extensions.settings",
     "bot.extensions.admin", "bot.extensions.imagine_from_image", "bot.extensions.blend",
     "bot.extensions.style_reference", "bot.extensions.lineage", "bot.extensions.shorten",
-    "bot.extensions.describe", "bot.extensions.styles", "bot.extensions.personalize",
+    "bot.extensions.describe", "bot.extensions.styles", "bot.extensions.personalize", "bot.extensions.region",
 )
 
 

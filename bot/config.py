@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     )
     # torch.compile the denoiser; the bot then renders every size and batch it serves before taking work.
     compile: bool = Field(default=False, validation_alias="ATELIER_COMPILE")
+    # With compile, LoRAs are hotswapped into slots padded to this rank (a compiled UNet keeps its graph
+    # when they change); a LoRA of a higher rank is refused at render. Without compile it is unused.
+    lora_max_rank: int = Field(default=64, ge=1, le=1024, validation_alias="ATELIER_LORA_MAX_RANK")
     # Small cards: keep weights in host RAM and move them to the GPU per model (`model`, a little slower)
     # or per layer (`sequential`, much slower, fits in ~3 GB). Needs CUDA: refused at start elsewhere.
     offload: Literal["none", "model", "sequential"] = Field(

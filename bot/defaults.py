@@ -69,14 +69,17 @@ async def personal_draft(interaction: AtelierInteraction, draft: RequestDraft) -
                                    interaction.client.services.registry)
 
 
-async def personal_prompt(interaction: AtelierInteraction, prompt: str) -> str:
-    """The prompt with the member's /prefer options expanded and suffix added (before permutations)."""
+async def personal_prompt(interaction: AtelierInteraction, prompt: str, model: str | None = None,
+                          references: bool = False) -> str:
+    """The prompt with the member's /prefer options expanded and suffix added (before permutations).
+    With `references` (a caller that plans the prompt's references next, bot/references.py), `--p` on a
+    model with an IP-Adapter (`model` is the command's option) adds its starred images as `--sref`."""
     member = await member_settings(interaction)
     prompt = apply_preferences(prompt, member.options, member.suffix)
     # Then the server style and the personal style (--p, which a /prefer suffix may name), before anything
     # parses the prompt's flags (references, permutations): they add `--lora`, and are no flags themselves.
-    draft = await expand_personal(interaction, await expand_style(interaction, RequestDraft(prompt=prompt)))
-    return draft.prompt
+    draft = await expand_style(interaction, RequestDraft(prompt=prompt, model=model))
+    return (await expand_personal(interaction, draft, with_images=references)).prompt
 
 
 async def model_choices(interaction: AtelierInteraction, current: str) -> list[app_commands.Choice[str]]:

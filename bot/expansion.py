@@ -11,7 +11,7 @@ from typing import Any
 
 import discord
 
-from bot.errors import report_error
+from bot.buttons import Acting
 from bot.interaction import AtelierInteraction
 from bot.jobflow import check_jobs, queue_checked, start_jobs
 from bot.reply import reply
@@ -44,7 +44,7 @@ def confirm_text(requests: list[RenderRequest]) -> str:
     return f"This will queue {len(requests)} jobs:\n{shown}{more}"
 
 
-class BatchButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+class BatchButton(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]],
                   template=r"atelier:batch:(?P<batch>[0-9]{1,19}):(?P<choice>yes|no)"):
     """Confirm / Cancel under "This will queue N jobs". State lives in the database row the custom_id
     names; only the member who asked may settle it."""
@@ -62,12 +62,6 @@ class BatchButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
     async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> BatchButton:
         return cls(int(match["batch"]), confirm=match["choice"] == "yes")
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        try:
-            await self.act(interaction)
-        except Exception as exc:
-            await report_error(interaction, exc)
 
     async def act(self, interaction: AtelierInteraction) -> None:
         db = interaction.client.services.db

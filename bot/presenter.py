@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 from PIL import Image
@@ -13,6 +13,9 @@ from PIL import Image
 from generation.references import describe
 from generation.request import Kind, RenderRequest
 from generation.samplers import sampler_label
+
+if TYPE_CHECKING:
+    from storage.jobs import JobRow
 
 PROMPT_CHARS = 300
 BAR_CELLS = 12
@@ -178,6 +181,12 @@ def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = 
     if request.strength is not None:
         embed.add_field(name="Strength", value=f"{request.strength:g}")
     embed.add_field(name="Kind", value=str(request.kind))
+    if request.kind == Kind.CANVAS:
+        canvas = str(request.extra.get("canvas"))
+        embed.add_field(name="Canvas", value="Vary (Region), custom mask" if request.mask is not None
+                        else _CANVAS_WORDS.get(canvas, canvas))
+        if request.feather:
+            embed.add_field(name="Feather", value=f"{request.feather} px")
     if request.loras:
         embed.add_field(name="LoRAs", value=" ".join(f"`<lora:{n}:{w:g}>`" for n, w in request.loras))
     if request.references:
@@ -187,6 +196,33 @@ def details(job_id: int, request: RenderRequest, extra: dict[str, Any] | None = 
     for key, value in (extra or {}).items():
         embed.add_field(name=key, value=str(value))
     return embed
+
+
+_PANS = {"pan_left": "Pan ⬅️", "pan_right": "Pan ➡️", "pan_up": "Pan ⬆️", "pan_down": "Pan ⬇️"}
+
+
+def action_label(job: JobRow, parent: JobRow | None) -> str:
+    """The button or command that made `job` from `parent`, as the member clicked it."""
+    request = RenderRequest.from_json(job.request)
+    if parent is not None and job.parent_index is None:
+        # 🔄 and 🖋 act on a whole job (no image index) and keep its kind: a reroll of a variation varies.
+        same = RenderRequest.from_json(parent.request).prompt == request.prompt
+        return "🔄" if same else "🖋 Remix"
+    index = job.parent_index or 0
+    grid = parent is not None and RenderRequest.from_json(parent.request).count > 1
+    if job.kind == Kind.UPSCALE:
+        return f"U{index + 1}" if grid else "Upscale"
+    if job.kind == Kind.VARIATION:
+        if grid:
+            return f"V{index + 1}"
+        return "Vary (Subtle)" if (request.strength or 0) < 0.5 else "Vary (Strong)"
+    if job.kind == Kind.CANVAS:
+        # `canvas` is inherited by a canvas job's own children: read it only on canvas jobs.
+        canvas = str(request.extra.get("canvas", ""))
+        if canvas == "zoom" and request.box is not None and request.box[2]:
+            return f"Zoom Out {request.width / request.box[2]:.2g}x"
+        return {"square": "Make Square", "region": "Vary (Region)"}.get(canvas) or _PANS.get(canvas, "Canvas")
+    return "/imagine with an image" if job.kind == Kind.IMG2IMG else "/imagine"
 
 
 def _code_block(text: str, limit: int) -> str:

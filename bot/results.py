@@ -13,7 +13,9 @@ import discord
 from PIL import Image
 
 from bot import buttons, presenter
-from bot.policy import nsfw_presentation
+from bot.access import load_job
+from bot.policy import channel_is_age_restricted, channel_open, nsfw_presentation
+from bot.reply import reply
 from generation.images import make_grid
 from generation.request import RenderRequest
 from storage.blobs import BlobStore
@@ -21,6 +23,7 @@ from storage.errors import CorruptBlob
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
+    from bot.interaction import AtelierInteraction
     from bot.services import Services
     from storage.jobs import JobRow
 
@@ -103,3 +106,29 @@ def _grid_png(datas: list[bytes]) -> bytes:
     buf = io.BytesIO()
     grid.save(buf, format="PNG")
     return buf.getvalue()
+
+
+async def show_job(interaction: AtelierInteraction, job_id: int, *, ephemeral: bool = False) -> None:
+    """Answer with a past job as /job shows it: its result with working buttons, or its state while it
+    is not done. The access rule first (a job the viewer may not see does not exist). `ephemeral`: always
+    only for the viewer (/lineage opens a node this way), else only when the job or channel asks for it."""
+    job = await load_job(interaction, job_id)
+    bot = interaction.client
+    request = RenderRequest.from_json(job.request)
+    if job.status != "done":
+        entry = bot.services.scheduler.entry(job.id)
+        if entry is not None:
+            text = presenter.queued(request, job.user_id, entry).content
+        else:
+            text = f"{presenter.headline(request, job.user_id)} ({job.status})"
+        await reply(interaction, text, ephemeral=True)
+        return
+    # Shown as this channel allows, not as the job's own channel did: an image that was plain in an
+    # age-restricted channel is spoilered or hidden here under the guild's NSFW policy.
+    shown = await final_message(bot, job, age_restricted=channel_is_age_restricted(interaction))
+    # A private job is only ever shown to its owner, ephemerally; so is anything asked for in a
+    # channel the moderators closed to the bot.
+    ephemeral = ephemeral or job.private or not await channel_open(bot.services, interaction)
+    await interaction.response.send_message(shown.content, files=shown.discord_files(),
+                                            view=shown.view or discord.utils.MISSING,
+                                            ephemeral=ephemeral)

@@ -56,7 +56,8 @@ def open_registry(settings: Settings, sources: list[tuple[str, str]], device: st
                          max_loaded=settings.max_loaded_models,
                          tiny_nsfw_threshold=settings.tiny_nsfw_threshold,
                          safety_checker=settings.safety_checker, offload=settings.offload,
-                         lora_dir=settings.lora_dir)
+                         lora_dir=settings.lora_dir,
+                         lora_hotswap_rank=settings.lora_max_rank if settings.compile else None)
 
 
 async def _open_remote(settings: Settings, db: Database, blobs: BlobStore

@@ -31,6 +31,7 @@ from PIL import Image
 
 from generation.errors import InvalidRequest
 from generation.families import family_of
+from generation.masks import paint_of
 from generation.request import Kind, RenderRequest
 from generation.validate import MAX_SEED, Limits, max_pixels
 
@@ -196,10 +197,11 @@ def cell_box(index: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
 
 
 def prepare(source: Image.Image, canvas: CanvasPlan, cells: int | None = None,
-            ) -> tuple[Image.Image, Image.Image]:
+            paint: Image.Image | None = None) -> tuple[Image.Image, Image.Image]:
     """The inpaint pipeline's inputs: the canvas image (the source in its box, the border filled by
     stretching the source's edge pixels, a better start than grey for a 9-channel model) and the mask
-    (white = paint). With `cells`, only those cells of the source are painted (Vary (Region))."""
+    (white = paint). With `cells`, only those cells of the source are painted (Vary (Region)); with `paint`
+    (a mask at the source's size, white = repaint), only what it marks (Vary (Region) with a mask)."""
     x, y, w, h = canvas.box
     placed = source.convert("RGB")
     if placed.size != (w, h):
@@ -208,7 +210,10 @@ def prepare(source: Image.Image, canvas: CanvasPlan, cells: int | None = None,
     pad = ((y, canvas.height - y - h), (x, canvas.width - x - w), (0, 0))
     image = Image.fromarray(np.pad(pixels, pad, mode="edge"))
     mask = Image.new("L", (canvas.width, canvas.height), 255)
-    if cells is None:
+    if paint is not None:
+        mask.paste(0, (0, 0, canvas.width, canvas.height))
+        mask.paste(paint.convert("L").resize((w, h), Image.Resampling.NEAREST), (x, y))
+    elif cells is None:
         mask.paste(0, (x, y, x + w, y + h))
     else:
         mask.paste(0, (0, 0, canvas.width, canvas.height))
@@ -219,35 +224,73 @@ def prepare(source: Image.Image, canvas: CanvasPlan, cells: int | None = None,
     return image, mask
 
 
+def placed(request: RenderRequest) -> CanvasPlan:
+    """The plan a canvas request was made with: its canvas size and the box its source was placed in
+    (for a zoom, where the parent image sits inside the result: the infinite zoom reads it here)."""
+    return CanvasPlan(request.width, request.height, request.box or (0, 0, request.width, request.height))
+
+
 def canvas_inputs(request: RenderRequest, source: Image.Image | None) -> tuple[Image.Image, Image.Image]:
     """The canvas image and mask of a canvas request (as the engine feeds them to the inpaint pipeline)."""
     if source is None:
         raise ValueError("canvas requests need their source image")
-    box = request.box or (0, 0, request.width, request.height)
-    return prepare(source, CanvasPlan(request.width, request.height, box), request.cells)
+    # A member's mask rides on the source as its alpha channel (generation/masks.py).
+    paint = paint_of(source) if request.mask is not None else None
+    return prepare(source, placed(request), request.cells, paint)
 
 
-def overlay(rendered: Image.Image, image: Image.Image, mask: Image.Image) -> Image.Image:
+def overlay(rendered: Image.Image, image: Image.Image, mask: Image.Image, feather: int = 0) -> Image.Image:
     """The render where the mask is white, the canvas image (the source) everywhere else: the VAE's
-    round trip blurs even the pixels a masked render kept, so they are put back exactly."""
+    round trip blurs even the pixels a masked render kept, so they are put back exactly. With `feather`,
+    the render fades into the source over that many pixels outside the mask (`feathered`)."""
     if rendered.size != image.size:
         rendered = rendered.resize(image.size, Image.Resampling.LANCZOS)
-    return Image.composite(rendered.convert("RGB"), image, mask)
+    return Image.composite(rendered.convert("RGB"), image, feathered(mask, feather))
+
+
+MAX_FEATHER = 64
+
+
+def feathered(mask: Image.Image, feather: int) -> Image.Image:
+    """The mask grown into a ramp: 255 on the mask, 255 * (f + 1 - d) / (f + 1) at d pixels from it
+    (the larger of the row and column distances), 0 farther than `feather` = f. Growing the mask one pixel
+    at a time and averaging the f + 1 masks gives exactly that ramp, so every pixel farther than the feather
+    keeps the source bit for bit (a Gaussian blur would leak into them)."""
+    if feather <= 0:
+        return mask
+    feather = min(feather, MAX_FEATHER)
+    grown = np.asarray(mask.convert("L")) >= 128
+    total = grown.astype(np.uint16)
+    for _ in range(feather):
+        # One pixel in each of the 8 directions, as two separable passes of boolean ORs (PIL's MaxFilter
+        # is a rank filter, 25x slower).
+        rows = grown.copy()
+        rows[1:] |= grown[:-1]
+        rows[:-1] |= grown[1:]
+        grown = rows.copy()
+        grown[:, 1:] |= rows[:, :-1]
+        grown[:, :-1] |= rows[:, 1:]
+        total += grown
+    return Image.fromarray((total.astype(np.uint32) * 255 // (feather + 1)).astype(np.uint8), "L")
 
 
 def canvas_of(parent: RenderRequest, index: int, source: str, action: CanvasAction | None, *, family: str,
               limits: Limits | None = None, zoom: float = 2.0, aspect: str | None = None,
               cells: int | None = None, prompt: str | None = None, seed: int | None = None,
-              count: int = 4) -> RenderRequest:
+              count: int = 4, mask: str | None = None) -> RenderRequest:
     """A canvas job on image `index` of `parent` (whose blob key is `source`): `action` for Zoom Out /
-    Pan / Make Square, or `cells` (with action None) for Vary (Region). A fresh seed and a grid of `count`
+    Pan / Make Square, or `cells` or `mask` (a blob key, generation/masks.py; with action None) for Vary
+    (Region). A fresh seed and a grid of `count`
     like a new /imagine; `prompt` replaces the parent's (the custom zoom and remix modals)."""
     if not 0 <= index < parent.count:
         raise InvalidRequest(f"There is no image {index + 1} in that job.")
     if not 1 <= count <= 4:
         raise InvalidRequest("Count must be between 1 and 4.")
     size = (parent.width, parent.height)
-    if action is None:
+    if action is None and mask is not None:
+        # The mask was checked against this size when it was read (masks.read_mask).
+        canvas, cells = CanvasPlan(*size, (0, 0, *size)), None
+    elif action is None:
         if cells is None:
             raise InvalidRequest("Pick a canvas action or a region.")
         canvas = region_plan(size, cells)
@@ -270,6 +313,7 @@ def canvas_of(parent: RenderRequest, index: int, source: str, action: CanvasActi
         strength=1.0,
         box=canvas.box,
         cells=cells,
+        mask=mask if action is None else None,
         notes=parent.notes + ((canvas.note,) if canvas.note else ()),
         extra={**parent.extra, "parent_index": index, "canvas": str(action) if action else "region"},
     )

@@ -235,7 +235,8 @@ class Engine:
             if canvas and prepared is not None and masks is not None:
                 # The untouched pixels go back exactly as they were (the VAE round trip blurs them).
                 for slot in results:
-                    results[slot] = overlay(results[slot], prepared[slot.request], masks[slot.request])
+                    results[slot] = overlay(results[slot], prepared[slot.request], masks[slot.request],
+                                            requests[slot.request].feather)
         return [[results[s] for s in slots if s.request == i and s in results] for i in range(len(requests))]
 
     # -- helpers ------------------------------------------------------------------------------

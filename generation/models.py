@@ -27,7 +27,7 @@ from urllib.parse import parse_qsl
 
 from generation.errors import ConfigError, InvalidRequest, RenderError
 from generation.families import FAMILIES, Family, family_of
-from generation.loras import LoraLibrary, LoraSet, adapter_name, load_embedding
+from generation.loras import LoraFile, LoraLibrary, LoraSet, adapter_name, load_embedding
 from generation.references import (
     NOT_CONFIGURED,
     AdapterConfig,
@@ -135,6 +135,8 @@ class _Loaded:
     # LoRA adapters loaded into this model's UNet / text encoders (shared by its img2img pipeline), by
     # adapter name; they stay loaded and are switched per call (ModelRegistry.use_loras).
     adapters: set[str] = field(default_factory=set)
+    # With hotswap (ModelRegistry.lora_hotswap_rank): slot adapter name -> the LoRA's adapter name in it.
+    slots: dict[str, str] = field(default_factory=dict)
     # Textual-inversion embeddings added to its tokenizers and text encoders, by trigger word.
     embeddings: set[str] = field(default_factory=set)
     # Its IP-Adapter once a job with image references loaded it (switched off for plain calls).
@@ -577,6 +579,7 @@ class ModelRegistry:
         safety_checker: str | None = None,
         offload: str = "none",
         lora_dir: Path | None = None,
+        lora_hotswap_rank: int | None = None,
     ) -> None:
         if not sources:
             raise ValueError("at least one model must be configured")
@@ -584,6 +587,9 @@ class ModelRegistry:
         self.device = pick_device(device)
         self.dtype = pick_dtype(self.device, dtype)
         self.compile = compile
+        # LoRAs hotswapped into fixed slots padded to this rank (None: loaded side by side and switched).
+        # On with compile (bot/config.py): a compiled UNet then keeps its graph when the LoRAs change.
+        self.lora_hotswap_rank = lora_hotswap_rank
         self.offload = _check_offload(offload, self.device)
         self.max_loaded = max(1, max_loaded)
         self.tiny_nsfw_threshold = tiny_nsfw_threshold
@@ -720,10 +726,13 @@ class ModelRegistry:
                     pipe.disable_lora()
                 return
             names: list[str] = []
-            for lora_name, _ in loras:
+            for slot, (lora_name, _) in enumerate(loras):
                 lora = self.loras.get(lora_name)
                 if lora is None:
                     raise RenderError(f"LoRA `{lora_name}` is no longer in the library.")
+                if self.lora_hotswap_rank is not None:
+                    names.append(self._hotswap(entry, slot, lora))
+                    continue
                 adapter = adapter_name(lora)
                 if adapter not in entry.adapters:
                     log.info("loading LoRA %r into model %r", lora_name, self.spec(name).name)
@@ -736,6 +745,25 @@ class ModelRegistry:
             # disable_lora switches the layers off, and set_adapters only picks which ones are active.
             pipe.enable_lora()
             pipe.set_adapters(names, adapter_weights=[weight for _, weight in loras])
+
+    @staticmethod
+    def _hotswap(entry: Any, slot: int, lora: LoraFile) -> str:
+        """Put `lora` in adapter slot `slot` of `entry`'s pipeline: the first time a plain load (the slot's
+        layers are made, padded to the hotswap rank), later its weights replace the slot's in place, so a
+        compiled UNet runs the same graph. The slot's adapter name."""
+        adapter = f"slot{slot}"
+        held = entry.slots.get(adapter)
+        if held == adapter_name(lora):
+            return adapter
+        log.info("%s LoRA %r in slot %d", "hotswapping" if held else "loading", lora.name, slot)
+        try:
+            entry.pipe.load_lora_weights(str(lora.path), adapter_name=adapter, hotswap=held is not None)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            # e.g. a rank above ATELIER_LORA_MAX_RANK, or text-encoder layers (diffusers cannot hotswap them)
+            raise RenderError(f"Could not load LoRA `{lora.name}`: {_first_line(exc)}") from exc
+        entry.slots[adapter] = adapter_name(lora)
+        entry.adapters.add(adapter)
+        return adapter
 
     def use_embeddings(self, name: str, texts: list[str]) -> bool:
         """Add to model `name` the library's embeddings whose trigger word appears in `texts` (once: they
@@ -959,6 +987,17 @@ class ModelRegistry:
             # bf16 has fp32's range, so the SDXL VAE does not overflow: no fp32 copy for each encode.
             pipe.vae.register_to_config(force_upcast=False)
         # VAE tiling / slicing are switched per render by size (fit_vae).
+        self._prepare_denoiser(pipe)
+        return pipe
+
+    def _prepare_denoiser(self, pipe: Any) -> None:
+        """LoRA hotswap slots, then torch.compile (in that order: diffusers needs the slots first)."""
+        import torch
+
+        if self.lora_hotswap_rank is not None and hasattr(pipe, "enable_lora_hotswap"):
+            # Before the first LoRA and before compiling, as diffusers requires: every LoRA's layers are then
+            # padded to this rank and their scales are tensors, so a hotswap changes values, not the graph.
+            pipe.enable_lora_hotswap(target_rank=self.lora_hotswap_rank)
         if self.compile:
             # Each new input shape, and each branch the UNet takes on it (a latent side not divisible by 8,
             # an img2img latent's strides, a longer prompt), may cost a graph: the warm-up plan made 13 on the
@@ -968,7 +1007,6 @@ class ModelRegistry:
             # The denoiser runs every step: a UNet (SD1/2/XL) or a transformer (SD3, Flux).
             name = "unet" if getattr(pipe, "unet", None) is not None else "transformer"
             setattr(pipe, name, torch.compile(getattr(pipe, name)))
-        return pipe
 
     @staticmethod
     def _load_vae(source: str, own: Any, dtype_kwargs: dict[str, Any]) -> Any:

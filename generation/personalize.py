@@ -5,7 +5,8 @@ Prompts are comma-separated phrases, the first usually the subject ("a red boat"
 (in at least two of them and a third of them), most frequent first, as a suffix, plus the LoRA used most
 often among them (same rule) at its mean weight. Transparent and reproducible: the same stars make the
 same style. Each change is a new version (`--p v2` names one), so old prompts keep meaning what they meant.
-(Once image references land, a mean image embedding of the starred images can join it as a new version.)
+A version also keeps the latest starred images: on a model with an IP-Adapter they join as its style reference
+(bot/personal.py), so the adapter averages their embeddings (the mean image embedding of the stars).
 """
 
 from __future__ import annotations

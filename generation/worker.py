@@ -32,6 +32,7 @@ from generation.events import (
     JobStarted,
 )
 from generation.images import encode_fast_grid, encode_grid, encode_png, image_params, make_grid
+from generation.masks import attach_mask
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
 from storage.blobs import BlobStore
@@ -249,6 +250,9 @@ class Worker(JobTransitions):
                     if request.source is None:
                         raise KeyError("no source")
                     image = await asyncio.to_thread(self._blobs.open_image, request.source)
+                    if request.kind == Kind.CANVAS and request.mask is not None:
+                        mask = await asyncio.to_thread(self._blobs.open_image, request.mask)
+                        image = attach_mask(image, mask)
                 except (KeyError, ValueError, OSError):
                     await self._fail(job.job_id, SOURCE_GONE)
                     continue

@@ -176,7 +176,8 @@ class ImageStore:
     async def referenced_blobs(self, deleted_before: float) -> set[str]:
         """Every blob key the database still needs: images not deleted (or deleted after
         `deleted_before`, still in their grace period), the grids of jobs that show such an image, and
-        every job's source image (a queued job's upload is referenced by its request alone), reference
+        every job's source image and Vary (Region) mask (a queued job's upload is referenced by its request
+        alone), reference
         images (--sref ..., which its variations and upscales use again) and every server style's sample
         images."""
         rows = await self._db.fetchall(
@@ -188,6 +189,9 @@ class ImageStore:
                UNION
                SELECT json_extract(request, '$.source') FROM jobs
                WHERE json_extract(request, '$.source') IS NOT NULL
+               UNION
+               SELECT json_extract(request, '$.mask') FROM jobs
+               WHERE json_extract(request, '$.mask') IS NOT NULL
                UNION
                SELECT json_extract(ref.value, '$[1]')
                FROM jobs, json_each(jobs.request, '$.references') AS ref

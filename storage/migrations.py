@@ -344,6 +344,11 @@ MIGRATIONS: list[str] = [
         reset_at REAL    NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 11: the starred images of each personal style version (JSON list of `job.image` names, newest star
+    # first), used as its style reference on models with an IP-Adapter; old versions keep their set.
+    """
+    ALTER TABLE personal_styles ADD COLUMN images TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

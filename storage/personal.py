@@ -20,11 +20,14 @@ class PersonalStyle:
     lora_weight: float
     liked_jobs: int
     created_at: float
+    # The starred images as `--sref` names (`42.3`: image 3 of job 42), newest star first.
+    images: tuple[str, ...] = ()
 
 
 def _style(r: Any) -> PersonalStyle:
     return PersonalStyle(user_id=r["user_id"], version=r["version"], suffix=r["suffix"], lora=r["lora"],
-                         lora_weight=r["lora_weight"], liked_jobs=r["liked_jobs"], created_at=r["created_at"])
+                         lora_weight=r["lora_weight"], liked_jobs=r["liked_jobs"], created_at=r["created_at"],
+                         images=tuple(str(i) for i in json.loads(r["images"] or "[]")))
 
 
 class PersonalStyleStore:
@@ -48,6 +51,17 @@ class PersonalStyleStore:
                         [(str(n), float(w)) for n, w in request.get("loras", [])]))
         return out
 
+    async def liked_images(self, user_id: int, since: float, limit: int) -> list[str]:
+        """The `limit` images `user_id` starred most recently after `since` (not deleted), newest first, as
+        `--sref` names (`job.image`, the image counted from 1)."""
+        rows = await self._db.fetchall(
+            """SELECT i.job_id, i.idx FROM favourites f JOIN images i ON i.id = f.image_id
+               WHERE f.user_id = ? AND f.created_at > ? AND i.deleted = 0
+               ORDER BY f.created_at DESC, i.id DESC LIMIT ?""",
+            (user_id, since, limit),
+        )
+        return [f"{row['job_id']}.{row['idx'] + 1}" for row in rows]
+
     async def latest(self, user_id: int) -> PersonalStyle | None:
         row = await self._db.fetchone(
             "SELECT * FROM personal_styles WHERE user_id = ? ORDER BY version DESC LIMIT 1", (user_id,))
@@ -59,7 +73,7 @@ class PersonalStyleStore:
         return None if row is None else _style(row)
 
     async def add(self, user_id: int, suffix: str, lora: str | None, lora_weight: float,
-                  liked_jobs: int) -> PersonalStyle:
+                  liked_jobs: int, images: tuple[str, ...] = ()) -> PersonalStyle:
         """A new version, numbered after the newest in the same transaction (two at once cannot collide)."""
         async with self._db.transaction() as conn:
             async with conn.execute(
@@ -69,8 +83,8 @@ class PersonalStyleStore:
             version = int(row[0]) if row else 1
             await conn.execute(
                 """INSERT INTO personal_styles (user_id, version, suffix, lora, lora_weight, liked_jobs,
-                                                created_at) VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                (user_id, version, suffix, lora, lora_weight, liked_jobs, time.time()))
+                                                created_at, images) VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                (user_id, version, suffix, lora, lora_weight, liked_jobs, time.time(), json.dumps(images)))
         found = await self.get(user_id, version)
         assert found is not None
         return found

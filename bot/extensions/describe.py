@@ -21,8 +21,8 @@ from discord.ext import commands
 from PIL import Image
 
 from bot.attachments import check_declared, fetch, image_attachment
+from bot.buttons import Acting
 from bot.defaults import personal_draft, personal_prompt
-from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
 from bot.policy import channel_is_age_restricted, nsfw_image_presentation
@@ -75,7 +75,7 @@ def _part(which: str) -> str:
     return which if which == "all" else f"i{which}"
 
 
-class DescribeButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+class DescribeButton(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]],
                      template=r"atelier:desc:(?P<id>[0-9]{1,19}):(?:i(?P<which>[1-4])|(?P<all>all))"):
     """Imagine one suggestion (1-4) or all four, as the member who clicked."""
 
@@ -91,12 +91,6 @@ class DescribeButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
     async def from_custom_id(cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any],
                              match: re.Match[str], /) -> DescribeButton:
         return cls(int(match["id"]), match["which"] or "all")
-
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        try:
-            await self.act(interaction)
-        except Exception as exc:
-            await report_error(interaction, exc)
 
     async def act(self, interaction: AtelierInteraction) -> None:
         found = await interaction.client.services.db.descriptions.get(self.description_id)

@@ -28,7 +28,7 @@ from discord.ext import commands
 from PIL import Image, ImageFilter, UnidentifiedImageError
 
 from bot.access import gallery_scope, load_job, viewer_of
-from bot.buttons import image_view
+from bot.buttons import Acting, image_view
 from bot.interaction import AtelierInteraction
 from bot.policy import channel_is_age_restricted
 from bot.presenter import fit_upload, short_prompt
@@ -143,7 +143,7 @@ async def render_page(interaction: AtelierInteraction, f: GalleryFilter, page: i
     return content, discord.File(io.BytesIO(png), filename=f"gallery_{page + 1}.png"), view
 
 
-class GalleryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+class GalleryButton(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]],
                     template=re.compile(r"atelier:(?P<tag>galp|galn)(?:\.(?P<cur>[0-9a-z]{1,13}))?:" + _STATE,
                                         re.S)):
     """◀ / ▶: the target page is in the custom_id, and the id of the image at the near edge of the
@@ -171,22 +171,17 @@ class GalleryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
                    label=str(getattr(item, "label", None) or "▶"), tag=match["tag"],
                    cursor=int(match["cur"], 36) if match["cur"] else None)
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        from bot.errors import report_error
-
-        try:
-            f = gallery_filter(interaction, self.owner, self.favourites, self.search)
-            # ▶ reads the images older than the last one shown; ◀ the ones newer than the first.
-            content, file, view = await render_page(
-                interaction, f, self.page, before=self.cursor if self.tag == "galn" else None,
-                after=self.cursor if self.tag == "galp" else None)
-            await interaction.response.edit_message(content=content, attachments=[file] if file else [],
-                                                    view=view)
-        except Exception as exc:
-            await report_error(interaction, exc)
+    async def act(self, interaction: AtelierInteraction) -> None:
+        f = gallery_filter(interaction, self.owner, self.favourites, self.search)
+        # ▶ reads the images older than the last one shown; ◀ the ones newer than the first.
+        content, file, view = await render_page(
+            interaction, f, self.page, before=self.cursor if self.tag == "galn" else None,
+            after=self.cursor if self.tag == "galp" else None)
+        await interaction.response.edit_message(content=content, attachments=[file] if file else [],
+                                                view=view)
 
 
-class GallerySelect(discord.ui.DynamicItem[discord.ui.Select[Any]],
+class GallerySelect(Acting, discord.ui.DynamicItem[discord.ui.Select[Any]],
                     template=re.compile(r"atelier:galsel:" + _STATE, re.S)):
     """Open one image of the page with its result buttons."""
 
@@ -202,16 +197,11 @@ class GallerySelect(discord.ui.DynamicItem[discord.ui.Select[Any]],
                              match: re.Match[str], /) -> GallerySelect:
         return cls(int(match["owner"]), int(match["page"]), match["fav"] == "1", match["q"])
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        from bot.errors import report_error
-
-        try:
-            data: dict[str, Any] = dict(interaction.data or {})
-            values = data.get("values") or []
-            image_id = int(values[0]) if values and str(values[0]).isdigit() else 0
-            await open_image(interaction, image_id)
-        except Exception as exc:
-            await report_error(interaction, exc)
+    async def act(self, interaction: AtelierInteraction) -> None:
+        data: dict[str, Any] = dict(interaction.data or {})
+        values = data.get("values") or []
+        image_id = int(values[0]) if values and str(values[0]).isdigit() else 0
+        await open_image(interaction, image_id)
 
 
 def _size_of(job: Any) -> tuple[int, int] | None:

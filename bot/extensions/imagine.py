@@ -67,7 +67,9 @@ class Imagine(commands.Cog):
                       strength: float | None = None, reference: discord.Attachment | None = None) -> None:
         services = interaction.client.services
         # Permutations and --repeat: one prompt may make several jobs (bot/expansion.py).
-        prompts = expand_prompt(await personal_prompt(interaction, prompt))
+        # `--p` adds the member's starred images as `--sref` unless they attached a reference of their own.
+        expanded = await personal_prompt(interaction, prompt, model, references=reference is None)
+        prompts = expand_prompt(expanded)
         if image is not None and len(prompts) > 1:
             raise InvalidRequest("Permutations and `--repeat` make several jobs from a prompt alone; "
                                  "leave out the image.")

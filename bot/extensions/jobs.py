@@ -8,13 +8,11 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import presenter, results
-from bot.access import can_see, load_job, viewer_of
+from bot.access import can_see, viewer_of
 from bot.buttons import Action, CancelButton
 from bot.interaction import AtelierInteraction
-from bot.policy import channel_is_age_restricted, channel_open
 from bot.remote_status import remote_state
 from bot.reply import reply
-from generation.request import RenderRequest
 
 MAX_LISTED = 10
 
@@ -26,26 +24,7 @@ class Jobs(commands.Cog):
     @app_commands.command(name="job", description="Show a past job with its buttons")
     @app_commands.describe(id="The job number (shown under every result)")
     async def job(self, interaction: AtelierInteraction, id: app_commands.Range[int, 1]) -> None:
-        job = await load_job(interaction, id)
-        bot = interaction.client
-        request = RenderRequest.from_json(job.request)
-        if job.status != "done":
-            entry = bot.services.scheduler.entry(job.id)
-            if entry is not None:
-                text = presenter.queued(request, job.user_id, entry).content
-            else:
-                text = f"{presenter.headline(request, job.user_id)} ({job.status})"
-            await reply(interaction, text, ephemeral=True)
-            return
-        # Shown as this channel allows, not as the job's own channel did: an image that was plain in an
-        # age-restricted channel is spoilered or hidden here under the guild's NSFW policy.
-        shown = await results.final_message(bot, job, age_restricted=channel_is_age_restricted(interaction))
-        # A private job is only ever shown to its owner, ephemerally; so is anything asked for in a
-        # channel the moderators closed to the bot.
-        ephemeral = job.private or not await channel_open(bot.services, interaction)
-        await interaction.response.send_message(shown.content, files=shown.discord_files(),
-                                                view=shown.view or discord.utils.MISSING,
-                                                ephemeral=ephemeral)
+        await results.show_job(interaction, id)
 
     @app_commands.command(name="queue", description="Your queued and running jobs")
     async def queue(self, interaction: AtelierInteraction) -> None:

@@ -22,9 +22,15 @@ async def show(interaction: AtelierInteraction) -> None:
             raise
         await interaction.response.send_message(NO_STYLE_YET, ephemeral=True)
         return
+    registry = interaction.client.services.registry
+    adapters = [n for n in registry.names() if registry.spec(n).ip_adapter is not None]
+    # Say where the images count: on a model without an IP-Adapter `--p` is the phrases and LoRA alone.
+    where = (f" The images join as a style reference (`--sref`) in /imagine on {', '.join(adapters)}; on "
+             "other models `--p` is the words and LoRA." if adapters else
+             " This server has no model with image references, so `--p` is the words and LoRA.")
     await interaction.response.send_message(
         f"Your personal style {describe_style(style)}. Use it with `--p`; older versions with "
-        f"`--p v1` … `--p v{style.version}`.", ephemeral=True)
+        f"`--p v1` … `--p v{style.version}`.{where if style.images else ''}", ephemeral=True)
 
 
 async def reset(interaction: AtelierInteraction) -> None:

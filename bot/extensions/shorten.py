@@ -13,8 +13,8 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.buttons import Acting
 from bot.defaults import model_choices, personal_draft
-from bot.errors import report_error
 from bot.interaction import AtelierInteraction
 from bot.jobflow import start_job
 from generation.errors import InvalidRequest
@@ -39,7 +39,8 @@ def describe(result: Shortening) -> str:
             f"Shortened prompt:\n```\n{result.shortened.replace('`', '')}\n```")[:1990]
 
 
-class ImagineShortened(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"atelier:shorten:go"):
+class ImagineShortened(Acting, discord.ui.DynamicItem[discord.ui.Button[Any]],
+                       template=r"atelier:shorten:go"):
     def __init__(self) -> None:
         super().__init__(discord.ui.Button(label="Imagine shortened", style=discord.ButtonStyle.primary,
                                            custom_id="atelier:shorten:go"))
@@ -49,17 +50,14 @@ class ImagineShortened(discord.ui.DynamicItem[discord.ui.Button[Any]], template=
                              match: re.Match[str], /) -> ImagineShortened:
         return cls()
 
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        try:
-            found = _SHORTENED_RE.search(interaction.message.content if interaction.message else "")
-            if found is None:
-                raise InvalidRequest("That message no longer holds a prompt.")
-            draft = await personal_draft(interaction, RequestDraft(prompt=found.group(1)))
-            if draft.count is None and draft.kind == Kind.TXT2IMG:
-                draft = dataclasses.replace(draft, count=DEFAULT_GRID)
-            await start_job(interaction, build_request(draft, interaction.client.services.registry))
-        except Exception as exc:
-            await report_error(interaction, exc)
+    async def act(self, interaction: AtelierInteraction) -> None:
+        found = _SHORTENED_RE.search(interaction.message.content if interaction.message else "")
+        if found is None:
+            raise InvalidRequest("That message no longer holds a prompt.")
+        draft = await personal_draft(interaction, RequestDraft(prompt=found.group(1)))
+        if draft.count is None and draft.kind == Kind.TXT2IMG:
+            draft = dataclasses.replace(draft, count=DEFAULT_GRID)
+        await start_job(interaction, build_request(draft, interaction.client.services.registry))
 
 
 class Shorten(commands.Cog):

@@ -634,6 +634,9 @@ class RemoteRunner(JobTransitions):
             if request.kind != Kind.TXT2IMG and request.source is not None:
                 data = await asyncio.to_thread(self._blobs.read, request.source)
                 await put_blob(self._backend.js, self._backend.subjects, data)
+            if request.kind == Kind.CANVAS and request.mask is not None:
+                data = await asyncio.to_thread(self._blobs.read, request.mask)
+                await put_blob(self._backend.js, self._backend.subjects, data)
 
     async def _record(self, event: Event, request: RenderRequest,
                       is_cancelled: Callable[[int], bool]) -> int | None:

@@ -36,6 +36,7 @@ from PIL import Image
 from generation.engine import Engine
 from generation.errors import AtelierError, RenderCancelled
 from generation.images import encode_png, image_params
+from generation.masks import attach_mask
 from generation.remote.broker import cancels_bucket, connect, ensure_streams, get_blob, put_blob
 from generation.remote.wire import (
     ACK_WAIT_S,
@@ -311,6 +312,10 @@ class RemoteWorker:
                 try:
                     data = await get_blob(js, self._subjects, (request.source or "").removesuffix(".png"))
                     source = Image.open(io.BytesIO(data)).convert("RGB")
+                    if request.kind == Kind.CANVAS and request.mask is not None:
+                        # A member's mask travels in the blob stream like the source (generation/masks.py).
+                        data = await get_blob(js, self._subjects, request.mask.removesuffix(".png"))
+                        source = attach_mask(source, Image.open(io.BytesIO(data)))
                 except (WireError, OSError) as exc:
                     log.warning("job %s: source image unavailable: %s", job.job_id, exc)
                     await self._event(js, dispatch, job.job_id, "failed", reason=SOURCE_GONE)

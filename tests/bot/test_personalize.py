@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bot.app import App
 from generation.personalize import profile_of
 from generation.request import RenderRequest
+from generation.tiny import IP_ADAPTER_FOLDER, ensure_tiny_model
 from sandbox import Sandbox
 from tests.bot.helpers import button, image_of, imagine, job_id_of
 
@@ -82,3 +84,49 @@ def test_nothing_recurring_is_an_empty_profile() -> None:
     assert profile_of([Liked("a cat, red"), Liked("a dog, blue"), Liked("a fox, green")]).empty
     mixed = profile_of([Liked("a, ink", (("ink", 0.6),)), Liked("b, ink", (("ink", 0.8),)), Liked("c")])
     assert (mixed.suffix, mixed.lora, mixed.lora_weight) == ("ink", "ink", 0.7)
+
+
+async def test_p_adds_the_starred_images_as_a_style_reference_on_an_adapter_model(
+        sandbox: Sandbox, start_bot: Any, tiny_data_dir: Path) -> None:
+    adapter = ensure_tiny_model(tiny_data_dir) / IP_ADAPTER_FOLDER
+    bot: App = await start_bot(own_engine=True, ATELIER_MODELS=f"ref=tiny?ip_adapter={adapter},plain=tiny")
+    assert bot.services is not None
+    alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+    quick = "--steps 2 --n 1 --seed 5"
+    made = [await imagine(sandbox, alice, general, f"{p} {quick}") for p in (
+        "a red cat, ink", "a blue ship, ink", "a green tree, ink")]
+    for result in made:
+        await star(sandbox, alice, result)
+    # Bob stars one of his between alice's: it never joins her images.
+    await star(sandbox, bob, await imagine(sandbox, bob, general, f"a yellow kite, ink {quick}"))
+
+    styled = await imagine(sandbox, alice, general, f"a house --p {quick}")
+    newest_first = " ".join(f"--sref {job_id_of(r)}.1" for r in reversed(made))
+    explicit = await imagine(sandbox, alice, general, f"a house, ink {newest_first} {quick}")
+    words_only = await imagine(sandbox, alice, general, f"a house, ink {quick}")
+    assert image_of(styled).tobytes() == image_of(explicit).tobytes()
+    assert image_of(styled).tobytes() != image_of(words_only).tobytes()
+    v1 = await bot.services.db.personal.get(alice.id, 1)
+    assert v1 is not None and v1.images == tuple(f"{job_id_of(r)}.1" for r in reversed(made))
+    shown = await personalize(sandbox, alice, "show")
+    assert "your 3 latest starred images" in shown and "on other models `--p` is the words and LoRA" in shown
+
+    # The member's own `--sref` replaces the stars (rather than joining them past the 5-image limit).
+    own = await imagine(sandbox, alice, general, f"a house --p --sref {job_id_of(made[0])}.1 {quick}")
+    one = await imagine(sandbox, alice, general, f"a house, ink --sref {job_id_of(made[0])}.1 {quick}")
+    assert image_of(own).tobytes() == image_of(one).tobytes()
+
+    # On the model without an adapter `--p` is the words alone.
+    assert bot.services is not None
+    plain = await imagine(sandbox, alice, general, f"a house --p --model plain {quick}")
+    job = await bot.services.db.jobs.get(job_id_of(plain))
+    assert job is not None and not RenderRequest.from_json(job.request).references
+
+    # A new star makes v2 from other images; `--p v1` renders as it did.
+    await star(sandbox, alice, await imagine(sandbox, alice, general, f"a white dog, ink {quick}"))
+    newest = await imagine(sandbox, alice, general, f"a house --p {quick}")
+    assert await prompt_of(bot, newest) == "a house, ink"
+    v2 = await bot.services.db.personal.get(alice.id, 2)
+    assert v2 is not None and len(v2.images) == 4
+    again = await imagine(sandbox, alice, general, f"a house --p v1 {quick}")
+    assert image_of(again).tobytes() == image_of(styled).tobytes()

@@ -194,3 +194,19 @@ def test_sdxl_embedding_goes_into_both_text_encoders(tmp_path: Path, tiny_data_d
     assert _maxdiff(before, after) > 10
     for tokenizer in (pipe.tokenizer, pipe.tokenizer_2):
         assert tokenizer.convert_tokens_to_ids("glossy") >= tokenizer.vocab_size
+
+
+def test_hotswapped_loras_render_as_loaded_ones(tiny_data_dir: Path, lora_dir: Path, engine: Engine) -> None:
+    # The path ATELIER_COMPILE takes, without compiling: LoRAs swapped into fixed, rank-padded slots.
+    swapping = Engine(ModelRegistry([("tiny", "tiny")], tiny_data_dir, device="cpu", lora_dir=lora_dir,
+                                    lora_hotswap_rank=8))
+    jobs = [_req(loras=(("ink", 1.0),)), _req(loras=(("glow", 0.7),)), _req(),
+            _req(loras=(("glow", 1.0), ("ink", 0.5))), _req(loras=(("ink", 1.0),))]
+    for job in jobs:
+        assert _maxdiff(swapping.render([job])[0][0], engine.render([job])[0][0]) == 0
+    # glow went into the slot ink had (a swap, not a second adapter); the two-LoRA job used two slots.
+    entry = swapping.registry._entry("tiny")
+    assert set(entry.pipe.unet.peft_config) == {"slot0", "slot1"}
+    ranks = {m.lora_A["slot0"].weight.shape[0] for m in entry.pipe.unet.modules() if hasattr(m, "lora_A")
+             and "slot0" in m.lora_A}
+    assert ranks == {8}  # the rank-4 files padded to the slot's rank

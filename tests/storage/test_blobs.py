@@ -88,7 +88,7 @@ async def test_sweep_removes_only_old_orphans_and_keeps_what_the_database_refere
     async with await Database.open(tmp_path / "atelier.db") as db:
         keys = {name: store.put(_png((i * 20, 0, 0), (8, 8))) for i, name in enumerate([
             "orphan", "young_orphan", "image", "deleted_long_ago", "deleted_just_now", "grid", "dead_grid",
-            "queued_source", "refused_upload", "reference"])}
+            "queued_source", "refused_upload", "reference", "region_mask"])}
         for key in keys.values():
             _age(store, key, 30)
         _age(store, keys["young_orphan"], 1)  # a job may be about to reference it
@@ -112,6 +112,9 @@ async def test_sweep_removes_only_old_orphans_and_keeps_what_the_database_refere
         # A job's reference image (--sref): its variations need it again, long after the job ran.
         await db.jobs.create(user_id=1, kind="txt2img", batch_key="k",
                              request={**job(), "references": [["style", keys["reference"], 1.0]]})
+        # A Vary (Region) job's own mask: its rerolls need it again.
+        await db.jobs.create(user_id=1, kind="canvas", batch_key="k",
+                             request={**job(keys["queued_source"]), "mask": keys["region_mask"]})
         [just_now] = [r for r in await db.images.for_job(shown.id) if r.blob == keys["deleted_just_now"]]
         assert await db.images.set_deleted(just_now.id)
         assert await db.images.delete_job_images(gone.id) == 1
@@ -126,7 +129,8 @@ async def test_sweep_removes_only_old_orphans_and_keeps_what_the_database_refere
         result = store.sweep(await db.images.referenced_blobs(deleted_before=cutoff), cutoff)
 
     left = {name for name, key in keys.items() if store.exists(key)}
-    assert left == {"young_orphan", "image", "deleted_just_now", "grid", "queued_source", "reference"}
+    assert left == {"young_orphan", "image", "deleted_just_now", "grid", "queued_source", "reference",
+                    "region_mask"}
     assert result.removed == 4 + 1 + 1  # four blobs, the orphan's thumbnail, the temp file
     assert not stale_tmp.exists()
     thumbs = {p.stem for p in (store.root / "thumbs").rglob("*.jpg")}

@@ -499,3 +499,35 @@ async def test_admin_workers_and_queue_say_where_jobs_are(
         await asyncio.sleep(1)
     line = next(line for line in text.splitlines() if line.startswith(f"**{renderer}**"))
     assert " · tiny " in line and line.endswith(" s/image") and " · 0.0 jobs/h" not in line, line
+
+
+async def test_a_members_mask_travels_to_a_worker_with_its_source(
+    sandbox: Sandbox, workers: WorkerProcesses, remote_bot: Callable[..., Any]
+) -> None:
+    prefix = f"m{uuid.uuid4().hex[:8]}"
+    workers.start("w1", prefix, "--models", "tiny")
+    app = await remote_bot(prefix)
+    services = app.services
+    assert services is not None
+    await sandbox.wait_for(lambda: services.remote is not None and len(services.remote.workers) == 1,
+                           timeout=PATIENCE_S)
+    alice, general = sandbox.users["alice"], sandbox.channel("general")
+    single = await imagine(sandbox, alice, general, "a dune --seed 2 --steps 2 --n 1", timeout=PATIENCE_S)
+    source = np.asarray(image_of(single), np.int16)
+    h, w = source.shape[:2]
+    mask = Image.new("L", (w, h), 0)
+    mask.paste(255, (0, 0, w, h // 2))  # repaint the top half
+    buf = io.BytesIO()
+    mask.save(buf, format="PNG")
+    before = {m.id for m in results(sandbox, general)}
+    asked = await sandbox.slash(alice, general, "region", {"job": str(job_id_of(single))},
+                                attachments={"mask": ("mask.png", buf.getvalue())})
+    await asked.wait_ack()
+    result = await sandbox.wait_for(
+        lambda: next((m for m in results(sandbox, general) if m.id not in before), None), timeout=PATIENCE_S)
+    rows = await services.db.images.for_job(job_id_of(result))
+    assert rows
+    for row in rows:
+        px = np.asarray(Image.open(io.BytesIO(services.blobs.read(row.blob))).convert("RGB"), np.int16)
+        assert (px[h // 2:] == source[h // 2:]).all()  # kept, exactly, by the worker's overlay
+        assert np.abs(px[: h // 2] - source[: h // 2]).max() > 10
