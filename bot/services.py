@@ -189,7 +189,7 @@ class Services:
         try:
             await self.scheduler.start()
             if self.watchdog is not None:
-                self.watchdog.start()
+                self.watchdog.start(self.scheduler.take_over)
             if self.settings.metrics_addr:
                 self._start_metrics(self.settings.metrics_addr)
         except BaseException as exc:

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -27,16 +27,27 @@ from generation.errors import QueueFull
 from generation.events import EventStream, JobCancelled, JobDone, JobEvent, JobFailed, JobQueued, JobStarted
 from generation.fair_queue import FairQueue, Ticket
 from generation.request import RenderRequest
-from generation.worker import BatchJob, BatchRunner, JobsLost, RenderBackend, RunnerFactory, Worker
+from generation.worker import (
+    BatchJob,
+    BatchOutcome,
+    BatchRunner,
+    JobsLost,
+    RenderBackend,
+    RunnerFactory,
+    Worker,
+)
 from storage.blobs import BlobStore
 from storage.db import Database
-from storage.jobs import CapExceeded
+from storage.jobs import CapExceeded, JobRow
 from storage.retry import DEFAULT_DELAYS, retry_async
 
 log = logging.getLogger(__name__)
 
 # How often a scheduler whose next jobs cannot start yet looks again (a remote worker came online).
 CAPACITY_POLL_S = 1.0
+# Records the end of a batch that is already on a renderer (take_over): given the flight's stop check and
+# its members' cancels, like BatchRunner.run.
+Collect = Callable[[Callable[[], bool], Callable[[int], bool]], Awaitable[BatchOutcome | None]]
 
 
 @dataclass(frozen=True)
@@ -499,15 +510,41 @@ class Scheduler:
             self._running.extend(flight.ids)
             flight.task = asyncio.create_task(self._fly(flight, jobs), name=f"atelier-batch-{flight.ids[0]}")
 
-    async def _fly(self, flight: _Flight, jobs: list[_Job]) -> None:
+    def take_over(self, rows: Sequence[JobRow], model: str, collect: Collect) -> None:
+        """A batch already on a renderer becomes one of this scheduler's flights (remote mode: jobs a
+        worker took before this start, adopted by the watchdog): /queue shows it running, its members can
+        cancel it, and it holds its slot until `collect` (which records its events) ends. Call after
+        start()."""
+        jobs = []
+        for row in rows:
+            if row.id in self._jobs:
+                continue
+            jobs.append(job := _Job(row.id, JobOwner(row.user_id, row.guild_id, row.channel_id), row.request,
+                                    row.batch_key, max(1, len(row.request.get("seeds", ()))), row.priority,
+                                    row.private))
+            self._jobs[row.id] = job
+        if not jobs:
+            return
+        flight = _Flight([j.job_id for j in jobs], model, time.monotonic(),
+                         self._estimate(jobs[0].batch_key, sum(j.images for j in jobs)))
+        self._flights.append(flight)
+        self._running.extend(flight.ids)
+        self._order = None
+        flight.task = asyncio.create_task(self._fly(flight, jobs, collect),
+                                          name=f"atelier-adopted-{flight.ids[0]}")
+
+    async def _fly(self, flight: _Flight, jobs: list[_Job], collect: Collect | None = None) -> None:
         """Run one batch to its end, then let the loop start what its slot can take next."""
         kept: set[int] = set()
         try:
-            outcome = await self._worker.run(
-                [BatchJob(j.job_id, j.request) for j in jobs],
-                should_stop=self._stop_check(flight),
-                is_cancelled=self._cancel_running.__contains__,
-            )
+            if collect is not None:
+                outcome = await collect(self._stop_check(flight), self._cancel_running.__contains__)
+            else:
+                outcome = await self._worker.run(
+                    [BatchJob(j.job_id, j.request) for j in jobs],
+                    should_stop=self._stop_check(flight),
+                    is_cancelled=self._cancel_running.__contains__,
+                )
             if outcome is not None and outcome.images:
                 self._learn(jobs[0].batch_key, outcome.render_seconds / outcome.images)
         except JobsLost as exc:

@@ -15,6 +15,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,9 +33,10 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 from PIL import Image
 
+from generation.engine import StepGate
 from generation.errors import InvalidRequest
-from generation.events import JobDone, JobEvent, JobProgress, JobStarted
-from generation.images import encode_grid
+from generation.events import JobDone, JobEvent, JobProgress, JobRendered, JobStarted
+from generation.images import encode_fast_grid, encode_grid, make_grid
 from generation.loras import LoraLibrary
 from generation.models import ModelSpec
 from generation.remote.broker import cancels_bucket, connect, ensure_streams, get_blob, put_blob, where
@@ -56,7 +58,14 @@ from generation.remote.wire import (
     encode,
 )
 from generation.request import Kind, RenderRequest
-from generation.worker import BAD_REQUEST, BatchJob, BatchOutcome, JobsLost, JobTransitions
+from generation.worker import (
+    BAD_REQUEST,
+    STORE_HOLD_FILE_ENV,
+    BatchJob,
+    BatchOutcome,
+    JobsLost,
+    JobTransitions,
+)
 from storage.blobs import BlobStore
 from storage.db import Database
 from storage.images import NewImage
@@ -99,7 +108,8 @@ class RemoteModels:
             for item in items:
                 spec = ModelSpec(name=str(item["name"]), source="remote", family=str(item["family"]),
                                  default_steps=int(item["steps"]), default_guidance=float(item["guidance"]),
-                                 default_sampler=str(item["sampler"]))
+                                 default_sampler=str(item["sampler"]),
+                                 size=int(item["size"]) if item.get("size") else None)
                 self._specs.setdefault(spec.name, spec)
         except FileNotFoundError:
             return
@@ -110,7 +120,8 @@ class RemoteModels:
         if self._remembered is None:
             return
         items = [{"name": s.name, "family": s.family, "steps": s.default_steps,
-                  "guidance": s.default_guidance, "sampler": s.default_sampler} for s in self._specs.values()]
+                  "guidance": s.default_guidance, "sampler": s.default_sampler, "size": s.size}
+                 for s in self._specs.values()]
         try:
             temp = self._remembered.with_suffix(".tmp")
             temp.write_text(json.dumps(items))
@@ -125,7 +136,7 @@ class RemoteModels:
                 if model.name not in self._specs:
                     self._specs[model.name] = ModelSpec(
                         name=model.name, source="remote", family=model.family, default_steps=model.steps,
-                        default_guidance=model.guidance, default_sampler=model.sampler)
+                        default_guidance=model.guidance, default_sampler=model.sampler, size=model.size)
                     added = True
         if added:
             self._remember()
@@ -162,6 +173,10 @@ class _Pending:
 
     requests: dict[int, RenderRequest]
     events: asyncio.Queue[tuple[Event, Msg]] = field(default_factory=asyncio.Queue)
+    # Each job's current dispatch (a damaged result's retry is a new one); None when unknown (a batch
+    # adopted from an earlier run of the bot). An event of another dispatch is stale: a worker the bot
+    # gave up on (the watchdog requeued its job) must not fail or finish the job's current render.
+    dispatch_of: dict[int, str | None] = field(default_factory=dict)
     # Set by the watchdog (generation.remote.watchdog): no worker has this batch and the broker lost it.
     lost: bool = False
 
@@ -372,15 +387,27 @@ class RemoteBackend:
     async def _on_event(self, msg: Msg) -> None:
         try:
             event = decode_event(msg.data)
+            if msg.subject != self.subjects.events(event.job_id):
+                raise WireError(f"an event of job {event.job_id} from worker {event.worker} on another job's "
+                                "subject")
         except WireError as exc:
-            log.error("event on %s terminated: %s", msg.subject, exc)
+            log.error("event on %s (stream seq %s) terminated: %s", msg.subject, msg.metadata.sequence.stream,
+                      exc)
             await msg.term()
             return
         pending = self._pending.get(event.job_id)
         if pending is None:
             # A finished job's late or repeated event (completion is first-wins), or a job this bot is not
-            # waiting for: nothing to record.
-            await msg.ack()
+            # waiting for (a stray or forged message): nothing to record.
+            log.warning("%s event of job %s from worker %s (dispatch %s) terminated: no batch in flight has "
+                        "this job", event.kind, event.job_id, event.worker, event.dispatch_id)
+            await msg.term()
+            return
+        current = pending.dispatch_of.get(event.job_id)
+        if current is not None and event.dispatch_id != current:
+            log.warning("%s event of job %s from worker %s terminated: stale dispatch %s (current %s)",
+                        event.kind, event.job_id, event.worker, event.dispatch_id, current)
+            await msg.term()
             return
         await pending.events.put((event, msg))
 
@@ -410,8 +437,12 @@ class RemoteBackend:
 
     async def publish(self, model: str, jobs: Sequence[tuple[int, RenderRequest]]) -> None:
         """One batch on `jobs.<model>` under a new dispatch id (a retry of a job is a new batch: its events
-        reach whoever waits for the job already)."""
+        reach whoever waits for the job already, and the previous dispatch's become stale)."""
         dispatch_id = uuid.uuid4().hex
+        for job_id, _ in jobs:
+            pending = self._pending.get(job_id)
+            if pending is not None:
+                pending.dispatch_of[job_id] = dispatch_id
         body = encode(Dispatch(dispatch_id=dispatch_id, jobs=tuple(
             DispatchJob(job_id=job_id, request=request.to_json()) for job_id, request in jobs)))
         await self.js.publish(self.subjects.jobs(model), body, headers={MSG_ID_HEADER: dispatch_id})
@@ -514,6 +545,8 @@ class RemoteRunner(JobTransitions):
         self._lease_owner = lease_owner
         self._lease_seconds = lease_seconds
         self._delays = tuple(storage_retry_delays)
+        # Test-only, like the in-process worker's: holds a result between its fast grid and its storing.
+        self.store_gate = StepGate(os.environ.get(STORE_HOLD_FILE_ENV) or None)
 
     def close(self) -> None:
         pass
@@ -636,6 +669,10 @@ class RemoteRunner(JobTransitions):
         except WireError as exc:
             log.error("job %s: the result from worker %s is refused: %s", job_id, event.worker, exc)
             return await self._retry_damaged(job_id, request)
+        # Grid first, as in-process: the member sees the fast JPEG now, the stored PNGs follow.
+        fast = await asyncio.to_thread(lambda: encode_fast_grid(make_grid([image for _, image in pictures])))
+        self._emit(JobRendered(job_id, fast, any(ref.nsfw for ref in event.images)))
+        await asyncio.to_thread(self.store_gate.hold, None)
         grid = None
         if len(pictures) > 1:
             grid_png = await asyncio.to_thread(encode_grid, [image for _, image in pictures], request)

@@ -17,14 +17,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 
-from generation.remote.dispatcher import RemoteBackend, _Pending
+from generation.remote.dispatcher import RemoteBackend, RemoteRunner, _Pending
 from generation.request import RenderRequest
-from generation.worker import JobsLost
+from generation.scheduler import Collect
+from generation.worker import BatchOutcome
 from storage.db import Database
+from storage.jobs import JobRow
 from storage.retry import retry_async
 
 log = logging.getLogger(__name__)
+
+# The scheduler's take_over: a batch already on a worker becomes one of its flights.
+TakeOver = Callable[[Sequence[JobRow], str, Collect], None]
 
 # Between two checks; a job is requeued at its second check found lost, so a batch between its claim
 # and its publication (or a registry entry a heartbeat behind) is never mistaken for a lost one.
@@ -43,34 +49,50 @@ class Watchdog:
         self._interval = interval
         self._suspects: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Adopted at start, until start() hands them to the scheduler: (model, rows, their events).
+        self._adopted: list[tuple[str, list[JobRow], _Pending]] = []
 
     async def adopt(self) -> list[int]:
         """Before the scheduler starts (whose recovery would abandon them): lease every running job to
-        this bot and record its events as they come. Returns the adopted job ids."""
+        this bot and wait for its events (they queue up until start() hands the jobs to the scheduler).
+        Returns the adopted job ids."""
         rows = await self._db.jobs.adopt_running(lease_owner=self._lease_owner,
                                                  lease_seconds=self._lease_seconds)
-        jobs: list[tuple[int, RenderRequest]] = []
+        by_model: dict[str, list[JobRow]] = {}
         for row in rows:
             try:
-                jobs.append((row.id, RenderRequest.from_json(row.request)))
+                model = RenderRequest.from_json(row.request).model
             except (KeyError, TypeError, ValueError):
                 # Nobody waits for it: the check finds it lost and the scheduler fails it as unreadable.
                 log.warning("running job %s has an unreadable request", row.id)
-        if jobs:
-            log.info("waiting for jobs %s that workers took before this start", [i for i, _ in jobs])
-            pending = self._backend.adopt(jobs)
-            self._spawn(self._collect(pending), "atelier-adopted-jobs")
+                continue
+            by_model.setdefault(model, []).append(row)
+        for model, group in by_model.items():
+            log.info("waiting for jobs %s that workers took before this start", [r.id for r in group])
+            # One flight per model: which batch each job rode in is not kept, so a model's adopted jobs
+            # hold one slot of its workers until they end.
+            pending = self._backend.adopt([(r.id, RenderRequest.from_json(r.request)) for r in group])
+            self._adopted.append((model, group, pending))
         return [row.id for row in rows]
 
-    def start(self) -> None:
+    def start(self, take_over: TakeOver) -> None:
+        """After the scheduler started: the adopted jobs become its flights (shown in /queue, cancellable,
+        holding their workers' slots), then the checks begin."""
+        runner = self._backend.active_runner
+        assert runner is not None, "the scheduler builds its runner before the watchdog starts"
+        for model, rows, pending in self._adopted:
+            take_over(rows, model, partial(self._collect, runner, pending))
+        self._adopted.clear()
         self._spawn(self._loop(), "atelier-watchdog")
 
     async def stop(self) -> None:
-        # Adopted jobs stay running in the table: the next start adopts them again.
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
+        for _, rows, _ in self._adopted:  # never handed over (a start that failed): nobody waits for them
+            self._backend.forget([r.id for r in rows])
+        self._adopted.clear()
 
     def _spawn(self, work: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(work)
@@ -78,16 +100,11 @@ class Watchdog:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _collect(self, pending: _Pending) -> None:
-        runner = self._backend.active_runner
-        assert runner is not None, "the scheduler builds its runner before the watchdog adopts"
+    async def _collect(self, runner: RemoteRunner, pending: _Pending, should_stop: Callable[[], bool],
+                       is_cancelled: Callable[[int], bool]) -> BatchOutcome | None:
+        # A JobsLost goes up to the scheduler, which requeues the unfinished jobs (attempt refunded).
         try:
-            await runner.collect(pending, lambda: False, lambda _: False)
-        except JobsLost as exc:
-            log.warning("%s: back to the queue", exc)
-            ids = sorted(pending.requests)
-            await retry_async(lambda: self._db.jobs.requeue(ids, refund_attempt=True), f"requeue jobs {ids}")
-            await self._readmit(ids)
+            return await runner.collect(pending, should_stop, is_cancelled)
         finally:
             self._backend.forget(list(pending.requests))
 

@@ -153,6 +153,9 @@ class ModelInfo(_Message):
     steps: int
     guidance: float
     sampler: str
+    # The model's native square side (its `?size=`), so the bot sizes requests as an in-process engine
+    # would; None (and older workers) = the family's.
+    size: int | None = Field(default=None, ge=64, le=4096)
 
 
 class WorkerInfo(_Message):

@@ -115,7 +115,8 @@ class RemoteWorker:
         for name in self._options.models:
             spec = registry.spec(name)
             models.append(ModelInfo(name=spec.name, family=spec.family, steps=spec.default_steps,
-                                    guidance=spec.default_guidance, sampler=spec.default_sampler))
+                                    guidance=spec.default_guidance, sampler=spec.default_sampler,
+                                    size=spec.size))
         return WorkerInfo(
             name=self._options.name, device=self._options.device, models=tuple(models),
             loaded=tuple(n for n in self._options.models if registry.is_loaded(n)),

@@ -21,6 +21,8 @@ from PIL import Image
 from bot.app import App
 from generation.remote.wire import (
     CHUNK_HEADER,
+    PROTOCOL,
+    Dispatch,
     Event,
     ImageRef,
     ModelInfo,
@@ -32,9 +34,11 @@ from generation.remote.wire import (
     sha256_hex,
 )
 from generation.request import RenderRequest
+from generation.worker import STORE_HOLD_FILE_ENV
 from sandbox import Sandbox
 from tests.bot.helpers import (
     click_for_result,
+    fast_grid,
     image_of,
     imagine,
     job_id_of,
@@ -162,11 +166,17 @@ class FakeWorker:
 
     async def serve_one(self, damage: str) -> int:
         """Take the next batch of one job and send back its image: good, or damaged as `damage` says."""
+        msg, dispatch = await self.take()
+        return await self.answer(msg, dispatch, damage)
+
+    async def take(self) -> tuple[Any, Dispatch]:
         sub = await self.js.pull_subscribe(self.subjects.jobs("tiny"), durable=self.subjects.consumer("tiny"),
                                            stream=self.subjects.jobs_stream)
         msg = (await sub.fetch(1, timeout=PATIENCE_S))[0]
         await sub.unsubscribe()
-        dispatch = decode_dispatch(msg.data)
+        return msg, decode_dispatch(msg.data)
+
+    async def answer(self, msg: Any, dispatch: Dispatch, damage: str) -> int:
         job = dispatch.jobs[0]
         request = RenderRequest.from_json(job.request)
         side = (request.width // 2 if damage == "dimensions" else request.width, request.height)
@@ -226,6 +236,104 @@ async def test_a_damaged_image_is_a_failed_attempt_retried_then_a_clear_message(
         row = await services.db.jobs.get(job_b)
         assert row is not None and row.status == "failed" and row.attempts == 3
         assert await services.db.images.for_job(job_b) == []
+    finally:
+        await nc.close()
+
+
+async def test_malformed_stray_and_stale_events_are_terminated_and_the_job_completes(
+    sandbox: Sandbox, nats_server: NatsServer, remote_bot: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    subjects = Subjects(f"m{uuid.uuid4().hex[:8]}")
+    app = await remote_bot(subjects.prefix)
+    services = app.services
+    assert services is not None
+    nc = await nats.connect(nats_server.url(WORKER_USER, WORKER_PASS))
+    try:
+        js = nc.jetstream()
+        fake = FakeWorker(js, subjects)
+        await fake.announce()
+        await sandbox.wait_for(lambda: services.registry.names() == ["tiny"], timeout=PATIENCE_S)
+        alice, general = sandbox.users["alice"], sandbox.channel("general")
+        interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a kite --seed 6 --n 1"})
+        await interaction.wait_ack()
+        msg, dispatch = await fake.take()
+        job_id = dispatch.jobs[0].job_id
+
+        def event(**fields: Any) -> bytes:
+            return encode(Event(**{"kind": "failed", "job_id": job_id, "dispatch_id": dispatch.dispatch_id,
+                                   "worker": "fake", "reason": "forged", **fields}))
+
+        stray = 900_000 + job_id
+        forged = [
+            (job_id, b"{not json"),
+            (job_id, event().replace(f'"v":{PROTOCOL}'.encode(), f'"v":{PROTOCOL + 1}'.encode())),
+            (stray, event(job_id=stray)),  # a job no batch in flight holds
+            (job_id, event(dispatch_id="0" * 32)),  # an earlier dispatch of this job: stale
+            (stray, event()),  # this job's event on another job's subject
+        ]
+        caplog.set_level("WARNING", logger="generation.remote.dispatcher")
+        for subject_job, body in forged:
+            await js.publish(subjects.events(subject_job), body)
+        # Every forged event was answered (terminated) before the real result is sent.
+        await sandbox.wait_for(lambda: len([r for r in caplog.records if "terminated" in r.getMessage()])
+                               >= len(forged), timeout=PATIENCE_S)
+        logged = [r.getMessage() for r in caplog.records if "terminated" in r.getMessage()]
+        assert any("malformed event" in line and f"events.{job_id}" in line for line in logged)
+        assert any(f"protocol {PROTOCOL + 1}" in line and f"events.{job_id}" in line for line in logged)
+        assert any(f"job {stray} from worker fake" in line and "no batch in flight" in line
+                   for line in logged)
+        assert any(f"job {job_id} from worker fake" in line and "stale dispatch" in line for line in logged)
+        assert any(f"events.{stray}" in line and "another job's subject" in line for line in logged)
+        row = await services.db.jobs.get(job_id)
+        assert row is not None and row.status == "running"  # nothing forged ended it
+
+        # The real result still completes the job, once.
+        assert await fake.answer(msg, dispatch, "good") == job_id
+        message = await sandbox.wait_for(lambda: result_for(sandbox, general, job_id), timeout=PATIENCE_S)
+        assert message.id == interaction.original.id
+        row = await services.db.jobs.get(job_id)
+        assert row is not None and row.status == "done" and row.attempts == 1
+        assert len(await services.db.images.for_job(job_id)) == 1
+        assert await services.db.jobs.get(stray) is None
+    finally:
+        await nc.close()
+
+
+async def test_a_remote_result_shows_its_grid_first_then_the_stored_files(
+    sandbox: Sandbox, nats_server: NatsServer, remote_bot: Callable[..., Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hold = tmp_path / "store-hold"  # holds the bot between the fast grid and its SQLite writes
+    hold.touch()
+    monkeypatch.setenv(STORE_HOLD_FILE_ENV, str(hold))  # read when the bot's runner is made
+    subjects = Subjects(f"g{uuid.uuid4().hex[:8]}")
+    app = await remote_bot(subjects.prefix)
+    services = app.services
+    assert services is not None
+    nc = await nats.connect(nats_server.url(WORKER_USER, WORKER_PASS))
+    try:
+        fake = FakeWorker(nc.jetstream(), subjects)
+        await fake.announce()
+        await sandbox.wait_for(lambda: services.registry.names() == ["tiny"], timeout=PATIENCE_S)
+        alice, general = sandbox.users["alice"], sandbox.channel("general")
+        interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a red barn --seed 2 --n 1"})
+        await interaction.wait_ack()
+        job_id = await fake.serve_one("good")
+        shown = await sandbox.wait_for(lambda: fast_grid(interaction), timeout=PATIENCE_S)
+        assert shown.id == interaction.original.id and not shown.buttons()
+        row = await services.db.jobs.get(job_id)
+        assert row is not None and row.status == "running"  # nothing stored yet
+
+        hold.unlink()
+        message = await sandbox.wait_for(lambda: result_for(sandbox, general, job_id), timeout=PATIENCE_S)
+        assert message.id == interaction.original.id and message.attachments[0].filename.endswith(".png")
+        stored = await services.db.images.for_job(job_id)
+        assert len(stored) == 1
+        # The JPEG shown first is the worker's image (a solid colour: within JPEG's error).
+        png = np.asarray(Image.open(services.blobs.path(stored[0].blob)).convert("RGB"), dtype=int)
+        jpeg = np.asarray(Image.open(io.BytesIO(shown.attachments[0].data)).convert("RGB"), dtype=int)
+        assert png.shape == jpeg.shape and np.abs(png - jpeg).mean() < 3
     finally:
         await nc.close()
 

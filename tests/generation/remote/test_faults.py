@@ -23,7 +23,7 @@ from generation.remote.wire import Subjects, decode_worker
 from sandbox import Sandbox
 from storage.db import Database
 from tests.bot.conftest import sandbox_env
-from tests.bot.helpers import job_id_of, result_for, results, shows_rendering
+from tests.bot.helpers import button, job_id_of, result_for, results, shows_rendering
 from tests.generation.remote.conftest import BOT_PASS, BOT_USER, NatsServer, WorkerProcesses
 
 PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timing assertion
@@ -158,3 +158,82 @@ async def test_bot_sigkilled_mid_render_adopts_the_job_and_delivers_it_once(
             bot.send_signal(signal.SIGTERM)
             await asyncio.wait_for(bot.wait(), 60)
 
+
+
+async def test_a_job_adopted_at_start_is_listed_cancellable_and_holds_its_slot(
+    sandbox: Sandbox, workers: WorkerProcesses, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    prefix = f"a{uuid.uuid4().hex[:8]}"
+    hold = tmp_path / "hold"
+    data_dir, log = tmp_path / "data", tmp_path / "bot.log"
+    data_dir.mkdir()
+    (data_dir / "remote-models.json").write_text(CATALOG)
+    env = {"ATELIER_BROKER_URL": nats_server.url(BOT_USER, BOT_PASS), "ATELIER_BROKER_PREFIX": prefix}
+    # One slot: while the adopted job holds it, nothing else may be dispatched to w1.
+    workers.start("w1", prefix, "--models", "tiny", "--slots", "1", extra_env={HOLD_FILE_ENV: str(hold)})
+    bot = await start_bot_process(sandbox, data_dir, log, env)
+    db = await Database.open(data_dir / "atelier.db")
+
+    async def status(job_id: int) -> str:
+        row = await db.jobs.get(job_id)
+        assert row is not None
+        return row.status
+
+    async def until(job_id: int, wanted: str) -> None:
+        for _ in range(int(PATIENCE_S * 10)):
+            if await status(job_id) == wanted:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"job {job_id} is {await status(job_id)}, not {wanted}")
+
+    try:
+        await sandbox.wait_until_ready(timeout=PATIENCE_S)
+        await announced(nats_server, prefix, "w1")
+        hold.touch()
+        alice, bob, general = sandbox.users["alice"], sandbox.users["bob"], sandbox.channel("general")
+        first = await sandbox.slash(alice, general, "imagine",
+                                    {"prompt": "an orchard --seed 8 --steps 3 --n 1"})
+        assert await first.wait_ack(timeout=30) == 4
+        await sandbox.wait_for(lambda: shows_rendering(first), timeout=PATIENCE_S)
+        bot.send_signal(signal.SIGKILL)
+        await bot.wait()
+        adopted = max(row.id for row in await db.jobs.list_active())
+
+        sandbox.gateway.ready.clear()  # ready again once the new process has identified
+        bot = await start_bot_process(sandbox, data_dir, log, env)
+        await sandbox.wait_until_ready(timeout=PATIENCE_S)
+        # The adopted job is in its member's /queue, rendering.
+        line = next(x for x in (await _queue(sandbox, alice, general)).content.splitlines()
+                    if f"`{adopted}`" in x)
+        assert "rendering" in line
+        # It holds w1's only slot: bob's job is queued, not dispatched, while it renders.
+        second = await sandbox.slash(bob, general, "imagine", {"prompt": "a vineyard --seed 9 --steps 3 --n 1"
+                                                              })
+        await second.wait_ack()
+        later = max(row.id for row in await db.jobs.list_active())
+        assert later != adopted
+        assert f"`{later}`" in (await _queue(sandbox, bob, general)).content
+        assert await status(later) == "queued" and await status(adopted) == "running"
+
+        # Its member cancels it from /queue: the worker stops it (held at a step), the slot frees.
+        listing = await _queue(sandbox, alice, general)
+        click = await sandbox.click(alice, listing, button(listing, f"Cancel {adopted}"))
+        await click.wait_ack()
+        await until(adopted, "cancelled")
+        hold.unlink()
+        await until(later, "done")
+        row = await db.jobs.get(later)
+        assert row is not None and row.attempts == 1
+        assert await sandbox.wait_for(lambda: result_for(sandbox, general, later), timeout=PATIENCE_S)
+        assert result_for(sandbox, general, adopted) is None
+    finally:
+        await db.close()
+        if bot.returncode is None:
+            bot.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(bot.wait(), 60)
+
+
+async def _queue(sandbox: Sandbox, user: Any, channel: Any) -> Any:
+    listing = await sandbox.slash(user, channel, "queue")
+    await listing.wait_ack()
+    return listing.original
