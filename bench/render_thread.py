@@ -37,11 +37,13 @@ def main() -> None:
              width=512, generator=torch.Generator().manual_seed(1))
         return time.perf_counter() - start
 
-    pool = concurrent.futures.ThreadPoolExecutor(1)
     print(f"bench/render_thread.py: 4 x 512², {args.steps} steps, tiny model, best of {args.runs}; "
           f"{os.cpu_count()} cores; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     for threads in sorted({1, os.cpu_count() or 1}):
         torch.set_num_threads(threads)
+        # A fresh thread: OpenMP's thread count is per thread, and a thread made before this call keeps the
+        # count it started with (torch.set_num_threads changes the calling thread and threads made later).
+        pool = concurrent.futures.ThreadPoolExecutor(1)
         call()
         pool.submit(call).result()  # warm both threads
         main_s = min(call() for _ in range(args.runs))

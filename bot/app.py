@@ -178,38 +178,10 @@ def discord_failure(exc: BaseException) -> StartupFailed | None:
     return None
 
 
-def torch_threads(settings: Settings, cpu_count: int | None = None) -> int | None:
-    """The intra-op threads torch should use in `atelier run`, or None to leave torch's default.
-
-    On CPU torch takes every core, and the render then competes with the event loop (acks, uploads,
-    progress) and the PNG encoders: one core is left to them. On a GPU torch's threads barely matter, and
-    with remote workers this process renders nothing."""
-    if settings.torch_threads is not None:
-        return settings.torch_threads
-    if settings.broker_url is not None:
-        return None
-    from generation.models import pick_device
-
-    if pick_device(settings.device) != "cpu":
-        return None
-    return max(1, (cpu_count if cpu_count is not None else os.cpu_count() or 1) - 1)
-
-
-def apply_torch_threads(settings: Settings) -> None:
-    threads = torch_threads(settings)
-    if threads is None:
-        return
-    import torch
-
-    torch.set_num_threads(threads)
-    log.info("torch uses %d threads (ATELIER_TORCH_THREADS)", threads)
-
-
 def run_bot(settings: Settings) -> int:
     """Serve until SIGINT / SIGTERM (exit 0). A start that fails, or a gateway connection that ends on
     its own, raises StartupFailed: the process must exit non-zero so its supervisor restarts it."""
     settings.token()  # fail fast, with a clear message, before loading a model
-    apply_torch_threads(settings)  # before the model loads; not in tests, which build App themselves
 
     async def main() -> None:
         app = App(settings)

@@ -91,10 +91,8 @@ async def store_reference(services: Services, interaction: AtelierInteraction, d
         raise InvalidRequest(TOO_MANY_BYTES)
     fit_to = max_pixels(services.registry.spec(model).family)
     image = await asyncio.to_thread(decode_upload, data, fit_to)
-    if not await _nsfw_allowed(services, interaction) and services.engine is not None:
-        checker = await asyncio.to_thread(services.engine.safety_checker, model)
-        if checker is not None and (await asyncio.to_thread(checker.check, [image.convert("RGB")]))[0]:
-            raise InvalidRequest("That reference image looks NSFW, which this server does not allow here.")
+    if not await _nsfw_allowed(services, interaction) and await services.looks_nsfw(model, image):
+        raise InvalidRequest("That reference image looks NSFW, which this server does not allow here.")
     return await asyncio.to_thread(services.blobs.put, encode_upload(image))
 
 

@@ -8,11 +8,13 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from bot.config import Settings
+from generation import threads
 from generation.caption import Captioner
 from generation.engine import Engine
 from generation.metrics import parse_addr
@@ -23,11 +25,16 @@ from storage.db import Database
 from storage.lock import ProcessLock
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from generation.metrics import Metrics
     from generation.remote.dispatcher import RemoteBackend
     from generation.remote.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # Files no image or job needs any more are removed once they are this old (and deleted images once
 # deleted this long ago): time for Undo and for moderators to review, and no race with a job being made.
@@ -119,6 +126,25 @@ class Services:
         assert self.engine is not None
         return self.engine.registry
 
+    async def model_call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Model work for a command (a caption, /shorten): beside the renders without slowing them
+        (Engine.side_call). Remote mode renders nothing here: a plain thread."""
+        if self.engine is not None:
+            return await self.engine.side_call(fn, *args, **kwargs)
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def looks_nsfw(self, model: str, image: Image.Image) -> bool:
+        """`model`'s safety checker's verdict on a member's image (False in remote mode: no model here)."""
+        engine = self.engine
+        if engine is None:
+            return False
+
+        def check() -> bool:
+            checker = engine.safety_checker(model)
+            return checker is not None and checker.check([image.convert("RGB")])[0]
+
+        return await engine.side_call(check)
+
     @classmethod
     async def open(cls, settings: Settings, *, engine: Engine | None = None) -> Services:
         services = await cls._open_locked(settings, engine=engine)
@@ -170,12 +196,17 @@ class Services:
                     registry = open_registry(settings, sources)
                 except ValueError as exc:
                     raise StartupFailed(str(exc)) from None
-                engine = Engine(registry, preview_interval_s=settings.preview_interval)
+                # ATELIER_TORCH_THREADS: the render thread's intra-op threads (default: every core; measured
+                # faster on CPU than leaving the event loop a core, bench/e2e.py).
+                engine = Engine(registry, preview_interval_s=settings.preview_interval,
+                                threads=settings.torch_threads)
             # Reference images (--sref ...) and their cached embeddings live in this data dir's blob store.
             engine.embeddings.blobs = blobs
             # Before the scheduler and the gateway exist, so no job waits on loading or compiling a model
             # (a no-op for an engine already warm).
-            await asyncio.to_thread(engine.warm_up, max_batch=settings.max_batch)
+            await engine.call(engine.warm_up, max_batch=settings.max_batch)
+            log.info("torch uses %d threads on the render thread (ATELIER_TORCH_THREADS)",
+                     await engine.call(threads.current))
             scheduler = Scheduler(db, engine, blobs, max_batch=settings.max_batch,
                                   max_queued_per_user=settings.queue_max_per_user,
                                   max_queued_total=settings.queue_max_total)

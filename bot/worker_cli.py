@@ -43,7 +43,7 @@ def worker(settings: Settings, args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from exc
     max_batch = args.max_batch or settings.max_batch
-    engine = Engine(registry, preview_interval_s=settings.preview_interval)
+    engine = Engine(registry, preview_interval_s=settings.preview_interval, threads=settings.torch_threads)
     options = WorkerOptions(name=args.name or f"{socket.gethostname()}-{device}", models=models,
                             slots=args.slots, max_batch=max_batch, device=registry.device, subjects=subjects,
                             ack_wait=args.ack_wait)

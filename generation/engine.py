@@ -1,12 +1,17 @@
 """The diffusers engine: one batch of compatible requests -> images, with previews and cancel.
 
-Synchronous on purpose: callers run it in one dedicated worker thread (a pipeline is not
-thread-safe, and torch must never run on the event loop).
+Synchronous on purpose: callers run it on the engine's one torch thread (`Engine.call`): a pipeline is not
+thread-safe, torch must never run on the event loop, and on CPU a second thread running torch's parallel
+ops slows every render in the process (generation/threads.py). Warm-up, renders and their safety checks
+run there; model work for commands that must not wait for a render (captions, upload checks) runs on a side
+thread held to one intra-op thread (`Engine.side_call`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import math
@@ -15,8 +20,9 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from PIL import Image
 
@@ -31,12 +37,16 @@ from generation.prompts import MAX_CHUNKS, call_arguments, chunk_count
 from generation.references import AdapterState, EmbeddingCache, call_embeds
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
+from generation.threads import can_confine, use_threads
 from generation.validate import ASPECTS, Limits, size_for, upscale_of
 
 if TYPE_CHECKING:
     from storage.blobs import BlobStore
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # (step 1-based, total, one small preview per request); called on the render thread.
 ProgressFn = Callable[[int, int, list[Image.Image]], None]
@@ -100,8 +110,11 @@ class Engine:
         vae_tile_pixels: int = VAE_TILE_PIXELS,
         preview_interval_s: float = 1.5,
         blobs: BlobStore | None = None,
+        threads: int | None = None,
     ) -> None:
         self.registry = registry
+        # Intra-op threads of the torch thread (None: torch's default, every core).
+        self.threads = threads
         # Reference images come from the blob store; their embeddings are cached there (references.py).
         self.embeddings = EmbeddingCache(blobs)
         # A memory ceiling known in advance (e.g. a small GPU); out-of-memory splits further on its own.
@@ -112,6 +125,45 @@ class Engine:
         self.preview_interval_s = preview_interval_s
         self._lock = threading.Lock()
         self.step_gate = StepGate(os.environ.get(HOLD_FILE_ENV) or None)
+        self._thread: ThreadPoolExecutor | None = None
+        self._side: ThreadPoolExecutor | None = None
+        self._thread_lock = threading.Lock()
+
+    @property
+    def thread(self) -> ThreadPoolExecutor:
+        """The one thread that runs this engine's warm-up and renders (see the module's note)."""
+        with self._thread_lock:
+            if self._thread is None:
+                threads = self.threads
+                self._thread = ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="atelier-torch",
+                    initializer=None if threads is None else functools.partial(use_threads, threads))
+            return self._thread
+
+    def _side_thread(self) -> ThreadPoolExecutor:
+        with self._thread_lock:
+            if self._side is None:
+                self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-torch-side",
+                                                initializer=functools.partial(use_threads, 1))
+            return self._side
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """`fn(*args, **kwargs)` on the torch thread, awaited from the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.thread, functools.partial(fn, *args, **kwargs))
+
+    async def side_call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Model work for a command (a caption, an upload's safety check): beside a render, on one intra-op
+        thread; after the render where a thread's count cannot be set alone (generation/threads.py)."""
+        if not can_confine():
+            return await self.call(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._side_thread(), functools.partial(fn, *args, **kwargs))
+
+    def settle(self) -> None:
+        """Wait until everything handed to the torch thread so far has ended (a worker closing)."""
+        if self._thread is not None:
+            self._thread.submit(lambda: None).result()
 
     def safety_checker(self, model: str) -> SafetyChecker | None:
         """The NSFW checker for `model`'s images (loads the model if needed)."""

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from PIL import Image
 
@@ -43,6 +43,7 @@ from storage.retry import DEFAULT_DELAYS, retry_async, retry_sync
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 UNEXPECTED = "The renderer hit an unexpected error with this job; please try again."
@@ -68,6 +69,12 @@ class RenderBackend(Protocol):
     ) -> list[list[Image.Image]]: ...
 
     def safety_checker(self, model: str) -> SafetyChecker | None: ...
+
+    async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run `fn` on the engine's one torch thread."""
+        ...
+
+    def settle(self) -> None: ...
 
 
 ENCODE_THREADS = max(2, min(4, os.cpu_count() or 2))
@@ -188,15 +195,9 @@ class Worker(JobTransitions):
         self._emit = emit
         self._lease_owner = lease_owner
         self._lease_seconds = lease_seconds
-        self._executor: ThreadPoolExecutor | None = None
         # Encoders: PNG compression of a batch's images and grids, beside the single render thread.
         self._encoders: ThreadPoolExecutor | None = None
         self.store_gate = StepGate(os.environ.get(STORE_HOLD_FILE_ENV) or None)
-
-    def _thread(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-render")
-        return self._executor
 
     def _encoder(self) -> ThreadPoolExecutor:
         if self._encoders is None:
@@ -208,9 +209,9 @@ class Worker(JobTransitions):
         return not in_flight
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        # The torch thread is the engine's (a bot restarted in one process keeps its engine): wait for
+        # this worker's render to end there, without stopping the thread.
+        self._engine.settle()
         if self._encoders is not None:
             self._encoders.shutdown(wait=True)
             self._encoders = None
@@ -271,10 +272,8 @@ class Worker(JobTransitions):
         on_progress, on_rendered = self._callbacks(loop, ids)
         requests = [request for _, request in batch.live]
         try:
-            results, grids, seconds = await loop.run_in_executor(
-                self._thread(), self._render_and_store, requests, batch.sources, on_progress,
-                batch.should_stop, on_rendered,
-            )
+            results, grids, seconds = await self._engine.call(
+                self._render_and_store, requests, batch.sources, on_progress, batch.should_stop, on_rendered)
         except RenderCancelled:
             await self._stopped(ids, batch.is_cancelled)
             return None

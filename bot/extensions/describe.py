@@ -57,11 +57,9 @@ async def presentation(interaction: AtelierInteraction, image: Image.Image) -> s
     """How the member's image may be shown back here: judged by the default model's safety checker (the
     one its renders get), under the server's NSFW policy. Remote mode loads no model in the bot: shown."""
     services = interaction.client.services
-    engine = services.engine
-    if engine is None:
+    if services.engine is None:
         return "show"
-    checker = await asyncio.to_thread(engine.safety_checker, engine.registry.default.name)
-    flagged = checker is not None and (await asyncio.to_thread(checker.check, [image]))[0]
+    flagged = await services.looks_nsfw(services.engine.registry.default.name, image)
     return await nsfw_image_presentation(services, interaction.guild_id,
                                          channel_is_age_restricted(interaction), flagged)
 
@@ -128,10 +126,10 @@ async def describe_attachment(interaction: AtelierInteraction, attachment: disco
     shown = await presentation(interaction, image)
     if shown == "block":  # its captions could say what the image shows: none either
         raise NotAllowed("That image looks NSFW: it can't be described in this channel.")
-    # 3. Captioning may take seconds on a real model: acknowledge first, then caption in a thread (its own
-    # model and lock, so renders go on meanwhile).
+    # 3. Captioning may take seconds on a real model: acknowledge first, then caption on the torch thread
+    # (after the render running there, if any: one thread keeps the process's renders at full speed).
     await interaction.response.defer(thinking=True)
-    prompts = await asyncio.to_thread(captioner.describe, image)
+    prompts = await services.model_call(captioner.describe, image)
     description_id = await services.db.descriptions.add(interaction.guild_id, interaction.channel_id,
                                                         interaction.user.id, prompts)
     png = await asyncio.to_thread(encode_upload, image)

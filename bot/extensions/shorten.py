@@ -4,7 +4,6 @@ shortened prompt is read back from the message it sits under, so it works after 
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 from typing import Any
@@ -78,8 +77,8 @@ class Shorten(commands.Cog):
         if not supported(pipe):
             raise InvalidRequest("/shorten works with SD 1.x, SD 2.x and SDXL models.")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        # The encoder only reads its weights, so it may run beside the worker thread's render.
-        result = await asyncio.to_thread(analyse, pipe, prompt)
+        # On the torch thread, after any render there (one thread keeps renders at full speed).
+        result = await interaction.client.services.model_call(analyse, pipe, prompt)
         view = discord.ui.View(timeout=None)
         view.add_item(ImagineShortened())
         await interaction.followup.send(describe(result), view=view, ephemeral=True)

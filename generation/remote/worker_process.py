@@ -20,8 +20,6 @@ import io
 import logging
 import signal
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import nats.js.errors
@@ -86,7 +84,6 @@ class RemoteWorker:
         self._engine = engine
         self._options = options
         self._subjects = options.subjects
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-render")
         self._stopping = asyncio.Event()
         # The jobs on the render thread now (one render at a time: a pipeline is not thread-safe).
         self._busy: list[int] = []
@@ -164,7 +161,8 @@ class RemoteWorker:
         kv = await ensure_streams(js, self._subjects)
         self._cancels = await cancels_bucket(js, self._subjects)
         await nc.subscribe(self._subjects.cancel_updates(), cb=self._on_cancel)
-        await asyncio.to_thread(self._engine.warm_up, self._options.models[0])
+        # Warm-up, renders and safety checks all on the engine's one torch thread (generation/engine.py).
+        await self._engine.call(self._engine.warm_up, self._options.models[0])
         subs = {}
         for model in self._options.models:
             subs[model] = await self._subscribe(js, model)
@@ -183,7 +181,7 @@ class RemoteWorker:
                     await task
             with contextlib.suppress(Exception):
                 await kv.delete(self._options.name)
-            self._thread.shutdown(wait=False, cancel_futures=True)
+            self._engine.thread.shutdown(wait=False, cancel_futures=True)
 
     async def _lane(self, js: JetStreamContext, subs: dict[str, JetStreamContext.PullSubscription]) -> None:
         while not self._stopping.is_set():
@@ -414,8 +412,8 @@ class RemoteWorker:
         started = time.perf_counter()
         self._state = "rendering"
         try:
-            rendered = await loop.run_in_executor(self._thread, _render, self._engine, requests, sources,
-                                                  on_progress, should_stop)
+            rendered = await self._engine.call(self._engine.render, requests, sources,
+                                               on_progress=on_progress, should_stop=should_stop)
         finally:
             self._state = "idle"
             self._busy.clear()
@@ -428,8 +426,11 @@ class RemoteWorker:
 
     async def _upload(self, js: JetStreamContext, dispatch: Dispatch, job: DispatchJob,
                       request: RenderRequest, images: list[Image.Image], *, render_seconds: float) -> None:
-        checker = self._engine.safety_checker(request.model)
-        flags = checker.check(images) if checker is not None else [False] * len(images)
+        def check() -> list[bool]:
+            checker = self._engine.safety_checker(request.model)
+            return checker.check(images) if checker is not None else [False] * len(images)
+
+        flags = await self._engine.call(check)
         refs = []
         for index, image in enumerate(images):
             png = await asyncio.to_thread(encode_png, image, image_params(request, index))
@@ -455,12 +456,6 @@ class RemoteWorker:
         # The msg id makes a repeat of the same event (a redelivered batch) a no-op inside the window.
         msg_id = f"{dispatch.dispatch_id}.{job_id}.{kind}.{attempt}"
         await js.publish(self._subjects.events(job_id), encode(event), headers={MSG_ID_HEADER: msg_id})
-
-
-def _render(engine: Engine, requests: list[RenderRequest], sources: list[Image.Image | None] | None,
-            on_progress: Callable[[int, int, list[Image.Image]], None],
-            should_stop: Callable[[], bool]) -> list[list[Image.Image]]:
-    return engine.render(requests, sources, on_progress=on_progress, should_stop=should_stop)
 
 
 def _preview_text(image: Image.Image) -> str:

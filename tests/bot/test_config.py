@@ -29,17 +29,11 @@ def test_settings_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
         s.token()
 
 
-def test_torch_threads_leave_the_bot_a_core_on_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+def test_torch_threads_must_be_positive(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from pydantic import ValidationError
 
-    from bot.app import torch_threads
-
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("ATELIER_TORCH_THREADS", raising=False)
-    cpu = Settings(ATELIER_DEVICE="cpu")  # type: ignore[call-arg]
-    assert [torch_threads(cpu, cpu_count=n) for n in (1, 2, 8)] == [1, 1, 7]
-    assert torch_threads(Settings(ATELIER_DEVICE="cpu", ATELIER_TORCH_THREADS="3"), cpu_count=8) == 3  # type: ignore[call-arg]
-    assert torch_threads(Settings(ATELIER_DEVICE="cuda"), cpu_count=8) is None  # type: ignore[call-arg]
+    assert Settings(ATELIER_TORCH_THREADS="3").torch_threads == 3  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         Settings(ATELIER_TORCH_THREADS="0")  # type: ignore[call-arg]
 

@@ -365,6 +365,12 @@ class PoisonEngine:
     def safety_checker(self, model: str) -> Any:
         return self.engine.safety_checker(model)
 
+    async def call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        return await self.engine.call(fn, *args, **kw)
+
+    def settle(self) -> None:
+        self.engine.settle()
+
 
 async def test_one_bad_request_in_a_batch_fails_alone(env: Env) -> None:
     """Batches mix users: when a batch fails, each job runs alone, so only the culprit fails."""

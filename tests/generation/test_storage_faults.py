@@ -98,6 +98,12 @@ class GatedEngine:
     def safety_checker(self, model: str) -> Any:
         return self.engine.safety_checker(model)
 
+    async def call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        return await self.engine.call(fn, *args, **kw)
+
+    def settle(self) -> None:
+        self.engine.settle()
+
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
