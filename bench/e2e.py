@@ -13,7 +13,10 @@ Prints, for torch on one thread in both processes and for the default threads:
 - ack latency p50 / p99 of /imagine while jobs render, and the bot's max event-loop lag (it logs the
   worst lag since the previous delivery with each delivery).
 
-Run: .venv/bin/python bench/e2e.py [--runs 5] [--steps 8,20] [--acks 40] [--settings one,default,all]
+`--settings spare` gives the bot's render all cores but one (ATELIER_TORCH_THREADS = cores - 1, the default
+before issue 15's torch-thread change), against the bare call on every core.
+
+Run: .venv/bin/python bench/e2e.py [--runs 5] [--steps 8,20] [--acks 40] [--settings one,default,spare]
 """
 
 from __future__ import annotations
@@ -269,8 +272,8 @@ async def measure(setting: str, args: argparse.Namespace, tmp: Path) -> Figures:
     env["PYTHONPATH"] = str(ROOT)
     if setting == "one":
         env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATELIER_TORCH_THREADS": "1"})
-    elif setting == "all":  # the bot's render on every core, as the bare call (no core left to the bot)
-        env["ATELIER_TORCH_THREADS"] = str(os.cpu_count() or 1)
+    elif setting == "spare":  # the bot's render on all cores but one (a core left to the event loop)
+        env["ATELIER_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) - 1))
     data_dir = tmp / f"data-{setting}"
     folder = await asyncio.to_thread(ensure_tiny_model, data_dir)  # the bot's tiny model, written once
     figures = Figures()

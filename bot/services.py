@@ -115,6 +115,8 @@ class Services:
     captioner: Captioner | None = None
     # Remote mode: requeues running jobs that no worker has and the broker lost; adopts them at start.
     watchdog: Watchdog | None = None
+    # Whether closing these services closes the engine too (its threads): an engine passed in is not ours.
+    owns_engine: bool = False
     # ATELIER_METRICS_ADDR: the Prometheus exporter.
     metrics: Metrics | None = field(default=None, init=False, repr=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
@@ -183,6 +185,7 @@ class Services:
         except (OSError, sqlite3.Error) as exc:
             raise _unusable(data_dir, exc) from None
         # aiosqlite's thread is not a daemon: a database left open keeps a failed start from ever exiting.
+        owned = False  # an engine made here is closed here; one passed in (tests, the demo) is its caller's
         try:
             try:
                 blobs = BlobStore(data_dir / "images")
@@ -192,6 +195,7 @@ class Services:
                 scheduler, remote, watchdog = await _open_remote(settings, db, blobs)
                 return cls(settings, db, blobs, None, scheduler, lock, remote, watchdog=watchdog)
             if engine is None:
+                owned = True
                 try:
                     registry = open_registry(settings, sources)
                 except ValueError as exc:
@@ -211,9 +215,11 @@ class Services:
                                   max_queued_per_user=settings.queue_max_per_user,
                                   max_queued_total=settings.queue_max_total)
         except BaseException:
+            if owned and engine is not None:
+                await asyncio.to_thread(engine.close)  # its threads would outlive the failed start
             await db.close()
             raise
-        return cls(settings, db, blobs, engine, scheduler, lock)
+        return cls(settings, db, blobs, engine, scheduler, lock, owns_engine=owned)
 
     async def start(self) -> None:
         """Start the scheduler; if that fails, everything opened is closed (lock released) before raising."""
@@ -273,6 +279,8 @@ class Services:
             if self.watchdog is not None:
                 await self.watchdog.stop()
             await self.scheduler.stop()
+            if self.owns_engine and self.engine is not None:
+                await asyncio.to_thread(self.engine.close)
         finally:
             try:
                 if self.remote is not None:

@@ -160,6 +160,15 @@ class Engine:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._side_thread(), functools.partial(fn, *args, **kwargs))
 
+    def close(self) -> None:
+        """End the torch and side threads (after their work): a process that opened the engine and stops,
+        or fails to start, must not keep threads of it. Used again, the engine makes new ones."""
+        with self._thread_lock:
+            pools, self._thread, self._side = (self._thread, self._side), None, None
+        for pool in pools:
+            if pool is not None:
+                pool.shutdown(wait=True)
+
     def settle(self) -> None:
         """Wait until everything handed to the torch thread so far has ended (a worker closing)."""
         if self._thread is not None:

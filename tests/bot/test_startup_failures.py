@@ -130,6 +130,9 @@ async def test_a_failed_start_releases_the_data_dir(case: str, sandbox: Sandbox,
     """In-process: whatever fails after the database is open (the engine, the scheduler, Discord), the
     start closes it again (its thread is what kept the process alive) and drops the data dir lock, so a
     retry in this process or the next one can take it."""
+    # The engine passed in is the caller's, and so is its torch thread (it outlives an App); one the
+    # start makes itself ("model") must end with it.
+    await tiny_engine.call(lambda: None)  # type: ignore[attr-defined]
     before = _non_daemon_threads()
     data_dir = tmp_path / "data"
     locker: sqlite3.Connection | None = None
