@@ -280,7 +280,9 @@ async def measure(setting: str, args: argparse.Namespace, tmp: Path) -> Figures:
 
     sandbox = timed_sandbox()
     await sandbox.start()
-    bare, figures.threads_bare = await Bare.start(folder, env)
+    # The bare call keeps torch's default (every core) unless both sides are limited to one thread.
+    bare_env = env if setting == "one" else {k: v for k, v in env.items() if k not in THREAD_VARS}
+    bare, figures.threads_bare = await Bare.start(folder, bare_env)
     bot = BotProcess(sandbox, data_dir, env)
     try:
         await bot.start()
