@@ -7,11 +7,12 @@ models (a few minutes at most). Run it on the card the bot will use:
 Each line is `[ok]`, `[FAIL]`, `[info]` (a figure) or `[needs CUDA]` (what this device cannot show).
 On CUDA: dtypes before and after img2img; the tiling flag during a 2048² upscale; an out-of-memory forced
 with `torch.cuda.set_per_process_memory_fraction` during an SDXL upscale, then a normal render; batched vs
-solo pixel difference; steps/s without previews, with them at most once a second and with one every
-step; ATELIER_COMPILE's warm-up (graphs, recompiles, then jobs at planned sizes that must recompile
-nothing); ATELIER_OFFLOAD=model|sequential with their peak memory. On CPU the same checks run where they
-apply (reduced dtypes, a small tiling ceiling, the out-of-memory raised from a hook inside the real VAE;
-compile only with --compile, minutes per shape); the exit status is 1 if any check failed.
+solo pixel difference; a render beside a side-thread model call (same pixels, both times); steps/s without
+previews, with them at most once a second and with one every step; ATELIER_COMPILE's warm-up (graphs,
+recompiles, then jobs at planned sizes that must recompile nothing); ATELIER_OFFLOAD=model|sequential with
+their peak memory. On CPU the same checks run where they apply (reduced dtypes, a small tiling ceiling, the
+out-of-memory raised from a hook inside the real VAE; compile only with --compile, minutes per shape); the
+exit status is 1 if any check failed.
 """
 
 from __future__ import annotations
@@ -220,6 +221,46 @@ def check_batched_vs_solo(engine: Engine, device: str) -> None:
         )
 
 
+def check_side_thread(engine: Engine, device: str) -> None:
+    """A render on the engine's torch thread while a command's model call (a caption-sized text-encoder
+    batch) runs on the side thread, as /describe beside a job: the pixels must not change, and the render's
+    time is shown alone and beside it (on a GPU both threads queue kernels on one device)."""
+    import asyncio
+
+    from generation.threads import can_confine
+
+    size = 512 if device.startswith("cuda") else 256
+    request = _req("tiny", size, (21, 22), steps=8)
+    pipe = engine.registry.pipeline("tiny")
+
+    def side_work() -> None:
+        ids = pipe.tokenizer(["a lighthouse at dusk"] * 16, padding="max_length", return_tensors="pt")
+        with torch.no_grad():
+            for _ in range(20):
+                pipe.text_encoder(ids.input_ids.to(pipe.device))
+        _sync(device)
+
+    def timed() -> tuple[list[Image.Image], float]:
+        start = time.perf_counter()
+        images = engine.render([request])[0]
+        _sync(device)
+        return images, time.perf_counter() - start
+
+    async def run() -> tuple[list[Image.Image], float, list[Image.Image], float]:
+        await engine.call(timed)
+        alone, alone_s = await engine.call(timed)
+        side = asyncio.ensure_future(engine.side_call(side_work))
+        beside, beside_s = await engine.call(timed)
+        await side
+        return alone, alone_s, beside, beside_s
+
+    alone, alone_s, beside, beside_s = asyncio.run(run())
+    same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(alone, beside, strict=True))
+    check(same, f"a render beside side-thread model work gives the same pixels ({len(alone)}x{size}²)")
+    report("info", f"render on the torch thread alone {alone_s:.3f} s, beside side work {beside_s:.3f} s; "
+                   f"side thread confined to one intra-op thread: {can_confine()}")
+
+
 def check_speed(registry: ModelRegistry, device: str) -> None:
     """Steps/s without previews, with them at the bot's rate (one a second, ATELIER_PREVIEW_INTERVAL) and
     with one every step (what the bot did before: a device sync per step). Interleaved, best of 5 each."""
@@ -389,6 +430,7 @@ def main() -> int:
             # fp16 is where SDXL upcasts its VAE to fp32 for decoding: check that path as well.
             check_oom(ModelRegistry(MODELS, data_dir, device=device, dtype="float16"), device, cuda)
         check_batched_vs_solo(engine, device)
+        check_side_thread(engine, device)
         check_speed(registry, device)
         if args.compile if args.compile is not None else cuda:
             check_compile(data_dir, device, dtype, args.max_batch)
