@@ -14,7 +14,8 @@ Prints, for torch on one thread in both processes and for the default threads:
   worst lag since the previous delivery with each delivery).
 
 `--settings spare` gives the bot's render all cores but one (ATELIER_TORCH_THREADS = cores - 1, the default
-before issue 15's torch-thread change), against the bare call on every core.
+before issue 15's torch-thread change), against the bare call on every core; `--settings malloc` runs the bot
+(only) with GLIBC_TUNABLES=MALLOC_TUNABLES below, default threads.
 
 Run: .venv/bin/python bench/e2e.py [--runs 5] [--steps 8,20] [--acks 40] [--settings one,default,spare]
 """
@@ -44,7 +45,10 @@ PROMPT = "a lighthouse at dusk"
 RESULT_NAME = re.compile(r"^(?:SPOILER_)?atelier_(\d+)\.\w+$")
 THREADS_LINE = re.compile(r"torch uses (\d+) threads")
 LAG_LINE = re.compile(r"max event-loop lag since the previous delivery ([\d.]+) ms")
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATELIER_TORCH_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ATELIER_TORCH_THREADS", "GLIBC_TUNABLES")
+# --settings malloc: glibc's malloc serves the render's large buffers from its heap and keeps freed memory,
+# instead of a fresh mmap (page faults) per buffer: an operator's environment setting, the bot process only.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184"
 
 
 # -- the bare call, in its own process -------------------------------------------------------------------
@@ -274,6 +278,8 @@ async def measure(setting: str, args: argparse.Namespace, tmp: Path) -> Figures:
         env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "ATELIER_TORCH_THREADS": "1"})
     elif setting == "spare":  # the bot's render on all cores but one (a core left to the event loop)
         env["ATELIER_TORCH_THREADS"] = str(max(1, (os.cpu_count() or 1) - 1))
+    elif setting == "malloc":
+        env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
     data_dir = tmp / f"data-{setting}"
     folder = await asyncio.to_thread(ensure_tiny_model, data_dir)  # the bot's tiny model, written once
     figures = Figures()
@@ -340,7 +346,8 @@ def report(results: dict[str, Figures], args: argparse.Namespace) -> None:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"bench/e2e.py: 4 x 512², tiny model, best of {args.runs}; {os.cpu_count()} cores; "
           f"load average {load}")
-    head = "".join(f"{s + ' thread' + ('s' if s != 'one' else ''):>34}" for s in settings)
+    labels = {"one": "one thread", "malloc": "default + malloc tunables"}
+    head = "".join(f"{labels.get(s, s + ' threads'):>34}" for s in settings)
     print(f"{'':38}{head}")
 
     def row(label: str, cells: list[str]) -> None:
