@@ -65,8 +65,10 @@ def bare_pipeline(engine: Engine, steps: int) -> float:
 async def warm_engine(tmp: Path) -> Engine:
     """The tiny model loaded, warmed up, and one bare call made (warm caches for both sides)."""
     engine = Engine(ModelRegistry([("tiny", "tiny")], tmp / "engine", device="cpu"))
-    await asyncio.to_thread(engine.warm_up)
-    await asyncio.to_thread(bare_pipeline, engine, 2)
+    # On the engine's torch thread, as the bot's renders: a call from any other thread would give the
+    # process a second OpenMP team and slow both sides (generation/threads.py).
+    await engine.call(engine.warm_up)
+    await engine.call(bare_pipeline, engine, 2)
     return engine
 
 
@@ -103,7 +105,7 @@ async def main() -> None:
     deliver: list[float] = []  # from "done" in SQLite to the result visible in the sandbox
     for run in range(args.runs):
         # Side by side: the bare call, then the same job through the whole bot.
-        bare.append(await asyncio.to_thread(bare_pipeline, engine, args.steps))
+        bare.append(await engine.call(bare_pipeline, engine, args.steps))
         before = len(results(sandbox, general))
         start = time.perf_counter()
         interaction = await sandbox.slash(alice, general, "imagine", {
