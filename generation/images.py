@@ -3,11 +3,12 @@ uploads checked (header first) and bounded before they are decoded."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from PIL import Image, PngImagePlugin
@@ -143,9 +144,31 @@ class UploadRefused(InvalidRequest):
     """An upload that is not decoded: unreadable, or larger than we are willing to hold in memory."""
 
 
-def _too_large(what: str, max_pixels: int) -> str:
-    return (f"That image is too large ({what}; at most {max_pixels / 2**20:.0f} megapixels). "
+def _too_large(noun: str, what: str, max_pixels: int) -> str:
+    return (f"That {noun} is too large ({what}; at most {max_pixels / 2**20:.0f} megapixels). "
             "Please send a smaller one.")
+
+
+@contextlib.contextmanager
+def opened_upload(data: bytes, max_pixels: int, noun: str = "image",
+                  unreadable: str = "That attachment is not an image I can read.") -> Iterator[Image.Image]:
+    """A member's file opened for decoding in the `with` body: its header checked against `max_pixels` before
+    any pixel is decoded, PIL's decompression-bomb warning an error, and whatever goes wrong while the body
+    decodes an UploadRefused in the member's words (`noun`: what the file is to them)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                width, height = img.size
+                if width <= 0 or height <= 0:
+                    raise UploadRefused(f"That {noun} is empty.")
+                if width * height > max_pixels:
+                    raise UploadRefused(_too_large(noun, f"{width}×{height} pixels", max_pixels))
+                yield img
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UploadRefused(_too_large(noun, "too many pixels to open", max_pixels)) from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
+        raise UploadRefused(unreadable) from exc
 
 
 def fit_pixels(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
@@ -160,24 +183,12 @@ def fit_pixels(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
 def decode_upload(data: bytes, fit_to: int, max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
     """An uploaded image as RGB of at most `fit_to` pixels. Its header is checked against `max_pixels`
     before any pixel is decoded, and PIL's decompression-bomb warning is an error here."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                if width <= 0 or height <= 0:
-                    raise UploadRefused("That image is empty.")
-                if width * height > max_pixels:
-                    raise UploadRefused(_too_large(f"{width}×{height} pixels", max_pixels))
-                target = fit_pixels(img.size, fit_to)
-                # JPEG decodes straight at a reduced scale: a 12 MP photo never exists in full.
-                img.draft("RGB", target)
-                img.load()
-                rgb = img.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UploadRefused(_too_large("too many pixels to open", max_pixels)) from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
-        raise UploadRefused("That attachment is not an image I can read.") from exc
+    with opened_upload(data, max_pixels) as img:
+        target = fit_pixels(img.size, fit_to)
+        # JPEG decodes straight at a reduced scale: a 12 MP photo never exists in full.
+        img.draft("RGB", target)
+        img.load()
+        rgb = img.convert("RGB")
     if rgb.size != target:
         rgb = rgb.resize(target, Image.Resampling.LANCZOS)
     return rgb

@@ -13,11 +13,10 @@ wherever a source image already travels: the local worker and the remote workers
 from __future__ import annotations
 
 import io
-import warnings
 
 from PIL import Image, ImageChops
 
-from generation.images import MAX_UPLOAD_PIXELS, UploadRefused
+from generation.images import MAX_UPLOAD_PIXELS, UploadRefused, opened_upload
 
 # A mask may be drawn at another scale than the image, not at another shape: 2% covers rounding of sizes.
 RATIO_TOLERANCE = 0.02
@@ -41,22 +40,10 @@ def _paint_channel(img: Image.Image) -> Image.Image:
 def read_mask(data: bytes, size: tuple[int, int], max_pixels: int = MAX_UPLOAD_PIXELS) -> Image.Image:
     """The uploaded mask for an image of `size`: black (keep) and white (repaint) at that size, or
     UploadRefused saying what is wrong. The header is checked before a pixel is decoded. Blocking."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                if width <= 0 or height <= 0:
-                    raise UploadRefused("That mask is empty.")
-                if width * height > max_pixels:
-                    raise UploadRefused(f"That mask is too large ({width}×{height} pixels; at most "
-                                        f"{max_pixels / 1e6:.0f} megapixels).")
-                img.load()
-                paint = _paint_channel(img)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UploadRefused("That mask is too large (too many pixels to open).") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # UnidentifiedImageError is an OSError
-        raise UploadRefused("That mask is not an image I can read (use a PNG).") from exc
+    with opened_upload(data, max_pixels, "mask", "That mask is not an image I can read (use a PNG).") as img:
+        width, height = img.size
+        img.load()
+        paint = _paint_channel(img)
     target_w, target_h = size
     if abs((width / height) / (target_w / target_h) - 1) > RATIO_TOLERANCE:
         raise UploadRefused(f"The mask is {width}×{height} but the image is {target_w}×{target_h}: draw the "
