@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     # 0 previews every step.
     preview_interval: float = Field(default=1.5, ge=0.0, validation_alias="ATELIER_PREVIEW_INTERVAL")
     # torch's intra-op threads on the render thread; unset: torch's default (every core). Leaving the event
-    # loop a core measured slower end to end (bench/e2e.py --settings default,all): the loop needs little.
+    # loop a core measured slower end to end (bench/e2e.py --settings default,spare): the loop needs little.
     torch_threads: int | None = Field(default=None, ge=1, validation_alias="ATELIER_TORCH_THREADS")
     max_loaded_models: int = Field(default=2, ge=1, validation_alias="ATELIER_MAX_LOADED_MODELS")
     # The tiny model's stand-in NSFW checker flags an image when this share of its pixels is skin-toned

@@ -77,7 +77,7 @@ class Shorten(commands.Cog):
         if not supported(pipe):
             raise InvalidRequest("/shorten works with SD 1.x, SD 2.x and SDXL models.")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        # On the torch thread, after any render there (one thread keeps renders at full speed).
+        # Beside any render, on the engine's side thread (the encoder only reads its weights).
         result = await interaction.client.services.model_call(analyse, pipe, prompt)
         view = discord.ui.View(timeout=None)
         view.add_item(ImagineShortened())
