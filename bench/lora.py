@@ -16,7 +16,6 @@ from pathlib import Path
 # Run as a script, bench/ would be first on sys.path; put the repository root there instead.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import argparse  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -24,6 +23,7 @@ import time  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench.common import engine_parser, timed_renders  # noqa: E402
 from generation.engine import Engine  # noqa: E402
 from generation.loras import write_random_lora  # noqa: E402
 from generation.models import ModelRegistry  # noqa: E402
@@ -35,19 +35,8 @@ def _req(size: int, steps: int, images: int, loras: tuple[tuple[str, float], ...
                          guidance=7.0, sampler="euler", seeds=tuple(range(images)), loras=loras)
 
 
-def _timed(engine: Engine, request: RenderRequest) -> float:
-    started = time.perf_counter()
-    engine.render([request])
-    return time.perf_counter() - started
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=5)
+    parser = engine_parser(__doc__)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,8 +61,8 @@ def main() -> None:
         # 1. Plain vs one LoRA, interleaved so load drift hits both.
         plain_s, lora_s = [], []
         for _ in range(args.runs):
-            plain_s.append(_timed(engine, plain))
-            lora_s.append(_timed(engine, one))
+            plain_s.append(timed_renders(engine, plain))
+            lora_s.append(timed_renders(engine, one))
         p, lo = statistics.median(plain_s), statistics.median(lora_s)
         print(f"{args.images}x{args.size}², {args.steps} steps, median of {args.runs}: plain {p:.3f} s, "
               f"one LoRA {lo:.3f} s: {lo / p:.2f}x ({(lo - p) / args.images * 1000:+.0f} ms per image)")
@@ -84,9 +73,9 @@ def main() -> None:
             started = time.perf_counter()
             registry.use_loras("tiny", ((("a", "b")[i % 2], 0.8),) if i % 3 else ())
             switch_s.append(time.perf_counter() - started)
-        same_s = [_timed(engine, one) for _ in range(args.runs)]
+        same_s = [timed_renders(engine, one) for _ in range(args.runs)]
         cycle = [plain, one, other]
-        alternating_s = [_timed(engine, cycle[i % 3]) for i in range(args.runs)]
+        alternating_s = [timed_renders(engine, cycle[i % 3]) for i in range(args.runs)]
         same, alternating = statistics.median(same_s), statistics.median(alternating_s)
         print(f"adapter first load {min(load_s) * 1000:.1f}-{max(load_s) * 1000:.1f} ms; a switch "
               f"(set_adapters / disable_lora) median {statistics.median(switch_s) * 1000:.2f} ms, "

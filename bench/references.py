@@ -18,7 +18,6 @@ from pathlib import Path
 # Run as a script, bench/ would be first on sys.path; put the repository root there instead.
 sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-import argparse  # noqa: E402
 import os  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -28,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from PIL import Image  # noqa: E402
 
+from bench.common import engine_parser, timed_renders  # noqa: E402
 from generation.engine import Engine  # noqa: E402
 from generation.images import encode_upload  # noqa: E402
 from generation.models import ModelRegistry  # noqa: E402
@@ -42,20 +42,8 @@ def _req(size: int, steps: int, images: int, refs: tuple[tuple[str, str, float],
                          guidance=7.0, sampler="euler", seeds=tuple(range(images)), references=refs)
 
 
-def _timed(engine: Engine, *requests: RenderRequest) -> float:
-    started = time.perf_counter()
-    for request in requests:
-        engine.render([request])
-    return time.perf_counter() - started
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--runs", type=int, default=5)
+    parser = engine_parser(__doc__)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,9 +62,9 @@ def main() -> None:
         engine.registry.use_references("tiny", ((STYLE, keys[0], 1.0),))
         load_s = time.perf_counter() - started
         one = _req(args.size, args.steps, 1)
-        first = _timed(engine, _req(args.size, args.steps, 1, ((STYLE, keys[1], 1.0),)))
-        cached = _timed(engine, _req(args.size, args.steps, 1, ((STYLE, keys[1], 1.0),)))
-        solo = _timed(engine, one)
+        first = timed_renders(engine, _req(args.size, args.steps, 1, ((STYLE, keys[1], 1.0),)))
+        cached = timed_renders(engine, _req(args.size, args.steps, 1, ((STYLE, keys[1], 1.0),)))
+        solo = timed_renders(engine, one)
         print(f"adapter first load {load_s * 1000:.0f} ms; one image: plain {solo:.3f} s, reference first "
               f"use {first:.3f} s, cached {cached:.3f} s (encode + cache write "
               f"{(first - cached) * 1000:+.0f} ms)")
@@ -85,8 +73,8 @@ def main() -> None:
         styled = _req(args.size, args.steps, args.images, ((STYLE, keys[1], 1.0),))
         plain_s, ref_s = [], []
         for _ in range(args.runs):
-            plain_s.append(_timed(engine, plain))
-            ref_s.append(_timed(engine, styled))
+            plain_s.append(timed_renders(engine, plain))
+            ref_s.append(timed_renders(engine, styled))
         p, r = statistics.median(plain_s), statistics.median(ref_s)
         print(f"{args.images}x{args.size}², {args.steps} steps, median of {args.runs}: plain {p:.3f} s, "
               f"--sref {r:.3f} s: {r / p:.2f}x ({(r - p) / args.images * 1000:+.0f} ms per image)")
@@ -95,8 +83,8 @@ def main() -> None:
         content = _req(args.size, args.steps, args.images, (("character", keys[2], 1.0),))
         same, alternating = [], []
         for _ in range(args.runs):
-            same.append(_timed(engine, styled, styled, styled))
-            alternating.append(_timed(engine, plain, styled, content))
+            same.append(timed_renders(engine, styled, styled, styled))
+            alternating.append(timed_renders(engine, plain, styled, content))
         s, a = statistics.median(same), statistics.median(alternating)
         print(f"three batches, median of {args.runs}: same reference {s:.3f} s, plain / --sref / --cref "
               f"{a:.3f} s: {a / s:.2f}x ({(a - s) / 3 * 1000:+.0f} ms per batch)")

@@ -129,8 +129,8 @@ class Services:
         return self.engine.registry
 
     async def model_call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Model work for a command (a caption, /shorten): beside the renders without slowing them
-        (Engine.side_call). Remote mode renders nothing here: a plain thread."""
+        """Model work for a command (a caption, /shorten): between two steps of the render running, without a
+        second thread slowing it (Engine.side_call). Remote mode renders nothing here: a plain thread."""
         if self.engine is not None:
             return await self.engine.side_call(fn, *args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)

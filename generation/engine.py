@@ -3,13 +3,14 @@
 Synchronous on purpose: callers run it on the engine's one torch thread (`Engine.call`): a pipeline is not
 thread-safe, torch must never run on the event loop, and on CPU a second thread running torch's parallel
 ops slows every render in the process (generation/threads.py). Warm-up, renders and their safety checks
-run there; model work for commands that must not wait for a render (captions, upload checks) runs on a side
-thread held to one intra-op thread (`Engine.side_call`).
+run there, and so does model work for commands (captions, upload checks): between two steps of the render
+running there, or at once when none runs (`Engine.side_call`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import inspect
@@ -37,7 +38,7 @@ from generation.prompts import MAX_CHUNKS, call_arguments, chunk_count
 from generation.references import AdapterState, EmbeddingCache, call_embeds
 from generation.request import Kind, RenderRequest
 from generation.safety import SafetyChecker
-from generation.threads import can_confine, use_threads
+from generation.threads import use_threads
 from generation.validate import ASPECTS, Limits, size_for, upscale_of
 
 if TYPE_CHECKING:
@@ -87,8 +88,9 @@ class StepGate:
     def _closed(self) -> bool:
         return not self._open.is_set() or (self._hold_file is not None and os.path.exists(self._hold_file))
 
-    def hold(self, should_stop: Callable[[], bool] | None) -> bool:
-        """Wait while closed. True when told to stop meanwhile (the caller cancels the render)."""
+    def hold(self, should_stop: Callable[[], bool] | None, idle: Callable[[], bool] | None = None) -> bool:
+        """Wait while closed, running `idle()` meanwhile (the engine's waiting command calls: a held render
+        is between two steps). True when told to stop meanwhile (the caller cancels the render)."""
         if not self._closed():
             return False
         self.holding.set()
@@ -96,7 +98,8 @@ class StepGate:
             while self._closed():
                 if should_stop is not None and should_stop():
                     return True
-                time.sleep(self.POLL_S)
+                if idle is None or not idle():
+                    time.sleep(self.POLL_S)
             return False
         finally:
             self.holding.clear()
@@ -126,12 +129,14 @@ class Engine:
         self._lock = threading.Lock()
         self.step_gate = StepGate(os.environ.get(HOLD_FILE_ENV) or None)
         self._thread: ThreadPoolExecutor | None = None
-        self._side: ThreadPoolExecutor | None = None
         self._thread_lock = threading.Lock()
+        # Command work waiting for the torch thread (side_call): run between two steps of a render, or by
+        # the thread's own queue when no render runs.
+        self._between: collections.deque[Callable[[], None]] = collections.deque()
 
     @property
     def thread(self) -> ThreadPoolExecutor:
-        """The one thread that runs this engine's warm-up and renders (see the module's note)."""
+        """The one thread that runs this engine's torch work (see the module's note)."""
         with self._thread_lock:
             if self._thread is None:
                 threads = self.threads
@@ -140,34 +145,57 @@ class Engine:
                     initializer=None if threads is None else functools.partial(use_threads, threads))
             return self._thread
 
-    def _side_thread(self) -> ThreadPoolExecutor:
-        with self._thread_lock:
-            if self._side is None:
-                self._side = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-torch-side",
-                                                initializer=functools.partial(use_threads, 1))
-            return self._side
-
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """`fn(*args, **kwargs)` on the torch thread, awaited from the event loop."""
+        """`fn(*args, **kwargs)` on the torch thread, after what was handed to it before."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.thread, functools.partial(fn, *args, **kwargs))
 
     async def side_call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Model work for a command (a caption, an upload's safety check): beside a render, on one intra-op
-        thread; after the render where a thread's count cannot be set alone (generation/threads.py)."""
-        if not can_confine():
-            return await self.call(fn, *args, **kwargs)
+        """Model work for a command (a caption, an upload's safety check, /shorten) that must not wait for a
+        whole render: on the torch thread between two steps of the render running there (one such call
+        per step), or at once when none runs. A second thread would share the render's cores and slow it
+        far more than the call's own time (bench/describe.py); here the render pauses for just that time."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._side_thread(), functools.partial(fn, *args, **kwargs))
+        future: asyncio.Future[T] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():  # the command may have given up waiting
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+        def job() -> None:
+            if future.done():
+                return
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:  # the command's failure, never the render's
+                loop.call_soon_threadsafe(settle, False, exc)
+            else:
+                loop.call_soon_threadsafe(settle, True, result)
+
+        self._between.append(job)
+        # Each call also queues one turn on the thread: if no step took the job by then, that turn runs it.
+        self.thread.submit(self.run_between_steps)
+        return await future
+
+    def run_between_steps(self) -> bool:
+        """On the torch thread: run the oldest waiting command call, if any. True when one ran."""
+        try:
+            job = self._between.popleft()
+        except IndexError:
+            return False
+        job()
+        return True
 
     def close(self) -> None:
-        """End the torch and side threads (after their work): a process that opened the engine and stops,
-        or fails to start, must not keep threads of it. Used again, the engine makes new ones."""
+        """End the torch thread (after its work): a process that opened the engine and stops, or fails to
+        start, must not keep a thread of it. Used again, the engine makes a new one."""
         with self._thread_lock:
-            pools, self._thread, self._side = (self._thread, self._side), None, None
-        for pool in pools:
-            if pool is not None:
-                pool.shutdown(wait=True)
+            pool, self._thread = self._thread, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
     def settle(self) -> None:
         """Wait until everything handed to the torch thread so far has ended (a worker closing)."""
@@ -559,7 +587,8 @@ class _Run:
                 captured.clear()
                 done = self.chunks_done * total_steps + min(index + 1, total_steps)
                 self.on_progress(done, total_steps * self._total_chunks(), list(self.previews))
-            if self.engine.step_gate.hold(self.should_stop):
+            self.engine.run_between_steps()  # a command's model call waiting for this thread, if any
+            if self.engine.step_gate.hold(self.should_stop, self.engine.run_between_steps):
                 raise RenderCancelled()
             return kwargs
 

@@ -126,8 +126,8 @@ async def describe_attachment(interaction: AtelierInteraction, attachment: disco
     shown = await presentation(interaction, image)
     if shown == "block":  # its captions could say what the image shows: none either
         raise NotAllowed("That image looks NSFW: it can't be described in this channel.")
-    # 3. Captioning may take seconds on a real model: acknowledge first, then caption on the engine's side
-    # thread (beside a render, on one intra-op thread so the render keeps its speed: Engine.side_call).
+    # 3. Captioning may take seconds on a real model: acknowledge first, then caption on the torch thread
+    # between two steps of the render running there (Engine.side_call: it waits a step, not a render).
     await interaction.response.defer(thinking=True)
     prompts = await services.model_call(captioner.describe, image)
     description_id = await services.db.descriptions.add(interaction.guild_id, interaction.channel_id,

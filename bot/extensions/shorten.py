@@ -77,7 +77,7 @@ class Shorten(commands.Cog):
         if not supported(pipe):
             raise InvalidRequest("/shorten works with SD 1.x, SD 2.x and SDXL models.")
         await interaction.response.defer(ephemeral=True, thinking=True)
-        # Beside any render, on the engine's side thread (the encoder only reads its weights).
+        # On the torch thread, between two steps of the render running there (Engine.side_call).
         result = await interaction.client.services.model_call(analyse, pipe, prompt)
         view = discord.ui.View(timeout=None)
         view.add_item(ImagineShortened())

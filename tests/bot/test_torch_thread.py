@@ -82,9 +82,9 @@ def test_the_bot_runs_torch_on_one_thread(tiny_data_dir: Path, tmp_path: Path) -
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["done"] and result["captions"] == 4
-    # ATELIER_TORCH_THREADS sets the render thread's count only: the side thread runs on one, and the
+    # ATELIER_TORCH_THREADS sets the torch thread's count only (command calls run there too), and the
     # process-wide default (what any other thread would start with) stays torch's own, every core.
-    assert (result["render"], result["side"], result["main"]) == (3, 1, result["default"]), result
+    assert (result["render"], result["side"], result["main"]) == (3, 3, result["default"]), result
     # Three torch threads: a team is its thread plus two OpenMP workers. The old bot warmed up in asyncio's
     # default executor, rendered in the worker's own thread (+2), checked uploads and captioned in
     # default-executor threads.

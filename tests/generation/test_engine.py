@@ -305,3 +305,46 @@ def test_an_out_of_memory_error_lets_go_of_the_failed_calls_memory(tiny_data_dir
         hook.remove()
     assert isinstance(caught.value.__cause__, torch.OutOfMemoryError)
     assert refs and [ref() for ref in refs] == [None] * len(refs)
+
+
+async def test_a_command_call_runs_between_two_steps_of_a_render(tiny_engine: Any) -> None:
+    """Engine.side_call (a caption, an upload check) during a render runs on the torch thread between two
+    of its steps: the render makes no step while the call runs (a second thread would share its cores), the
+    call waits one step, not the render, and the render's pixels are those of a render alone."""
+    import asyncio
+    import time
+
+    steps: list[int] = []
+    reached, go = threading.Event(), threading.Event()
+
+    def on_progress(step: int, total: int, previews: Any) -> None:
+        steps.append(step)
+        if step == 1:
+            reached.set()
+            go.wait(30)  # until the command's call is waiting
+
+    def command_call() -> tuple[int, int]:
+        # Gives the render a whole second to move on, were it running beside this call.
+        seen = len(steps)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and len(steps) == seen:
+            time.sleep(0.01)
+        return seen, len(steps)
+
+    request = _req((3,), steps=8)
+    alone = tiny_engine.render([request])[0][0]
+    rendering = asyncio.ensure_future(
+        tiny_engine.call(tiny_engine.render, [request], on_progress=on_progress))
+    assert await asyncio.to_thread(reached.wait, 30)
+    called = asyncio.ensure_future(tiny_engine.side_call(command_call))
+    await asyncio.sleep(0.05)  # the call is queued for the torch thread
+    go.set()
+    assert await called == (1, 1)  # ran after step 1, and step 2 waited for it
+    beside = (await rendering)[0][0]
+    assert steps == list(range(1, 9))
+    assert _maxdiff(alone, beside) == 0
+    # With no render running, a call runs at once on the thread's own queue; its failure is its own.
+    assert await tiny_engine.side_call(lambda: "idle") == "idle"
+    with pytest.raises(ZeroDivisionError):
+        await tiny_engine.side_call(lambda: 1 / 0)
+    assert tiny_engine.render([request])[0][0].size == (64, 64)
