@@ -231,24 +231,27 @@ async def member(request: web.Request) -> web.Response:
 # -- one image -------------------------------------------------------------------------------------------
 
 
-async def _visible_image(request: web.Request, session: Session) -> ImageRow | None:
-    try:
-        image_id = int(request.match_info["image_id"])
-    except ValueError:
-        return None
-    image = await request.app[DB].images.get(image_id)
-    if image is None or not member_can_see(image, session.member(), deleted=image.deleted):
-        return None
-    return image
-
-
-async def image_page(request: web.Request) -> web.Response:
+async def _visible_image(request: web.Request) -> tuple[Session, ImageRow] | web.Response:
+    """The signed-in member and the image of the URL they may see; else the answer to give instead (the
+    login page, or not found: an image they may not see reads as missing)."""
     session = current(request)
     if session is None:
         return need_login(request)
-    image = await _visible_image(request, session)
-    if image is None:
+    try:
+        image_id = int(request.match_info["image_id"])
+    except ValueError:
         return not_found(request)
+    image = await request.app[DB].images.get(image_id)
+    if image is None or not member_can_see(image, session.member(), deleted=image.deleted):
+        return not_found(request)
+    return session, image
+
+
+async def image_page(request: web.Request) -> web.Response:
+    found = await _visible_image(request)
+    if isinstance(found, web.Response):
+        return found
+    session, image = found
     db, member_ = request.app[DB], session.member()
     job = await db.jobs.get(image.job_id)
     assert job is not None  # images reference their job
@@ -268,12 +271,10 @@ async def image_page(request: web.Request) -> web.Response:
 
 
 async def star(request: web.Request) -> web.Response:
-    session = current(request)
-    if session is None:
-        return need_login(request)
-    image = await _visible_image(request, session)
-    if image is None:
-        return not_found(request)
+    found = await _visible_image(request)
+    if isinstance(found, web.Response):
+        return found
+    session, image = found
     form = await request.post()
     await request.app[DB].images.toggle_favourite(session.user_id, [image.id], form.get("star") == "1")
     raise web.HTTPSeeOther(f"/image/{image.id}")
