@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,3 +164,33 @@ def workers(nats_server: NatsServer, tiny_data_dir: Path, tmp_path: Path) -> Ite
 
 # The sandbox Discord server of the bot tests, for the bot in remote mode.
 from tests.bot.conftest import sandbox, start_bot  # noqa: E402, F401
+
+# -- what several remote tests ask of a bot ---------------------------------------------------------------
+HELPER_PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timing assertion
+
+
+async def job_status(db: Any, job_id: int) -> str:
+    row = await db.jobs.get(job_id)
+    assert row is not None
+    return str(row.status)
+
+
+async def wait_status(db: Any, job_id: int, wanted: str) -> None:
+    """Until job `job_id`'s row says `wanted` (polled: the bot may be another process)."""
+    for _ in range(int(HELPER_PATIENCE_S * 10)):
+        if await job_status(db, job_id) == wanted:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} is {await job_status(db, job_id)}, not {wanted}")
+
+
+async def imagine_job(server: Any, scheduler: Any, known: list[int], user: str, prompt: str) -> int:
+    """/imagine by `user` in #general of the sandbox `server`; the new job's id (the first queued one not in
+    `known`, then added to it)."""
+    interaction = await server.slash(server.users[user], server.channel("general"), "imagine",
+                                     {"prompt": prompt})
+    await interaction.wait_ack()
+    job_id = int(await server.wait_for(lambda: next(
+        (e.job_id for e in scheduler.snapshot() if e.job_id not in known), None), timeout=HELPER_PATIENCE_S))
+    known.append(job_id)
+    return job_id

@@ -4,7 +4,7 @@ one job of a shared batch is cancelled while the others render and are delivered
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +16,15 @@ from nats.js.api import DeliverPolicy
 from generation.remote.wire import Subjects, decode_event, decode_progress
 from sandbox import Sandbox
 from tests.bot.helpers import button, result_for
-from tests.generation.remote.conftest import BOT_PASS, BOT_USER, NatsServer, WorkerProcesses
+from tests.generation.remote.conftest import (
+    BOT_PASS,
+    BOT_USER,
+    NatsServer,
+    WorkerProcesses,
+    imagine_job,
+    job_status,
+    wait_status,
+)
 from tests.generation.remote.test_bot_remote import PATIENCE_S, remote_bot  # noqa: F401
 
 
@@ -55,13 +63,7 @@ async def test_cancel_queued_dispatched_rendering_and_one_job_of_a_shared_batch(
     general = sandbox.channel("general")
     known: list[int] = []
 
-    async def submit(user: str, prompt: str) -> int:
-        interaction = await sandbox.slash(sandbox.users[user], general, "imagine", {"prompt": prompt})
-        await interaction.wait_ack()
-        job_id = int(await sandbox.wait_for(lambda: next(
-            (e.job_id for e in scheduler.snapshot() if e.job_id not in known), None), timeout=PATIENCE_S))
-        known.append(job_id)
-        return job_id
+    submit = functools.partial(imagine_job, sandbox, scheduler, known)
 
     async def cancel(user: str, job_id: int) -> None:
         listing = await sandbox.slash(sandbox.users[user], general, "queue")
@@ -70,17 +72,8 @@ async def test_cancel_queued_dispatched_rendering_and_one_job_of_a_shared_batch(
                                    button(listing.original, f"Cancel {job_id}"))
         await done.wait_ack()
 
-    async def status(job_id: int) -> str:
-        row = await services.db.jobs.get(job_id)
-        assert row is not None
-        return row.status
-
-    async def until(job_id: int, wanted: str) -> None:
-        for _ in range(int(PATIENCE_S * 10)):
-            if await status(job_id) == wanted:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"job {job_id} is {await status(job_id)}, not {wanted}")
+    status = functools.partial(job_status, services.db)
+    until = functools.partial(wait_status, services.db)
 
     try:
         # The worker's two slots: one rendering (held), one dispatched and waiting for the render thread.

@@ -6,6 +6,7 @@ must reach its member exactly once."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import signal
@@ -24,7 +25,14 @@ from sandbox import Sandbox
 from storage.db import Database
 from tests.bot.conftest import sandbox_env
 from tests.bot.helpers import button, job_id_of, result_for, results, shows_rendering
-from tests.generation.remote.conftest import BOT_PASS, BOT_USER, NatsServer, WorkerProcesses
+from tests.generation.remote.conftest import (
+    BOT_PASS,
+    BOT_USER,
+    NatsServer,
+    WorkerProcesses,
+    job_status,
+    wait_status,
+)
 
 PATIENCE_S = 240.0  # a bound on subprocess start-up and CPU renders, not a timing assertion
 CATALOG = '[{"name": "tiny", "family": "sd15", "steps": 3, "guidance": 5.0, "sampler": "euler"}]'
@@ -174,17 +182,8 @@ async def test_a_job_adopted_at_start_is_listed_cancellable_and_holds_its_slot(
     bot = await start_bot_process(sandbox, data_dir, log, env)
     db = await Database.open(data_dir / "atelier.db")
 
-    async def status(job_id: int) -> str:
-        row = await db.jobs.get(job_id)
-        assert row is not None
-        return row.status
-
-    async def until(job_id: int, wanted: str) -> None:
-        for _ in range(int(PATIENCE_S * 10)):
-            if await status(job_id) == wanted:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"job {job_id} is {await status(job_id)}, not {wanted}")
+    status = functools.partial(job_status, db)
+    until = functools.partial(wait_status, db)
 
     try:
         await sandbox.wait_until_ready(timeout=PATIENCE_S)

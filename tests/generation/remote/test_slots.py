@@ -4,6 +4,7 @@ model has a free slot (real nats-server, real `atelier worker` subprocesses, the
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
 import uuid
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from generation.remote.dispatcher import RemoteBackend
 from generation.remote.wire import Event, ModelInfo, Subjects, WorkerInfo, decode_event
 from sandbox import Sandbox
 from tests.bot.helpers import result_for
-from tests.generation.remote.conftest import BOT_PASS, BOT_USER, NatsServer, WorkerProcesses
+from tests.generation.remote.conftest import BOT_PASS, BOT_USER, NatsServer, WorkerProcesses, imagine_job
 from tests.generation.remote.test_bot_remote import PATIENCE_S, remote_bot  # noqa: F401
 
 
@@ -138,13 +139,7 @@ async def test_routing_by_model_and_four_members_in_one_engine_call(
     sandbox.add_user("carol")
     known: list[int] = []
 
-    async def submit(user: str, prompt: str) -> int:
-        interaction = await sandbox.slash(sandbox.users[user], general, "imagine", {"prompt": prompt})
-        await interaction.wait_ack()
-        job_id = int(await sandbox.wait_for(lambda: next(
-            (e.job_id for e in scheduler.snapshot() if e.job_id not in known), None), timeout=PATIENCE_S))
-        known.append(job_id)
-        return job_id
+    submit = functools.partial(imagine_job, sandbox, scheduler, known)
 
     try:
         tiny = [await submit(user, f"a boat number {i} --steps 2 --n 1")
