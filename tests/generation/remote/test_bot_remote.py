@@ -4,12 +4,13 @@ from the workers' announcements, and real `atelier worker` subprocesses render w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,10 +198,11 @@ class FakeWorker:
         return job.job_id
 
 
-async def test_a_damaged_image_is_a_failed_attempt_retried_then_a_clear_message(
-    sandbox: Sandbox, nats_server: NatsServer, remote_bot: Callable[..., Any]
-) -> None:
-    subjects = Subjects(f"h{uuid.uuid4().hex[:8]}")
+@contextlib.asynccontextmanager
+async def fake_worker_bot(sandbox: Sandbox, nats_server: NatsServer, remote_bot: Callable[..., Any],
+                          letter: str) -> AsyncIterator[tuple[Any, FakeWorker]]:
+    """A remote-mode bot on its own prefix and the test's FakeWorker announced to it: (services, fake)."""
+    subjects = Subjects(f"{letter}{uuid.uuid4().hex[:8]}")
     app = await remote_bot(subjects.prefix)
     services = app.services
     assert services is not None
@@ -209,6 +211,15 @@ async def test_a_damaged_image_is_a_failed_attempt_retried_then_a_clear_message(
         fake = FakeWorker(nc.jetstream(), subjects)
         await fake.announce()
         await sandbox.wait_for(lambda: services.registry.names() == ["tiny"], timeout=PATIENCE_S)
+        yield services, fake
+    finally:
+        await nc.close()
+
+
+async def test_a_damaged_image_is_a_failed_attempt_retried_then_a_clear_message(
+    sandbox: Sandbox, nats_server: NatsServer, remote_bot: Callable[..., Any]
+) -> None:
+    async with fake_worker_bot(sandbox, nats_server, remote_bot, "h") as (services, fake):
         alice, general = sandbox.users["alice"], sandbox.channel("general")
 
         # A wrong hash, then a good image: the job is done at its second attempt, the member sees it once.
@@ -236,8 +247,6 @@ async def test_a_damaged_image_is_a_failed_attempt_retried_then_a_clear_message(
         row = await services.db.jobs.get(job_b)
         assert row is not None and row.status == "failed" and row.attempts == 3
         assert await services.db.images.for_job(job_b) == []
-    finally:
-        await nc.close()
 
 
 async def test_malformed_stray_and_stale_events_are_terminated_and_the_job_completes(
@@ -307,15 +316,7 @@ async def test_a_remote_result_shows_its_grid_first_then_the_stored_files(
     hold = tmp_path / "store-hold"  # holds the bot between the fast grid and its SQLite writes
     hold.touch()
     monkeypatch.setenv(STORE_HOLD_FILE_ENV, str(hold))  # read when the bot's runner is made
-    subjects = Subjects(f"g{uuid.uuid4().hex[:8]}")
-    app = await remote_bot(subjects.prefix)
-    services = app.services
-    assert services is not None
-    nc = await nats.connect(nats_server.url(WORKER_USER, WORKER_PASS))
-    try:
-        fake = FakeWorker(nc.jetstream(), subjects)
-        await fake.announce()
-        await sandbox.wait_for(lambda: services.registry.names() == ["tiny"], timeout=PATIENCE_S)
+    async with fake_worker_bot(sandbox, nats_server, remote_bot, "g") as (services, fake):
         alice, general = sandbox.users["alice"], sandbox.channel("general")
         interaction = await sandbox.slash(alice, general, "imagine", {"prompt": "a red barn --seed 2 --n 1"})
         await interaction.wait_ack()
@@ -334,8 +335,6 @@ async def test_a_remote_result_shows_its_grid_first_then_the_stored_files(
         png = np.asarray(Image.open(services.blobs.path(stored[0].blob)).convert("RGB"), dtype=int)
         jpeg = np.asarray(Image.open(io.BytesIO(shown.attachments[0].data)).convert("RGB"), dtype=int)
         assert png.shape == jpeg.shape and np.abs(png - jpeg).mean() < 3
-    finally:
-        await nc.close()
 
 
 NO_TORCH_SCRIPT = """
